@@ -1,0 +1,151 @@
+"""The ``mailbridge`` command: click commands that validate settings and call one service each.
+
+A bad configuration prints one line naming the file, the key and the problem, and exits with 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from mailbridge.settings import ConfigError, Settings, load_settings
+
+DEFAULT_CONFIG = "config/mailbridge.toml"
+EXIT_CONFIG = 2
+
+
+def _load(config: str) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as e:
+        click.echo(f"mailbridge: configuration error: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _app(ctx: click.Context):
+    from mailbridge.app import App
+    from mailbridge.logging import configure_logging
+
+    settings = _load(ctx.obj["config"])
+    configure_logging(settings.logging.level, settings.logging.format)
+    return App(settings)
+
+
+@click.group()
+@click.option("--config", "-c", envvar="MAILBRIDGE_CONFIG", default=DEFAULT_CONFIG, show_default=True,
+              help="The TOML configuration file (or MAILBRIDGE_CONFIG).")
+@click.version_option(package_name="mailbridge")
+@click.pass_context
+def cli(ctx: click.Context, config: str) -> None:
+    """mailbridge: support mail in, tickets with case numbers, acknowledgements out."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@cli.command("check-config")
+@click.pass_context
+def check_config(ctx: click.Context) -> None:
+    """Validate the configuration and print a summary."""
+    s = _load(ctx.obj["config"])
+    click.echo(f"{ctx.obj['config']}: OK")
+    click.echo(f"  database: {s.database_url.split('@')[-1]}")
+    for a in s.accounts:
+        click.echo(f"  account {a.name}: {a.user} @ {a.host}:{a.port} ({a.tls}) folder {a.folder!r}")
+    for q in s.queues:
+        click.echo(f"  queue {q.name}: {', '.join(q.addresses)} [{q.language}] from account {q.account}")
+    click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls})")
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from mailbridge.store.migrate import current_revision
+
+    app = _app(ctx.parent)
+    app.upgrade_db()
+    click.echo(f"database at revision {current_revision(app.engine)}")
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Fetch mail and send the outbox until SIGTERM/SIGINT."""
+    from mailbridge.scheduler import Service
+
+    app = _app(ctx)
+    asyncio.run(Service(app).run())
+
+
+@cli.group()
+def tickets() -> None:
+    """Look at tickets."""
+
+
+@tickets.command("list")
+@click.option("--queue", default=None)
+@click.option("--status", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.pass_context
+def tickets_list(ctx: click.Context, queue, status, limit) -> None:
+    """The newest tickets."""
+    from mailbridge import views
+
+    app = _app(ctx.parent)
+    click.echo(views.tickets_table(app, queue=queue, status=status, limit=limit))
+
+
+@tickets.command("show")
+@click.argument("case_number")
+@click.pass_context
+def tickets_show(ctx: click.Context, case_number: str) -> None:
+    """One ticket with its messages and history."""
+    from mailbridge import views
+
+    app = _app(ctx.parent)
+    text = views.ticket_detail(app, case_number)
+    if text is None:
+        click.echo(f"no ticket {case_number}", err=True)
+        sys.exit(1)
+    click.echo(text)
+
+
+@cli.group()
+def quarantine() -> None:
+    """Mails that could not become tickets."""
+
+
+@quarantine.command("list")
+@click.pass_context
+def quarantine_list(ctx: click.Context) -> None:
+    """Quarantined mails with stage and reason."""
+    from mailbridge import views
+
+    app = _app(ctx.parent)
+    click.echo(views.quarantine_table(app))
+
+
+@cli.command()
+@click.option("--keep", type=click.Path(path_type=Path), default=None,
+              help="Keep the demo's database and var/ in this directory instead of a temporary one.")
+def demo(keep: Path | None) -> None:
+    """Run everything on this machine: IMAP and SMTP servers, sample mails, the service."""
+    from mailbridge.demo import run_demo
+
+    sys.exit(run_demo(keep))
+
+
+def main() -> None:
+    cli(prog_name="mailbridge")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,125 @@
+"""Plain types shared by every layer: case numbers, ticket status, a parsed mail.
+
+Nothing here does I/O or knows about SQLAlchemy; ``ingest``, ``sla`` and ``outbound`` build on these.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from stdnum import damm
+
+# Default case-number shape: "C" + 6 serial digits + 1 Damm check digit (e.g. C1234566).
+DEFAULT_PREFIX = "C"
+DEFAULT_DIGITS = 7
+
+
+class TicketStatus(enum.StrEnum):
+    """Lifecycle of a ticket; the conversations issue adds the transitions between them."""
+
+    NEW = "new"
+    OPEN = "open"
+    PENDING = "pending"
+    SOLVED = "solved"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class CaseNumberFormat:
+    """How case numbers look: a prefix and a digit count that includes the check digit.
+
+    The Damm check digit catches every single-digit error and every adjacent transposition, so a
+    mistyped number is recognised as invalid instead of landing on someone else's case.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+    digits: int = DEFAULT_DIGITS
+
+    @property
+    def serial_digits(self) -> int:
+        return self.digits - 1
+
+    @property
+    def max_serial(self) -> int:
+        return 10**self.serial_digits - 1
+
+    def format(self, serial: int) -> str:
+        """Return the case number for ``serial`` (zero-padded, check digit appended)."""
+        if not 0 < serial <= self.max_serial:
+            raise ValueError(f"serial {serial} does not fit in {self.serial_digits} digits")
+        body = f"{serial:0{self.serial_digits}d}"
+        return f"{self.prefix}{body}{damm.calc_check_digit(body)}"
+
+    def parse(self, text: str) -> int | None:
+        """Return the serial of a well-formed case number with a valid check digit, else None.
+
+        Accepts upper or lower case prefixes; the caller has already isolated the token.
+        """
+        m = re.fullmatch(rf"{re.escape(self.prefix)}(\d{{{self.digits}}})", text.strip(), re.IGNORECASE)
+        if not m or not damm.is_valid(m.group(1)):
+            return None
+        return int(m.group(1)[:-1])
+
+    def is_valid(self, text: str) -> bool:
+        return self.parse(text) is not None
+
+
+@dataclass(frozen=True)
+class Address:
+    """A mailbox: display name and lower-cased address."""
+
+    name: str
+    email: str
+
+    def __str__(self) -> str:  # pragma: no cover - debugging aid
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment as found in the mail; ``data`` is the decoded bytes."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+
+
+@dataclass
+class ParsedMail:
+    """What the pipeline needs from one inbound mail, independent of the parser library.
+
+    ``defects`` are the MIME problems the parser found; ``fatal_defects`` the subset that makes the
+    content unreliable (the mail then goes to quarantine instead of becoming a ticket).
+    """
+
+    message_id: str | None
+    subject: str
+    from_: Address | None
+    reply_to: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    delivered_to: list[str]
+    date: datetime | None
+    in_reply_to: list[str]
+    references: list[str]
+    text: str
+    html: str | None
+    attachments: list[Attachment]
+    headers: dict[str, str]
+    defects: list[str] = field(default_factory=list)
+    fatal_defects: list[str] = field(default_factory=list)
+
+    @property
+    def recipient_emails(self) -> list[str]:
+        """Every address the mail was sent to, as the MTA and the headers tell it."""
+        seen: dict[str, None] = {}
+        for a in [*self.delivered_to, *(x.email for x in self.to), *(x.email for x in self.cc)]:
+            seen.setdefault(a.lower(), None)
+        return list(seen)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())

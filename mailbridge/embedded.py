@@ -1,0 +1,193 @@
+"""Real mail servers on loopback for the demo, the tests and the benchmarks.
+
+- :class:`PymapServer`: pymap (an IMAP4rev1 server with IDLE, MOVE, UIDPLUS) with its in-memory
+  backend, in a subprocess of its own, on a free port of 127.0.0.1.
+- :class:`SmtpSink`: aiosmtpd in a thread of this process, recording every message it accepts
+  (envelope and bytes); optionally it answers with a temporary or permanent error, or goes away.
+
+These are the servers mailbridge talks to in the default test suite, never stand-ins for them:
+mailbridge reaches them only over TCP, exactly as it reaches a production server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+LOOPBACK = "127.0.0.1"
+# How long we wait for a server to accept connections before giving up.
+START_TIMEOUT_SECONDS = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = START_TIMEOUT_SECONDS, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server process exited with {proc.returncode} before listening on {port}")
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.settimeout(0.5)
+            if s.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout}s")
+
+
+class PymapServer:
+    """pymap with the in-memory ``dict`` backend and one user, in a subprocess."""
+
+    def __init__(self, user: str = "support", password: str = "secret", port: int | None = None):
+        self.user = user
+        self.password = password
+        self.port = port or free_port()
+        self.host = LOOPBACK
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> PymapServer:
+        code = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; main()"
+        args = [
+            sys.executable, "-c", code, "--host", LOOPBACK, "--port", str(self.port), "--no-tls",
+            "--no-service", "admin", "--no-service", "managesieve", "--no-service", "swim",
+            "dict", "--demo-user", self.user, "--demo-password", self.password,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop and start on the same port (the in-memory mailboxes are lost)."""
+        self.stop()
+        self.start()
+
+    def client(self):
+        """A logged-in imapclient connection (for seeding and inspecting the mailbox)."""
+        from imapclient import IMAPClient
+
+        c = IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
+        c._imap.debug = 0
+        c.login(self.user, self.password)
+        return c
+
+    def append(self, messages: list[bytes], folder: str = "INBOX") -> None:
+        """Deliver ``messages`` into ``folder`` with IMAP APPEND, as an MTA's local delivery would."""
+        c = self.client()
+        try:
+            for raw in messages:
+                c.append(folder, raw)
+        finally:
+            c.logout()
+
+    def __enter__(self) -> PymapServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class ReceivedMail:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class _Handler:
+    received: list[ReceivedMail] = field(default_factory=list)
+    # None: accept; otherwise an SMTP reply such as "451 4.3.0 try later" or "550 5.1.1 no such user".
+    reply: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(init=False)
+
+    def __post_init__(self):
+        self.arrived = threading.Condition(self.lock)
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.reply is not None:
+            return self.reply
+        with self.arrived:
+            self.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+            self.arrived.notify_all()
+        return "250 2.0.0 OK: queued"
+
+
+class SmtpSink:
+    """aiosmtpd on loopback that keeps every accepted message in ``received``."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.host = LOOPBACK
+        self.handler = _Handler()
+        self.controller = None
+
+    @property
+    def received(self) -> list[ReceivedMail]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    def start(self) -> SmtpSink:
+        from aiosmtpd.controller import Controller
+
+        # aiosmtpd logs every SMTP command at INFO; the sink is a test/demo peer, not our service.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+        # An explicit port, never 0: aiosmtpd's Controller checks readiness by connecting to it.
+        self.controller = Controller(self.handler, hostname=LOOPBACK, port=self.port, data_size_limit=0)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def set_reply(self, reply: str | None) -> None:
+        """Make the server answer DATA with ``reply`` (e.g. a 4xx or 5xx) instead of accepting."""
+        self.handler.reply = reply
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[ReceivedMail]:
+        """Block until at least ``count`` messages were accepted (or ``timeout``); return them all."""
+        deadline = time.monotonic() + timeout
+        with self.handler.arrived:
+            while len(self.handler.received) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.handler.arrived.wait(left)
+            return list(self.handler.received)
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Inbound mail: fetch over IMAP, parse, classify, match and apply, one transaction per mail."""

@@ -1,0 +1,178 @@
+"""One account's fetch cycle: fetch → raw store → pipeline → (after commit) move the mail away.
+
+Invariants (see :class:`~mailbridge.store.models.MailboxState`):
+
+- a mail is moved out of the watched folder only after the transaction that recorded it committed;
+- the last UID advances in that same transaction, so a mail at or below it is never processed
+  again; mails at or below it still in the folder (a crash between commit and MOVE) are moved
+  at the start of the next cycle to where their recorded disposition says;
+- a new UIDVALIDITY resets the last UID to 0, and deduplication on Message-ID and on the hash of
+  the raw bytes keeps the mails of the recreated folder from being processed twice.
+
+A fetch error or an unreachable database ends the cycle; the account backs off and retries
+while other accounts keep working.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from mailbridge.ingest.fetcher import FetchError, ImapMailbox
+from mailbridge.ingest.pipeline import InfrastructureError, Pipeline
+from mailbridge.ingest.steps import InboundMail
+from mailbridge.settings import AccountSettings
+from mailbridge.store import repositories as repo
+from mailbridge.store.db import is_transient_db_error, session_scope
+from mailbridge.store.rawstore import ContentStore, sha256_hex
+
+log = structlog.get_logger(__name__)
+
+# Backoff after a failure: 1 s, 2 s, 4 s … capped, with jitter so accounts do not retry in step.
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 300.0
+
+
+@dataclass
+class CycleReport:
+    fetched: int = 0
+    dispositions: dict[str, int] = field(default_factory=dict)
+    leftovers_moved: int = 0
+
+    def count(self, disposition: str) -> None:
+        self.dispositions[disposition] = self.dispositions.get(disposition, 0) + 1
+
+
+class AccountPoller:
+    """Keeps one account's connection, runs cycles, and backs off after failures."""
+
+    def __init__(self, account: AccountSettings, pipeline: Pipeline, session_factory, raw: ContentStore,
+                 clock: Callable[[], datetime], on_progress: Callable[[], None] = lambda: None):
+        self.account = account
+        self.pipeline = pipeline
+        self.factory = session_factory
+        self.raw = raw
+        self.clock = clock
+        self.on_progress = on_progress
+        self.mailbox = ImapMailbox(account)
+        self.failures = 0
+        self.retry_at = 0.0  # time.monotonic() before which we do not reconnect
+
+    def _folder_for(self, disposition: str) -> str:
+        if disposition == "quarantined":
+            return self.account.quarantine_folder
+        return self.account.processed_folder
+
+    def _move(self, by_folder: dict[str, list[int]]) -> None:
+        for folder, uids in by_folder.items():
+            if uids:
+                self.mailbox.move(uids, folder)
+
+    def cycle(self, stop: threading.Event | None = None) -> CycleReport:
+        """Process everything new in the watched folder once. Raises FetchError/InfrastructureError."""
+        acc = self.account
+        report = CycleReport()
+        if self.mailbox.client is None:
+            self.mailbox.connect()
+            log.info("imap_connected", account=acc.name, host=acc.host, folder=acc.folder,
+                     uidvalidity=self.mailbox.uidvalidity, idle=self.mailbox.has("IDLE"),
+                     move=self.mailbox.has("MOVE"))
+        uidvalidity = self.mailbox.uidvalidity
+        assert uidvalidity is not None
+        try:
+            with session_scope(self.factory) as s:
+                before = repo.mailbox_state(s, acc.name, acc.folder)
+                last_uid = repo.set_uidvalidity(s, acc.name, acc.folder, uidvalidity, self.clock())
+            if before is not None and before.uidvalidity != uidvalidity:
+                log.warning("imap_uidvalidity_changed", account=acc.name, folder=acc.folder,
+                            old=before.uidvalidity, new=uidvalidity)
+            # Committed before, not yet moved (the process died between commit and MOVE).
+            left = self.mailbox.uids_upto(last_uid)
+            if left:
+                with session_scope(self.factory) as s:
+                    disp = repo.dispositions_for_uids(s, acc.name, acc.folder, uidvalidity, left)
+                moves: dict[str, list[int]] = {}
+                for uid in left:
+                    if uid in disp:
+                        moves.setdefault(self._folder_for(disp[uid]), []).append(uid)
+                self._move(moves)
+                report.leftovers_moved = sum(len(v) for v in moves.values())
+                if report.leftovers_moved:
+                    log.info("imap_leftovers_moved", account=acc.name, count=report.leftovers_moved)
+        except Exception as e:
+            if is_transient_db_error(e):
+                raise InfrastructureError(str(e)) from e
+            raise
+
+        uids = self.mailbox.uids_after(last_uid)
+        if not uids:
+            return report
+        moves = {}
+        try:
+            for uid, raw in self.mailbox.fetch(uids):
+                digest, rel = self.raw.put(raw)
+                mail = InboundMail(raw=raw, sha256=digest, raw_path=rel, account=acc.name, folder=acc.folder,
+                                   uidvalidity=uidvalidity, uid=uid)
+                disposition = self.pipeline.process(mail)
+                report.fetched += 1
+                report.count(disposition)
+                moves.setdefault(self._folder_for(disposition), []).append(uid)
+                if len(moves.get(acc.processed_folder, ())) + len(moves.get(acc.quarantine_folder, ())) >= \
+                        acc.fetch_batch:
+                    self._move(moves)
+                    moves = {}
+                    self.on_progress()
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            # Whatever was committed is moved, even when the cycle ends early; a failed MOVE
+            # leaves the mail as a leftover for the next cycle.
+            try:
+                self._move(moves)
+            finally:
+                if report.fetched:
+                    self.on_progress()
+        log.info("imap_cycle_done", account=acc.name, fetched=report.fetched, **report.dispositions)
+        return report
+
+    def tick(self, window: float, stop: threading.Event) -> None:
+        """Run cycles for about ``window`` seconds: a cycle, then IDLE (or sleep) until new mail or
+        the window ends. Failures close the connection and schedule a retry with backoff."""
+        end = time.monotonic() + window
+        if time.monotonic() < self.retry_at:
+            return
+        try:
+            while not stop.is_set():
+                self.cycle(stop)
+                self.failures = 0
+                left = end - time.monotonic()
+                if left <= 0 or stop.is_set():
+                    return
+                if not self.mailbox.wait_for_mail(left, stop):
+                    return
+        except (FetchError, InfrastructureError) as e:
+            self._failed(e)
+        except Exception as e:  # a bug: keep the service alive, but say so loudly
+            log.exception("account_cycle_crashed", account=self.account.name)
+            self._failed(e)
+
+    def _failed(self, e: Exception) -> None:
+        self.mailbox.close()
+        self.failures += 1
+        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1))
+        delay *= random.uniform(0.8, 1.2)
+        self.retry_at = time.monotonic() + delay
+        log.warning("account_backoff", account=self.account.name, error=str(e)[:300],
+                    failures=self.failures, retry_in=round(delay, 1))
+
+    def close(self) -> None:
+        self.mailbox.close()
+
+
+__all__ = ["AccountPoller", "CycleReport", "sha256_hex"]

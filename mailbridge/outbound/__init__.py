@@ -1,0 +1,1 @@
+"""Outbound mail: templates, composition, the transactional outbox and the SMTP sender."""

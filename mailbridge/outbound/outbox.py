@@ -1,0 +1,71 @@
+"""The transactional outbox: mail is written here in the transaction that decided to send it.
+
+``enqueue`` runs inside the caller's transaction, so a mail exists exactly when the ticket change
+that caused it was committed. ``dedup_key`` is unique: the same logical mail (e.g. the
+acknowledgement of ticket 42) can never be queued twice.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from mailbridge.outbound.compose import Outgoing
+from mailbridge.store.models import Message, Outbox
+
+
+def enqueue(
+    session: Session,
+    out: Outgoing,
+    *,
+    kind: str,
+    dedup_key: str,
+    now: datetime,
+    ticket_id: int | None,
+    in_reply_to: str | None = None,
+    references: list[str] | None = None,
+    language: str | None = None,
+) -> Outbox:
+    """Queue ``out`` and record it as an outbound message of the ticket (same transaction)."""
+    row = Outbox(
+        kind=kind,
+        dedup_key=dedup_key,
+        ticket_id=ticket_id,
+        message_id=out.message_id,
+        envelope_from=out.envelope_from,
+        envelope_to=out.envelope_to,
+        raw=out.raw,
+        status="queued",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    session.add(
+        Message(
+            ticket_id=ticket_id,
+            direction="out",
+            message_id=out.message_id,
+            in_reply_to=in_reply_to,
+            references=" ".join(references or []) or None,
+            sender_email=out.envelope_from,
+            recipients=out.envelope_to,
+            subject=out.subject,
+            body_text=out.text,
+            date=now,
+            language=language,
+            outbox_id=row.id,
+            created_at=now,
+        )
+    )
+    return row
+
+
+def retry_at(now: datetime, attempts: int, base: float, cap: float, rng: random.Random | None = None) -> datetime:
+    """Exponential backoff with ±20 % jitter: base, 2·base, 4·base, … capped at ``cap`` seconds."""
+    rng = rng or random
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    return now + timedelta(seconds=delay * rng.uniform(0.8, 1.2))

@@ -1,0 +1,163 @@
+"""Drains the outbox over SMTP with aiosmtplib: 4xx and connection errors retry, 5xx fails for good.
+
+One pass: claim a batch of due rows (a lease, so a second instance skips them), open one SMTP
+connection, send the rows in id order and record each outcome right after the server's answer.
+A row is marked ``sent`` in its own small transaction immediately after the 250 reply, so the only
+window in which a crash can lead to a second delivery is between that reply and that commit; a row
+left in ``sending`` by a dead process is re-sent (same bytes, same Message-ID) after its lease ran
+out, and the ticket gets a ``mail_resent_unknown_outcome`` event saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import aiosmtplib
+import structlog
+
+from mailbridge.outbound.outbox import retry_at
+from mailbridge.settings import OutboxSettings, SmtpSettings, TlsMode
+from mailbridge.store import repositories as repo
+from mailbridge.store.db import session_scope
+
+log = structlog.get_logger(__name__)
+
+# Connection-level failures: the server is away or the link broke; the mail stays queued.
+_CONNECTION_ERRORS = (
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPTimeoutError,
+    aiosmtplib.SMTPConnectTimeoutError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _tls_context(smtp: SmtpSettings) -> ssl.SSLContext | None:
+    if smtp.tls == TlsMode.NONE:
+        return None
+    ctx = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
+    return ctx
+
+
+class OutboxSender:
+    """Sends due outbox rows; safe to run in several processes at once (claims + leases)."""
+
+    def __init__(self, session_factory, smtp: SmtpSettings, outbox: OutboxSettings, *, skip_locked: bool,
+                 clock: Callable[[], datetime]):
+        self.factory = session_factory
+        self.smtp = smtp
+        self.cfg = outbox
+        self.skip_locked = skip_locked
+        self.clock = clock
+
+    def _claim(self):
+        now = self.clock()
+        with session_scope(self.factory) as s:
+            rows = repo.claim_outbox(s, now, timedelta(seconds=self.cfg.lease_seconds), self.cfg.batch_size,
+                                     self.skip_locked)
+            for r in rows:
+                if r.reclaimed and r.ticket_id is not None:
+                    repo.add_event(s, r.ticket_id, "mail_resent_unknown_outcome", now, outbox_id=r.id, mail=r.kind)
+        return rows
+
+    def _record(self, row, status: str, error: str | None = None) -> None:
+        now = self.clock()
+        nxt = None
+        if status == "queued":
+            if row.attempts + 1 >= self.cfg.max_attempts:
+                status = "failed"
+                error = f"gave up after {row.attempts + 1} attempts: {error}"
+            else:
+                nxt = retry_at(now, row.attempts + 1, self.cfg.backoff_seconds, self.cfg.max_backoff_seconds)
+        with session_scope(self.factory) as s:
+            changed = repo.outbox_mark(s, row.id, now, status, error=error, next_attempt_at=nxt)
+            if changed and row.ticket_id is not None and status in ("sent", "failed"):
+                repo.add_event(s, row.ticket_id, f"mail_{status}", now, outbox_id=row.id, mail=row.kind,
+                               error=error)
+        log_fn = log.info if status == "sent" else log.warning
+        log_fn(f"outbox_{status}", outbox_id=row.id, kind=row.kind, to=row.envelope_to, error=error)
+
+    def _release(self, ids: list[int]) -> None:
+        with session_scope(self.factory) as s:
+            repo.outbox_release(s, ids)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.smtp.host,
+            port=self.smtp.port,
+            use_tls=self.smtp.tls == TlsMode.IMPLICIT,
+            start_tls=True if self.smtp.tls == TlsMode.STARTTLS else False,
+            tls_context=_tls_context(self.smtp),
+            timeout=self.smtp.timeout,
+        )
+        await smtp.connect()
+        if self.smtp.user and self.smtp.password is not None:
+            await smtp.login(self.smtp.user, self.smtp.password.get_secret_value())
+        return smtp
+
+    async def run_once(self) -> SendReport:
+        """Claim and send one batch; returns what happened. Never raises for SMTP trouble."""
+        report = SendReport()
+        rows = await asyncio.to_thread(self._claim)
+        if not rows:
+            return report
+        try:
+            smtp = await self._connect()
+        except aiosmtplib.SMTPAuthenticationError as e:
+            await asyncio.to_thread(self._release, [r.id for r in rows])
+            log.error("smtp_auth_failed", host=self.smtp.host, error=str(e))
+            report.errors.append(str(e))
+            return report
+        except _CONNECTION_ERRORS as e:
+            await asyncio.to_thread(self._release, [r.id for r in rows])
+            log.warning("smtp_unreachable", host=self.smtp.host, port=self.smtp.port, error=repr(e))
+            report.errors.append(repr(e))
+            return report
+        try:
+            for i, row in enumerate(rows):
+                try:
+                    await smtp.sendmail(row.envelope_from, row.envelope_to, row.raw)
+                except aiosmtplib.SMTPRecipientsRefused as e:
+                    codes = [r.code for r in e.recipients]
+                    transient = all(400 <= c < 500 for c in codes)
+                    await asyncio.to_thread(self._record, row, "queued" if transient else "failed", str(e))
+                    report.retry += transient
+                    report.failed += not transient
+                except aiosmtplib.SMTPResponseException as e:
+                    transient = 400 <= e.code < 500
+                    await asyncio.to_thread(self._record, row, "queued" if transient else "failed",
+                                            f"{e.code} {e.message}")
+                    report.retry += transient
+                    report.failed += not transient
+                    if e.code in (421,):  # RFC 5321 4.2.3: the server is closing the channel
+                        await asyncio.to_thread(self._release, [r.id for r in rows[i + 1 :]])
+                        return report
+                except _CONNECTION_ERRORS as e:
+                    await asyncio.to_thread(self._record, row, "queued", repr(e))
+                    await asyncio.to_thread(self._release, [r.id for r in rows[i + 1 :]])
+                    report.retry += 1
+                    report.errors.append(repr(e))
+                    return report
+                else:
+                    await asyncio.to_thread(self._record, row, "sent")
+                    report.sent += 1
+        finally:
+            try:
+                await smtp.quit()
+            except Exception:
+                smtp.close()
+        return report

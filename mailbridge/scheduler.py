@@ -1,0 +1,123 @@
+"""The running service: APScheduler (AsyncIO) jobs for every account's fetch cycle and the outbox.
+
+- ``fetch:<account>``: an interval job per account, run in a worker thread (imapclient blocks).
+  Each run works for one poll interval: a cycle, then IDLE until new mail or the interval ends.
+  ``max_instances=1`` and ``coalesce`` keep one cycle per account at a time; accounts are
+  independent, so one failing account never holds up another.
+- ``outbox``: a coroutine job that drains the outbox; a poller that queued mail wakes it at once,
+  so an acknowledgement goes out within about a second of the customer's mail arriving.
+
+SIGTERM/SIGINT set a stop flag: an IDLE wait returns, a cycle finishes the mail it is on (its
+transaction commits or rolls back as a whole) and moves what was committed, the outbox finishes
+its current mail; then the scheduler shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from datetime import UTC, datetime
+
+import structlog
+from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from mailbridge.app import App
+
+log = structlog.get_logger(__name__)
+
+# Keep the gap between two fetch runs small: the next run starts this long before the window ends.
+FETCH_WINDOW_SLACK_SECONDS = 0.2
+
+
+class Service:
+    def __init__(self, app: App):
+        self.app = app
+        self.stop_event = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.pollers = []
+        self._sender = app.sender()
+        self._sender_running = False
+        self._sender_again = False
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    async def drain_outbox(self) -> None:
+        """Send until nothing is due; rows queued while we send are picked up in the same run."""
+        self._sender_running = True
+        try:
+            while not self.stop_event.is_set():
+                self._sender_again = False
+                report = await self._sender.run_once()
+                busy = report.sent or report.failed or (report.retry and not report.errors)
+                if not (busy or self._sender_again):
+                    return
+                if report.errors:
+                    return  # SMTP is away: wait for the next interval
+        finally:
+            self._sender_running = False
+
+    def _kick_sender(self) -> None:
+        if self._sender_running:
+            self._sender_again = True
+        elif self.scheduler is not None and self.scheduler.running:
+            self.scheduler.modify_job("outbox", next_run_time=datetime.now(UTC))
+
+    def wake_sender(self) -> None:
+        """Thread-safe: called by pollers after they committed mail."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._kick_sender)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        s = self.app.settings
+        self.loop = asyncio.get_running_loop()
+        accounts = len(s.accounts)
+        self.scheduler = AsyncIOScheduler(
+            executors={"default": AsyncIOExecutor(), "imap": ThreadPoolExecutor(max_workers=accounts + 1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+            timezone=UTC,
+        )
+        now = datetime.now(UTC)
+        for acc in s.accounts:
+            poller = self.app.poller(acc.name, on_progress=self.wake_sender)
+            self.pollers.append(poller)
+            window = max(0.5, acc.poll_interval - FETCH_WINDOW_SLACK_SECONDS)
+            self.scheduler.add_job(poller.tick, "interval", seconds=acc.poll_interval, args=[window, self.stop_event],
+                                   id=f"fetch:{acc.name}", executor="imap", next_run_time=now)
+        self.scheduler.add_job(self.drain_outbox, "interval", seconds=s.outbox.interval, id="outbox",
+                               next_run_time=now)
+
+    async def run(self, install_signals: bool = True) -> None:
+        self.app.upgrade_db()
+        # The language models load once here rather than inside the first customer's mail.
+        _ = self.app.pipeline
+        self._setup()
+        assert self.loop is not None and self.scheduler is not None
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self.request_stop)
+        self.scheduler.start()
+        log.info("service_started", accounts=[a.name for a in self.app.settings.accounts],
+                 queues=[q.name for q in self.app.settings.queues])
+        while not self.stop_event.is_set():
+            await asyncio.sleep(0.2)
+        log.info("service_stopping")
+        self.scheduler.pause()
+        # The sender sees the stop flag after the mail it is on; cancelling it mid-send could
+        # lose the record of a delivery.
+        while self._sender_running:
+            await asyncio.sleep(0.05)
+        # wait=True: running fetch cycles see the stop flag and finish the mail they are on.
+        self.scheduler.shutdown(wait=True)
+        for p in self.pollers:
+            p.close()
+        self.app.close()
+        log.info("service_stopped")
+
+    def request_stop(self) -> None:
+        self.stop_event.set()

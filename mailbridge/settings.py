@@ -1,0 +1,368 @@
+"""Typed, frozen settings read from one TOML file plus the environment; all validation lives here.
+
+``load_settings(path, environ)`` returns a :class:`Settings` or raises :class:`ConfigError` whose text
+names the file, the key and what is wrong, e.g.
+``config/mailbridge.toml: accounts[0].tls: 'none' is only allowed for a loopback host``.
+Nothing reads the environment at import time; secrets are resolved once, here, from named
+environment variables or files, and never logged (``SecretStr``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mailbridge.domain import CaseNumberFormat
+
+DEFAULT_VAR_DIR = "var"
+DEFAULT_LANGUAGES = ("de", "en")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the operator: file, key, problem."""
+
+
+class TlsMode(StrEnum):
+    IMPLICIT = "implicit"
+    STARTTLS = "starttls"
+    NONE = "none"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Secret(_Model):
+    """A password given by the name of an environment variable or of a file; resolved at load."""
+
+    password_env: str | None = None
+    password_file: Path | None = None
+    # Filled in by load_settings from password_env/password_file; never written in the file.
+    password: SecretStr | None = Field(default=None, exclude=True)
+
+
+class _Server(_Secret):
+    host: str
+    port: Annotated[int, Field(gt=0, lt=65536)]
+    tls: TlsMode = TlsMode.IMPLICIT
+    # Where the CA bundle for a private CA lives; None = the system's trust store.
+    ca_file: Path | None = None
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> _Server:
+        if self.tls == TlsMode.NONE and not _is_loopback(self.host):
+            raise ValueError("tls = 'none' is only allowed for a loopback host (127.0.0.1, ::1, localhost)")
+        return self
+
+
+class AccountSettings(_Server):
+    """One IMAP mailbox that mailbridge watches."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    port: Annotated[int, Field(gt=0, lt=65536)] = 993
+    user: str
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    # The queue for mail that was not sent to any queue's support address.
+    default_queue: str | None = None
+    # Use IMAP IDLE (RFC 2177) when the server offers it; otherwise poll every poll_interval.
+    idle: bool = True
+    poll_interval: Annotated[float, Field(gt=0)] = 30.0
+    # How long one IDLE lasts before it is renewed (RFC 2177 asks for < 29 minutes).
+    idle_timeout: Annotated[float, Field(gt=0, le=1740)] = 300.0
+    # UIDs per UID FETCH; larger batches amortise round trips on a backlog.
+    fetch_batch: Annotated[int, Field(gt=0, le=5000)] = 200
+
+    @model_validator(mode="after")
+    def _folders_distinct(self) -> AccountSettings:
+        names = {self.folder, self.processed_folder, self.quarantine_folder}
+        if len(names) != 3:
+            raise ValueError("folder, processed_folder and quarantine_folder must be three different folders")
+        return self
+
+
+class QueueSettings(_Model):
+    """A support queue: the addresses that belong to it and how it answers."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    addresses: Annotated[list[str], Field(min_length=1)]
+    # The display name on mail we send from this queue.
+    display_name: str = "Support"
+    language: str = "en"
+    # The IMAP account that feeds this queue.
+    account: str
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        out = []
+        for a in v:
+            a = a.strip().lower()
+            if "@" not in a or a.startswith("@") or a.endswith("@") or " " in a:
+                raise ValueError(f"{a!r} is not an e-mail address")
+            out.append(a)
+        return out
+
+    @property
+    def address(self) -> str:
+        """The address we send from: the first one listed."""
+        return self.addresses[0]
+
+
+class SmtpSettings(_Server):
+    port: Annotated[int, Field(gt=0, lt=65536)] = 587
+    tls: TlsMode = TlsMode.STARTTLS
+    user: str | None = None
+
+
+class DatabaseSettings(_Model):
+    # None means: a SQLite file under var_dir.
+    url: str | None = None
+
+
+class CaseNumberSettings(_Model):
+    prefix: Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[A-Za-z]+$")] = "C"
+    # Digits after the prefix, the last of them the Damm check digit.
+    digits: Annotated[int, Field(ge=3, le=15)] = 7
+    # The first serial handed out (so numbers have a constant width, e.g. C1000009).
+    first_serial: Annotated[int, Field(gt=0)] = 100000
+
+    @model_validator(mode="after")
+    def _first_fits(self) -> CaseNumberSettings:
+        if self.first_serial > 10 ** (self.digits - 1) - 1:
+            raise ValueError(f"first_serial {self.first_serial} does not fit in {self.digits - 1} digits")
+        return self
+
+    @property
+    def fmt(self) -> CaseNumberFormat:
+        return CaseNumberFormat(prefix=self.prefix.upper(), digits=self.digits)
+
+
+class OutboxSettings(_Model):
+    # Rows claimed by one sender pass.
+    batch_size: Annotated[int, Field(gt=0, le=1000)] = 50
+    # A claim older than this is taken to be from a process that died while sending.
+    lease_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # Transient failures (4xx, connection errors) are retried this often, with backoff, then failed.
+    max_attempts: Annotated[int, Field(gt=0)] = 12
+    # First retry delay; it doubles per attempt up to max_backoff, with jitter.
+    backoff_seconds: Annotated[float, Field(gt=0)] = 30.0
+    max_backoff_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    # How often the sender looks for due rows (it is also woken right after a mail is queued).
+    interval: Annotated[float, Field(gt=0)] = 5.0
+
+
+class IngestSettings(_Model):
+    # Languages a mail may be detected as; a queue's default is used when detection is unsure.
+    languages: list[str] = list(DEFAULT_LANGUAGES)
+    # Mails larger than this are quarantined instead of parsed.
+    max_message_bytes: Annotated[int, Field(gt=0)] = 50 * 1024 * 1024
+
+
+class LoggingSettings(_Model):
+    level: str = "info"
+    # "auto": JSON when stderr is not a terminal, readable lines when it is.
+    format: str = "auto"
+
+    @field_validator("format")
+    @classmethod
+    def _fmt(cls, v: str) -> str:
+        if v not in ("auto", "json", "console"):
+            raise ValueError("must be 'auto', 'json' or 'console'")
+        return v
+
+    @field_validator("level")
+    @classmethod
+    def _lvl(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("must be one of debug, info, warning, error")
+        return v.lower()
+
+
+class Settings(_Model):
+    """Everything mailbridge is configured with; built only by :func:`load_settings`."""
+
+    var_dir: Path = Path(DEFAULT_VAR_DIR)
+    database: DatabaseSettings = DatabaseSettings()
+    case_numbers: CaseNumberSettings = CaseNumberSettings()
+    accounts: Annotated[list[AccountSettings], Field(min_length=1)]
+    queues: Annotated[list[QueueSettings], Field(min_length=1)]
+    smtp: SmtpSettings
+    outbox: OutboxSettings = OutboxSettings()
+    ingest: IngestSettings = IngestSettings()
+    logging: LoggingSettings = LoggingSettings()
+    # The file this came from, for messages; not a key in the file.
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Settings:
+        accounts = [a.name for a in self.accounts]
+        queues = [q.name for q in self.queues]
+        for kind, names in (("accounts", accounts), ("queues", queues)):
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"{kind}: duplicate name {sorted(dup)[0]!r}")
+        owner: dict[str, str] = {}
+        for i, q in enumerate(self.queues):
+            if q.account not in accounts:
+                raise _KeyedError(f"queues[{i}].account", f"no account named {q.account!r}")
+            if q.language not in self.ingest.languages:
+                raise _KeyedError(
+                    f"queues[{i}].language", f"{q.language!r} is not in ingest.languages {self.ingest.languages}"
+                )
+            for a in q.addresses:
+                if a in owner:
+                    raise _KeyedError(f"queues[{i}].addresses", f"{a} already belongs to queue {owner[a]!r}")
+                owner[a] = q.name
+        for i, a in enumerate(self.accounts):
+            if a.default_queue is not None and a.default_queue not in queues:
+                raise _KeyedError(f"accounts[{i}].default_queue", f"no queue named {a.default_queue!r}")
+            if a.default_queue is None and not any(q.account == a.name for q in self.queues):
+                raise _KeyedError(f"accounts[{i}]", "no queue is fed by this account and no default_queue is set")
+        return self
+
+    # -- derived views -------------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.var_dir / 'mailbridge.db').resolve()}"
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Every address we send from; mail from these is never treated as a customer's."""
+        return frozenset(a for q in self.queues for a in q.addresses)
+
+    def queue(self, name: str) -> QueueSettings:
+        return next(q for q in self.queues if q.name == name)
+
+    def account(self, name: str) -> AccountSettings:
+        return next(a for a in self.accounts if a.name == name)
+
+    def default_queue_for(self, account: str) -> QueueSettings:
+        acc = self.account(account)
+        if acc.default_queue:
+            return self.queue(acc.default_queue)
+        return next(q for q in self.queues if q.account == account)
+
+    def queue_for_address(self, address: str) -> QueueSettings | None:
+        address = address.lower()
+        return next((q for q in self.queues if address in q.addresses), None)
+
+
+class _KeyedError(ValueError):
+    """A cross-field problem that knows which key it is about."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _resolve_secret(obj: dict[str, Any], key: str, environ: Mapping[str, str], base: Path) -> None:
+    env_name = obj.get("password_env")
+    file_name = obj.get("password_file")
+    if env_name and file_name:
+        raise ConfigError(f"{key}: give password_env or password_file, not both")
+    if env_name:
+        if env_name not in environ:
+            raise ConfigError(f"{key}.password_env: environment variable {env_name} is not set")
+        obj["password"] = environ[env_name]
+    elif file_name:
+        p = Path(file_name)
+        p = p if p.is_absolute() else base / p
+        try:
+            obj["password"] = p.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"{key}.password_file: cannot read {p}: {e.strerror}") from None
+
+
+def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, resolve and validate the configuration file at ``path``.
+
+    Relative paths in the file (``var_dir``, ``password_file``) are taken relative to the current
+    directory, as an operator running ``mailbridge`` from the deployment directory expects.
+
+    Raises:
+        ConfigError: with a message ``<file>: <key>: <problem>``.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+
+    try:
+        base = Path.cwd()
+        for i, acc in enumerate(data.get("accounts", []) if isinstance(data.get("accounts"), list) else []):
+            if isinstance(acc, dict):
+                if "password" in acc:
+                    raise ConfigError(f"accounts[{i}].password: put the password in the environment "
+                                      "(password_env) or a file (password_file), not in the config")
+                _resolve_secret(acc, f"accounts[{i}]", environ, base)
+        smtp = data.get("smtp")
+        if isinstance(smtp, dict):
+            if "password" in smtp:
+                raise ConfigError("smtp.password: put the password in the environment (password_env) "
+                                  "or a file (password_file), not in the config")
+            _resolve_secret(smtp, "smtp", environ, base)
+        settings = Settings.model_validate({**data, "source": path})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        ctx_err = (first.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _KeyedError):
+            raise ConfigError(f"{path}: {ctx_err.key}: {ctx_err.problem}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?)"
+        raise ConfigError(f"{path}: {_loc(first['loc'])}: {msg}") from None
+    for i, acc in enumerate(settings.accounts):
+        if acc.password is None:
+            raise ConfigError(f"{path}: accounts[{i}]: set password_env or password_file")
+    return settings

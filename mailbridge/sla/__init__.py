@@ -1,0 +1,1 @@
+"""Service-level clocks (business calendars, deadlines, escalations); filled by the SLA issue."""

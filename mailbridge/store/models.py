@@ -1,0 +1,229 @@
+"""SQLAlchemy 2 typed models: the durable state of mailbridge.
+
+The schema itself is created only by Alembic (``alembic/versions``); these classes must match it
+(``tests/unit/test_migrations.py`` compares them). Times are stored as timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# A BIGINT primary key that SQLite still treats as its ROWID alias (SQLite only autoincrements
+# "INTEGER PRIMARY KEY").
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (no tz support) and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):  # type: ignore[override]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass an aware UTC time")
+        from datetime import UTC
+
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect):  # type: ignore[override]
+        if value is None:
+            return None
+        from datetime import UTC
+
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CaseSequence(Base):
+    """The next case-number serial per format; bumped in the ticket's own transaction (no gaps)."""
+
+    __tablename__ = "case_sequences"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_serial: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_number: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    serial: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    queue: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    requester_email: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
+    requester_name: Mapped[str] = mapped_column(String(320), nullable=False, default="")
+    language: Mapped[str] = mapped_column(String(8), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
+    events: Mapped[list[Event]] = relationship(back_populates="ticket", order_by="Event.id")
+
+
+class RawMessage(Base):
+    """One distinct inbound mail as bytes (content-addressed on disk); the anchor of deduplication."""
+
+    __tablename__ = "raw_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Path relative to the raw store's root.
+    path: Mapped[str] = mapped_column(String(255), nullable=False)
+    account: Mapped[str] = mapped_column(String(64), nullable=False)
+    folder: Mapped[str] = mapped_column(String(255), nullable=False)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    uid: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # processed | duplicate | ignored | quarantined
+    disposition: Mapped[str] = mapped_column(String(16), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (Index("ix_raw_messages_mailbox_uid", "account", "folder", "uidvalidity", "uid"),)
+
+
+class Message(Base):
+    """Every inbound and outbound mail of a ticket, with the headers we thread on."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(8), nullable=False)  # in | out
+    # The Message-ID without angle brackets; not unique: other systems reuse them.
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    in_reply_to: Mapped[str | None] = mapped_column(Text)
+    references: Mapped[str | None] = mapped_column(Text)
+    sender_email: Mapped[str] = mapped_column(String(320), nullable=False, default="")
+    sender_name: Mapped[str] = mapped_column(String(320), nullable=False, default="")
+    recipients: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    subject: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    body_text: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    language: Mapped[str | None] = mapped_column(String(8))
+    # Inbound: the raw bytes; outbound: the outbox row that carries them.
+    raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), index=True)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    # Why the pipeline routed this mail where it went (rule and evidence).
+    routing: Mapped[dict | None] = mapped_column(JSON)
+    defects: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
+    attachments: Mapped[list[AttachmentRow]] = relationship(back_populates="message")
+
+
+class AttachmentRow(Base):
+    """Metadata of one attachment; the bytes live in the content-addressed store under var/."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True, nullable=False)
+    # As the sender named it (for display only; never used as a path).
+    filename: Mapped[str] = mapped_column(Text, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(255), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    content_id: Mapped[str | None] = mapped_column(String(998))
+
+    message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+class Event(Base):
+    """The ticket's history: created, acknowledged, status changes, suppressed mail, …"""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True, nullable=False)
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    detail: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+
+class Outbox(Base):
+    """A mail to send, exactly as it will go on the wire; drained by the sender.
+
+    status: queued → sending (claimed until ``claimed_until``) → sent | failed.
+    ``dedup_key`` is unique: whoever enqueues the same logical mail twice gets one row.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    dedup_key: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    message_id: Mapped[str] = mapped_column(String(998), nullable=False)
+    envelope_from: Mapped[str] = mapped_column(String(320), nullable=False)
+    envelope_to: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    raw: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class MailboxState(Base):
+    """Per account and folder: UIDVALIDITY and the highest UID whose mail is committed.
+
+    Invariant: every UID <= last_uid (under this uidvalidity) has a raw_messages row, so a restart
+    never processes it twice; a different UIDVALIDITY resets last_uid and relies on deduplication.
+    """
+
+    __tablename__ = "mailbox_state"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(255), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_uid: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class Quarantine(Base):
+    """A mail that could not become a ticket, with the stage and the reason; raw bytes are kept."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    raw_id: Mapped[int] = mapped_column(ForeignKey("raw_messages.id"), nullable=False, index=True)
+    stage: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    sender: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # open | requeued | discarded
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
+
+    __table_args__ = (UniqueConstraint("raw_id", name="uq_quarantine_raw"),)

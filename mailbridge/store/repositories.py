@@ -1,0 +1,249 @@
+"""Queries grouped per aggregate. Callers own the transaction: nothing here commits.
+
+Case numbers come from ``case_sequences`` through one ``UPDATE … RETURNING`` inside the ticket's own
+transaction: the row lock (PostgreSQL) or the write lock (SQLite, ``BEGIN IMMEDIATE``) serialises
+allocators, and a rolled-back ticket rolls its serial back too, so numbers have neither gaps nor
+collisions, also with several processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from mailbridge.domain import CaseNumberFormat
+from mailbridge.store.models import (
+    AttachmentRow,
+    CaseSequence,
+    Event,
+    MailboxState,
+    Message,
+    Outbox,
+    Quarantine,
+    RawMessage,
+    Ticket,
+)
+
+# ---------------------------------------------------------------- case numbers and tickets
+
+
+def ensure_case_sequence(session: Session, fmt: CaseNumberFormat, first_serial: int) -> None:
+    """Create the sequence row once (at start-up), so allocators never race to create it."""
+    name = f"{fmt.prefix}{fmt.digits}"
+    if session.get(CaseSequence, name) is None:
+        session.add(CaseSequence(name=name, next_serial=first_serial))
+
+
+def allocate_serial(session: Session, fmt: CaseNumberFormat, first_serial: int) -> int:
+    """Take the next serial for ``fmt`` in the caller's transaction (see module docstring)."""
+    name = f"{fmt.prefix}{fmt.digits}"
+    stmt = (
+        update(CaseSequence)
+        .where(CaseSequence.name == name)
+        .values(next_serial=CaseSequence.next_serial + 1)
+        .returning(CaseSequence.next_serial)
+    )
+    got = session.execute(stmt).scalar_one_or_none()
+    if got is None:
+        # First ticket ever for this format. Two processes racing here both try to insert; the
+        # loser's unique violation rolls back its transaction and the pipeline retries the mail.
+        session.execute(insert(CaseSequence).values(name=name, next_serial=first_serial + 1))
+        return first_serial
+    serial = got - 1
+    if serial > fmt.max_serial:
+        raise OverflowError(f"case numbers for {name} are exhausted")
+    return serial
+
+
+def ticket_by_case(session: Session, case_number: str) -> Ticket | None:
+    return session.scalars(
+        select(Ticket)
+        .where(func.upper(Ticket.case_number) == case_number.upper())
+        .options(
+            selectinload(Ticket.messages).selectinload(Message.attachments),
+            selectinload(Ticket.events),
+        )
+    ).one_or_none()
+
+
+def list_tickets(session: Session, queue: str | None = None, status: str | None = None, limit: int = 100):
+    q = select(Ticket).order_by(Ticket.id.desc()).limit(limit)
+    if queue:
+        q = q.where(Ticket.queue == queue)
+    if status:
+        q = q.where(Ticket.status == status)
+    return list(session.scalars(q))
+
+
+def add_event(session: Session, ticket_id: int, kind: str, now: datetime, **detail) -> None:
+    session.add(Event(ticket_id=ticket_id, kind=kind, detail=detail, created_at=now))
+
+
+# ---------------------------------------------------------------- inbound messages
+
+
+def find_duplicate(session: Session, sha256: str, message_id: str | None) -> RawMessage | None:
+    """The earlier copy of this mail: same bytes, or an inbound mail with the same Message-ID."""
+    raw = session.scalars(select(RawMessage).where(RawMessage.sha256 == sha256)).one_or_none()
+    if raw is not None or not message_id:
+        return raw
+    return session.scalars(
+        select(RawMessage)
+        .join(Message, Message.raw_id == RawMessage.id)
+        .where(Message.direction == "in", Message.message_id == message_id)
+        .limit(1)
+    ).one_or_none()
+
+
+def ticket_for_message_ids(session: Session, ids: list[str]) -> Ticket | None:
+    """The ticket of a stored message (in or out) whose Message-ID is one of ``ids``, newest id first."""
+    for mid in reversed(ids):
+        t = session.scalars(
+            select(Ticket).join(Message, Message.ticket_id == Ticket.id).where(Message.message_id == mid).limit(1)
+        ).one_or_none()
+        if t is not None:
+            return t
+    return None
+
+
+def dispositions_for_uids(
+    session: Session, account: str, folder: str, uidvalidity: int, uids: list[int]
+) -> dict[int, str]:
+    """What became of mails already committed, by UID (for moving leftovers after a crash)."""
+    out: dict[int, str] = {}
+    for i in range(0, len(uids), 500):
+        chunk = uids[i : i + 500]
+        rows = session.execute(
+            select(RawMessage.uid, RawMessage.disposition).where(
+                RawMessage.account == account,
+                RawMessage.folder == folder,
+                RawMessage.uidvalidity == uidvalidity,
+                RawMessage.uid.in_(chunk),
+            )
+        )
+        out.update({uid: disp for uid, disp in rows})
+    return out
+
+
+def add_attachment(session: Session, message: Message, **fields) -> None:
+    session.add(AttachmentRow(message=message, **fields))
+
+
+# ---------------------------------------------------------------- mailbox state
+
+
+def mailbox_state(session: Session, account: str, folder: str) -> MailboxState | None:
+    return session.get(MailboxState, (account, folder))
+
+
+def set_uidvalidity(session: Session, account: str, folder: str, uidvalidity: int, now: datetime) -> int:
+    """Record the folder's UIDVALIDITY; return the last committed UID under it (0 after a change)."""
+    st = session.get(MailboxState, (account, folder), with_for_update=True)
+    if st is None:
+        session.add(MailboxState(account=account, folder=folder, uidvalidity=uidvalidity, last_uid=0, updated_at=now))
+        return 0
+    if st.uidvalidity != uidvalidity:
+        st.uidvalidity = uidvalidity
+        st.last_uid = 0
+        st.updated_at = now
+        return 0
+    return st.last_uid
+
+
+def advance_last_uid(session: Session, account: str, folder: str, uidvalidity: int, uid: int, now: datetime) -> None:
+    session.execute(
+        update(MailboxState)
+        .where(
+            MailboxState.account == account,
+            MailboxState.folder == folder,
+            MailboxState.uidvalidity == uidvalidity,
+            MailboxState.last_uid < uid,
+        )
+        .values(last_uid=uid, updated_at=now)
+    )
+
+
+# ---------------------------------------------------------------- outbox
+
+
+@dataclass(frozen=True)
+class ClaimedMail:
+    id: int
+    ticket_id: int | None
+    kind: str
+    envelope_from: str
+    envelope_to: list[str]
+    raw: bytes
+    attempts: int
+    reclaimed: bool
+
+
+def claim_outbox(session: Session, now: datetime, lease: timedelta, limit: int, skip_locked: bool) -> list[ClaimedMail]:
+    """Claim due rows in id order: queued and due, or 'sending' whose lease ran out (a dead sender)."""
+    q = (
+        select(Outbox)
+        .where(
+            or_(
+                and_(Outbox.status == "queued", Outbox.next_attempt_at <= now),
+                and_(Outbox.status == "sending", Outbox.claimed_until < now),
+            )
+        )
+        .order_by(Outbox.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        q = q.with_for_update(skip_locked=True)
+    rows = list(session.scalars(q))
+    claimed = []
+    for r in rows:
+        reclaimed = r.status == "sending"
+        r.status = "sending"
+        r.claimed_until = now + lease
+        claimed.append(
+            ClaimedMail(r.id, r.ticket_id, r.kind, r.envelope_from, list(r.envelope_to), r.raw, r.attempts, reclaimed)
+        )
+    return claimed
+
+
+def outbox_mark(session: Session, row_id: int, now: datetime, status: str, *, error: str | None = None,
+                next_attempt_at: datetime | None = None) -> bool:
+    """Record the outcome of one attempt; only a row still claimed ('sending') changes."""
+    values: dict = {"status": status, "claimed_until": None, "attempts": Outbox.attempts + 1, "last_error": error}
+    if status == "sent":
+        values["sent_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    res = session.execute(update(Outbox).where(Outbox.id == row_id, Outbox.status == "sending").values(**values))
+    return res.rowcount == 1
+
+
+def outbox_release(session: Session, row_ids: list[int]) -> None:
+    """Give back claimed rows that were not attempted (e.g. the SMTP server was unreachable)."""
+    if row_ids:
+        session.execute(
+            update(Outbox)
+            .where(Outbox.id.in_(row_ids), Outbox.status == "sending")
+            .values(status="queued", claimed_until=None)
+        )
+
+
+def outbox_counts(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all())
+
+
+# ---------------------------------------------------------------- quarantine
+
+
+def list_quarantine(session: Session, status: str = "open", limit: int = 100):
+    return list(
+        session.execute(
+            select(Quarantine, RawMessage)
+            .join(RawMessage, RawMessage.id == Quarantine.raw_id)
+            .where(Quarantine.status == status)
+            .order_by(Quarantine.id)
+            .limit(limit)
+        ).all()
+    )
