@@ -58,12 +58,23 @@ class App:
             repo.ensure_case_sequence(s, self.settings.case_numbers.fmt, self.settings.case_numbers.first_serial)
 
     def poller(self, account_name: str, on_progress: Callable[[], None] = lambda: None) -> AccountPoller:
-        return AccountPoller(self.settings.account(account_name), self.pipeline, self.session_factory,
-                             self.raw_store, self.clock, on_progress)
+        return AccountPoller(
+            self.settings.account(account_name),
+            self.pipeline,
+            self.session_factory,
+            self.raw_store,
+            self.clock,
+            on_progress,
+        )
 
     def sender(self) -> OutboxSender:
-        return OutboxSender(self.session_factory, self.settings.smtp, self.settings.outbox,
-                            skip_locked=is_postgres(self.engine), clock=self.clock)
+        return OutboxSender(
+            self.session_factory,
+            self.settings.smtp,
+            self.settings.outbox,
+            skip_locked=is_postgres(self.engine),
+            clock=self.clock,
+        )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -35,8 +35,14 @@ def _app(ctx: click.Context):
 
 
 @click.group()
-@click.option("--config", "-c", envvar="MAILBRIDGE_CONFIG", default=DEFAULT_CONFIG, show_default=True,
-              help="The TOML configuration file (or MAILBRIDGE_CONFIG).")
+@click.option(
+    "--config",
+    "-c",
+    envvar="MAILBRIDGE_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The TOML configuration file (or MAILBRIDGE_CONFIG).",
+)
 @click.version_option(package_name="mailbridge")
 @click.pass_context
 def cli(ctx: click.Context, config: str) -> None:
@@ -134,8 +140,12 @@ def quarantine_list(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--keep", type=click.Path(path_type=Path), default=None,
-              help="Keep the demo's database and var/ in this directory instead of a temporary one.")
+@click.option(
+    "--keep",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the demo's database and var/ in this directory instead of a temporary one.",
+)
 def demo(keep: Path | None) -> None:
     """Run everything on this machine: IMAP and SMTP servers, sample mails, the service."""
     from mailbridge.demo import run_demo

@@ -60,9 +60,25 @@ class PymapServer:
     def start(self) -> PymapServer:
         code = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; main()"
         args = [
-            sys.executable, "-c", code, "--host", LOOPBACK, "--port", str(self.port), "--no-tls",
-            "--no-service", "admin", "--no-service", "managesieve", "--no-service", "swim",
-            "dict", "--demo-user", self.user, "--demo-password", self.password,
+            sys.executable,
+            "-c",
+            code,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--no-tls",
+            "--no-service",
+            "admin",
+            "--no-service",
+            "managesieve",
+            "--no-service",
+            "swim",
+            "dict",
+            "--demo-user",
+            self.user,
+            "--demo-password",
+            self.password,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_port(self.port, proc=self.proc)

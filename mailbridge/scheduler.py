@@ -87,10 +87,16 @@ class Service:
             poller = self.app.poller(acc.name, on_progress=self.wake_sender)
             self.pollers.append(poller)
             window = max(0.5, acc.poll_interval - FETCH_WINDOW_SLACK_SECONDS)
-            self.scheduler.add_job(poller.tick, "interval", seconds=acc.poll_interval, args=[window, self.stop_event],
-                                   id=f"fetch:{acc.name}", executor="imap", next_run_time=now)
-        self.scheduler.add_job(self.drain_outbox, "interval", seconds=s.outbox.interval, id="outbox",
-                               next_run_time=now)
+            self.scheduler.add_job(
+                poller.tick,
+                "interval",
+                seconds=acc.poll_interval,
+                args=[window, self.stop_event],
+                id=f"fetch:{acc.name}",
+                executor="imap",
+                next_run_time=now,
+            )
+        self.scheduler.add_job(self.drain_outbox, "interval", seconds=s.outbox.interval, id="outbox", next_run_time=now)
 
     async def run(self, install_signals: bool = True) -> None:
         self.app.upgrade_db()
@@ -102,8 +108,11 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.request_stop)
         self.scheduler.start()
-        log.info("service_started", accounts=[a.name for a in self.app.settings.accounts],
-                 queues=[q.name for q in self.app.settings.queues])
+        log.info(
+            "service_started",
+            accounts=[a.name for a in self.app.settings.accounts],
+            queues=[q.name for q in self.app.settings.queues],
+        )
         while not self.stop_event.is_set():
             await asyncio.sleep(0.2)
         log.info("service_stopping")

@@ -341,14 +341,18 @@ def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | Non
         for i, acc in enumerate(data.get("accounts", []) if isinstance(data.get("accounts"), list) else []):
             if isinstance(acc, dict):
                 if "password" in acc:
-                    raise ConfigError(f"accounts[{i}].password: put the password in the environment "
-                                      "(password_env) or a file (password_file), not in the config")
+                    raise ConfigError(
+                        f"accounts[{i}].password: put the password in the environment "
+                        "(password_env) or a file (password_file), not in the config"
+                    )
                 _resolve_secret(acc, f"accounts[{i}]", environ, base)
         smtp = data.get("smtp")
         if isinstance(smtp, dict):
             if "password" in smtp:
-                raise ConfigError("smtp.password: put the password in the environment (password_env) "
-                                  "or a file (password_file), not in the config")
+                raise ConfigError(
+                    "smtp.password: put the password in the environment (password_env) "
+                    "or a file (password_file), not in the config"
+                )
             _resolve_secret(smtp, "smtp", environ, base)
         settings = Settings.model_validate({**data, "source": path})
     except ConfigError as e:

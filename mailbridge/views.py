@@ -19,8 +19,10 @@ def tickets_table(app, queue=None, status=None, limit=50) -> str:
             return "no tickets"
         lines = [f"{'CASE':<12} {'STATUS':<8} {'QUEUE':<12} {'LANG':<4} {'CREATED':<20} {'REQUESTER':<30} SUBJECT"]
         for t in rows:
-            lines.append(f"{t.case_number:<12} {t.status:<8} {t.queue:<12} {t.language:<4} {_ts(t.created_at):<20} "
-                         f"{t.requester_email[:30]:<30} {t.subject[:60]}")
+            lines.append(
+                f"{t.case_number:<12} {t.status:<8} {t.queue:<12} {t.language:<4} {_ts(t.created_at):<20} "
+                f"{t.requester_email[:30]:<30} {t.subject[:60]}"
+            )
         return "\n".join(lines)
 
 
@@ -67,8 +69,10 @@ def quarantine_table(app) -> str:
             return "quarantine is empty"
         lines = []
         for q, raw in rows:
-            lines.append(f"#{q.id} {_ts(q.created_at)} stage={q.stage} from={q.sender or '-'} "
-                         f"uid={raw.account}/{raw.folder}/{raw.uid} raw={raw.path}")
+            lines.append(
+                f"#{q.id} {_ts(q.created_at)} stage={q.stage} from={q.sender or '-'} "
+                f"uid={raw.account}/{raw.folder}/{raw.uid} raw={raw.path}"
+            )
             lines.append(f"    subject: {q.subject or '-'}")
             lines.append(f"    reason: {q.reason}")
         return "\n".join(lines)

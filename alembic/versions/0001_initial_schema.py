@@ -37,9 +37,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "raw_messages",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("path", sa.String(length=255), nullable=False),
@@ -53,15 +51,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("sha256"),
     )
     with op.batch_alter_table("raw_messages", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_raw_messages_mailbox_uid", ["account", "folder", "uidvalidity", "uid"], unique=False
-        )
+        batch_op.create_index("ix_raw_messages_mailbox_uid", ["account", "folder", "uidvalidity", "uid"], unique=False)
 
     op.create_table(
         "tickets",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("case_number", sa.String(length=32), nullable=False),
         sa.Column("serial", sa.BigInteger(), nullable=False),
         sa.Column("queue", sa.String(length=64), nullable=False),
@@ -82,9 +76,7 @@ def upgrade() -> None:
 
     op.create_table(
         "events",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("ticket_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("kind", sa.String(length=64), nullable=False),
         sa.Column("detail", sa.JSON(), nullable=False),
@@ -100,9 +92,7 @@ def upgrade() -> None:
 
     op.create_table(
         "outbox",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("dedup_key", sa.String(length=255), nullable=False),
         sa.Column("ticket_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
@@ -130,9 +120,7 @@ def upgrade() -> None:
 
     op.create_table(
         "quarantine",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("raw_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("stage", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
@@ -153,9 +141,7 @@ def upgrade() -> None:
 
     op.create_table(
         "messages",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("ticket_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("direction", sa.String(length=8), nullable=False),
         sa.Column("message_id", sa.String(length=998), nullable=True),
@@ -194,9 +180,7 @@ def upgrade() -> None:
 
     op.create_table(
         "attachments",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("message_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("filename", sa.Text(), nullable=False),
         sa.Column("content_type", sa.String(length=255), nullable=False),

@@ -45,8 +45,7 @@ class ImapMailbox:
         if a.tls != TlsMode.NONE:
             ctx = ssl.create_default_context(cafile=str(a.ca_file) if a.ca_file else None)
         try:
-            client = IMAPClient(a.host, port=a.port, ssl=a.tls == TlsMode.IMPLICIT, ssl_context=ctx,
-                                timeout=a.timeout)
+            client = IMAPClient(a.host, port=a.port, ssl=a.tls == TlsMode.IMPLICIT, ssl_context=ctx, timeout=a.timeout)
             # imapclient sets imaplib's debug level to 5, which makes imaplib format a repr of every
             # literal it reads (every mail body) for a logger that then drops it: ~5x slower FETCH.
             client._imap.debug = 0

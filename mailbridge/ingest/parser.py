@@ -139,8 +139,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         reply_to=_addresses(m.reply_to),
         to=_addresses(m.to),
         cc=_addresses(m.cc),
-        delivered_to=[a.email for a in _addresses(m.delivered_to)]
-        + [a.email for a in _addresses(_x_original_to(msg))],
+        delivered_to=[a.email for a in _addresses(m.delivered_to)] + [a.email for a in _addresses(_x_original_to(msg))],
         date=date,
         in_reply_to=message_id_list(headers.get("in-reply-to")),
         references=message_id_list(" ".join(str(v) for v in msg.get_all("references") or [])),

@@ -82,8 +82,13 @@ class Pipeline:
         p = ctx.parsed if ctx is not None else None
         session.add(
             Quarantine(
-                raw_id=raw_row.id, stage=stage, reason=reason[:4000], created_at=now, status="open",
-                message_id=p.message_id if p else None, sender=p.from_.email if p and p.from_ else None,
+                raw_id=raw_row.id,
+                stage=stage,
+                reason=reason[:4000],
+                created_at=now,
+                status="open",
+                message_id=p.message_id if p else None,
+                sender=p.from_.email if p and p.from_ else None,
                 subject=p.subject[:2000] if p else None,
             )
         )
@@ -93,14 +98,24 @@ class Pipeline:
         """A step raised: keep the raw mail, park it with the stage and error, move on."""
         stage = getattr(error, "stage", "pipeline")
         reason = f"{type(error).__name__} in step {stage}: {error}"
-        log.error("pipeline_step_failed", stage=stage, error=str(error)[:500],
-                  traceback="".join(traceback.format_exception(error, limit=-3))[-2000:])
+        log.error(
+            "pipeline_step_failed",
+            stage=stage,
+            error=str(error)[:500],
+            traceback="".join(traceback.format_exception(error, limit=-3))[-2000:],
+        )
         now = self.clock()
         try:
             with session_scope(self.factory) as session:
                 raw_row = RawMessage(
-                    sha256=mail.sha256, size=len(mail.raw), path=mail.raw_path, account=mail.account,
-                    folder=mail.folder, uidvalidity=mail.uidvalidity, uid=mail.uid, disposition="quarantined",
+                    sha256=mail.sha256,
+                    size=len(mail.raw),
+                    path=mail.raw_path,
+                    account=mail.account,
+                    folder=mail.folder,
+                    uidvalidity=mail.uidvalidity,
+                    uid=mail.uid,
+                    disposition="quarantined",
                     received_at=now,
                 )
                 session.add(raw_row)

@@ -52,8 +52,15 @@ class CycleReport:
 class AccountPoller:
     """Keeps one account's connection, runs cycles, and backs off after failures."""
 
-    def __init__(self, account: AccountSettings, pipeline: Pipeline, session_factory, raw: ContentStore,
-                 clock: Callable[[], datetime], on_progress: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        account: AccountSettings,
+        pipeline: Pipeline,
+        session_factory,
+        raw: ContentStore,
+        clock: Callable[[], datetime],
+        on_progress: Callable[[], None] = lambda: None,
+    ):
         self.account = account
         self.pipeline = pipeline
         self.factory = session_factory
@@ -80,9 +87,15 @@ class AccountPoller:
         report = CycleReport()
         if self.mailbox.client is None:
             self.mailbox.connect()
-            log.info("imap_connected", account=acc.name, host=acc.host, folder=acc.folder,
-                     uidvalidity=self.mailbox.uidvalidity, idle=self.mailbox.has("IDLE"),
-                     move=self.mailbox.has("MOVE"))
+            log.info(
+                "imap_connected",
+                account=acc.name,
+                host=acc.host,
+                folder=acc.folder,
+                uidvalidity=self.mailbox.uidvalidity,
+                idle=self.mailbox.has("IDLE"),
+                move=self.mailbox.has("MOVE"),
+            )
         uidvalidity = self.mailbox.uidvalidity
         assert uidvalidity is not None
         try:
@@ -90,8 +103,13 @@ class AccountPoller:
                 before = repo.mailbox_state(s, acc.name, acc.folder)
                 last_uid = repo.set_uidvalidity(s, acc.name, acc.folder, uidvalidity, self.clock())
             if before is not None and before.uidvalidity != uidvalidity:
-                log.warning("imap_uidvalidity_changed", account=acc.name, folder=acc.folder,
-                            old=before.uidvalidity, new=uidvalidity)
+                log.warning(
+                    "imap_uidvalidity_changed",
+                    account=acc.name,
+                    folder=acc.folder,
+                    old=before.uidvalidity,
+                    new=uidvalidity,
+                )
             # Committed before, not yet moved (the process died between commit and MOVE).
             left = self.mailbox.uids_upto(last_uid)
             if left:
@@ -117,14 +135,23 @@ class AccountPoller:
         try:
             for uid, raw in self.mailbox.fetch(uids):
                 digest, rel = self.raw.put(raw)
-                mail = InboundMail(raw=raw, sha256=digest, raw_path=rel, account=acc.name, folder=acc.folder,
-                                   uidvalidity=uidvalidity, uid=uid)
+                mail = InboundMail(
+                    raw=raw,
+                    sha256=digest,
+                    raw_path=rel,
+                    account=acc.name,
+                    folder=acc.folder,
+                    uidvalidity=uidvalidity,
+                    uid=uid,
+                )
                 disposition = self.pipeline.process(mail)
                 report.fetched += 1
                 report.count(disposition)
                 moves.setdefault(self._folder_for(disposition), []).append(uid)
-                if len(moves.get(acc.processed_folder, ())) + len(moves.get(acc.quarantine_folder, ())) >= \
-                        acc.fetch_batch:
+                if (
+                    len(moves.get(acc.processed_folder, ())) + len(moves.get(acc.quarantine_folder, ()))
+                    >= acc.fetch_batch
+                ):
                     self._move(moves)
                     moves = {}
                     self.on_progress()
@@ -168,8 +195,13 @@ class AccountPoller:
         delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1))
         delay *= random.uniform(0.8, 1.2)
         self.retry_at = time.monotonic() + delay
-        log.warning("account_backoff", account=self.account.name, error=str(e)[:300],
-                    failures=self.failures, retry_in=round(delay, 1))
+        log.warning(
+            "account_backoff",
+            account=self.account.name,
+            error=str(e)[:300],
+            failures=self.failures,
+            retry_in=round(delay, 1),
+        )
 
     def close(self) -> None:
         self.mailbox.close()

@@ -103,8 +103,15 @@ class RecordRaw:
     def __call__(self, ctx: MailContext) -> None:
         m = ctx.mail
         ctx.raw_row = RawMessage(
-            sha256=m.sha256, size=len(m.raw), path=m.raw_path, account=m.account, folder=m.folder,
-            uidvalidity=m.uidvalidity, uid=m.uid, disposition="processed", received_at=ctx.now,
+            sha256=m.sha256,
+            size=len(m.raw),
+            path=m.raw_path,
+            account=m.account,
+            folder=m.folder,
+            uidvalidity=m.uidvalidity,
+            uid=m.uid,
+            disposition="processed",
+            received_at=ctx.now,
         )
         ctx.session.add(ctx.raw_row)
         ctx.session.flush()
@@ -219,18 +226,25 @@ class OpenTicket:
         assert p is not None and p.from_ is not None and ctx.queue is not None and ctx.language
         serial = repo.allocate_serial(ctx.session, self.fmt, self.first_serial)
         t = Ticket(
-            case_number=self.fmt.format(serial), serial=serial, queue=ctx.queue.name, status=TicketStatus.NEW.value,
-            subject=comp.header_safe(p.subject, 2000), requester_email=p.from_.email,
-            requester_name=comp.header_safe(p.from_.name, 300), language=ctx.language,
-            created_at=ctx.now, updated_at=ctx.now,
+            case_number=self.fmt.format(serial),
+            serial=serial,
+            queue=ctx.queue.name,
+            status=TicketStatus.NEW.value,
+            subject=comp.header_safe(p.subject, 2000),
+            requester_email=p.from_.email,
+            requester_name=comp.header_safe(p.from_.name, 300),
+            language=ctx.language,
+            created_at=ctx.now,
+            updated_at=ctx.now,
         )
         ctx.session.add(t)
         ctx.session.flush()
         ctx.ticket = t
         ctx.new_ticket = True
         structlog.contextvars.bind_contextvars(case=t.case_number)
-        repo.add_event(ctx.session, t.id, "created", ctx.now, queue=t.queue, language=t.language,
-                       requester=t.requester_email)
+        repo.add_event(
+            ctx.session, t.id, "created", ctx.now, queue=t.queue, language=t.language, requester=t.requester_email
+        )
         log.info("ticket_created", queue=t.queue, language=t.language)
 
 
@@ -249,24 +263,46 @@ class StoreMessage:
             ctx.disposition = "ignored"
             ctx.routing.update({"rule": "ignored", "evidence": ctx.ignored})
         msg = Message(
-            ticket_id=ctx.ticket.id if ctx.ticket else None, direction="in", message_id=p.message_id,
-            in_reply_to=" ".join(p.in_reply_to) or None, references=" ".join(p.references) or None,
-            sender_email=p.from_.email if p.from_ else "", sender_name=p.from_.name if p.from_ else "",
-            recipients=p.recipient_emails, subject=p.subject, body_text=p.text, date=p.date,
-            language=ctx.language, raw_id=ctx.raw_row.id, routing=ctx.routing, defects=p.defects or None,
+            ticket_id=ctx.ticket.id if ctx.ticket else None,
+            direction="in",
+            message_id=p.message_id,
+            in_reply_to=" ".join(p.in_reply_to) or None,
+            references=" ".join(p.references) or None,
+            sender_email=p.from_.email if p.from_ else "",
+            sender_name=p.from_.name if p.from_ else "",
+            recipients=p.recipient_emails,
+            subject=p.subject,
+            body_text=p.text,
+            date=p.date,
+            language=ctx.language,
+            raw_id=ctx.raw_row.id,
+            routing=ctx.routing,
+            defects=p.defects or None,
             created_at=ctx.now,
         )
         ctx.session.add(msg)
         for a in p.attachments:
             digest, _ = self.attachments.put(a.data)
-            repo.add_attachment(ctx.session, msg, filename=comp.header_safe(a.filename, 255) or "unnamed",
-                                content_type=a.content_type[:255], size=len(a.data), sha256=digest,
-                                content_id=a.content_id)
+            repo.add_attachment(
+                ctx.session,
+                msg,
+                filename=comp.header_safe(a.filename, 255) or "unnamed",
+                content_type=a.content_type[:255],
+                size=len(a.data),
+                sha256=digest,
+                content_id=a.content_id,
+            )
         ctx.message = msg
         if ctx.ticket is not None and not ctx.new_ticket:
             ctx.ticket.updated_at = ctx.now
-            repo.add_event(ctx.session, ctx.ticket.id, "message_received", ctx.now, rule=ctx.routing.get("rule"),
-                           sender=msg.sender_email)
+            repo.add_event(
+                ctx.session,
+                ctx.ticket.id,
+                "message_received",
+                ctx.now,
+                rule=ctx.routing.get("rule"),
+                sender=msg.sender_email,
+            )
             log.info("message_attached", rule=ctx.routing.get("rule"))
 
 
@@ -290,23 +326,45 @@ class Acknowledge:
             return
         to = p.reply_to[0] if p.reply_to and p.reply_to[0].email not in self.settings.own_addresses else p.from_
         tctx = {
-            "case_number": t.case_number, "subject": t.subject, "requester_name": t.requester_name,
-            "requester_email": t.requester_email, "queue_name": q.display_name, "support_address": q.address,
+            "case_number": t.case_number,
+            "subject": t.subject,
+            "requester_name": t.requester_name,
+            "requester_email": t.requester_email,
+            "queue_name": q.display_name,
+            "support_address": q.address,
             "attachments": [a.filename for a in p.attachments],
         }
-        subject = comp.tagged_subject(t.case_number, self.templates.render(t.language, "ack.subject.j2", **tctx).strip())
+        subject = comp.tagged_subject(
+            t.case_number, self.templates.render(t.language, "ack.subject.j2", **tctx).strip()
+        )
         refs = comp.references_for(p.message_id, p.references)
         out = comp.compose(
-            from_name=q.display_name, from_addr=q.address, to=[(to.name, to.email)], subject=subject,
+            from_name=q.display_name,
+            from_addr=q.address,
+            to=[(to.name, to.email)],
+            subject=subject,
             text=self.templates.render(t.language, "ack.txt.j2", **tctx),
             html=self.templates.render(t.language, "ack.html.j2", **tctx),
-            date=ctx.now, in_reply_to=p.message_id, references=refs, auto_submitted="auto-replied",
+            date=ctx.now,
+            in_reply_to=p.message_id,
+            references=refs,
+            auto_submitted="auto-replied",
             language=t.language,
         )
-        row = enqueue(ctx.session, out, kind="ack", dedup_key=f"ack:{t.id}", now=ctx.now, ticket_id=t.id,
-                      in_reply_to=p.message_id, references=refs, language=t.language)
-        repo.add_event(ctx.session, t.id, "ack_queued", ctx.now, outbox_id=row.id, message_id=out.message_id,
-                       to=to.email)
+        row = enqueue(
+            ctx.session,
+            out,
+            kind="ack",
+            dedup_key=f"ack:{t.id}",
+            now=ctx.now,
+            ticket_id=t.id,
+            in_reply_to=p.message_id,
+            references=refs,
+            language=t.language,
+        )
+        repo.add_event(
+            ctx.session, t.id, "ack_queued", ctx.now, outbox_id=row.id, message_id=out.message_id, to=to.email
+        )
 
 
 def default_steps(settings, templates, detector, attachments: ContentStore) -> list[Step]:

@@ -48,7 +48,7 @@ def references_for(parent_message_id: str | None, parent_references: list[str]) 
         seen.setdefault(r, None)
     refs = list(seen)
     if len(refs) > MAX_REFERENCES:
-        refs = refs[:1] + refs[-(MAX_REFERENCES - 1):]
+        refs = refs[:1] + refs[-(MAX_REFERENCES - 1) :]
     return refs
 
 

@@ -56,8 +56,15 @@ def _tls_context(smtp: SmtpSettings) -> ssl.SSLContext | None:
 class OutboxSender:
     """Sends due outbox rows; safe to run in several processes at once (claims + leases)."""
 
-    def __init__(self, session_factory, smtp: SmtpSettings, outbox: OutboxSettings, *, skip_locked: bool,
-                 clock: Callable[[], datetime]):
+    def __init__(
+        self,
+        session_factory,
+        smtp: SmtpSettings,
+        outbox: OutboxSettings,
+        *,
+        skip_locked: bool,
+        clock: Callable[[], datetime],
+    ):
         self.factory = session_factory
         self.smtp = smtp
         self.cfg = outbox
@@ -67,8 +74,9 @@ class OutboxSender:
     def _claim(self):
         now = self.clock()
         with session_scope(self.factory) as s:
-            rows = repo.claim_outbox(s, now, timedelta(seconds=self.cfg.lease_seconds), self.cfg.batch_size,
-                                     self.skip_locked)
+            rows = repo.claim_outbox(
+                s, now, timedelta(seconds=self.cfg.lease_seconds), self.cfg.batch_size, self.skip_locked
+            )
             for r in rows:
                 if r.reclaimed and r.ticket_id is not None:
                     repo.add_event(s, r.ticket_id, "mail_resent_unknown_outcome", now, outbox_id=r.id, mail=r.kind)
@@ -86,8 +94,7 @@ class OutboxSender:
         with session_scope(self.factory) as s:
             changed = repo.outbox_mark(s, row.id, now, status, error=error, next_attempt_at=nxt)
             if changed and row.ticket_id is not None and status in ("sent", "failed"):
-                repo.add_event(s, row.ticket_id, f"mail_{status}", now, outbox_id=row.id, mail=row.kind,
-                               error=error)
+                repo.add_event(s, row.ticket_id, f"mail_{status}", now, outbox_id=row.id, mail=row.kind, error=error)
         log_fn = log.info if status == "sent" else log.warning
         log_fn(f"outbox_{status}", outbox_id=row.id, kind=row.kind, to=row.envelope_to, error=error)
 
@@ -100,7 +107,7 @@ class OutboxSender:
             hostname=self.smtp.host,
             port=self.smtp.port,
             use_tls=self.smtp.tls == TlsMode.IMPLICIT,
-            start_tls=True if self.smtp.tls == TlsMode.STARTTLS else False,
+            start_tls=self.smtp.tls == TlsMode.STARTTLS,
             tls_context=_tls_context(self.smtp),
             timeout=self.smtp.timeout,
         )
@@ -139,8 +146,9 @@ class OutboxSender:
                     report.failed += not transient
                 except aiosmtplib.SMTPResponseException as e:
                     transient = 400 <= e.code < 500
-                    await asyncio.to_thread(self._record, row, "queued" if transient else "failed",
-                                            f"{e.code} {e.message}")
+                    await asyncio.to_thread(
+                        self._record, row, "queued" if transient else "failed", f"{e.code} {e.message}"
+                    )
                     report.retry += transient
                     report.failed += not transient
                     if e.code in (421,):  # RFC 5321 4.2.3: the server is closing the channel

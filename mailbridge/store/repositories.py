@@ -208,8 +208,15 @@ def claim_outbox(session: Session, now: datetime, lease: timedelta, limit: int, 
     return claimed
 
 
-def outbox_mark(session: Session, row_id: int, now: datetime, status: str, *, error: str | None = None,
-                next_attempt_at: datetime | None = None) -> bool:
+def outbox_mark(
+    session: Session,
+    row_id: int,
+    now: datetime,
+    status: str,
+    *,
+    error: str | None = None,
+    next_attempt_at: datetime | None = None,
+) -> bool:
     """Record the outcome of one attempt; only a row still claimed ('sending') changes."""
     values: dict = {"status": status, "claimed_until": None, "attempts": Outbox.attempts + 1, "last_error": error}
     if status == "sent":
