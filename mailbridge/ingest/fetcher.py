@@ -7,6 +7,7 @@ RFC 4315 (UIDPLUS), RFC 2177 (IDLE).
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
 import time
@@ -70,11 +71,9 @@ class ImapMailbox:
             return
         try:
             c.logout()
-        except Exception:
-            try:
+        except Exception:  # the connection may already be gone
+            with contextlib.suppress(Exception):
                 c.shutdown()
-            except Exception:  # noqa: S110
-                pass
 
     def has(self, capability: str) -> bool:
         return capability.encode().upper() in self.capabilities
