@@ -61,7 +61,7 @@ class Pipeline:
         with session_scope(self.factory) as session:
             ctx = MailContext(mail=mail, session=session, now=now)
             for step in self.steps:
-                ctx.stage = step.name  # type: ignore[attr-defined]
+                ctx.stage = step.name
                 try:
                     step(ctx)
                 except Exception as e:

@@ -117,8 +117,9 @@ class AccountPoller:
                     disp = repo.dispositions_for_uids(s, acc.name, acc.folder, uidvalidity, left)
                 moves: dict[str, list[int]] = {}
                 for uid in left:
-                    if uid in disp:
-                        moves.setdefault(self._folder_for(disp[uid]), []).append(uid)
+                    # A UID at or below last_uid was committed; a duplicate leaves no raw row of its
+                    # own, so "no record" means "duplicate" here.
+                    moves.setdefault(self._folder_for(disp.get(uid, "duplicate")), []).append(uid)
                 self._move(moves)
                 report.leftovers_moved = sum(len(v) for v in moves.values())
                 if report.leftovers_moved:

@@ -64,6 +64,7 @@ class MailContext:
     disposition: str = "processed"
     quarantine: tuple[str, str] | None = None  # (stage, reason)
     done: bool = False
+    stage: str = ""  # the step running now, for logs and quarantine reasons
 
     def to_quarantine(self, stage: str, reason: str) -> None:
         self.quarantine = (stage, reason)
