@@ -96,7 +96,15 @@ class OutboxSender:
             if changed and row.ticket_id is not None and status in ("sent", "failed"):
                 repo.add_event(s, row.ticket_id, f"mail_{status}", now, outbox_id=row.id, mail=row.kind, error=error)
         log_fn = log.info if status == "sent" else log.warning
-        log_fn(f"outbox_{status}", outbox_id=row.id, kind=row.kind, to=row.envelope_to, error=error)
+        log_fn(
+            f"outbox_{status}",
+            outbox_id=row.id,
+            kind=row.kind,
+            case=row.case_number,
+            message_id=row.message_id,
+            to=row.envelope_to,
+            error=error,
+        )
 
     def _release(self, ids: list[int]) -> None:
         with session_scope(self.factory) as s:

@@ -173,6 +173,8 @@ def advance_last_uid(session: Session, account: str, folder: str, uidvalidity: i
 class ClaimedMail:
     id: int
     ticket_id: int | None
+    case_number: str | None
+    message_id: str
     kind: str
     envelope_from: str
     envelope_to: list[str]
@@ -197,13 +199,30 @@ def claim_outbox(session: Session, now: datetime, lease: timedelta, limit: int, 
     if skip_locked:
         q = q.with_for_update(skip_locked=True)
     rows = list(session.scalars(q))
+    ticket_ids = {r.ticket_id for r in rows if r.ticket_id is not None}
+    cases = (
+        dict(session.execute(select(Ticket.id, Ticket.case_number).where(Ticket.id.in_(ticket_ids))).all())
+        if ticket_ids
+        else {}
+    )
     claimed = []
     for r in rows:
         reclaimed = r.status == "sending"
         r.status = "sending"
         r.claimed_until = now + lease
         claimed.append(
-            ClaimedMail(r.id, r.ticket_id, r.kind, r.envelope_from, list(r.envelope_to), r.raw, r.attempts, reclaimed)
+            ClaimedMail(
+                id=r.id,
+                ticket_id=r.ticket_id,
+                case_number=cases.get(r.ticket_id),
+                message_id=r.message_id,
+                kind=r.kind,
+                envelope_from=r.envelope_from,
+                envelope_to=list(r.envelope_to),
+                raw=r.raw,
+                attempts=r.attempts,
+                reclaimed=reclaimed,
+            )
         )
     return claimed
 
