@@ -99,13 +99,20 @@ def find_duplicate(session: Session, sha256: str, message_id: str | None) -> Raw
 
 
 def ticket_for_message_ids(session: Session, ids: list[str]) -> Ticket | None:
-    """The ticket of a stored message (in or out) whose Message-ID is one of ``ids``, newest id first."""
+    """The ticket of a stored message (in or out) whose Message-ID is one of ``ids``; the id nearest
+    the end of ``ids`` (the most recent in a References chain) wins. One query."""
+    if not ids:
+        return None
+    found = dict(
+        session.execute(
+            select(Message.message_id, Message.ticket_id).where(
+                Message.message_id.in_(set(ids)), Message.ticket_id.is_not(None)
+            )
+        ).all()
+    )
     for mid in reversed(ids):
-        t = session.scalars(
-            select(Ticket).join(Message, Message.ticket_id == Ticket.id).where(Message.message_id == mid).limit(1)
-        ).one_or_none()
-        if t is not None:
-            return t
+        if mid in found:
+            return session.get(Ticket, found[mid])
     return None
 
 
