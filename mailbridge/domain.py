@@ -58,7 +58,8 @@ class CaseNumberFormat:
 
         Accepts upper or lower case prefixes; the caller has already isolated the token.
         """
-        m = re.fullmatch(rf"{re.escape(self.prefix)}(\d{{{self.digits}}})", text.strip(), re.IGNORECASE)
+        # re.ASCII: only 0-9 count as digits, and IGNORECASE must not fold the Kelvin sign into "k".
+        m = re.fullmatch(rf"{re.escape(self.prefix)}(\d{{{self.digits}}})", text.strip(), re.IGNORECASE | re.ASCII)
         if not m or not damm.is_valid(m.group(1)):
             return None
         return int(m.group(1)[:-1])

@@ -76,7 +76,7 @@ class _Server(_Secret):
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> _Server:
         if self.tls == TlsMode.NONE and not _is_loopback(self.host):
-            raise ValueError("tls = 'none' is only allowed for a loopback host (127.0.0.1, ::1, localhost)")
+            raise _KeyedError("tls", "'none' is only allowed for a loopback host (127.0.0.1, ::1, localhost)")
         return self
 
 
@@ -103,7 +103,9 @@ class AccountSettings(_Server):
     def _folders_distinct(self) -> AccountSettings:
         names = {self.folder, self.processed_folder, self.quarantine_folder}
         if len(names) != 3:
-            raise ValueError("folder, processed_folder and quarantine_folder must be three different folders")
+            raise _KeyedError(
+                "processed_folder", "folder, processed_folder and quarantine_folder must be three different folders"
+            )
         return self
 
 
@@ -361,7 +363,9 @@ def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | Non
         first = e.errors()[0]
         ctx_err = (first.get("ctx") or {}).get("error")
         if isinstance(ctx_err, _KeyedError):
-            raise ConfigError(f"{path}: {ctx_err.key}: {ctx_err.problem}") from None
+            # The key is relative to the model that raised it (e.g. "tls" inside accounts[0]).
+            key = f"{_loc(first['loc'])}.{ctx_err.key}" if first["loc"] else ctx_err.key
+            raise ConfigError(f"{path}: {key}: {ctx_err.problem}") from None
         msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             msg = "unknown key (a typo?)"

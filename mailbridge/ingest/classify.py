@@ -6,6 +6,7 @@ mail and out-of-office replies here as further predicates of the same shape.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lingua import IsoCode639_1, LanguageDetectorBuilder
@@ -14,6 +15,8 @@ from mailbridge.domain import ParsedMail
 
 # Below this many letters a language guess is noise; the queue's language is used instead.
 MIN_LETTERS_FOR_DETECTION = 12
+# An RFC 5322 comment (not nested; nested comments in this header do not occur in practice).
+_COMMENT_RE = re.compile(r"\([^()]*\)")
 # How much of the text the detector reads: the opening of a mail decides its language.
 DETECTION_SAMPLE_CHARS = 2000
 
@@ -31,7 +34,8 @@ def auto_submitted(mail: ParsedMail) -> Verdict:
     value = mail.header("auto-submitted")
     if value is None:
         return Verdict(False)
-    token = value.split(";", 1)[0].strip().lower()
+    # RFC 3834 5.1: the keyword may be surrounded by RFC 5322 comments, e.g. "no (sent by a person)".
+    token = _COMMENT_RE.sub(" ", value).split(";", 1)[0].strip().lower()
     if token and token != "no":
         return Verdict(True, f"Auto-Submitted: {token}")
     return Verdict(False)

@@ -31,7 +31,9 @@ class Match:
 
 def case_number_candidates(text: str, fmt: CaseNumberFormat) -> list[str]:
     """Tokens shaped like a case number (prefix + digits), in order of appearance, normalised."""
-    pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(fmt.prefix)}[\s-]?(\d{{{fmt.digits}}})(?!\d)", re.IGNORECASE)
+    pattern = re.compile(
+        rf"(?<![A-Za-z0-9]){re.escape(fmt.prefix)}[\s-]?(\d{{{fmt.digits}}})(?!\d)", re.IGNORECASE | re.ASCII
+    )
     return [f"{fmt.prefix}{m.group(1)}" for m in pattern.finditer(text or "")]
 
 

@@ -67,5 +67,6 @@ def enqueue(
 def retry_at(now: datetime, attempts: int, base: float, cap: float, rng: random.Random | None = None) -> datetime:
     """Exponential backoff with ±20 % jitter: base, 2·base, 4·base, … capped at ``cap`` seconds."""
     rng = rng or random
-    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    # The exponent is bounded first: 2 ** 1024 would overflow a float long before the cap applies.
+    delay = min(cap, base * 2.0 ** min(max(0, attempts - 1), 64))
     return now + timedelta(seconds=delay * rng.uniform(0.8, 1.2))

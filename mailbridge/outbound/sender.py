@@ -168,6 +168,11 @@ class OutboxSender:
                     report.retry += 1
                     report.errors.append(repr(e))
                     return report
+                except aiosmtplib.SMTPException as e:
+                    # Refused by the client library itself (e.g. SMTPUTF8 needed but not offered):
+                    # this mail cannot be sent to this server as it is.
+                    await asyncio.to_thread(self._record, row, "failed", f"{type(e).__name__}: {e}")
+                    report.failed += 1
                 else:
                     await asyncio.to_thread(self._record, row, "sent")
                     report.sent += 1

@@ -29,7 +29,7 @@ class Templates:
             lstrip_blocks=True,
         )
 
-    def render(self, language: str, name: str, **context) -> str:
+    def render(self, language: str, name: str, /, **context) -> str:
         try:
             template = self.env.get_template(f"{language}/{name}")
         except TemplateNotFound:

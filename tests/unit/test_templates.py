@@ -1,0 +1,170 @@
+"""Acknowledgement templates: customer text stays inert, HTML is escaped, missing data is an error."""
+
+from __future__ import annotations
+
+import pytest
+from jinja2 import TemplateNotFound, UndefinedError
+from jinja2.sandbox import SecurityError
+
+from mailbridge.outbound.templates import Templates
+
+# The context the acknowledgement step passes (mailbridge.ingest.steps.Acknowledge).
+BASE_CONTEXT = {
+    "case_number": "C1234566",
+    "subject": "Lizenzserver startet nicht",
+    "requester_name": "Jürgen Müller",
+    "requester_email": "juergen.mueller@kunde.example",
+    "queue_name": "Vendor Support",
+    "support_address": "support@vendor.example",
+    "attachments": ["log.txt"],
+}
+# Variables every body template reads (requester_email is passed but not used by the shipped templates).
+BODY_VARIABLES = ["case_number", "subject", "requester_name", "queue_name", "support_address", "attachments"]
+LANGUAGES = ["de", "en"]
+BODIES = ["ack.txt.j2", "ack.html.j2"]
+
+INJECTIONS = [
+    "{{ 7*7 }}",
+    "{% for x in range(3) %}X{% endfor %}",
+    "{% for %}",
+    "{{ ''.__class__.__mro__ }}",
+    "{# comment #}",
+]
+
+
+@pytest.fixture(scope="module")
+def templates():
+    return Templates()
+
+
+def _ctx(**over):
+    return {**BASE_CONTEXT, **over}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", [*BODIES, "ack.subject.j2"])
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_template_syntax_in_customer_text_is_rendered_literally(templates, language, name, payload):
+    """Jinja syntax in the subject or the requester's name is printed as text, never evaluated."""
+    out = templates.render(language, name, **_ctx(subject=payload, requester_name=payload))
+    expected = payload if not name.endswith("html.j2") else payload.replace("'", "&#39;")
+    assert expected in out
+    assert "49" not in out
+    assert "XXX" not in out
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_html_body_escapes_markup(templates, language):
+    """In the HTML body ``<script>``, quotes and ampersands from customer data are escaped."""
+    out = templates.render(
+        language,
+        "ack.html.j2",
+        **_ctx(
+            subject='<script>alert("x")</script> & Co',
+            requester_name="<b>Eve</b>",
+            attachments=["<img src=x onerror=alert(1)>.png"],
+        ),
+    )
+    assert "<script>" not in out
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; Co" in out
+    assert "&lt;b&gt;Eve&lt;/b&gt;" in out
+    assert "<img" not in out
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in out
+    assert "<strong>C1234566</strong>" in out  # the template's own markup is untouched
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", ["ack.txt.j2", "ack.subject.j2"])
+def test_text_templates_do_not_escape(templates, language, name):
+    """Plain-text bodies and the subject keep ``<``, ``>``, ``&`` and quotes as typed."""
+    subject = 'Fehler <500> & "Timeout" bei O\'Brien'
+    out = templates.render(language, name, **_ctx(subject=subject))
+    assert subject in out
+    assert "&lt;" not in out
+    assert "&amp;" not in out
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", BODIES)
+@pytest.mark.parametrize("missing", BODY_VARIABLES)
+def test_missing_variable_raises(templates, language, name, missing):
+    """StrictUndefined: leaving out any variable a body uses is an error, not an empty string."""
+    ctx = _ctx()
+    del ctx[missing]
+    with pytest.raises(UndefinedError):
+        templates.render(language, name, **ctx)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_missing_subject_in_subject_template_raises(templates, language):
+    """The subject template needs ``subject`` too."""
+    with pytest.raises(UndefinedError):
+        templates.render(language, "ack.subject.j2")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_empty_subject_uses_the_template_default(templates, language):
+    """An empty (but present) subject falls back to the localised default wording."""
+    out = templates.render(language, "ack.subject.j2", subject="").strip()
+    assert out == {"de": "Ihre Anfrage", "en": "Your request"}[language]
+
+
+def test_languages_differ(templates):
+    """German and English bodies are really different texts."""
+    de = templates.render("de", "ack.txt.j2", **_ctx())
+    en = templates.render("en", "ack.txt.j2", **_ctx())
+    assert de.startswith("Guten Tag Jürgen Müller,")
+    assert en.startswith("Hello Jürgen Müller,")
+    assert "C1234566" in de
+    assert "C1234566" in en
+
+
+@pytest.mark.parametrize("name", [*BODIES, "ack.subject.j2"])
+def test_unknown_language_falls_back(templates, name):
+    """A language without templates renders the fallback language's template."""
+    assert templates.render("fr", name, **_ctx()) == templates.render("en", name, **_ctx())
+
+
+def test_fallback_language_is_configurable(tmp_path):
+    """The fallback language is a constructor argument; a missing template in both raises."""
+    (tmp_path / "de").mkdir()
+    (tmp_path / "de" / "hello.txt.j2").write_text("Hallo {{ who }}", encoding="utf-8")
+    t = Templates(root=tmp_path, fallback_language="de")
+    assert t.render("en", "hello.txt.j2", who="Welt") == "Hallo Welt"
+    assert t.has("de", "hello.txt.j2")
+    assert not t.has("en", "hello.txt.j2")
+    with pytest.raises(TemplateNotFound):
+        t.render("en", "missing.txt.j2")
+
+
+def test_autoescape_follows_the_file_extension(tmp_path):
+    """``.html.j2`` templates autoescape, ``.txt.j2`` templates do not."""
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "x.html.j2").write_text("{{ v }}", encoding="utf-8")
+    (tmp_path / "en" / "x.txt.j2").write_text("{{ v }}", encoding="utf-8")
+    t = Templates(root=tmp_path)
+    assert t.render("en", "x.html.j2", v="<a&b>") == "&lt;a&amp;b&gt;"
+    assert t.render("en", "x.txt.j2", v="<a&b>") == "<a&b>"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ v.__class__.__base__ }}",
+    ],
+)
+def test_sandbox_blocks_unsafe_attribute_access(tmp_path, source):
+    """Even a template file itself cannot reach Python internals: the environment is sandboxed."""
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "evil.txt.j2").write_text(source, encoding="utf-8")
+    with pytest.raises(SecurityError):
+        Templates(root=tmp_path).render("en", "evil.txt.j2", v="x")
+
+
+def test_context_may_use_any_variable_name(tmp_path):
+    """Template variables called ``name`` or ``language`` reach the template like any other."""
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "x.txt.j2").write_text("{{ name }}/{{ language }}", encoding="utf-8")
+    assert Templates(root=tmp_path).render("en", "x.txt.j2", name="Anna", language="de") == "Anna/de"
