@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import re
@@ -40,7 +41,7 @@ SERVICE_TIMEOUT_SECONDS = 40.0
 # How often the demo looks at the SMTP server, the mailbox and the outbox while the service runs.
 CHECK_INTERVAL_SECONDS = 0.2
 # Exit codes: 0 all acknowledgements arrived (and no others), 1 one is missing or extra,
-# 2 the --keep directory cannot be used (as for a configuration error).
+# 2 the demo cannot start: the --keep directory is not empty, or the demo extra is not installed.
 EXIT_OK = 0
 EXIT_MISSING = 1
 EXIT_USAGE = 2
@@ -51,12 +52,10 @@ SOFTWARE_ADDRESS = f"software-support@{VENDOR_DOMAIN}"
 SERVICE_ADDRESS = f"service@{VENDOR_DOMAIN}"
 # Case numbers start here so they have a realistic width from the first one (C2041...).
 FIRST_SERIAL = 204100
-# The demo polls every second instead of using IMAP IDLE: with IDLE, imapclient's idle_check can
-# read half a pushed line (mjs/imapclient#519) and Service.run logs the pollers out while a fetch
-# thread is still idling (AsyncIOScheduler.shutdown does not wait), which costs a reconnect or a
-# 30 s hang at stop. Set to True to watch IDLE at work.
-DEMO_USE_IDLE = False
-DEMO_POLL_INTERVAL_SECONDS = 1
+# The demo runs as production does: IMAP IDLE pushes new mail; the folder is re-checked every
+# few seconds as well.
+DEMO_USE_IDLE = True
+DEMO_POLL_INTERVAL_SECONDS = 5
 
 RULE = "=" * 100
 SUBRULE = "-" * 100
@@ -644,6 +643,13 @@ def run_demo(keep: Path | None) -> int:
     from mailbridge.logging import configure_logging
 
     out = sys.stdout
+    missing = [m for m in ("pymap", "aiosmtpd") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            f"mailbridge demo: needs {' and '.join(missing)}; install the demo extra: pip install 'mailbridge[demo]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if keep is not None:
         problem = _usable_keep_dir(keep)
         if problem:
@@ -656,6 +662,8 @@ def run_demo(keep: Path | None) -> int:
             workdir = keep.resolve()
             workdir.mkdir(parents=True, exist_ok=True)
 
+        # Hex, not token_urlsafe: pymap takes it on its command line, where a leading "-" would
+        # be read as an option.
         password = secrets.token_hex(16)
         password_file = workdir / "imap-password"
         password_file.write_text(password + "\n", encoding="utf-8")

@@ -16,11 +16,13 @@ import logging
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 # How long we wait for a server to accept connections before giving up.
@@ -56,33 +58,33 @@ class PymapServer:
         self.port = port or free_port()
         self.host = LOOPBACK
         self.proc: subprocess.Popen | None = None
+        self._log = None
 
     def start(self) -> PymapServer:
         code = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; main()"
-        args = [
-            sys.executable,
-            "-c",
-            code,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.port),
-            "--no-tls",
-            "--no-service",
-            "admin",
-            "--no-service",
-            "managesieve",
-            "--no-service",
-            "swim",
-            "dict",
-            "--demo-user",
-            self.user,
-            "--demo-password",
-            self.password,
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_port(self.port, proc=self.proc)
+        services = ["--no-service=admin", "--no-service=managesieve", "--no-service=swim"]
+        # "--opt=value" throughout: a password starting with "-" must not be read as an option.
+        args = [sys.executable, "-c", code, f"--host={LOOPBACK}", f"--port={self.port}", "--no-tls", *services]
+        args += ["dict", f"--demo-user={self.user}", f"--demo-password={self.password}"]
+        # pymap's log goes to a file: a pipe nobody reads would fill up and stall the server.
+        self._log = tempfile.NamedTemporaryFile(prefix="pymap-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
+        try:
+            wait_for_port(self.port, proc=self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"{e}; pymap said: {tail}") from None
         return self
+
+    def log_tail(self, limit: int = 2000) -> str:
+        """The end of pymap's log (for error messages)."""
+        if self._log is None:
+            return ""
+        try:
+            return Path(self._log.name).read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -92,9 +94,11 @@ class PymapServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
         self.proc = None
+        if self._log is not None:
+            self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
+            self._log = None
 
     def restart(self) -> None:
         """Stop and start on the same port (the in-memory mailboxes are lost)."""

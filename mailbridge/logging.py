@@ -44,3 +44,5 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
     root.setLevel(max(lvl, logging.INFO))
     # imapclient logs every command at DEBUG; keep it out of the service log unless debugging.
     logging.getLogger("imapclient").setLevel(lvl if lvl <= logging.DEBUG else logging.WARNING)
+    # Alembic announces its plugins and dialect on every start; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(lvl if lvl <= logging.DEBUG else logging.WARNING)

@@ -9,7 +9,9 @@
 
 SIGTERM/SIGINT set a stop flag: an IDLE wait returns, a cycle finishes the mail it is on (its
 transaction commits or rolls back as a whole) and moves what was committed, the outbox finishes
-its current mail; then the scheduler shuts down.
+its current mail. Only when every fetch thread has returned are the IMAP connections and the
+database engine closed (APScheduler 3's ``AsyncIOScheduler.shutdown(wait=True)`` does not wait for
+thread-pool jobs, so we count them ourselves).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 # Keep the gap between two fetch runs small: the next run starts this long before the window ends.
 FETCH_WINDOW_SLACK_SECONDS = 0.2
+# How long a stop waits for running fetch cycles (a cycle stops after the mail it is on).
+STOP_TIMEOUT_SECONDS = 120.0
 
 
 class Service:
@@ -42,6 +46,8 @@ class Service:
         self._sender = app.sender()
         self._sender_running = False
         self._sender_again = False
+        self._active_ticks = 0
+        self._ticks_done = threading.Condition()
 
     # -- outbox ------------------------------------------------------------------------------
 
@@ -71,6 +77,25 @@ class Service:
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._kick_sender)
 
+    # -- fetching ------------------------------------------------------------------------------
+
+    def _tick(self, poller, window: float) -> None:
+        """One fetch run of one account (in a worker thread), counted so a stop can wait for it."""
+        with self._ticks_done:
+            if self.stop_event.is_set():
+                return
+            self._active_ticks += 1
+        try:
+            poller.tick(window, self.stop_event)
+        finally:
+            with self._ticks_done:
+                self._active_ticks -= 1
+                self._ticks_done.notify_all()
+
+    def _wait_for_ticks(self, timeout: float) -> bool:
+        with self._ticks_done:
+            return self._ticks_done.wait_for(lambda: self._active_ticks == 0, timeout)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _setup(self) -> None:
@@ -88,10 +113,10 @@ class Service:
             self.pollers.append(poller)
             window = max(0.5, acc.poll_interval - FETCH_WINDOW_SLACK_SECONDS)
             self.scheduler.add_job(
-                poller.tick,
+                self._tick,
                 "interval",
                 seconds=acc.poll_interval,
-                args=[window, self.stop_event],
+                args=[poller, window],
                 id=f"fetch:{acc.name}",
                 executor="imap",
                 next_run_time=now,
@@ -121,8 +146,10 @@ class Service:
         # lose the record of a delivery.
         while self._sender_running:
             await asyncio.sleep(0.05)
-        # wait=True: running fetch cycles see the stop flag and finish the mail they are on.
-        self.scheduler.shutdown(wait=True)
+        # Running fetch cycles see the stop flag and finish the mail they are on.
+        if not await asyncio.to_thread(self._wait_for_ticks, STOP_TIMEOUT_SECONDS):
+            log.error("service_stop_timeout", waited=STOP_TIMEOUT_SECONDS)
+        self.scheduler.shutdown(wait=False)
         for p in self.pollers:
             p.close()
         self.app.close()

@@ -92,10 +92,10 @@ class AccountSettings(_Server):
     # The queue for mail that was not sent to any queue's support address.
     default_queue: str | None = None
     # Use IMAP IDLE (RFC 2177) when the server offers it; otherwise poll every poll_interval.
+    # With IDLE the folder is also checked, and the IDLE renewed, every poll_interval (RFC 2177
+    # asks for less than 29 minutes).
     idle: bool = True
-    poll_interval: Annotated[float, Field(gt=0)] = 30.0
-    # How long one IDLE lasts before it is renewed (RFC 2177 asks for < 29 minutes).
-    idle_timeout: Annotated[float, Field(gt=0, le=1740)] = 300.0
+    poll_interval: Annotated[float, Field(gt=0, le=1740)] = 30.0
     # UIDs per UID FETCH; larger batches amortise round trips on a backlog.
     fetch_batch: Annotated[int, Field(gt=0, le=5000)] = 200
 
@@ -140,6 +140,7 @@ class QueueSettings(_Model):
 class SmtpSettings(_Server):
     port: Annotated[int, Field(gt=0, lt=65536)] = 587
     tls: TlsMode = TlsMode.STARTTLS
+    # Log in (AUTH) as this user; then password_env or password_file is required.
     user: str | None = None
 
 
@@ -152,7 +153,7 @@ class CaseNumberSettings(_Model):
     prefix: Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[A-Za-z]+$")] = "C"
     # Digits after the prefix, the last of them the Damm check digit.
     digits: Annotated[int, Field(ge=3, le=15)] = 7
-    # The first serial handed out (so numbers have a constant width, e.g. C1000009).
+    # The first serial handed out (so numbers have a constant width, e.g. C1000002).
     first_serial: Annotated[int, Field(gt=0)] = 100000
 
     @model_validator(mode="after")
@@ -373,4 +374,6 @@ def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | Non
     for i, acc in enumerate(settings.accounts):
         if acc.password is None:
             raise ConfigError(f"{path}: accounts[{i}]: set password_env or password_file")
+    if settings.smtp.user and settings.smtp.password is None:
+        raise ConfigError(f"{path}: smtp: user is set, so set password_env or password_file too")
     return settings

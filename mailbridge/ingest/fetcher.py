@@ -8,6 +8,8 @@ RFC 4315 (UIDPLUS), RFC 2177 (IDLE).
 from __future__ import annotations
 
 import contextlib
+import re
+import select
 import ssl
 import threading
 import time
@@ -23,6 +25,9 @@ log = structlog.get_logger(__name__)
 
 # How often an IDLE wait looks at the stop flag (seconds); bounds shutdown latency.
 IDLE_SLICE_SECONDS = 0.5
+# Untagged responses pushed during IDLE (RFC 3501 7.3.1, 7.1.5): new mail, and the server leaving.
+_NEW_MAIL_RE = re.compile(rb"^\* \d+ (EXISTS|RECENT)\b", re.IGNORECASE)
+_BYE_RE = re.compile(rb"^\* BYE\b", re.IGNORECASE)
 
 
 class FetchError(Exception):
@@ -160,26 +165,44 @@ class ImapMailbox:
 
         With IDLE (RFC 2177) the server pushes ``EXISTS``; without it we simply sleep until the
         next poll. Returns early, False, when ``stop`` is set.
+
+        imapclient's ``idle_check`` reads from a non-blocking socket and can consume half of a
+        pushed line (mjs/imapclient#519): the line is lost and ``idle_done`` then trips over its
+        tail. So we only *wait* with ``select`` and read whole lines in blocking mode, under the
+        socket's normal read timeout. Untagged responses that ``idle_done`` collects are checked
+        too, so an EXISTS that was already buffered is not missed.
         """
         if not (self.account.idle and self.has("IDLE")):
             stop.wait(timeout)
             return False
         c = self._c()
+        sock = c.socket()
         deadline = time.monotonic() + timeout
+        got_mail = False
         try:
             c.idle()
-            try:
-                while not stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    responses = c.idle_check(timeout=min(IDLE_SLICE_SECONDS, left))
-                    if any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
-                        return True
-                    if any(r and r[0] == b"BYE" for r in responses):
-                        raise FetchError("server closed the connection during IDLE")
-                return False
-            finally:
-                c.idle_done()
         except (IMAPClientError, OSError) as e:
             raise FetchError(f"{type(e).__name__}: {e}") from e
+        try:
+            while not stop.is_set() and not got_mail:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+                if not pending and not select.select([sock], [], [], min(IDLE_SLICE_SECONDS, left))[0]:
+                    continue
+                line = c._imap._get_line()  # blocking: a whole line, or the read timeout
+                if _BYE_RE.match(line):
+                    raise FetchError(f"server closed the connection during IDLE: {line[:200]!r}")
+                got_mail = bool(_NEW_MAIL_RE.match(line))
+        except (IMAPClientError, OSError) as e:
+            raise FetchError(f"{type(e).__name__}: {e}") from e
+        except BaseException:
+            with contextlib.suppress(Exception):
+                c.idle_done()
+            raise
+        try:
+            _text, responses = c.idle_done()
+        except (IMAPClientError, OSError) as e:
+            raise FetchError(f"{type(e).__name__}: {e}") from e
+        return got_mail or any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)

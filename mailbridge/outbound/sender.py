@@ -103,7 +103,7 @@ class OutboxSender:
             case=row.case_number,
             message_id=row.message_id,
             to=row.envelope_to,
-            error=error,
+            **({"error": error} if error else {}),
         )
 
     def _release(self, ids: list[int]) -> None:
