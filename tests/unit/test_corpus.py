@@ -20,6 +20,7 @@ CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 INDEX = CORPUS / "INDEX.tsv"
 TIME_BUDGET_SECONDS = 60.0
 
+
 @dataclass
 class CorpusRun:
     files: int = 0
