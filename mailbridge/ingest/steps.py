@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import Protocol
 
 import structlog
@@ -19,7 +17,7 @@ from sqlalchemy.orm import Session
 from mailbridge.domain import ParsedMail, TicketStatus
 from mailbridge.ingest import classify
 from mailbridge.ingest.matcher import match_ticket
-from mailbridge.ingest.parser import ParseError, normalize_message_id, parse_mail
+from mailbridge.ingest.parser import ParseError, parse_mail
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import QueueSettings
@@ -28,9 +26,6 @@ from mailbridge.store.models import Message, RawMessage, Ticket
 from mailbridge.store.rawstore import ContentStore, sha256_hex
 
 log = structlog.get_logger(__name__)
-
-# The deduplication step reads at most this much of a mail to find its Message-ID.
-HEADER_SCAN_BYTES = 256 * 1024
 
 
 @dataclass
@@ -44,6 +39,9 @@ class InboundMail:
     folder: str
     uidvalidity: int
     uid: int
+    # Filled in ahead of the transaction by the parse pool (ingest/prepare.py), else by Parse.
+    parsed: ParsedMail | None = None
+    parse_error: str | None = None
 
 
 @dataclass
@@ -52,6 +50,7 @@ class MailContext:
     session: Session
     now: datetime
     parsed: ParsedMail | None = None
+    parse_error: str | None = None
     raw_row: RawMessage | None = None
     queue: QueueSettings | None = None
     language: str | None = None
@@ -78,6 +77,33 @@ class Step(Protocol):
     def __call__(self, ctx: MailContext) -> None: ...
 
 
+class Parse:
+    """Bytes → ParsedMail. Touches no database, so it runs before the transaction takes its lock.
+
+    A mail may arrive already parsed (by the parse pool, see ``ingest/prepare.py``). A mail over the
+    size limit is not parsed at all; the failure is recorded and Validate quarantines it once the
+    raw row exists.
+    """
+
+    name = "parse"
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+
+    def __call__(self, ctx: MailContext) -> None:
+        if ctx.mail.parsed is not None or ctx.mail.parse_error is not None:
+            ctx.parsed, ctx.parse_error = ctx.mail.parsed, ctx.mail.parse_error
+        elif len(ctx.mail.raw) > self.max_bytes:
+            ctx.parse_error = f"mail is {len(ctx.mail.raw)} bytes, over the limit of {self.max_bytes}"
+        else:
+            try:
+                ctx.parsed = parse_mail(ctx.mail.raw)
+            except ParseError as e:
+                ctx.parse_error = f"unparseable: {e}"
+        if ctx.parsed is not None:
+            structlog.contextvars.bind_contextvars(message_id=ctx.parsed.message_id)
+
+
 class Deduplicate:
     """A mail we already have (same bytes, or same Message-ID) is not processed again (UIDVALIDITY
     changes, a crash between commit and MOVE, the same mail delivered to two support addresses)."""
@@ -85,15 +111,14 @@ class Deduplicate:
     name = "deduplicate"
 
     def __call__(self, ctx: MailContext) -> None:
-        # Only the Message-ID is needed here: read the header block alone, the full parse comes later.
-        hdrs = BytesHeaderParser(policy=compat32).parsebytes(ctx.mail.raw[:HEADER_SCAN_BYTES])
-        p_mid = normalize_message_id(str(hdrs.get("message-id") or ""))
-        dup = repo.find_duplicate(ctx.session, ctx.mail.sha256, p_mid)
+        mid = ctx.parsed.message_id if ctx.parsed is not None else None
+        dup = repo.find_duplicate(ctx.session, ctx.mail.sha256, mid)
         if dup is not None:
+            dup_id, dup_disposition = dup
             ctx.disposition = "duplicate"
-            ctx.routing = {"rule": "duplicate", "evidence": f"same as raw message {dup.id} ({dup.disposition})"}
+            ctx.routing = {"rule": "duplicate", "evidence": f"same as raw message {dup_id} ({dup_disposition})"}
             ctx.done = True
-            log.info("mail_duplicate", original_raw_id=dup.id)
+            log.info("mail_duplicate", original_raw_id=dup_id)
 
 
 class RecordRaw:
@@ -118,33 +143,17 @@ class RecordRaw:
         ctx.session.flush()
 
 
-class Parse:
-    name = "parse"
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-
-    def __call__(self, ctx: MailContext) -> None:
-        if len(ctx.mail.raw) > self.max_bytes:
-            ctx.to_quarantine(self.name, f"mail is {len(ctx.mail.raw)} bytes, over the limit of {self.max_bytes}")
-            return
-        try:
-            ctx.parsed = parse_mail(ctx.mail.raw)
-        except ParseError as e:
-            ctx.to_quarantine(self.name, f"unparseable: {e}")
-            return
-        structlog.contextvars.bind_contextvars(message_id=ctx.parsed.message_id)
-
-
 class Validate:
-    """Mails whose content cannot be trusted go to quarantine instead of becoming a ticket."""
+    """Mails that could not be parsed, or whose content cannot be trusted, go to quarantine instead
+    of becoming a ticket."""
 
     name = "validate"
 
     def __call__(self, ctx: MailContext) -> None:
         p = ctx.parsed
-        assert p is not None
-        if p.fatal_defects:
+        if ctx.parse_error is not None or p is None:
+            ctx.to_quarantine("parse", ctx.parse_error or "not parsed")
+        elif p.fatal_defects:
             ctx.to_quarantine(self.name, "; ".join(dict.fromkeys(p.fatal_defects)))
         elif p.from_ is None:
             ctx.to_quarantine(self.name, "no usable sender address in From")
@@ -371,9 +380,9 @@ class Acknowledge:
 def default_steps(settings, templates, detector, attachments: ContentStore) -> list[Step]:
     fmt = settings.case_numbers.fmt
     return [
+        Parse(settings.ingest.max_message_bytes),
         Deduplicate(),
         RecordRaw(),
-        Parse(settings.ingest.max_message_bytes),
         Validate(),
         Classify(settings.own_addresses, detector),
         Route(settings),

@@ -85,17 +85,19 @@ def add_event(session: Session, ticket_id: int, kind: str, now: datetime, **deta
 # ---------------------------------------------------------------- inbound messages
 
 
-def find_duplicate(session: Session, sha256: str, message_id: str | None) -> RawMessage | None:
-    """The earlier copy of this mail: same bytes, or an inbound mail with the same Message-ID."""
-    raw = session.scalars(select(RawMessage).where(RawMessage.sha256 == sha256)).one_or_none()
-    if raw is not None or not message_id:
-        return raw
-    return session.scalars(
-        select(RawMessage)
+def find_duplicate(session: Session, sha256: str, message_id: str | None) -> tuple[int, str] | None:
+    """(raw id, disposition) of the earlier copy of this mail: the same bytes, or an inbound mail
+    with the same Message-ID. Plain column queries: this runs for every mail."""
+    row = session.execute(select(RawMessage.id, RawMessage.disposition).where(RawMessage.sha256 == sha256)).first()
+    if row is not None or not message_id:
+        return tuple(row) if row is not None else None
+    row = session.execute(
+        select(RawMessage.id, RawMessage.disposition)
         .join(Message, Message.raw_id == RawMessage.id)
-        .where(Message.direction == "in", Message.message_id == message_id)
+        .where(Message.message_id == message_id, Message.direction == "in")
         .limit(1)
-    ).one_or_none()
+    ).first()
+    return tuple(row) if row is not None else None
 
 
 def ticket_for_message_ids(session: Session, ids: list[str]) -> Ticket | None:
