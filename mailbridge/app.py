@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from mailbridge.ingest.classify import LanguageDetector
 from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
+from mailbridge.ingest.prepare import Preparer
 from mailbridge.ingest.steps import default_steps
 from mailbridge.outbound.sender import OutboxSender
 from mailbridge.outbound.templates import Templates
@@ -35,6 +36,7 @@ class App:
         self.raw_store = raw_store(settings.var_dir)
         self.attachment_store = attachment_store(settings.var_dir)
         self.templates = Templates(templates_root, fallback_language=settings.ingest.languages[-1])
+        self.preparer = Preparer(settings.var_dir, settings.ingest.max_message_bytes, settings.ingest.workers)
         self._detector: LanguageDetector | None = None
         self._pipeline: Pipeline | None = None
 
@@ -62,7 +64,7 @@ class App:
             self.settings.account(account_name),
             self.pipeline,
             self.session_factory,
-            self.raw_store,
+            self.preparer,
             self.clock,
             on_progress,
         )
@@ -77,4 +79,5 @@ class App:
         )
 
     def close(self) -> None:
+        self.preparer.close()
         self.engine.dispose()

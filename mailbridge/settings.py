@@ -186,6 +186,13 @@ class IngestSettings(_Model):
     languages: list[str] = list(DEFAULT_LANGUAGES)
     # Mails larger than this are quarantined instead of parsed.
     max_message_bytes: Annotated[int, Field(gt=0)] = 50 * 1024 * 1024
+    # Worker processes that parse a backlog while the database work goes on; None: one per CPU;
+    # 0: parse in the fetching thread only. A single new mail is always parsed inline.
+    parse_workers: Annotated[int, Field(ge=0, le=64)] | None = None
+
+    @property
+    def workers(self) -> int:
+        return os.cpu_count() or 1 if self.parse_workers is None else self.parse_workers
 
 
 class LoggingSettings(_Model):

@@ -111,8 +111,8 @@ class ImapMailbox:
         except (IMAPClientError, OSError) as e:
             raise FetchError(f"{type(e).__name__}: {e}") from e
 
-    def fetch(self, uids: list[int]) -> Iterator[tuple[int, bytes]]:
-        """Raw bytes of ``uids`` in ascending order, ``fetch_batch`` per round trip.
+    def fetch_batches(self, uids: list[int]) -> Iterator[list[tuple[int, bytes]]]:
+        """Raw bytes of ``uids`` in ascending order, one list per round trip of ``fetch_batch`` UIDs.
 
         ``BODY.PEEK[]`` leaves the \\Seen flag alone (RFC 3501 6.4.5), so a mail an operator looks
         at in the support mailbox still looks unread until it is processed.
@@ -124,15 +124,19 @@ class ImapMailbox:
                 data = self._c().fetch(chunk, [b"BODY.PEEK[]"])
             except (IMAPClientError, OSError) as e:
                 raise FetchError(f"{type(e).__name__}: {e}") from e
+            out = []
             for uid in chunk:
                 item = data.get(uid)
-                if item is None:
-                    # Expunged by someone else between SEARCH and FETCH: nothing to do.
-                    continue
-                body = item.get(b"BODY[]")
-                if body is None:
-                    continue
-                yield uid, bytes(body)
+                # None: expunged by someone else between SEARCH and FETCH; nothing to do.
+                body = item.get(b"BODY[]") if item is not None else None
+                if body is not None:
+                    out.append((uid, bytes(body)))
+            yield out
+
+    def fetch(self, uids: list[int]) -> Iterator[tuple[int, bytes]]:
+        """Like :meth:`fetch_batches`, one mail at a time."""
+        for batch in self.fetch_batches(uids):
+            yield from batch
 
     # -- moving ----------------------------------------------------------------------------
 

@@ -26,11 +26,11 @@ import structlog
 
 from mailbridge.ingest.fetcher import FetchError, ImapMailbox
 from mailbridge.ingest.pipeline import InfrastructureError, Pipeline
+from mailbridge.ingest.prepare import Preparer
 from mailbridge.ingest.steps import InboundMail
 from mailbridge.settings import AccountSettings
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_transient_db_error, session_scope
-from mailbridge.store.rawstore import ContentStore, sha256_hex
 
 log = structlog.get_logger(__name__)
 
@@ -57,14 +57,14 @@ class AccountPoller:
         account: AccountSettings,
         pipeline: Pipeline,
         session_factory,
-        raw: ContentStore,
+        preparer: Preparer,
         clock: Callable[[], datetime],
         on_progress: Callable[[], None] = lambda: None,
     ):
         self.account = account
         self.pipeline = pipeline
         self.factory = session_factory
-        self.raw = raw
+        self.preparer = preparer
         self.clock = clock
         self.on_progress = on_progress
         self.mailbox = ImapMailbox(account)
@@ -134,28 +134,29 @@ class AccountPoller:
             return report
         moves = {}
         try:
-            for uid, raw in self.mailbox.fetch(uids):
-                digest, rel = self.raw.put(raw)
-                mail = InboundMail(
-                    raw=raw,
-                    sha256=digest,
-                    raw_path=rel,
-                    account=acc.name,
-                    folder=acc.folder,
-                    uidvalidity=uidvalidity,
-                    uid=uid,
-                )
-                disposition = self.pipeline.process(mail)
-                report.fetched += 1
-                report.count(disposition)
-                moves.setdefault(self._folder_for(disposition), []).append(uid)
-                if (
-                    len(moves.get(acc.processed_folder, ())) + len(moves.get(acc.quarantine_folder, ()))
-                    >= acc.fetch_batch
-                ):
-                    self._move(moves)
-                    moves = {}
-                    self.on_progress()
+            for batch in self.mailbox.fetch_batches(uids):
+                for prep in self.preparer.prepare(batch):
+                    mail = InboundMail(
+                        raw=prep.raw,
+                        sha256=prep.sha256,
+                        raw_path=prep.raw_path,
+                        account=acc.name,
+                        folder=acc.folder,
+                        uidvalidity=uidvalidity,
+                        uid=prep.uid,
+                        parsed=prep.parsed,
+                        parse_error=prep.parse_error,
+                    )
+                    disposition = self.pipeline.process(mail)
+                    report.fetched += 1
+                    report.count(disposition)
+                    moves.setdefault(self._folder_for(disposition), []).append(prep.uid)
+                    if stop is not None and stop.is_set():
+                        break
+                # One MOVE per fetched batch: what this batch committed leaves the folder.
+                self._move(moves)
+                moves = {}
+                self.on_progress()
                 if stop is not None and stop.is_set():
                     break
         finally:
@@ -208,4 +209,4 @@ class AccountPoller:
         self.mailbox.close()
 
 
-__all__ = ["AccountPoller", "CycleReport", "sha256_hex"]
+__all__ = ["AccountPoller", "CycleReport"]

@@ -228,3 +228,26 @@ def test_reply_with_thread_headers_or_case_number_lands_on_the_case(app, imap_se
         assert msgs["new@kunde.example"].ticket_id == tickets[0].id
         assert msgs["new@kunde.example"].routing["rule"] == "subject-case-number"
         assert msgs["wrongdigit@kunde.example"].ticket_id == tickets[1].id
+
+
+def test_a_backlog_is_parsed_by_worker_processes_with_the_same_outcome(app, imap_server, smtp_sink):
+    """A backlog goes through the parse pool: same tickets, order and quarantine as inline parsing."""
+    mails = [make_mail(message_id=f"<bulk-{i}@kunde.example>", subject=f"Anfrage {i}") for i in range(30)]
+    mails.insert(
+        10,
+        b"From: a@kunde.example\r\nTo: support@vendor.example\r\nSubject: kaputt\r\n"
+        b"Message-ID: <bulk-bad@k.example>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\nno boundary\r\n",
+    )
+    imap_server.append(mails)
+    report = app.poller("main").cycle()
+    assert app.preparer._pool is not None, "a 31-mail batch must use the parse pool"
+    assert report.dispositions == {"processed": 30, "quarantined": 1}
+    assert _drain(app) == 30
+    with session_scope(app.session_factory) as s:
+        subjects = [t.subject for t in s.scalars(select(Ticket).order_by(Ticket.serial))]
+        assert subjects == [f"Anfrage {i}" for i in range(30)]  # case numbers follow mailbox order
+        assert s.scalars(select(Quarantine)).one().message_id == "bulk-bad@k.example"
+        for raw in s.scalars(select(RawMessage)):
+            assert gzip.decompress((app.raw_store.root / raw.path).read_bytes()) in mails
+    assert _folder_counts(imap_server) == {"INBOX": 0, "Processed": 30, "Quarantine": 1}
