@@ -47,6 +47,7 @@ class Service:
         self._sender_running = False
         self._sender_again = False
         self._active_ticks = 0
+        self._imap_executor: ThreadPoolExecutor | None = None
         self._ticks_done = threading.Condition()
 
     # -- outbox ------------------------------------------------------------------------------
@@ -102,8 +103,9 @@ class Service:
         s = self.app.settings
         self.loop = asyncio.get_running_loop()
         accounts = len(s.accounts)
+        self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 1)
         self.scheduler = AsyncIOScheduler(
-            executors={"default": AsyncIOExecutor(), "imap": ThreadPoolExecutor(max_workers=accounts + 1)},
+            executors={"default": AsyncIOExecutor(), "imap": self._imap_executor},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
             timezone=UTC,
         )
@@ -150,6 +152,8 @@ class Service:
         if not await asyncio.to_thread(self._wait_for_ticks, STOP_TIMEOUT_SECONDS):
             log.error("service_stop_timeout", waited=STOP_TIMEOUT_SECONDS)
         self.scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # AsyncIOScheduler runs its shutdown on the next loop iteration
+        await asyncio.to_thread(self._imap_executor.shutdown, True)
         for p in self.pollers:
             p.close()
         self.app.close()
