@@ -21,28 +21,32 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
-        structlog.processors.format_exc_info,
     ]
     renderer = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
     lvl = getattr(logging, level.upper())
+    # One writer for everything: structlog hands its events to the stdlib handler below, whose lock
+    # covers a whole line. Two writers (structlog's PrintLogger and a stdlib handler) interleave
+    # lines from different threads into one.
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    # Libraries that use stdlib logging (APScheduler, aiosmtplib, alembic) go to the same stream.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(max(lvl, logging.INFO))
-    # imapclient logs every command at DEBUG; keep it out of the service log unless debugging.
-    logging.getLogger("imapclient").setLevel(lvl if lvl <= logging.DEBUG else logging.WARNING)
-    # Alembic announces its plugins and dialect on every start; only its warnings matter here.
-    logging.getLogger("alembic").setLevel(lvl if lvl <= logging.DEBUG else logging.WARNING)
+    root.setLevel(lvl)
+    # Libraries log through the same handler, at INFO at most unless we debug.
+    for noisy in ("imapclient", "alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(lvl if lvl <= logging.DEBUG else logging.WARNING)

@@ -154,6 +154,7 @@ class Service:
         self.scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # AsyncIOScheduler runs its shutdown on the next loop iteration
         await asyncio.to_thread(self._imap_executor.shutdown, True)
+        log.info("service_jobs_finished")
         for p in self.pollers:
             p.close()
         self.app.close()

@@ -142,13 +142,13 @@ class Service:
         assert not errors, f"account {account!r} backed off: {errors}"
 
     def assert_stopped_cleanly(self) -> None:
-        """``service_stopped`` is the last word, after the scheduler finished its running jobs
-        (APScheduler logs "Scheduler has been shut down" once ``shutdown(wait=True)`` is done);
-        until then a fetch cycle may still be using its IMAP connection and the database."""
+        """``service_stopped`` is the last word, after every fetch run and the sender ended
+        (``service_jobs_finished``, logged once the IMAP thread pool is joined); until then a fetch
+        cycle may still be using its IMAP connection and the database."""
         names = [e.get("event") for e in self.events()]
         assert "service_stopped" in names, self.tail()
-        assert "Scheduler has been shut down" in names, self.tail()
-        assert names.index("Scheduler has been shut down") < names.index("service_stopped"), (
+        assert "service_jobs_finished" in names, self.tail()
+        assert names.index("service_jobs_finished") < names.index("service_stopped"), (
             "service_stopped was logged (and IMAP connections closed) before the scheduler's jobs ended"
         )
         assert not self.errors()
