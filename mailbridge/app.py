@@ -69,13 +69,14 @@ class App:
             on_progress,
         )
 
-    def sender(self) -> OutboxSender:
+    def sender(self, should_stop: Callable[[], bool] = lambda: False) -> OutboxSender:
         return OutboxSender(
             self.session_factory,
             self.settings.smtp,
             self.settings.outbox,
             skip_locked=is_postgres(self.engine),
             clock=self.clock,
+            should_stop=should_stop,
         )
 
     def close(self) -> None:

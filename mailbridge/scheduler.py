@@ -43,7 +43,7 @@ class Service:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.pollers = []
-        self._sender = app.sender()
+        self._sender = app.sender(should_stop=self.stop_event.is_set)
         self._sender_running = False
         self._sender_again = False
         self._active_ticks = 0

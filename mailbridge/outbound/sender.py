@@ -2,10 +2,11 @@
 
 One pass: claim a batch of due rows (a lease, so a second instance skips them), open one SMTP
 connection, send the rows in id order and record each outcome right after the server's answer.
-A row is marked ``sent`` in its own small transaction immediately after the 250 reply, so the only
-window in which a crash can lead to a second delivery is between that reply and that commit; a row
-left in ``sending`` by a dead process is re-sent (same bytes, same Message-ID) after its lease ran
-out, and the ticket gets a ``mail_resent_unknown_outcome`` event saying so.
+Each row is marked ``sending`` just before its SMTP exchange and ``sent`` right after the 250 reply,
+each in its own small transaction. So after a crash exactly the rows still ``sending`` (at most
+one per sender) may or may not have arrived: such a row is re-sent (same bytes, same Message-ID)
+after its lease ran out, and the ticket gets a ``mail_resent_unknown_outcome`` event saying so.
+Rows that were only ``claimed`` are simply sent later; they never left.
 """
 
 from __future__ import annotations
@@ -64,12 +65,15 @@ class OutboxSender:
         *,
         skip_locked: bool,
         clock: Callable[[], datetime],
+        should_stop: Callable[[], bool] = lambda: False,
     ):
         self.factory = session_factory
         self.smtp = smtp
         self.cfg = outbox
         self.skip_locked = skip_locked
         self.clock = clock
+        # Checked between mails: a stop lets the current mail finish and gives the rest back.
+        self.should_stop = should_stop
 
     def _claim(self):
         now = self.clock()
@@ -105,6 +109,10 @@ class OutboxSender:
             to=row.envelope_to,
             **({"error": error} if error else {}),
         )
+
+    def _mark_sending(self, row) -> bool:
+        with session_scope(self.factory) as s:
+            return repo.outbox_mark_sending(s, row.id)
 
     def _release(self, ids: list[int]) -> None:
         with session_scope(self.factory) as s:
@@ -144,6 +152,11 @@ class OutboxSender:
             return report
         try:
             for i, row in enumerate(rows):
+                if self.should_stop():
+                    await asyncio.to_thread(self._release, [r.id for r in rows[i:]])
+                    return report
+                if not await asyncio.to_thread(self._mark_sending, row):
+                    continue  # no longer ours (our lease ran out and another sender took it)
                 try:
                     await smtp.sendmail(row.envelope_from, row.envelope_to, row.raw)
                 except aiosmtplib.SMTPRecipientsRefused as e:

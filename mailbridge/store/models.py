@@ -169,7 +169,7 @@ class Event(Base):
 class Outbox(Base):
     """A mail to send, exactly as it will go on the wire; drained by the sender.
 
-    status: queued → sending (claimed until ``claimed_until``) → sent | failed.
+    status: queued → claimed (until ``claimed_until``) → sending (in its SMTP exchange) → sent | failed.
     ``dedup_key`` is unique: whoever enqueues the same logical mail twice gets one row.
     """
 

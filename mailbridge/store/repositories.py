@@ -193,13 +193,14 @@ class ClaimedMail:
 
 
 def claim_outbox(session: Session, now: datetime, lease: timedelta, limit: int, skip_locked: bool) -> list[ClaimedMail]:
-    """Claim due rows in id order: queued and due, or 'sending' whose lease ran out (a dead sender)."""
+    """Claim due rows in id order: queued and due, or claimed/sending rows whose lease ran out (their
+    sender died). ``reclaimed`` marks a row that died *in* its SMTP exchange: it may have arrived."""
     q = (
         select(Outbox)
         .where(
             or_(
                 and_(Outbox.status == "queued", Outbox.next_attempt_at <= now),
-                and_(Outbox.status == "sending", Outbox.claimed_until < now),
+                and_(Outbox.status.in_(("claimed", "sending")), Outbox.claimed_until < now),
             )
         )
         .order_by(Outbox.id)
@@ -217,7 +218,7 @@ def claim_outbox(session: Session, now: datetime, lease: timedelta, limit: int, 
     claimed = []
     for r in rows:
         reclaimed = r.status == "sending"
-        r.status = "sending"
+        r.status = "claimed"
         r.claimed_until = now + lease
         claimed.append(
             ClaimedMail(
@@ -255,12 +256,21 @@ def outbox_mark(
     return res.rowcount == 1
 
 
+def outbox_mark_sending(session: Session, row_id: int) -> bool:
+    """Right before the SMTP exchange of one claimed row: from here on its outcome is in doubt
+    until :func:`outbox_mark` records it."""
+    res = session.execute(
+        update(Outbox).where(Outbox.id == row_id, Outbox.status == "claimed").values(status="sending")
+    )
+    return res.rowcount == 1
+
+
 def outbox_release(session: Session, row_ids: list[int]) -> None:
-    """Give back claimed rows that were not attempted (e.g. the SMTP server was unreachable)."""
+    """Give back claimed rows that were not attempted (the SMTP server was away, a stop)."""
     if row_ids:
         session.execute(
             update(Outbox)
-            .where(Outbox.id.in_(row_ids), Outbox.status == "sending")
+            .where(Outbox.id.in_(row_ids), Outbox.status == "claimed")
             .values(status="queued", claimed_until=None)
         )
 

@@ -187,7 +187,7 @@ def test_sigkill_mid_batch_then_restart_gives_exactly_one_ticket_and_ack_per_mai
             return (
                 tickets >= N_MAILS
                 and outbox.get("sent", 0) >= N_MAILS
-                and not (outbox.get("queued") or outbox.get("sending"))
+                and not (outbox.get("queued") or outbox.get("claimed") or outbox.get("sending"))
             )
 
         _wait("200 tickets and an empty outbox", RECOVERY_TIMEOUT, proc, log, finished)
@@ -242,14 +242,12 @@ def test_sigkill_mid_batch_then_restart_gives_exactly_one_ticket_and_ack_per_mai
             f"[{engine.dialect.name}] recovered in {recovered_after:.1f}s: {len(received)} mails received, "
             f"{len(doubled)} delivered twice, {len(resent)} mail_resent_unknown_outcome events"
         )
-        # At most the one mail that was between the server's 250 and our commit is delivered twice,
-        # and the ticket's history says so.
-        assert len(received) == N_MAILS + sum(n - 1 for n in doubled.values())
+        # Only the one mail that was in its SMTP exchange when the process died ('sending') may be
+        # delivered twice, and exactly that row carries the unknown-outcome event: received mails
+        # = 200 + (0 or 1), and a duplicate is always one the history warns about.
+        assert len(received) - N_MAILS in (len(resent), len(resent) - 1) and len(resent) <= 1
         assert all(n == 2 for n in doubled.values())
-        assert len(doubled) <= 1
         assert {by_mid[mid].id for mid in doubled} <= resent_ids
-        # Only rows the killed process had claimed can have been taken over (one sender batch).
-        assert len(resent) == len(resent_ids) <= settings.outbox.batch_size
         if outbox_at_kill.get("sending", 0) == 0:
             assert not resent
 

@@ -150,16 +150,33 @@ def test_two_senders_at_once_never_send_a_row_twice(settings, smtp_sink):
 
 
 def test_a_claim_of_a_dead_sender_is_taken_over_after_its_lease(settings, smtp_sink):
-    """A row left 'sending' by a process that died is sent after the lease, and the ticket's history
-    says the earlier attempt's outcome is unknown."""
+    """Rows claimed by a sender that died are sent after the lease; only the one that died in its
+    SMTP exchange ('sending') gets a history entry saying its first attempt's outcome is unknown."""
     clock = Clock()
     app = _app(settings, clock)
-    [oid] = _queue(app, 1, clock)
+    in_exchange, only_claimed = _queue(app, 2, clock)
     with session_scope(app.session_factory) as s:
         claimed = repo.claim_outbox(s, clock(), timedelta(seconds=settings.outbox.lease_seconds), 10, False)
-    assert [c.id for c in claimed] == [oid]
+    assert [c.id for c in claimed] == [in_exchange, only_claimed]
+    with session_scope(app.session_factory) as s:
+        assert repo.outbox_mark_sending(s, in_exchange)
     assert asyncio.run(app.sender().run_once()).sent == 0  # still leased
     clock.advance(seconds=settings.outbox.lease_seconds + 1)
-    assert asyncio.run(app.sender().run_once()).sent == 1
-    assert len(_events(app, "mail_resent_unknown_outcome")) == 1
-    assert len(smtp_sink.received) == 1
+    assert asyncio.run(app.sender().run_once()).sent == 2
+    assert [e.detail["outbox_id"] for e in _events(app, "mail_resent_unknown_outcome")] == [in_exchange]
+    assert len(smtp_sink.received) == 2
+
+
+def test_a_stop_between_mails_gives_the_rest_of_the_batch_back(settings, smtp_sink):
+    """A sender told to stop finishes the mail it is on and returns the rest of its claim at once
+    (not after a lease), so a restart sends them without delay."""
+    clock = Clock()
+    app = _app(settings, clock)
+    _queue(app, 5, clock)
+    sender = app.sender(should_stop=lambda: len(smtp_sink.received) >= 2)
+    r = asyncio.run(sender.run_once())
+    assert r.sent == 2
+    rows = _rows(app)
+    assert sorted(x.status for x in rows.values()) == ["queued", "queued", "queued", "sent", "sent"]
+    assert all(x.claimed_until is None for x in rows.values() if x.status == "queued")
+    assert asyncio.run(app.sender().run_once()).sent == 3
