@@ -129,8 +129,12 @@ class PymapServer:
         """Deliver ``messages`` into ``folder`` with IMAP APPEND, as an MTA's local delivery would."""
         c = self.client()
         try:
-            for raw in messages:
-                c.append(folder, raw)
+            # MULTIAPPEND (RFC 3502): one command for all; single APPENDs stall on Nagle + delayed ACK.
+            if messages and c.has_capability("MULTIAPPEND"):
+                c.multiappend(folder, messages)
+            else:
+                for raw in messages:
+                    c.append(folder, raw)
         finally:
             c.logout()
 

@@ -172,12 +172,17 @@ class AccountPoller:
 
     def tick(self, window: float, stop: threading.Event) -> None:
         """Run cycles for about ``window`` seconds: a cycle, then IDLE (or sleep) until new mail or
-        the window ends. Failures close the connection and schedule a retry with backoff."""
+        the window ends. A failure closes the connection and waits out a growing backoff: inside
+        this window when it is short enough, else the next run checks ``retry_at``."""
         end = time.monotonic() + window
-        if time.monotonic() < self.retry_at:
-            return
-        try:
-            while not stop.is_set():
+        while not stop.is_set():
+            now = time.monotonic()
+            if now < self.retry_at:
+                if self.retry_at >= end:
+                    return
+                stop.wait(self.retry_at - now)
+                continue
+            try:
                 self.cycle(stop)
                 self.failures = 0
                 left = end - time.monotonic()
@@ -185,11 +190,11 @@ class AccountPoller:
                     return
                 if not self.mailbox.wait_for_mail(left, stop):
                     return
-        except (FetchError, InfrastructureError) as e:
-            self._failed(e)
-        except Exception as e:  # a bug: keep the service alive, but say so loudly
-            log.exception("account_cycle_crashed", account=self.account.name)
-            self._failed(e)
+            except (FetchError, InfrastructureError) as e:
+                self._failed(e)
+            except Exception as e:  # a bug: keep the service alive, but say so loudly
+                log.exception("account_cycle_crashed", account=self.account.name)
+                self._failed(e)
 
     def _failed(self, e: Exception) -> None:
         self.mailbox.close()
