@@ -36,7 +36,9 @@ class App:
         self.raw_store = raw_store(settings.var_dir)
         self.attachment_store = attachment_store(settings.var_dir)
         self.templates = Templates(templates_root, fallback_language=settings.ingest.languages[-1])
-        self.preparer = Preparer(settings.var_dir, settings.ingest.max_message_bytes, settings.ingest.workers)
+        self.preparer = Preparer(
+            settings.var_dir, settings.ingest.max_message_bytes, settings.ingest.workers, settings.ingest.languages
+        )
         self._detector: LanguageDetector | None = None
         self._pipeline: Pipeline | None = None
 

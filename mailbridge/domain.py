@@ -113,6 +113,10 @@ class ParsedMail:
     headers: dict[str, str]
     defects: list[str] = field(default_factory=list)
     fatal_defects: list[str] = field(default_factory=list)
+    # Set by the parse pool: the language detected among the configured ones (None: unsure). When
+    # ``language_detected`` is False, the pipeline detects it itself.
+    language: str | None = None
+    language_detected: bool = False
 
     @property
     def recipient_emails(self) -> list[str]:

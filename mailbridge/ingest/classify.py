@@ -63,13 +63,17 @@ class LanguageDetector:
         else:
             self._detector = None
 
-    def detect(self, subject: str, text: str, default: str) -> str:
-        """The language of ``subject`` + ``text``, or ``default`` when too short or unsure."""
+    def guess(self, subject: str, text: str) -> str | None:
+        """The language of ``subject`` + ``text`` among the configured ones; None when unsure."""
         sample = f"{subject}\n{text}"[:DETECTION_SAMPLE_CHARS]
         if self._detector is None or sum(ch.isalpha() for ch in sample) < MIN_LETTERS_FOR_DETECTION:
-            return default
+            return None
         lang = self._detector.detect_language_of(sample)
         if lang is None:
-            return default
+            return None
         code = lang.iso_code_639_1.name.lower()
-        return code if code in self._languages else default
+        return code if code in self._languages else None
+
+    def detect(self, subject: str, text: str, default: str) -> str:
+        """The language of ``subject`` + ``text``, or ``default`` when too short or unsure."""
+        return self.guess(subject, text) or default

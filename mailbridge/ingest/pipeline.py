@@ -82,7 +82,7 @@ class Pipeline:
         p = ctx.parsed if ctx is not None else None
         session.add(
             Quarantine(
-                raw_id=raw_row.id,
+                raw=raw_row,
                 stage=stage,
                 reason=reason[:4000],
                 created_at=now,
@@ -119,7 +119,6 @@ class Pipeline:
                     received_at=now,
                 )
                 session.add(raw_row)
-                session.flush()
                 self._add_quarantine(session, raw_row, stage, reason, None, now)
                 repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
         except Exception as e:

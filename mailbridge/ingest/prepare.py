@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from mailbridge.domain import ParsedMail
+from mailbridge.ingest.classify import LanguageDetector
 from mailbridge.ingest.parser import ParseError, parse_mail
 from mailbridge.store.rawstore import raw_store
 
@@ -45,24 +46,32 @@ class Prepared:
 # Set in each worker process by _init_worker.
 _worker_var_dir: Path | None = None
 _worker_max_bytes: int = 0
+_worker_detector: LanguageDetector | None = None
 
 
-def prepare_one(raw: bytes, var_dir: Path, max_bytes: int) -> tuple[str, str, ParsedMail | None, str | None]:
-    """Store the raw bytes and parse them: (sha256, raw path, parsed mail, parse error)."""
+def prepare_one(
+    raw: bytes, var_dir: Path, max_bytes: int, detector: LanguageDetector | None
+) -> tuple[str, str, ParsedMail | None, str | None]:
+    """Store the raw bytes, parse them and detect the language: (sha256, raw path, parsed, error)."""
     digest, rel = raw_store(var_dir).put(raw)
     if len(raw) > max_bytes:
         return digest, rel, None, f"mail is {len(raw)} bytes, over the limit of {max_bytes}"
     try:
-        return digest, rel, parse_mail(raw), None
+        parsed = parse_mail(raw)
+        if detector is not None:
+            parsed.language = detector.guess(parsed.subject, parsed.text)
+            parsed.language_detected = True
+        return digest, rel, parsed, None
     except ParseError as e:
         return digest, rel, None, f"unparseable: {e}"
     except Exception as e:  # a parser bug must not cost the mail: it is quarantined with the reason
         return digest, rel, None, f"parser crashed: {type(e).__name__}: {e}"
 
 
-def _init_worker(var_dir: Path, max_bytes: int) -> None:
-    global _worker_var_dir, _worker_max_bytes
+def _init_worker(var_dir: Path, max_bytes: int, languages: list[str]) -> None:
+    global _worker_var_dir, _worker_max_bytes, _worker_detector
     _worker_var_dir, _worker_max_bytes = var_dir, max_bytes
+    _worker_detector = LanguageDetector(languages)
     from mailbridge.embedded import _die_with_parent
 
     _die_with_parent()
@@ -70,16 +79,17 @@ def _init_worker(var_dir: Path, max_bytes: int) -> None:
 
 def _prepare_in_worker(raw: bytes):
     assert _worker_var_dir is not None
-    return prepare_one(raw, _worker_var_dir, _worker_max_bytes)
+    return prepare_one(raw, _worker_var_dir, _worker_max_bytes, _worker_detector)
 
 
 class Preparer:
     """Prepares fetched mails, in order; a pool of ``workers`` processes for batches (0 = inline)."""
 
-    def __init__(self, var_dir: Path, max_bytes: int, workers: int):
+    def __init__(self, var_dir: Path, max_bytes: int, workers: int, languages: list[str]):
         self.var_dir = Path(var_dir)
         self.max_bytes = max_bytes
         self.workers = workers
+        self.languages = list(languages)
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:
@@ -89,14 +99,15 @@ class Preparer:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.var_dir, self.max_bytes),
+                initargs=(self.var_dir, self.max_bytes, self.languages),
             )
             log.info("parse_pool_started", workers=self.workers)
         return self._pool
 
     def _inline(self, items: list[tuple[int, bytes]]) -> Iterator[Prepared]:
         for uid, raw in items:
-            yield Prepared(uid, raw, *prepare_one(raw, self.var_dir, self.max_bytes))
+            # Inline, the pipeline detects the language itself (with the detector it already has).
+            yield Prepared(uid, raw, *prepare_one(raw, self.var_dir, self.max_bytes, None))
 
     def prepare(self, items: Iterable[tuple[int, bytes]]) -> Iterator[Prepared]:
         """Yield a :class:`Prepared` per (uid, raw), in the order given."""

@@ -140,7 +140,6 @@ class RecordRaw:
             received_at=ctx.now,
         )
         ctx.session.add(ctx.raw_row)
-        ctx.session.flush()
 
 
 class Validate:
@@ -217,7 +216,8 @@ class Match:
         m = match_ticket(ctx.session, p, self.fmt)
         ctx.routing.update(m.as_routing())
         ctx.ticket = m.ticket
-        ctx.language = self.detector.detect(p.subject, p.text, ctx.queue.language)
+        guess = p.language if p.language_detected else self.detector.guess(p.subject, p.text)
+        ctx.language = guess or ctx.queue.language
 
 
 class OpenTicket:
@@ -248,12 +248,11 @@ class OpenTicket:
             updated_at=ctx.now,
         )
         ctx.session.add(t)
-        ctx.session.flush()
         ctx.ticket = t
         ctx.new_ticket = True
         structlog.contextvars.bind_contextvars(case=t.case_number)
         repo.add_event(
-            ctx.session, t.id, "created", ctx.now, queue=t.queue, language=t.language, requester=t.requester_email
+            ctx.session, t, "created", ctx.now, queue=t.queue, language=t.language, requester=t.requester_email
         )
         log.info("ticket_created", queue=t.queue, language=t.language)
 
@@ -273,7 +272,7 @@ class StoreMessage:
             ctx.disposition = "ignored"
             ctx.routing.update({"rule": "ignored", "evidence": ctx.ignored})
         msg = Message(
-            ticket_id=ctx.ticket.id if ctx.ticket else None,
+            ticket=ctx.ticket,
             direction="in",
             message_id=p.message_id,
             in_reply_to=" ".join(p.in_reply_to) or None,
@@ -285,7 +284,7 @@ class StoreMessage:
             body_text=p.text,
             date=p.date,
             language=ctx.language,
-            raw_id=ctx.raw_row.id,
+            raw=ctx.raw_row,
             routing=ctx.routing,
             defects=p.defects or None,
             created_at=ctx.now,
@@ -331,7 +330,7 @@ class Acknowledge:
         t, p, q = ctx.ticket, ctx.parsed, ctx.queue
         assert t is not None and p is not None and q is not None and p.from_ is not None
         if ctx.ack_suppressed:
-            repo.add_event(ctx.session, t.id, "ack_suppressed", ctx.now, reason=ctx.ack_suppressed)
+            repo.add_event(ctx.session, t, "ack_suppressed", ctx.now, reason=ctx.ack_suppressed)
             log.info("ack_suppressed", reason=ctx.ack_suppressed)
             return
         to = p.reply_to[0] if p.reply_to and p.reply_to[0].email not in self.settings.own_addresses else p.from_
@@ -361,20 +360,18 @@ class Acknowledge:
             auto_submitted="auto-replied",
             language=t.language,
         )
-        row = enqueue(
+        enqueue(
             ctx.session,
             out,
             kind="ack",
-            dedup_key=f"ack:{t.id}",
+            dedup_key=f"ack:{t.case_number}",
             now=ctx.now,
-            ticket_id=t.id,
+            ticket=t,
             in_reply_to=p.message_id,
             references=refs,
             language=t.language,
         )
-        repo.add_event(
-            ctx.session, t.id, "ack_queued", ctx.now, outbox_id=row.id, message_id=out.message_id, to=to.email
-        )
+        repo.add_event(ctx.session, t, "ack_queued", ctx.now, message_id=out.message_id, to=to.email)
 
 
 def default_steps(settings, templates, detector, attachments: ContentStore) -> list[Step]:

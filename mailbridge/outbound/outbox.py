@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from mailbridge.outbound.compose import Outgoing
-from mailbridge.store.models import Message, Outbox
+from mailbridge.store.models import Message, Outbox, Ticket
 
 
 def enqueue(
@@ -23,16 +23,22 @@ def enqueue(
     kind: str,
     dedup_key: str,
     now: datetime,
-    ticket_id: int | None,
+    ticket: Ticket | None = None,
+    ticket_id: int | None = None,
     in_reply_to: str | None = None,
     references: list[str] | None = None,
     language: str | None = None,
 ) -> Outbox:
-    """Queue ``out`` and record it as an outbound message of the ticket (same transaction)."""
+    """Queue ``out`` and record it as an outbound message of the ticket (same transaction).
+
+    ``ticket`` may be a Ticket created in this transaction and not flushed yet; the rows are linked
+    as objects and written with the rest of the transaction.
+    """
     row = Outbox(
         kind=kind,
         dedup_key=dedup_key,
-        ticket_id=ticket_id,
+        ticket=ticket,
+        ticket_id=ticket.id if ticket is not None else ticket_id,
         message_id=out.message_id,
         envelope_from=out.envelope_from,
         envelope_to=out.envelope_to,
@@ -43,24 +49,25 @@ def enqueue(
         created_at=now,
     )
     session.add(row)
-    session.flush()
-    session.add(
-        Message(
-            ticket_id=ticket_id,
-            direction="out",
-            message_id=out.message_id,
-            in_reply_to=in_reply_to,
-            references=" ".join(references or []) or None,
-            sender_email=out.envelope_from,
-            recipients=out.envelope_to,
-            subject=out.subject,
-            body_text=out.text,
-            date=now,
-            language=language,
-            outbox_id=row.id,
-            created_at=now,
-        )
+    msg = Message(
+        direction="out",
+        message_id=out.message_id,
+        in_reply_to=in_reply_to,
+        references=" ".join(references or []) or None,
+        sender_email=out.envelope_from,
+        recipients=out.envelope_to,
+        subject=out.subject,
+        body_text=out.text,
+        date=now,
+        language=language,
+        outbox=row,
+        created_at=now,
     )
+    if ticket is not None:
+        msg.ticket = ticket
+    else:
+        msg.ticket_id = ticket_id
+    session.add(msg)
     return row
 
 

@@ -133,6 +133,9 @@ class Message(Base):
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
     attachments: Mapped[list[AttachmentRow]] = relationship(back_populates="message")
+    # Linked as objects so a whole mail is written in one flush (no flush just to learn an id).
+    raw: Mapped[RawMessage | None] = relationship()
+    outbox: Mapped[Outbox | None] = relationship()
 
 
 class AttachmentRow(Base):
@@ -191,6 +194,8 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
+    ticket: Mapped[Ticket | None] = relationship()
+
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 
 
@@ -225,5 +230,7 @@ class Quarantine(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     # open | requeued | discarded
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
+
+    raw: Mapped[RawMessage] = relationship()
 
     __table_args__ = (UniqueConstraint("raw_id", name="uq_quarantine_raw"),)

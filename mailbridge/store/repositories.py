@@ -78,8 +78,12 @@ def list_tickets(session: Session, queue: str | None = None, status: str | None 
     return list(session.scalars(q))
 
 
-def add_event(session: Session, ticket_id: int, kind: str, now: datetime, **detail) -> None:
-    session.add(Event(ticket_id=ticket_id, kind=kind, detail=detail, created_at=now))
+def add_event(session: Session, ticket: Ticket | int, kind: str, now: datetime, **detail) -> None:
+    """Record ``kind`` on the ticket's history; ``ticket`` may be an unflushed Ticket object."""
+    if isinstance(ticket, Ticket):
+        session.add(Event(ticket=ticket, kind=kind, detail=detail, created_at=now))
+    else:
+        session.add(Event(ticket_id=ticket, kind=kind, detail=detail, created_at=now))
 
 
 # ---------------------------------------------------------------- inbound messages
