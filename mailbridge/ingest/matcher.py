@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 
 from mailbridge.domain import CaseNumberFormat, ParsedMail
 from mailbridge.store import repositories as repo
-from mailbridge.store.models import Ticket
+from mailbridge.store.repositories import TicketRef
 
 
 @dataclass(frozen=True)
 class Match:
-    ticket: Ticket | None
+    ticket: TicketRef | None
     rule: str
     evidence: str
 
@@ -45,7 +45,7 @@ def match_ticket(session: Session, mail: ParsedMail, fmt: CaseNumberFormat) -> M
             return Match(t, "thread-header", "In-Reply-To/References name a message of this case")
     for cand in case_number_candidates(mail.subject, fmt):
         if fmt.is_valid(cand):
-            t = repo.ticket_by_case(session, cand)
+            t = repo.ticket_ref(session, case_number=cand)
             if t is not None:
                 return Match(t, "subject-case-number", cand)
     return Match(None, "new", "no reference to an existing case")

@@ -19,7 +19,7 @@ import structlog
 from mailbridge.ingest.steps import InboundMail, MailContext, Step
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_integrity_error, is_transient_db_error, session_scope
-from mailbridge.store.models import Quarantine, RawMessage
+from mailbridge.store.models import Event, Quarantine, RawMessage
 
 log = structlog.get_logger(__name__)
 
@@ -70,27 +70,30 @@ class Pipeline:
                     raise
                 if ctx.done:
                     break
-            if ctx.raw_row is not None:
-                ctx.raw_row.disposition = ctx.disposition
+            repo.insert_rows(session, Event, ctx.events)
+            if ctx.raw_id is not None and ctx.disposition != "processed":
+                repo.update_row(session, RawMessage, ctx.raw_id, {"disposition": ctx.disposition})
             if ctx.quarantine is not None:
                 stage, reason = ctx.quarantine
-                self._add_quarantine(session, ctx.raw_row, stage, reason, ctx, now)
+                self._add_quarantine(session, ctx.raw_id, stage, reason, ctx, now)
             repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
         return ctx.disposition
 
-    def _add_quarantine(self, session, raw_row, stage, reason, ctx, now) -> None:
+    def _add_quarantine(self, session, raw_id: int, stage: str, reason: str, ctx, now) -> None:
         p = ctx.parsed if ctx is not None else None
-        session.add(
-            Quarantine(
-                raw=raw_row,
-                stage=stage,
-                reason=reason[:4000],
-                created_at=now,
-                status="open",
-                message_id=p.message_id if p else None,
-                sender=p.from_.email if p and p.from_ else None,
-                subject=p.subject[:2000] if p else None,
-            )
+        repo.insert_row(
+            session,
+            Quarantine,
+            {
+                "raw_id": raw_id,
+                "stage": stage,
+                "reason": reason[:4000],
+                "created_at": now,
+                "status": "open",
+                "message_id": p.message_id if p else None,
+                "sender": p.from_.email if p and p.from_ else None,
+                "subject": p.subject[:2000] if p else None,
+            },
         )
         log.warning("mail_quarantined", stage=stage, reason=reason[:500])
 
@@ -107,19 +110,22 @@ class Pipeline:
         now = self.clock()
         try:
             with session_scope(self.factory) as session:
-                raw_row = RawMessage(
-                    sha256=mail.sha256,
-                    size=len(mail.raw),
-                    path=mail.raw_path,
-                    account=mail.account,
-                    folder=mail.folder,
-                    uidvalidity=mail.uidvalidity,
-                    uid=mail.uid,
-                    disposition="quarantined",
-                    received_at=now,
+                raw_id = repo.insert_row(
+                    session,
+                    RawMessage,
+                    {
+                        "sha256": mail.sha256,
+                        "size": len(mail.raw),
+                        "path": mail.raw_path,
+                        "account": mail.account,
+                        "folder": mail.folder,
+                        "uidvalidity": mail.uidvalidity,
+                        "uid": mail.uid,
+                        "disposition": "quarantined",
+                        "received_at": now,
+                    },
                 )
-                session.add(raw_row)
-                self._add_quarantine(session, raw_row, stage, reason, None, now)
+                self._add_quarantine(session, raw_id, stage, reason, None, now)
                 repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
         except Exception as e:
             if is_transient_db_error(e):

@@ -22,8 +22,9 @@ from mailbridge.outbound import compose as comp
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import QueueSettings
 from mailbridge.store import repositories as repo
-from mailbridge.store.models import Message, RawMessage, Ticket
+from mailbridge.store.models import AttachmentRow, Message, RawMessage, Ticket
 from mailbridge.store.rawstore import ContentStore, sha256_hex
+from mailbridge.store.repositories import TicketRef
 
 log = structlog.get_logger(__name__)
 
@@ -51,12 +52,14 @@ class MailContext:
     now: datetime
     parsed: ParsedMail | None = None
     parse_error: str | None = None
-    raw_row: RawMessage | None = None
+    raw_id: int | None = None
     queue: QueueSettings | None = None
     language: str | None = None
-    ticket: Ticket | None = None
+    ticket: TicketRef | None = None
     new_ticket: bool = False
-    message: Message | None = None
+    message_id: int | None = None
+    # History entries of this mail, written with one executemany at the end of the transaction.
+    events: list[dict] = field(default_factory=list)
     routing: dict = field(default_factory=dict)
     ack_suppressed: str | None = None
     ignored: str | None = None
@@ -64,6 +67,11 @@ class MailContext:
     quarantine: tuple[str, str] | None = None  # (stage, reason)
     done: bool = False
     stage: str = ""  # the step running now, for logs and quarantine reasons
+
+    def event(self, kind: str, **detail) -> None:
+        """Add an entry to the ticket's history (the ticket of this mail)."""
+        assert self.ticket is not None
+        self.events.append({"ticket_id": self.ticket.id, "kind": kind, "detail": detail, "created_at": self.now})
 
     def to_quarantine(self, stage: str, reason: str) -> None:
         self.quarantine = (stage, reason)
@@ -128,18 +136,21 @@ class RecordRaw:
 
     def __call__(self, ctx: MailContext) -> None:
         m = ctx.mail
-        ctx.raw_row = RawMessage(
-            sha256=m.sha256,
-            size=len(m.raw),
-            path=m.raw_path,
-            account=m.account,
-            folder=m.folder,
-            uidvalidity=m.uidvalidity,
-            uid=m.uid,
-            disposition="processed",
-            received_at=ctx.now,
+        ctx.raw_id = repo.insert_row(
+            ctx.session,
+            RawMessage,
+            {
+                "sha256": m.sha256,
+                "size": len(m.raw),
+                "path": m.raw_path,
+                "account": m.account,
+                "folder": m.folder,
+                "uidvalidity": m.uidvalidity,
+                "uid": m.uid,
+                "disposition": "processed",  # corrected at the end if the mail went elsewhere
+                "received_at": ctx.now,
+            },
         )
-        ctx.session.add(ctx.raw_row)
 
 
 class Validate:
@@ -235,26 +246,29 @@ class OpenTicket:
         p = ctx.parsed
         assert p is not None and p.from_ is not None and ctx.queue is not None and ctx.language
         serial = repo.allocate_serial(ctx.session, self.fmt, self.first_serial)
-        t = Ticket(
-            case_number=self.fmt.format(serial),
-            serial=serial,
-            queue=ctx.queue.name,
-            status=TicketStatus.NEW.value,
-            subject=comp.header_safe(p.subject, 2000),
-            requester_email=p.from_.email,
-            requester_name=comp.header_safe(p.from_.name, 300),
-            language=ctx.language,
-            created_at=ctx.now,
-            updated_at=ctx.now,
+        values = {
+            "case_number": self.fmt.format(serial),
+            "serial": serial,
+            "queue": ctx.queue.name,
+            "status": TicketStatus.NEW.value,
+            "subject": comp.header_safe(p.subject, 2000),
+            "requester_email": p.from_.email,
+            "requester_name": comp.header_safe(p.from_.name, 300),
+            "language": ctx.language,
+            "created_at": ctx.now,
+            "updated_at": ctx.now,
+        }
+        ticket_id = repo.insert_row(ctx.session, Ticket, values)
+        ctx.ticket = TicketRef(
+            id=ticket_id,
+            **{k: values[k] for k in ("case_number", "queue", "status", "subject", "requester_email")},
+            requester_name=values["requester_name"],
+            language=values["language"],
         )
-        ctx.session.add(t)
-        ctx.ticket = t
         ctx.new_ticket = True
-        structlog.contextvars.bind_contextvars(case=t.case_number)
-        repo.add_event(
-            ctx.session, t, "created", ctx.now, queue=t.queue, language=t.language, requester=t.requester_email
-        )
-        log.info("ticket_created", queue=t.queue, language=t.language)
+        structlog.contextvars.bind_contextvars(case=ctx.ticket.case_number)
+        ctx.event("created", queue=ctx.queue.name, language=ctx.language, requester=p.from_.email)
+        log.info("ticket_created", queue=ctx.queue.name, language=ctx.language)
 
 
 class StoreMessage:
@@ -267,51 +281,49 @@ class StoreMessage:
 
     def __call__(self, ctx: MailContext) -> None:
         p = ctx.parsed
-        assert p is not None and ctx.raw_row is not None
+        assert p is not None and ctx.raw_id is not None
         if ctx.ignored:
             ctx.disposition = "ignored"
             ctx.routing.update({"rule": "ignored", "evidence": ctx.ignored})
-        msg = Message(
-            ticket=ctx.ticket,
-            direction="in",
-            message_id=p.message_id,
-            in_reply_to=" ".join(p.in_reply_to) or None,
-            references=" ".join(p.references) or None,
-            sender_email=p.from_.email if p.from_ else "",
-            sender_name=p.from_.name if p.from_ else "",
-            recipients=p.recipient_emails,
-            subject=p.subject,
-            body_text=p.text,
-            date=p.date,
-            language=ctx.language,
-            raw=ctx.raw_row,
-            routing=ctx.routing,
-            defects=p.defects or None,
-            created_at=ctx.now,
+        ctx.message_id = repo.insert_row(
+            ctx.session,
+            Message,
+            {
+                "ticket_id": ctx.ticket.id if ctx.ticket else None,
+                "direction": "in",
+                "message_id": p.message_id,
+                "in_reply_to": " ".join(p.in_reply_to) or None,
+                "references": " ".join(p.references) or None,
+                "sender_email": p.from_.email if p.from_ else "",
+                "sender_name": p.from_.name if p.from_ else "",
+                "recipients": p.recipient_emails,
+                "subject": p.subject,
+                "body_text": p.text,
+                "date": p.date,
+                "language": ctx.language,
+                "raw_id": ctx.raw_id,
+                "routing": ctx.routing,
+                "defects": p.defects or None,
+                "created_at": ctx.now,
+            },
         )
-        ctx.session.add(msg)
+        rows = []
         for a in p.attachments:
             digest, _ = self.attachments.put(a.data)
-            repo.add_attachment(
-                ctx.session,
-                msg,
-                filename=comp.header_safe(a.filename, 255) or "unnamed",
-                content_type=a.content_type[:255],
-                size=len(a.data),
-                sha256=digest,
-                content_id=a.content_id,
+            rows.append(
+                {
+                    "message_id": ctx.message_id,
+                    "filename": comp.header_safe(a.filename, 255) or "unnamed",
+                    "content_type": a.content_type[:255],
+                    "size": len(a.data),
+                    "sha256": digest,
+                    "content_id": a.content_id,
+                }
             )
-        ctx.message = msg
+        repo.insert_rows(ctx.session, AttachmentRow, rows)
         if ctx.ticket is not None and not ctx.new_ticket:
-            ctx.ticket.updated_at = ctx.now
-            repo.add_event(
-                ctx.session,
-                ctx.ticket.id,
-                "message_received",
-                ctx.now,
-                rule=ctx.routing.get("rule"),
-                sender=msg.sender_email,
-            )
+            repo.update_row(ctx.session, Ticket, ctx.ticket.id, {"updated_at": ctx.now})
+            ctx.event("message_received", rule=ctx.routing.get("rule"), sender=p.from_.email if p.from_ else "")
             log.info("message_attached", rule=ctx.routing.get("rule"))
 
 
@@ -330,7 +342,7 @@ class Acknowledge:
         t, p, q = ctx.ticket, ctx.parsed, ctx.queue
         assert t is not None and p is not None and q is not None and p.from_ is not None
         if ctx.ack_suppressed:
-            repo.add_event(ctx.session, t, "ack_suppressed", ctx.now, reason=ctx.ack_suppressed)
+            ctx.event("ack_suppressed", reason=ctx.ack_suppressed)
             log.info("ack_suppressed", reason=ctx.ack_suppressed)
             return
         to = p.reply_to[0] if p.reply_to and p.reply_to[0].email not in self.settings.own_addresses else p.from_
@@ -360,18 +372,18 @@ class Acknowledge:
             auto_submitted="auto-replied",
             language=t.language,
         )
-        enqueue(
+        outbox_id = enqueue(
             ctx.session,
             out,
             kind="ack",
             dedup_key=f"ack:{t.case_number}",
             now=ctx.now,
-            ticket=t,
+            ticket_id=t.id,
             in_reply_to=p.message_id,
             references=refs,
             language=t.language,
         )
-        repo.add_event(ctx.session, t, "ack_queued", ctx.now, message_id=out.message_id, to=to.email)
+        ctx.event("ack_queued", outbox_id=outbox_id, message_id=out.message_id, to=to.email)
 
 
 def default_steps(settings, templates, detector, attachments: ContentStore) -> list[Step]:

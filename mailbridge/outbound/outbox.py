@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from mailbridge.outbound.compose import Outgoing
-from mailbridge.store.models import Message, Outbox, Ticket
+from mailbridge.store import repositories as repo
+from mailbridge.store.models import Message, Outbox
 
 
 def enqueue(
@@ -23,52 +24,53 @@ def enqueue(
     kind: str,
     dedup_key: str,
     now: datetime,
-    ticket: Ticket | None = None,
-    ticket_id: int | None = None,
+    ticket_id: int | None,
     in_reply_to: str | None = None,
     references: list[str] | None = None,
     language: str | None = None,
-) -> Outbox:
+) -> int:
     """Queue ``out`` and record it as an outbound message of the ticket (same transaction).
 
-    ``ticket`` may be a Ticket created in this transaction and not flushed yet; the rows are linked
-    as objects and written with the rest of the transaction.
+    Returns the outbox row's id.
     """
-    row = Outbox(
-        kind=kind,
-        dedup_key=dedup_key,
-        ticket=ticket,
-        ticket_id=ticket.id if ticket is not None else ticket_id,
-        message_id=out.message_id,
-        envelope_from=out.envelope_from,
-        envelope_to=out.envelope_to,
-        raw=out.raw,
-        status="queued",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
+    outbox_id = repo.insert_row(
+        session,
+        Outbox,
+        {
+            "kind": kind,
+            "dedup_key": dedup_key,
+            "ticket_id": ticket_id,
+            "message_id": out.message_id,
+            "envelope_from": out.envelope_from,
+            "envelope_to": out.envelope_to,
+            "raw": out.raw,
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        },
     )
-    session.add(row)
-    msg = Message(
-        direction="out",
-        message_id=out.message_id,
-        in_reply_to=in_reply_to,
-        references=" ".join(references or []) or None,
-        sender_email=out.envelope_from,
-        recipients=out.envelope_to,
-        subject=out.subject,
-        body_text=out.text,
-        date=now,
-        language=language,
-        outbox=row,
-        created_at=now,
+    repo.insert_row(
+        session,
+        Message,
+        {
+            "ticket_id": ticket_id,
+            "direction": "out",
+            "message_id": out.message_id,
+            "in_reply_to": in_reply_to,
+            "references": " ".join(references or []) or None,
+            "sender_email": out.envelope_from,
+            "sender_name": "",
+            "recipients": out.envelope_to,
+            "subject": out.subject,
+            "body_text": out.text,
+            "date": now,
+            "language": language,
+            "outbox_id": outbox_id,
+            "created_at": now,
+        },
     )
-    if ticket is not None:
-        msg.ticket = ticket
-    else:
-        msg.ticket_id = ticket_id
-    session.add(msg)
-    return row
+    return outbox_id
 
 
 def retry_at(now: datetime, attempts: int, base: float, cap: float, rng: random.Random | None = None) -> datetime:

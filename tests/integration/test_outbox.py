@@ -61,8 +61,8 @@ def _queue(app, n: int, clock) -> list[int]:
                 html=None,
                 date=clock(),
             )
-            ids.append(enqueue(s, out, kind="test", dedup_key=f"test:{i}", now=clock(), ticket=t))
-    return [row.id for row in ids]  # ids exist once the transaction is written
+            ids.append(enqueue(s, out, kind="test", dedup_key=f"test:{i}", now=clock(), ticket_id=t.id))
+    return ids
 
 
 def _rows(app) -> dict[int, Outbox]:
