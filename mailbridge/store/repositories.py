@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, selectinload
 
@@ -41,21 +42,30 @@ def _conn(session: Session) -> Connection:
     return session.connection()
 
 
+# Statements are built once and executed with parameter dicts: building ``insert(t).values(**row)``
+# per row makes SQLAlchemy coerce every value and compute a fresh cache key, which costs more than
+# the INSERT itself.
+_INSERT_RETURNING_ID: dict[str, Any] = {}
+
+
 def insert_row(session: Session, model, values: dict) -> int:
     """INSERT one row of ``model``'s table; return its id."""
     t = model.__table__
-    return _conn(session).execute(insert(t).values(**values).returning(t.c.id)).scalar_one()
+    stmt = _INSERT_RETURNING_ID.get(t.name)
+    if stmt is None:
+        stmt = _INSERT_RETURNING_ID[t.name] = insert(t).returning(t.c.id)
+    return _conn(session).execute(stmt, values).scalar_one()
 
 
 def insert_rows(session: Session, model, rows: list[dict]) -> None:
     """INSERT several rows of ``model``'s table in one executemany."""
     if rows:
-        _conn(session).execute(insert(model.__table__), rows)
+        _conn(session).execute(model.__table__.insert(), rows)
 
 
 def update_row(session: Session, model, row_id: int, values: dict) -> None:
     t = model.__table__
-    _conn(session).execute(update(t).where(t.c.id == row_id).values(**values))
+    _conn(session).execute(update(t).where(t.c.id == bindparam("_row_id")), {"_row_id": row_id, **values})
 
 
 @dataclass(frozen=True)
@@ -105,16 +115,23 @@ def ensure_case_sequence(session: Session, fmt: CaseNumberFormat, first_serial: 
         session.add(CaseSequence(name=name, next_serial=first_serial))
 
 
+_CS = CaseSequence.__table__
+_NEXT_SERIAL = (
+    update(_CS)
+    .where(_CS.c.name == bindparam("seq"))
+    .values(next_serial=_CS.c.next_serial + 1)
+    .returning(_CS.c.next_serial)
+)
+
+
 def allocate_serial(session: Session, fmt: CaseNumberFormat, first_serial: int) -> int:
     """Take the next serial for ``fmt`` in the caller's transaction (see module docstring)."""
     name = f"{fmt.prefix}{fmt.digits}"
-    t = CaseSequence.__table__
-    stmt = update(t).where(t.c.name == name).values(next_serial=t.c.next_serial + 1).returning(t.c.next_serial)
-    got = _conn(session).execute(stmt).scalar_one_or_none()
+    got = _conn(session).execute(_NEXT_SERIAL, {"seq": name}).scalar_one_or_none()
     if got is None:
         # First ticket ever for this format. Two processes racing here both try to insert; the
         # loser's unique violation rolls back its transaction and the pipeline retries the mail.
-        _conn(session).execute(insert(t).values(name=name, next_serial=first_serial + 1))
+        _conn(session).execute(insert(CaseSequence.__table__).values(name=name, next_serial=first_serial + 1))
         return first_serial
     serial = got - 1
     if serial > fmt.max_serial:
@@ -153,25 +170,22 @@ def add_event(session: Session, ticket: Ticket | int, kind: str, now: datetime, 
 # ---------------------------------------------------------------- inbound messages
 
 
+_DUP_BY_SHA = select(RawMessage.id, RawMessage.disposition).where(RawMessage.sha256 == bindparam("sha"))
+_DUP_BY_MSGID = (
+    select(RawMessage.id, RawMessage.disposition)
+    .join(Message, Message.raw_id == RawMessage.id)
+    .where(Message.message_id == bindparam("mid"), Message.direction == "in")
+    .limit(1)
+)
+
+
 def find_duplicate(session: Session, sha256: str, message_id: str | None) -> tuple[int, str] | None:
     """(raw id, disposition) of the earlier copy of this mail: the same bytes, or an inbound mail
-    with the same Message-ID. Plain column queries: this runs for every mail."""
-    row = (
-        _conn(session).execute(select(RawMessage.id, RawMessage.disposition).where(RawMessage.sha256 == sha256)).first()
-    )
-    if row is not None or not message_id:
-        return tuple(row) if row is not None else None
-    row = (
-        _conn(session)
-        .execute(
-            select(RawMessage.id, RawMessage.disposition)
-            .join(Message, Message.raw_id == RawMessage.id)
-            .where(Message.message_id == message_id, Message.direction == "in")
-            .limit(1)
-        )
-        .first()
-    )
-    return tuple(row) if row is not None else None
+    with the same Message-ID. Prebuilt column queries: this runs for every mail."""
+    row = _conn(session).execute(_DUP_BY_SHA, {"sha": sha256}).first()
+    if row is None and message_id:
+        row = _conn(session).execute(_DUP_BY_MSGID, {"mid": message_id}).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def ticket_for_message_ids(session: Session, ids: list[str]) -> TicketRef | None:
@@ -238,12 +252,22 @@ def set_uidvalidity(session: Session, account: str, folder: str, uidvalidity: in
     return st.last_uid
 
 
+_MS = MailboxState.__table__
+_ADVANCE_LAST_UID = (
+    update(_MS)
+    .where(
+        _MS.c.account == bindparam("acc"),
+        _MS.c.folder == bindparam("fld"),
+        _MS.c.uidvalidity == bindparam("uv"),
+        _MS.c.last_uid < bindparam("new_uid"),
+    )
+    .values(last_uid=bindparam("new_uid"), updated_at=bindparam("now"))
+)
+
+
 def advance_last_uid(session: Session, account: str, folder: str, uidvalidity: int, uid: int, now: datetime) -> None:
-    t = MailboxState.__table__
     _conn(session).execute(
-        update(t)
-        .where(t.c.account == account, t.c.folder == folder, t.c.uidvalidity == uidvalidity, t.c.last_uid < uid)
-        .values(last_uid=uid, updated_at=now)
+        _ADVANCE_LAST_UID, {"acc": account, "fld": folder, "uv": uidvalidity, "new_uid": uid, "now": now}
     )
 
 
