@@ -132,14 +132,18 @@ def compose(
 
     # RFC 6532: an address with a non-ASCII local part can only travel as UTF-8 (SMTPUTF8).
     if all(a.isascii() for a in [from_addr, *(a for _, a in to)]):
-        body = _legacy_message(text, html)
-        body["From"] = formataddr((header_safe(from_name, 200), from_addr), charset="utf-8")
-        body["To"] = ", ".join(formataddr((header_safe(n, 200), a), charset="utf-8") for n, a in to)
-        for k, v in headers:
-            body[k] = v
+        headers[:0] = [
+            ("From", formataddr((header_safe(from_name, 200), from_addr), charset="utf-8")),
+            ("To", ", ".join(formataddr((header_safe(n, 200), a), charset="utf-8") for n, a in to)),
+        ]
+        # Our headers are written here; the generator writes the MIME part (its Content-* headers
+        # and body). A short ASCII value is written as it is; anything else goes through the
+        # Header encoder, which RFC 2047-encodes and folds (the generator would do the same, for
+        # every header, at several times the cost).
+        lines = [_header_line(k, v) for k, v in headers]
         buf = io.BytesIO()
-        BytesGenerator(buf, mangle_from_=False, policy=_WIRE).flatten(body)
-        raw = buf.getvalue()
+        BytesGenerator(buf, mangle_from_=False, policy=_WIRE).flatten(_legacy_message(text, html))
+        raw = "".join(lines).encode("ascii") + buf.getvalue()
     else:
         raw = _utf8_message(from_name, from_addr, to, text, html, headers)
     # Subject and Message-ID come first, written by hand: the Subject with the legacy encoder (module
@@ -153,6 +157,18 @@ def compose(
         text=text,
         raw=head + raw,
     )
+
+
+# RFC 5322 2.1.1: lines SHOULD stay within 78 characters.
+_MAX_LINE = 78
+
+
+def _header_line(name: str, value: str | Header) -> str:
+    if isinstance(value, str) and value.isascii() and len(name) + 2 + len(value) <= _MAX_LINE:
+        return f"{name}: {value}\r\n"
+    if isinstance(value, str):
+        value = Header(value, "us-ascii" if value.isascii() else "utf-8", header_name=name)
+    return f"{name}: {value.encode(linesep=chr(13) + chr(10))}\r\n"
 
 
 def _legacy_message(text: str, html: str | None):
