@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from mailbridge.domain import CaseNumberFormat
 from mailbridge.store.models import (
-    AttachmentRow,
     CaseSequence,
     Event,
     MailboxState,
@@ -225,10 +224,6 @@ def dispositions_for_uids(
         )
         out.update({uid: disp for uid, disp in rows})
     return out
-
-
-def add_attachment(session: Session, message: Message, **fields) -> None:
-    session.add(AttachmentRow(message=message, **fields))
 
 
 # ---------------------------------------------------------------- mailbox state
