@@ -24,6 +24,8 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+from mailbridge.processes import die_with_parent
+
 LOOPBACK = "127.0.0.1"
 # How long we wait for a server to accept connections before giving up.
 START_TIMEOUT_SECONDS = 30.0
@@ -34,17 +36,6 @@ def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when its parent dies, so a killed test run or demo never
-    leaves a server behind (prctl PR_SET_PDEATHSIG; a no-op elsewhere)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def wait_for_port(port: int, timeout: float = START_TIMEOUT_SECONDS, proc: subprocess.Popen | None = None) -> None:
@@ -79,7 +70,7 @@ class PymapServer:
         args += ["dict", f"--demo-user={self.user}", f"--demo-password={self.password}"]
         # pymap's log goes to a file: a pipe nobody reads would fill up and stall the server.
         self._log = tempfile.NamedTemporaryFile(prefix="pymap-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log, preexec_fn=die_with_parent)
         try:
             wait_for_port(self.port, proc=self.proc)
         except (RuntimeError, TimeoutError) as e:

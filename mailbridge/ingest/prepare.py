@@ -23,6 +23,7 @@ import structlog
 from mailbridge.domain import ParsedMail
 from mailbridge.ingest.classify import LanguageDetector
 from mailbridge.ingest.parser import ParseError, parse_mail
+from mailbridge.processes import die_with_parent
 from mailbridge.store.rawstore import raw_store
 
 log = structlog.get_logger(__name__)
@@ -72,9 +73,7 @@ def _init_worker(var_dir: Path, max_bytes: int, languages: list[str]) -> None:
     global _worker_var_dir, _worker_max_bytes, _worker_detector
     _worker_var_dir, _worker_max_bytes = var_dir, max_bytes
     _worker_detector = LanguageDetector(languages)
-    from mailbridge.embedded import _die_with_parent
-
-    _die_with_parent()
+    die_with_parent()
 
 
 def _prepare_in_worker(raw: bytes):
