@@ -3,9 +3,9 @@ with ``sqlalchemy.url`` / ``MAILBRIDGE_DATABASE_URL`` when a developer runs ``al
 
 import os
 
+from alembic import context
 from sqlalchemy import create_engine
 
-from alembic import context
 from mailbridge.store.models import Base
 
 config = context.config

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
-from alembic import command
 from mailbridge.resources import alembic_dir
 
 

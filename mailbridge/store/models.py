@@ -1,7 +1,7 @@
 """SQLAlchemy 2 typed models: the durable state of mailbridge.
 
 The schema itself is created only by Alembic (``alembic/versions``); these classes must match it
-(``tests/unit/test_migrations.py`` compares them). Times are stored as timezone-aware UTC.
+(``tests/integration/test_migrations.py`` compares them). Times are stored as timezone-aware UTC.
 """
 
 from __future__ import annotations
