@@ -396,7 +396,7 @@ def _revision() -> str:
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "mailbridge"],
+            ["git", "-C", str(root), "status", "--porcelain", "--", "mailbridge"],
             capture_output=True,
             text=True,
             check=True,
