@@ -18,7 +18,10 @@ DEFAULT_DIGITS = 7
 
 
 class TicketStatus(enum.StrEnum):
-    """Lifecycle of a ticket; the conversations issue adds the transitions between them."""
+    """Lifecycle of a ticket: new → open → pending (waiting for the customer) → solved → closed.
+
+    The transitions are in :mod:`mailbridge.lifecycle`.
+    """
 
     NEW = "new"
     OPEN = "open"
@@ -113,6 +116,10 @@ class ParsedMail:
     headers: dict[str, str]
     defects: list[str] = field(default_factory=list)
     fatal_defects: list[str] = field(default_factory=list)
+    # The new part of ``text``: quoted history and signature removed ("" when there is none).
+    new_text: str = ""
+    # Every Authentication-Results header value (RFC 8601), top (the newest) first.
+    auth_results: list[str] = field(default_factory=list)
     # Set by the parse pool: the language detected among the configured ones (None: unsure). When
     # ``language_detected`` is False, the pipeline detects it itself.
     language: str | None = None

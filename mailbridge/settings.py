@@ -31,6 +31,66 @@ from mailbridge.domain import CaseNumberFormat
 
 DEFAULT_VAR_DIR = "var"
 DEFAULT_LANGUAGES = ("de", "en")
+# Severity levels a queue accepts (#severity) until the SLA settings define a scheme of their own.
+DEFAULT_SEVERITY_LEVELS = ("1", "2", "3", "4")
+# Phrases with which a customer asks for more urgency (seed 004); matched as whole words, any case.
+DEFAULT_URGENCY_WORDS = (
+    "dringend",
+    "sehr dringend",
+    "Dringlichkeit erhöhen",
+    "Dringlichkeit anheben",
+    "Priorität erhöhen",
+    "eilt",
+    "eilig",
+    "Produktionsstillstand",
+    "Systemstillstand",
+    "Produktion steht",
+    "urgent",
+    "urgently",
+    "asap",
+    "production down",
+    "increase the priority",
+    "raise the priority",
+    "escalate",
+)
+# Mail providers whose domain says nothing about a customer's organisation: two gmail.com senders
+# are not colleagues.
+DEFAULT_PUBLIC_DOMAINS = (
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "outlook.de",
+    "hotmail.com",
+    "hotmail.de",
+    "live.com",
+    "live.de",
+    "msn.com",
+    "yahoo.com",
+    "yahoo.de",
+    "ymail.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "aol.de",
+    "gmx.de",
+    "gmx.net",
+    "gmx.at",
+    "gmx.ch",
+    "web.de",
+    "t-online.de",
+    "freenet.de",
+    "posteo.de",
+    "mailbox.org",
+    "protonmail.com",
+    "proton.me",
+    "tutanota.com",
+    "zoho.com",
+    "yandex.ru",
+    "mail.ru",
+    "qq.com",
+    "163.com",
+)
 
 
 class ConfigError(Exception):
@@ -119,22 +179,100 @@ class QueueSettings(_Model):
     language: str = "en"
     # The IMAP account that feeds this queue.
     account: str
+    # Who is an agent of this queue: addresses, or "@vendor.example" for everyone at a domain. Agents'
+    # replies are recorded as agent replies; commands (#solve, …) are taken only from them, and only
+    # from a mail that proves it (a reply to a signed notification, or DKIM, see [conversations]).
+    agents: list[str] = []
+    # Where notifications of new cases and customer replies go. Unset: every agent listed by address.
+    notify: list[str] | None = None
+    # The levels #severity accepts.
+    severity_levels: Annotated[list[str], Field(min_length=1)] = list(DEFAULT_SEVERITY_LEVELS)
+    # Phrases with which a customer asks for more urgency; the request is shown to agents.
+    urgency_words: list[str] = list(DEFAULT_URGENCY_WORDS)
 
-    @field_validator("addresses")
+    @field_validator("addresses", "notify")
     @classmethod
-    def _addresses(cls, v: list[str]) -> list[str]:
+    def _addresses(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_address(a) for a in v]
+
+    @field_validator("agents")
+    @classmethod
+    def _agents(cls, v: list[str]) -> list[str]:
         out = []
         for a in v:
             a = a.strip().lower()
-            if "@" not in a or a.startswith("@") or a.endswith("@") or " " in a:
-                raise ValueError(f"{a!r} is not an e-mail address")
-            out.append(a)
+            if a.startswith("@") and "." in a and " " not in a and a.count("@") == 1:
+                out.append(a)
+            else:
+                out.append(_address(a))
         return out
+
+    @model_validator(mode="after")
+    def _no_loops(self) -> QueueSettings:
+        for key, values in (("agents", self.agents), ("notify", self.notify or [])):
+            for a in values:
+                if a in self.addresses:
+                    # A notification to ourselves would come back as a new mail: a loop.
+                    raise _KeyedError(key, f"{a} is one of this queue's own addresses")
+        return self
 
     @property
     def address(self) -> str:
         """The address we send from: the first one listed."""
         return self.addresses[0]
+
+    @property
+    def notify_addresses(self) -> list[str]:
+        return list(self.notify) if self.notify is not None else [a for a in self.agents if not a.startswith("@")]
+
+    def is_agent(self, email: str) -> bool:
+        email = email.lower()
+        return email in self.agents or ("@" + email.rsplit("@", 1)[-1]) in self.agents
+
+
+def _address(a: str) -> str:
+    a = a.strip().lower()
+    if "@" not in a or a.startswith("@") or a.endswith("@") or " " in a:
+        raise ValueError(f"{a!r} is not an e-mail address")
+    return a
+
+
+class ThirdPartyPolicy(StrEnum):
+    # The reply is stored on the case, flagged for agents; the sender gets nothing back.
+    ATTACH_AND_FLAG = "attach-and-flag"
+    # The reply opens a case of its own, whose acknowledgement says nothing about the other case.
+    NEW_TICKET = "new-ticket"
+
+
+class ConversationSettings(_Model):
+    """Replies, participants, the ticket lifecycle and agents working from their mail client."""
+
+    # A customer reply to a solved case reopens it within this many days of the solution; later (or
+    # once closed) it opens a new case linked to the old one. Solved cases close after the window.
+    reopen_window_days: Annotated[float, Field(gt=0, le=3650)] = 7.0
+    # How often solved cases past the window are closed (seconds).
+    close_interval: Annotated[float, Field(gt=0)] = 300.0
+    # Reply/forward prefixes stripped from subjects ("AW:", "Fwd:", …). Unset: a wide built-in list.
+    reply_prefixes: list[str] | None = None
+    # A reply that references a case but comes from someone who does not belong to it.
+    third_party: ThirdPartyPolicy = ThirdPartyPolicy.ATTACH_AND_FLAG
+    # Domains that do not identify an organisation (free mail providers).
+    public_domains: list[str] = list(DEFAULT_PUBLIC_DOMAINS)
+    # The key that signs the Message-IDs of agent notifications (an agent's reply to one proves it
+    # comes from an agent). From an environment variable or a file; unset: a random key kept in
+    # var_dir/notification.key (several instances must share one key: set it here then).
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    secret: SecretStr | None = Field(default=None, exclude=True)
+    # The authserv-id of our own receiving mail server. When set, an agent's mail for which that
+    # server's Authentication-Results header says dkim=pass for the agent's domain counts as proven
+    # too (RFC 8601; the server must remove such headers that arrive from outside).
+    trusted_authserv_id: str | None = None
+
+    @field_validator("public_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        return [d.strip().lower().lstrip("@") for d in v]
 
 
 class SmtpSettings(_Server):
@@ -226,6 +364,7 @@ class Settings(_Model):
     smtp: SmtpSettings
     outbox: OutboxSettings = OutboxSettings()
     ingest: IngestSettings = IngestSettings()
+    conversations: ConversationSettings = ConversationSettings()
     logging: LoggingSettings = LoggingSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
@@ -250,6 +389,13 @@ class Settings(_Model):
                 if a in owner:
                     raise _KeyedError(f"queues[{i}].addresses", f"{a} already belongs to queue {owner[a]!r}")
                 owner[a] = q.name
+        for i, q in enumerate(self.queues):
+            for key, values in (("agents", q.agents), ("notify", q.notify or [])):
+                for a in values:
+                    if a in owner:
+                        raise _KeyedError(
+                            f"queues[{i}].{key}", f"{a} is a support address of queue {owner[a]!r} (a mail loop)"
+                        )
         for i, a in enumerate(self.accounts):
             if a.default_queue is not None and a.default_queue not in queues:
                 raise _KeyedError(f"accounts[{i}].default_queue", f"no queue named {a.default_queue!r}")
@@ -306,22 +452,26 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _resolve_secret(obj: dict[str, Any], key: str, environ: Mapping[str, str], base: Path) -> None:
-    env_name = obj.get("password_env")
-    file_name = obj.get("password_file")
+def _resolve_secret(
+    obj: dict[str, Any], key: str, environ: Mapping[str, str], base: Path, prefix: str = "password"
+) -> None:
+    env_name = obj.get(f"{prefix}_env")
+    file_name = obj.get(f"{prefix}_file")
     if env_name and file_name:
-        raise ConfigError(f"{key}: give password_env or password_file, not both")
+        raise ConfigError(f"{key}: give {prefix}_env or {prefix}_file, not both")
     if env_name:
         if env_name not in environ:
-            raise ConfigError(f"{key}.password_env: environment variable {env_name} is not set")
-        obj["password"] = environ[env_name]
+            raise ConfigError(f"{key}.{prefix}_env: environment variable {env_name} is not set")
+        obj[prefix] = environ[env_name]
     elif file_name:
         p = Path(file_name)
         p = p if p.is_absolute() else base / p
         try:
-            obj["password"] = p.read_text(encoding="utf-8").strip()
+            obj[prefix] = p.read_text(encoding="utf-8").strip()
         except OSError as e:
-            raise ConfigError(f"{key}.password_file: cannot read {p}: {e.strerror}") from None
+            raise ConfigError(f"{key}.{prefix}_file: cannot read {p}: {e.strerror}") from None
+    if prefix in obj and not obj[prefix]:
+        raise ConfigError(f"{key}.{prefix}_{'env' if env_name else 'file'}: the {prefix} is empty")
 
 
 def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Settings:
@@ -364,6 +514,13 @@ def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | Non
                     "or a file (password_file), not in the config"
                 )
             _resolve_secret(smtp, "smtp", environ, base)
+        conv = data.get("conversations")
+        if isinstance(conv, dict):
+            if "secret" in conv:
+                raise ConfigError(
+                    "conversations.secret: put the key in the environment (secret_env) or a file (secret_file)"
+                )
+            _resolve_secret(conv, "conversations", environ, base, prefix="secret")
         settings = Settings.model_validate({**data, "source": path})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

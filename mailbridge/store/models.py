@@ -78,9 +78,47 @@ class Ticket(Base):
     language: Mapped[str] = mapped_column(String(8), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # A level of the queue's severity scheme; None until classified or set by an agent (#severity).
+    severity: Mapped[str | None] = mapped_column(String(16))
+    # The agent address the case is assigned to (#assign); None: the queue's agents.
+    assignee: Mapped[str | None] = mapped_column(String(320))
+    # When the first verified agent reply reached (or was relayed to) the customer: the SLA's
+    # first-response clock stops here.
+    first_response_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Set when the status becomes solved / closed; the reopen window counts from solved_at.
+    solved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The earlier case this one follows up (a customer wrote about a closed case).
+    linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     events: Mapped[list[Event]] = relationship(back_populates="ticket", order_by="Event.id")
+    participants: Mapped[list[Participant]] = relationship(back_populates="ticket", order_by="Participant.id")
+    linked_ticket: Mapped[Ticket | None] = relationship(remote_side="Ticket.id")
+
+    # The auto-close job looks for solved tickets by the time they were solved.
+    __table_args__ = (Index("ix_tickets_status_solved_at", "status", "solved_at"),)
+
+
+class Participant(Base):
+    """Someone who takes part in a case, and in which role.
+
+    role: requester (opened it) | customer (Cc of the first mail, or a colleague from the requester's
+    organisation) | agent | third_party (referenced the case without belonging to it).
+    """
+
+    __tablename__ = "ticket_participants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), nullable=False)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    name: Mapped[str] = mapped_column(String(320), nullable=False, default="")
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="participants")
+
+    __table_args__ = (UniqueConstraint("ticket_id", "email", name="uq_ticket_participants_email"),)
 
 
 class RawMessage(Base):
@@ -128,6 +166,15 @@ class Message(Base):
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
     # Why the pipeline routed this mail where it went (rule and evidence).
     routing: Mapped[dict | None] = mapped_column(JSON)
+    # Inbound: the new part of the text (quoted history and signature removed); outbound: None.
+    body_new: Mapped[str | None] = mapped_column(Text)
+    # What the mail is on the case: customer | agent | agent_unverified | note | third_party | auto
+    # (inbound), ack | notification | relay | command_error (outbound).
+    kind: Mapped[str | None] = mapped_column(String(24))
+    # Why agents should look at it (an unknown third party, a forged agent address, a conflict).
+    flags: Mapped[list[str] | None] = mapped_column(JSON)
+    # Outlook's conversation index as received or sent (MS-OXOMSG), continued by our replies.
+    thread_index: Mapped[str | None] = mapped_column(String(2048))
     defects: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 

@@ -28,6 +28,7 @@ from mailbridge.store.models import (
     MailboxState,
     Message,
     Outbox,
+    Participant,
     Quarantine,
     RawMessage,
     Ticket,
@@ -79,6 +80,12 @@ class TicketRef:
     requester_email: str
     requester_name: str
     language: str
+    created_at: datetime
+    severity: str | None = None
+    assignee: str | None = None
+    first_response_at: datetime | None = None
+    solved_at: datetime | None = None
+    linked_ticket_id: int | None = None
 
 
 _TICKET_REF_COLS = (
@@ -90,6 +97,12 @@ _TICKET_REF_COLS = (
     Ticket.requester_email,
     Ticket.requester_name,
     Ticket.language,
+    Ticket.created_at,
+    Ticket.severity,
+    Ticket.assignee,
+    Ticket.first_response_at,
+    Ticket.solved_at,
+    Ticket.linked_ticket_id,
 )
 
 
@@ -102,6 +115,98 @@ def ticket_ref(session: Session, *, ticket_id: int | None = None, case_number: s
         q = q.where(Ticket.case_number == case_number.upper())
     row = _conn(session).execute(q).first()
     return TicketRef(*row) if row is not None else None
+
+
+def tickets_by_case_numbers(session: Session, numbers: list[str]) -> dict[str, TicketRef]:
+    """The existing tickets among ``numbers`` (normalised case numbers), in one query."""
+    if not numbers:
+        return {}
+    rows = _conn(session).execute(select(*_TICKET_REF_COLS).where(Ticket.case_number.in_(set(numbers)))).all()
+    return {r.case_number: TicketRef(*r) for r in rows}
+
+
+def participants(session: Session, ticket_id: int) -> dict[str, str]:
+    """email → role of everyone taking part in the ticket."""
+    rows = _conn(session).execute(select(Participant.email, Participant.role).where(Participant.ticket_id == ticket_id))
+    return dict(rows.all())
+
+
+def customer_emails(session: Session, ticket_ids: list[int]) -> dict[int, set[str]]:
+    """ticket id → the requester and customer participants' addresses."""
+    out: dict[int, set[str]] = {t: set() for t in ticket_ids}
+    if not ticket_ids:
+        return out
+    for tid, email in _conn(session).execute(
+        select(Ticket.id, Ticket.requester_email).where(Ticket.id.in_(ticket_ids))
+    ):
+        out[tid].add(email)
+    for tid, email in _conn(session).execute(
+        select(Participant.ticket_id, Participant.email).where(
+            Participant.ticket_id.in_(ticket_ids), Participant.role.in_(("requester", "customer"))
+        )
+    ):
+        out[tid].add(email)
+    return out
+
+
+def add_participants(session: Session, ticket_id: int, people: list[tuple[str, str, str]], now: datetime) -> list[str]:
+    """Add (email, name, role) entries not yet on the ticket; return the addresses added."""
+    known = participants(session, ticket_id)
+    rows, seen = [], set(known)
+    for email, name, role in people:
+        if email and email not in seen:
+            seen.add(email)
+            rows.append({"ticket_id": ticket_id, "email": email, "name": name[:320], "role": role, "added_at": now})
+    insert_rows(session, Participant, rows)
+    return [r["email"] for r in rows]
+
+
+@dataclass(frozen=True)
+class ThreadParent:
+    """The message a reply of ours continues: its Message-ID, References and Thread-Index."""
+
+    message_id: str | None
+    references: list[str]
+    thread_index: str | None
+
+
+def last_message(session: Session, ticket_id: int, kinds: tuple[str, ...]) -> ThreadParent | None:
+    """The newest message of the ticket of one of ``kinds`` (see Message.kind)."""
+    row = (
+        _conn(session)
+        .execute(
+            select(Message.message_id, Message.references, Message.thread_index)
+            .where(Message.ticket_id == ticket_id, Message.kind.in_(kinds))
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    return ThreadParent(row[0], (row[1] or "").split(), row[2])
+
+
+def close_solved(session: Session, solved_before: datetime, now: datetime, limit: int = 500) -> list[tuple[int, str]]:
+    """Close solved tickets solved before ``solved_before``; return (id, case number) of each."""
+    rows = (
+        _conn(session)
+        .execute(
+            select(Ticket.id, Ticket.case_number)
+            .where(Ticket.status == "solved", Ticket.solved_at <= solved_before)
+            .order_by(Ticket.solved_at)
+            .limit(limit)
+        )
+        .all()
+    )
+    ids = [r[0] for r in rows]
+    if ids:
+        _conn(session).execute(
+            update(Ticket)
+            .where(Ticket.id.in_(ids), Ticket.status == "solved")
+            .values(status="closed", closed_at=now, updated_at=now)
+        )
+    return [(r[0], r[1]) for r in rows]
 
 
 # ---------------------------------------------------------------- case numbers and tickets
@@ -145,6 +250,8 @@ def ticket_by_case(session: Session, case_number: str) -> Ticket | None:
         .options(
             selectinload(Ticket.messages).selectinload(Message.attachments),
             selectinload(Ticket.events),
+            selectinload(Ticket.participants),
+            selectinload(Ticket.linked_ticket),
         )
     ).one_or_none()
 

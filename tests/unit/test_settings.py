@@ -323,10 +323,45 @@ def test_not_utf8(tmp_path):
 
 
 def test_example_config_is_valid():
-    """config/mailbridge.example.toml loads once its password variable is set."""
+    """config/mailbridge.example.toml loads once its password and notification key variables are set."""
     s = load_settings(EXAMPLE, {EXAMPLE_PASSWORD_ENV: "x"})
     assert len(s.queues) == 2
     assert {q.language for q in s.queues} == {"de", "en"}
+    software = s.queue("software")
+    assert software.is_agent("someone@kessler-wzm.example") and not software.is_agent("x@kunde.example")
+    assert software.notify_addresses == ["software-team@kessler-wzm.example"]
+    assert s.queue("machines").notify_addresses == ["anna.berger@kessler-wzm.example", "jonas.wirth@kessler-wzm.example"]
+    assert s.conversations.secret is None  # a key is created under var_dir at the first start
+
+
+def test_agents_and_notify_must_not_be_support_addresses(tmp_path):
+    """A support address as an agent or notification recipient would mail itself: a loop."""
+    own = _variant('language = "de"', 'language = "de"\nnotify = ["software-support@vendor.example"]')
+    assert _error(_write(tmp_path, own)).endswith(
+        "queues[1].notify: software-support@vendor.example is a support address of queue 'software' (a mail loop)"
+    )
+    same = _variant('language = "de"', 'language = "de"\nagents = ["service@vendor.example"]')
+    assert "queues[1].agents: service@vendor.example is one of this queue's own addresses" in _error(
+        _write(tmp_path, same)
+    )
+    bad = _variant('language = "de"', 'language = "de"\nagents = ["anna"]')
+    assert "queues[1].agents" in _error(_write(tmp_path, bad)) and "'anna' is not an e-mail address" in _error(
+        _write(tmp_path, bad)
+    )
+
+
+def test_notification_secret_comes_from_env_or_file_never_the_config(tmp_path):
+    """The notification key is read from a named variable or file; written in the config it is refused."""
+    inline = _write(tmp_path, VALID + '\n[conversations]\nsecret = "abc"\n')
+    assert "conversations.secret: put the key in the environment" in _error(inline)
+    missing = _write(tmp_path, VALID + '\n[conversations]\nsecret_env = "MB_NOPE"\n')
+    assert _error(missing).endswith("conversations.secret_env: environment variable MB_NOPE is not set")
+    key = tmp_path / "key"
+    key.write_text("  file-key \n")
+    ok = load_settings(_write(tmp_path, VALID + f'\n[conversations]\nsecret_file = "{key}"\n'), ENV)
+    assert ok.conversations.secret.get_secret_value() == "file-key"
+    bad_policy = _write(tmp_path, VALID + '\n[conversations]\nthird_party = "ignore"\n')
+    assert "conversations.third_party" in _error(bad_policy)
 
 
 def test_example_config_needs_its_password_variable():
