@@ -6,8 +6,14 @@ Nothing else wires parts together; tests build an :class:`App` from a Settings o
 
 from __future__ import annotations
 
+import os
+import secrets
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
 
 from mailbridge.ingest.classify import LanguageDetector
 from mailbridge.ingest.pipeline import Pipeline
@@ -22,9 +28,33 @@ from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_postgres, make_engine, make_session_factory, session_scope
 from mailbridge.store.rawstore import attachment_store, raw_store
 
+log = structlog.get_logger(__name__)
+
+# Where the notification signing key is kept when the config does not give one.
+NOTIFICATION_KEY_FILE = "notification.key"
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read the key at ``path``, or create it (32 random bytes, hex, mode 0600) exactly once, also
+    when several processes start at the same time (O_EXCL; the loser reads the winner's key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            key = path.read_text(encoding="ascii").strip()
+            if key:
+                return key.encode()
+            time.sleep(0.02)  # the creator is between open and write
+        raise RuntimeError(f"{path} is empty; delete it to create a new key") from None
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    return key.encode()
 
 
 class App:
@@ -41,6 +71,7 @@ class App:
         )
         self._detector: LanguageDetector | None = None
         self._pipeline: Pipeline | None = None
+        self._secrets: list[bytes] | None = None
 
     # Built lazily: the language models take a moment to load and CLI queries do not need them.
     @property
@@ -52,9 +83,37 @@ class App:
     @property
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            steps = default_steps(self.settings, self.templates, self.detector, self.attachment_store)
+            steps = default_steps(
+                self.settings, self.templates, self.detector, self.attachment_store, self.notification_secrets
+            )
             self._pipeline = Pipeline(self.session_factory, steps, self.clock)
         return self._pipeline
+
+    @property
+    def notification_secrets(self) -> list[bytes]:
+        """The key that signs agent notifications: from the config, else var_dir/notification.key
+        (created at the first start, readable by the owner only)."""
+        if self._secrets is None:
+            conf = self.settings.conversations.secret
+            if conf is not None:
+                self._secrets = [conf.get_secret_value().encode()]
+            else:
+                self._secrets = [load_or_create_key(self.settings.var_dir / NOTIFICATION_KEY_FILE)]
+        return self._secrets
+
+    def close_solved(self) -> list[str]:
+        """Close solved cases whose reopen window has passed; return their case numbers."""
+        now = self.clock()
+        window = timedelta(days=self.settings.conversations.reopen_window_days)
+        with session_scope(self.session_factory) as s:
+            closed = repo.close_solved(s, now - window, now)
+            for ticket_id, case in closed:
+                repo.add_event(
+                    s, ticket_id, "status_changed", now, old="solved", new="closed", reason="reopen window over"
+                )
+        for _, case in closed:
+            log.info("ticket_closed", case=case, reason="reopen window over")
+        return [case for _, case in closed]
 
     def upgrade_db(self) -> None:
         migrate.upgrade(self.engine)

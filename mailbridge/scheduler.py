@@ -6,6 +6,7 @@
   independent, so one failing account never holds up another.
 - ``outbox``: a coroutine job that drains the outbox; a poller that queued mail wakes it at once,
   so an acknowledgement goes out within about a second of the customer's mail arriving.
+- ``close_solved``: closes solved cases whose reopen window has passed (``conversations``).
 
 SIGTERM/SIGINT set a stop flag: an IDLE wait returns, a cycle finishes the mail it is on (its
 transaction commits or rolls back as a whole) and moves what was committed, the outbox finishes
@@ -103,6 +104,7 @@ class Service:
         s = self.app.settings
         self.loop = asyncio.get_running_loop()
         accounts = len(s.accounts)
+        # One thread per account, one for the lifecycle job.
         self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 1)
         self.scheduler = AsyncIOScheduler(
             executors={"default": AsyncIOExecutor(), "imap": self._imap_executor},
@@ -124,6 +126,21 @@ class Service:
                 next_run_time=now,
             )
         self.scheduler.add_job(self.drain_outbox, "interval", seconds=s.outbox.interval, id="outbox", next_run_time=now)
+        self.scheduler.add_job(
+            self._close_solved,
+            "interval",
+            seconds=s.conversations.close_interval,
+            id="close_solved",
+            executor="imap",
+            next_run_time=now,
+        )
+
+    def _close_solved(self) -> None:
+        if not self.stop_event.is_set():
+            try:
+                self.app.close_solved()
+            except Exception as e:  # the database is away: the next run tries again
+                log.warning("close_solved_failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
 
     async def run(self, install_signals: bool = True) -> None:
         self.app.upgrade_db()

@@ -33,24 +33,35 @@ def ticket_detail(app, case_number: str) -> str | None:
             return None
         out = [
             f"{t.case_number}  {t.subject}",
-            f"  status {t.status}, queue {t.queue}, language {t.language}",
+            f"  status {t.status}, queue {t.queue}, language {t.language}"
+            + (f", severity {t.severity}" if t.severity else "")
+            + (f", assigned to {t.assignee}" if t.assignee else ""),
             f"  requester {t.requester_name} <{t.requester_email}>",
-            f"  created {_ts(t.created_at)}, updated {_ts(t.updated_at)}",
-            "",
-            "messages:",
+            f"  created {_ts(t.created_at)}, updated {_ts(t.updated_at)}"
+            + (f", first response {_ts(t.first_response_at)}" if t.first_response_at else ", no response yet")
+            + (f", solved {_ts(t.solved_at)}" if t.solved_at else "")
+            + (f", closed {_ts(t.closed_at)}" if t.closed_at else ""),
         ]
+        if t.linked_ticket is not None:
+            out.append(f"  follows up {t.linked_ticket.case_number} ({t.linked_ticket.subject})")
+        if t.participants:
+            out.append("  participants: " + ", ".join(f"{p.email} ({p.role})" for p in t.participants))
+        out += ["", "conversation:"]
         for m in t.messages:
             arrow = "<-" if m.direction == "in" else "->"
             who = m.sender_email if m.direction == "in" else ", ".join(m.recipients)
-            out.append(f"  {arrow} {_ts(m.created_at)} {who}  <{m.message_id}>")
+            out.append(f"  {arrow} {_ts(m.created_at)} [{m.kind or '-'}] {who}  <{m.message_id}>")
             out.append(f"     subject: {m.subject}")
+            for flag in m.flags or []:
+                out.append(f"     FLAG: {flag}")
             if m.routing:
                 out.append(f"     routed: {json.dumps(m.routing, ensure_ascii=False)}")
             for a in m.attachments:
                 out.append(f"     attachment: {a.filename} ({a.content_type}, {a.size} bytes, sha256 {a.sha256[:12]}…)")
             if m.defects:
                 out.append(f"     defects: {len(m.defects)}")
-            body = (m.body_text or "").strip().splitlines()
+            # The new part of an inbound mail (quoted history removed); the whole text where it has none.
+            body = (m.body_new or m.body_text or "").strip().splitlines()
             for line in body[:8]:
                 out.append(f"     | {line}")
             if len(body) > 8:

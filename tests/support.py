@@ -30,6 +30,7 @@ def write_config(
     account_extra: str = "",
     outbox_extra: str = "",
     imap_user: str = "support",
+    queue_extra: str = "",
 ) -> Path:
     """A complete mailbridge config for servers on loopback: two queues fed by one account."""
     path.write_text(
@@ -56,6 +57,7 @@ addresses = ["{SUPPORT_ADDRESS}"]
 language = "en"
 account = "main"
 display_name = "Vendor Support"
+{queue_extra}
 
 [[queues]]
 name = "hotline"

@@ -1,51 +1,145 @@
-"""Which existing case a mail belongs to, strongest evidence first.
+"""Which existing case a mail belongs to: one ordered rule list, strongest evidence first.
 
-1. ``In-Reply-To`` / ``References`` naming a Message-ID we stored (inbound or outbound);
-2. a case number in the subject whose check digit is valid and that exists.
+1. ``thread-header``: ``In-Reply-To`` / ``References`` name a Message-ID we stored (inbound or
+   outbound, agent notifications included); the id nearest the end of the chain wins.
+2. ``subject``: a case number in the subject (``[C1000009]``, ``AW: WG: Case C-1000009``, …);
+3. ``body``: a case number in the *new* part of the body (quoted history does not count: it quotes
+   whatever the old mails said).
 
-The conversations issue extends this with body references, prefixes and conflict rules; every
-answer carries the rule and the evidence, stored on the message as its routing.
+Only numbers whose check digit is valid and whose case exists count; the first number found by a
+rule is its answer.
+
+**When evidence disagrees** the strongest rule wins and the mail never moves because of weaker
+evidence: headers beat the subject, the subject beats the body. Every weaker rule that names a
+*different* existing case is recorded as a conflict (stored with the routing, flagged and shown to
+agents in the notification), so a person can move the mail if the customer meant the other case.
+
+Numbers shaped like a case number that match nothing are reported (``unknown``): a failed check digit
+(a typo) or a valid number no case has. For such a number a suggestion is offered when exactly one
+existing case is one digit or one adjacent swap away *and* belongs to the sender's organisation
+(requester or customer participant with the same mail domain, or the same address for free-mail
+domains); a suggestion never reveals a case of someone else.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from mailbridge.domain import CaseNumberFormat, ParsedMail
+from mailbridge.ingest.references import case_number_candidates, near_misses
+from mailbridge.outbound.tokens import verified_cases
 from mailbridge.store import repositories as repo
 from mailbridge.store.repositories import TicketRef
 
+# Candidates looked at per mail part: a mail listing hundreds of numbers is not a reply to each.
+MAX_CANDIDATES = 20
+
 
 @dataclass(frozen=True)
+class UnknownReference:
+    """A case-number-shaped token that names no case; ``suggestion`` per the module docstring."""
+
+    written: str
+    number: str
+    reason: str  # "check digit" | "no such case"
+    suggestion: str | None = None
+
+
+@dataclass
 class Match:
     ticket: TicketRef | None
     rule: str
     evidence: str
+    # Other existing cases named by weaker evidence: {"rule", "case"}.
+    conflicts: list[dict] = field(default_factory=list)
+    unknown: list[UnknownReference] = field(default_factory=list)
+    # Cases whose signed agent notification this mail answers (a valid HMAC in its thread headers).
+    notification_cases: set[str] = field(default_factory=set)
 
     def as_routing(self) -> dict:
-        return {"rule": self.rule, "evidence": self.evidence}
+        out: dict = {"rule": self.rule, "evidence": self.evidence}
+        if self.conflicts:
+            out["conflicts"] = self.conflicts
+        if self.unknown:
+            out["unknown_references"] = [
+                {"number": u.number, "reason": u.reason, "suggestion": u.suggestion} for u in self.unknown
+            ]
+        if self.notification_cases:
+            out["signed_notification"] = sorted(self.notification_cases)
+        return out
 
 
-def case_number_candidates(text: str, fmt: CaseNumberFormat) -> list[str]:
-    """Tokens shaped like a case number (prefix + digits), in order of appearance, normalised."""
-    pattern = re.compile(
-        rf"(?<![A-Za-z0-9]){re.escape(fmt.prefix)}[\s-]?(\d{{{fmt.digits}}})(?!\d)", re.IGNORECASE | re.ASCII
-    )
-    return [f"{fmt.prefix}{m.group(1)}" for m in pattern.finditer(text or "")]
+def organisation_key(email: str, public_domains: frozenset[str]) -> str:
+    """Who a sender belongs to: the mail domain, or the address itself at a free-mail provider."""
+    email = email.lower()
+    domain = email.rsplit("@", 1)[-1]
+    return email if domain in public_domains else domain
 
 
-def match_ticket(session: Session, mail: ParsedMail, fmt: CaseNumberFormat) -> Match:
-    ids = [*mail.references, *mail.in_reply_to]
-    if ids:
-        t = repo.ticket_for_message_ids(session, ids)
-        if t is not None:
-            return Match(t, "thread-header", "In-Reply-To/References name a message of this case")
-    for cand in case_number_candidates(mail.subject, fmt):
-        if fmt.is_valid(cand):
-            t = repo.ticket_ref(session, case_number=cand)
+class Matcher:
+    def __init__(self, fmt: CaseNumberFormat, secrets: list[bytes], public_domains: frozenset[str]):
+        self.fmt = fmt
+        self.secrets = secrets
+        self.public_domains = public_domains
+
+    def match(self, session: Session, mail: ParsedMail) -> Match:
+        ids = [*mail.references, *mail.in_reply_to]
+        signed = verified_cases(ids, self.secrets) if ids and self.secrets else set()
+        found: list[tuple[str, TicketRef, str]] = []  # (rule, ticket, evidence), strongest first
+        unknown: list[UnknownReference] = []
+
+        if ids:
+            t = repo.ticket_for_message_ids(session, ids)
             if t is not None:
-                return Match(t, "subject-case-number", cand)
-    return Match(None, "new", "no reference to an existing case")
+                found.append(("thread-header", t, "In-Reply-To/References name a message of this case"))
+            elif len(signed) == 1:
+                # The notification row may be gone (pruned), the signature still proves the case.
+                t = repo.ticket_ref(session, case_number=next(iter(signed)))
+                if t is not None:
+                    found.append(("thread-header", t, "a reply to the signed notification of this case"))
+
+        for rule, text in (("subject", mail.subject), ("body", mail.new_text)):
+            cands = case_number_candidates(text or "", self.fmt)[:MAX_CANDIDATES]
+            valid = [c.number for c in cands if c.valid]
+            existing = repo.tickets_by_case_numbers(session, valid)
+            first = next((c for c in cands if c.valid and c.number in existing), None)
+            if first is not None:
+                found.append((rule, existing[first.number], first.written))
+            for c in cands:
+                if c.number in existing or any(u.number == c.number for u in unknown):
+                    continue
+                unknown.append(UnknownReference(c.written, c.number, "no such case" if c.valid else "check digit"))
+
+        if not found:
+            return Match(
+                None,
+                "new",
+                "no reference to an existing case",
+                unknown=self._suggest(session, mail, unknown),
+                notification_cases=signed,
+            )
+        rule, ticket, evidence = found[0]
+        conflicts = []
+        for r, t, ev in found[1:]:
+            if t.id != ticket.id and all(c["case"] != t.case_number for c in conflicts):
+                conflicts.append({"rule": r, "case": t.case_number, "evidence": ev})
+        return Match(ticket, rule, evidence, conflicts, unknown, signed)
+
+    def _suggest(self, session: Session, mail: ParsedMail, unknown: list[UnknownReference]) -> list[UnknownReference]:
+        """Attach a suggestion to each unknown number where exactly one near miss is the sender's."""
+        if not unknown or mail.from_ is None:
+            return unknown
+        sender_org = organisation_key(mail.from_.email, self.public_domains)
+        out = []
+        for u in unknown:
+            near = repo.tickets_by_case_numbers(session, [n for n in near_misses(u.number, self.fmt) if n != u.number])
+            people = repo.customer_emails(session, [t.id for t in near.values()])
+            mine = [
+                t
+                for t in near.values()
+                if any(organisation_key(e, self.public_domains) == sender_org for e in people.get(t.id, ()))
+            ]
+            out.append(UnknownReference(u.written, u.number, u.reason, mine[0].case_number if len(mine) == 1 else None))
+        return out

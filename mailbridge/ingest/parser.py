@@ -29,6 +29,7 @@ import html2text
 import mailparser
 
 from mailbridge.domain import Address, Attachment, ParsedMail
+from mailbridge.ingest.quoting import extract_new_text
 
 # email.errors defect classes after which the body cannot be trusted.
 FATAL_MIME_DEFECTS = frozenset(
@@ -260,6 +261,8 @@ def parse_mail(raw: bytes) -> ParsedMail:
         headers=headers,
         defects=defects,
         fatal_defects=fatal,
+        new_text=extract_new_text(text),
+        auth_results=[str(v) for v in msg.get_all("authentication-results") or []],
     )
 
 

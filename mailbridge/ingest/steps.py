@@ -7,76 +7,27 @@ expected outcomes are values on the context, never exceptions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import re
 from typing import Protocol
 
 import structlog
-from sqlalchemy.orm import Session
 
-from mailbridge.domain import ParsedMail, TicketStatus
+from mailbridge.domain import TicketStatus
 from mailbridge.ingest import classify
-from mailbridge.ingest.matcher import match_ticket
+from mailbridge.ingest.context import InboundMail, MailContext
+from mailbridge.ingest.conversation import AgentCommands, ApplyReply, Identify
+from mailbridge.ingest.matcher import Matcher
+from mailbridge.ingest.outgoing import Acknowledge, CommandErrors, NotifyAgents, Relay
 from mailbridge.ingest.parser import ParseError, parse_mail
+from mailbridge.ingest.references import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.outbound import compose as comp
-from mailbridge.outbound.outbox import enqueue
-from mailbridge.settings import QueueSettings
+from mailbridge.outbound.messages import MailBuilder
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import AttachmentRow, Message, RawMessage, Ticket
 from mailbridge.store.rawstore import ContentStore, sha256_hex
 from mailbridge.store.repositories import TicketRef
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class InboundMail:
-    """One fetched mail and where it came from; the raw bytes are already in the raw store."""
-
-    raw: bytes
-    sha256: str
-    raw_path: str
-    account: str
-    folder: str
-    uidvalidity: int
-    uid: int
-    # Filled in ahead of the transaction by the parse pool (ingest/prepare.py), else by Parse.
-    parsed: ParsedMail | None = None
-    parse_error: str | None = None
-
-
-@dataclass
-class MailContext:
-    mail: InboundMail
-    session: Session
-    now: datetime
-    parsed: ParsedMail | None = None
-    parse_error: str | None = None
-    raw_id: int | None = None
-    queue: QueueSettings | None = None
-    language: str | None = None
-    ticket: TicketRef | None = None
-    new_ticket: bool = False
-    message_id: int | None = None
-    # History entries of this mail, written with one executemany at the end of the transaction.
-    events: list[dict] = field(default_factory=list)
-    routing: dict = field(default_factory=dict)
-    ack_suppressed: str | None = None
-    ignored: str | None = None
-    disposition: str = "processed"
-    quarantine: tuple[str, str] | None = None  # (stage, reason)
-    done: bool = False
-    stage: str = ""  # the step running now, for logs and quarantine reasons
-
-    def event(self, kind: str, **detail) -> None:
-        """Add an entry to the ticket's history (the ticket of this mail)."""
-        assert self.ticket is not None
-        self.events.append({"ticket_id": self.ticket.id, "kind": kind, "detail": detail, "created_at": self.now})
-
-    def to_quarantine(self, stage: str, reason: str) -> None:
-        self.quarantine = (stage, reason)
-        self.disposition = "quarantined"
-        self.done = True
 
 
 class Step(Protocol):
@@ -212,11 +163,13 @@ class Route:
         ctx.routing["queue"] = {"queue": ctx.queue.name, "by": "account-default", "evidence": ctx.mail.account}
 
 
-class Match:
+class MatchCase:
+    """Which existing case the mail is about (``ingest/matcher.py``), and its language."""
+
     name = "match"
 
-    def __init__(self, fmt, detector: classify.LanguageDetector):
-        self.fmt = fmt
+    def __init__(self, matcher: Matcher, detector: classify.LanguageDetector):
+        self.matcher = matcher
         self.detector = detector
 
     def __call__(self, ctx: MailContext) -> None:
@@ -224,21 +177,29 @@ class Match:
             return
         p = ctx.parsed
         assert p is not None and ctx.queue is not None
-        m = match_ticket(ctx.session, p, self.fmt)
+        ctx.match = m = self.matcher.match(ctx.session, p)
         ctx.routing.update(m.as_routing())
         ctx.ticket = m.ticket
-        guess = p.language if p.language_detected else self.detector.guess(p.subject, p.text)
+        if m.conflicts:
+            ctx.flags.append("conflicting references: " + ", ".join(c["case"] for c in m.conflicts))
+        guess = p.language if p.language_detected else self.detector.guess(p.subject, p.new_text or p.text)
         ctx.language = guess or ctx.queue.language
 
 
 class OpenTicket:
-    """A mail with no reference to an existing case opens one, with the next case number."""
+    """A mail that belongs to no case (or that must not join the case it names) opens one with the
+    next case number; the requester and the customers in Cc become its participants."""
 
     name = "open_ticket"
 
-    def __init__(self, fmt, first_serial: int):
+    def __init__(self, fmt, first_serial: int, normalizer: SubjectNormalizer, settings):
         self.fmt = fmt
         self.first_serial = first_serial
+        self.normalizer = normalizer
+        self.settings = settings
+        self.tag_re = re.compile(
+            rf"\[?\s*{re.escape(fmt.prefix)}[\s-]?\d{{{fmt.digits}}}\s*\]?", re.IGNORECASE | re.ASCII
+        )
 
     def __call__(self, ctx: MailContext) -> None:
         if ctx.ignored or ctx.ticket is not None:
@@ -246,17 +207,22 @@ class OpenTicket:
         p = ctx.parsed
         assert p is not None and p.from_ is not None and ctx.queue is not None and ctx.language
         serial = repo.allocate_serial(ctx.session, self.fmt, self.first_serial)
+        subject = p.subject
+        if ctx.link_from is not None:
+            # The old case's tag and the reply prefixes are not part of the new case's subject.
+            subject = self.normalizer.topic(subject, self.tag_re) or subject
         values = {
             "case_number": self.fmt.format(serial),
             "serial": serial,
             "queue": ctx.queue.name,
             "status": TicketStatus.NEW.value,
-            "subject": comp.header_safe(p.subject, 2000),
+            "subject": comp.header_safe(subject, 2000),
             "requester_email": p.from_.email,
             "requester_name": comp.header_safe(p.from_.name, 300),
             "language": ctx.language,
             "created_at": ctx.now,
             "updated_at": ctx.now,
+            "linked_ticket_id": ctx.link_from.id if ctx.link_from is not None else None,
         }
         ticket_id = repo.insert_row(ctx.session, Ticket, values)
         ctx.ticket = TicketRef(
@@ -264,11 +230,31 @@ class OpenTicket:
             **{k: values[k] for k in ("case_number", "queue", "status", "subject", "requester_email")},
             requester_name=values["requester_name"],
             language=values["language"],
+            created_at=ctx.now,
+            linked_ticket_id=values["linked_ticket_id"],
         )
         ctx.new_ticket = True
+        ctx.role = "requester"
         structlog.contextvars.bind_contextvars(case=ctx.ticket.case_number)
+        people = [(p.from_.email, p.from_.name, "requester")]
+        own = self.settings.own_addresses
+        for a in p.cc:
+            # Cc'd customers take part; our own addresses and the queue's agents do not.
+            if a.email not in own and not ctx.queue.is_agent(a.email):
+                people.append((a.email, a.name, "customer"))
+        repo.add_participants(ctx.session, ticket_id, people, ctx.now)
         ctx.event("created", queue=ctx.queue.name, language=ctx.language, requester=p.from_.email)
-        log.info("ticket_created", queue=ctx.queue.name, language=ctx.language)
+        if ctx.link_from is not None:
+            ctx.event("linked", to=ctx.link_from.case_number, reason=ctx.link_reason)
+            ctx.events.append(
+                {
+                    "ticket_id": ctx.link_from.id,
+                    "kind": "follow_up_case",
+                    "detail": {"case": ctx.ticket.case_number, "reason": ctx.link_reason},
+                    "created_at": ctx.now,
+                }
+            )
+        log.info("ticket_created", queue=ctx.queue.name, language=ctx.language, linked=values["linked_ticket_id"])
 
 
 class StoreMessage:
@@ -285,6 +271,8 @@ class StoreMessage:
         if ctx.ignored:
             ctx.disposition = "ignored"
             ctx.routing.update({"rule": "ignored", "evidence": ctx.ignored})
+        if ctx.ticket is not None:
+            ctx.routing["author"] = {"role": ctx.role, "proof": ctx.agent_proof, "kind": ctx.kind}
         ctx.message_id = repo.insert_row(
             ctx.session,
             Message,
@@ -299,6 +287,10 @@ class StoreMessage:
                 "recipients": p.recipient_emails,
                 "subject": p.subject,
                 "body_text": p.text,
+                "body_new": p.new_text,
+                "kind": ctx.kind if ctx.ticket is not None else None,
+                "flags": ctx.flags or None,
+                "thread_index": comp.header_safe(p.header("thread-index") or "", 2048) or None,
                 "date": p.date,
                 "language": ctx.language,
                 "raw_id": ctx.raw_id,
@@ -323,71 +315,24 @@ class StoreMessage:
         repo.insert_rows(ctx.session, AttachmentRow, rows)
         if ctx.ticket is not None and not ctx.new_ticket:
             repo.update_row(ctx.session, Ticket, ctx.ticket.id, {"updated_at": ctx.now})
-            ctx.event("message_received", rule=ctx.routing.get("rule"), sender=p.from_.email if p.from_ else "")
-            log.info("message_attached", rule=ctx.routing.get("rule"))
+            ctx.event(
+                "message_received",
+                rule=ctx.routing.get("rule"),
+                sender=p.from_.email if p.from_ else "",
+                message_kind=ctx.kind,
+                flags=ctx.flags or None,
+            )
+            log.info("message_attached", rule=ctx.routing.get("rule"), kind=ctx.kind)
 
 
-class Acknowledge:
-    """The acknowledgement of a new ticket, into the outbox in this same transaction."""
-
-    name = "acknowledge"
-
-    def __init__(self, templates, settings):
-        self.templates = templates
-        self.settings = settings
-
-    def __call__(self, ctx: MailContext) -> None:
-        if not ctx.new_ticket:
-            return
-        t, p, q = ctx.ticket, ctx.parsed, ctx.queue
-        assert t is not None and p is not None and q is not None and p.from_ is not None
-        if ctx.ack_suppressed:
-            ctx.event("ack_suppressed", reason=ctx.ack_suppressed)
-            log.info("ack_suppressed", reason=ctx.ack_suppressed)
-            return
-        to = p.reply_to[0] if p.reply_to and p.reply_to[0].email not in self.settings.own_addresses else p.from_
-        tctx = {
-            "case_number": t.case_number,
-            "subject": t.subject,
-            "requester_name": t.requester_name,
-            "requester_email": t.requester_email,
-            "queue_name": q.display_name,
-            "support_address": q.address,
-            "attachments": [a.filename for a in p.attachments],
-        }
-        subject = comp.tagged_subject(
-            t.case_number, self.templates.render(t.language, "ack.subject.j2", **tctx).strip()
-        )
-        refs = comp.references_for(p.message_id, p.references)
-        out = comp.compose(
-            from_name=q.display_name,
-            from_addr=q.address,
-            to=[(to.name, to.email)],
-            subject=subject,
-            text=self.templates.render(t.language, "ack.txt.j2", **tctx),
-            html=self.templates.render(t.language, "ack.html.j2", **tctx),
-            date=ctx.now,
-            in_reply_to=p.message_id,
-            references=refs,
-            auto_submitted="auto-replied",
-            language=t.language,
-        )
-        outbox_id = enqueue(
-            ctx.session,
-            out,
-            kind="ack",
-            dedup_key=f"ack:{t.case_number}",
-            now=ctx.now,
-            ticket_id=t.id,
-            in_reply_to=p.message_id,
-            references=refs,
-            language=t.language,
-        )
-        ctx.event("ack_queued", outbox_id=outbox_id, message_id=out.message_id, to=to.email)
-
-
-def default_steps(settings, templates, detector, attachments: ContentStore) -> list[Step]:
+def default_steps(settings, templates, detector, attachments: ContentStore, secrets: list[bytes]) -> list[Step]:
+    """The pipeline, in order. Matching and who-wrote-it come before the case is opened or changed;
+    everything a mail makes us send comes last, in the same transaction."""
     fmt = settings.case_numbers.fmt
+    conv = settings.conversations
+    normalizer = SubjectNormalizer(conv.reply_prefixes if conv.reply_prefixes is not None else DEFAULT_REPLY_PREFIXES)
+    matcher = Matcher(fmt, secrets, frozenset(conv.public_domains))
+    builder = MailBuilder(templates, fmt, normalizer, secrets)
     return [
         Parse(settings.ingest.max_message_bytes),
         Deduplicate(),
@@ -395,10 +340,16 @@ def default_steps(settings, templates, detector, attachments: ContentStore) -> l
         Validate(),
         Classify(settings.own_addresses, detector),
         Route(settings),
-        Match(fmt, detector),
-        OpenTicket(fmt, settings.case_numbers.first_serial),
+        MatchCase(matcher, detector),
+        Identify(settings),
+        ApplyReply(settings, normalizer),
+        OpenTicket(fmt, settings.case_numbers.first_serial, normalizer, settings),
+        AgentCommands(settings),
         StoreMessage(attachments),
-        Acknowledge(templates, settings),
+        Acknowledge(builder, settings),
+        Relay(builder, settings),
+        CommandErrors(builder, settings),
+        NotifyAgents(builder, settings),
     ]
 
 

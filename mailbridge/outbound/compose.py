@@ -21,10 +21,12 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
+from email import encoders
 from email.charset import QP, Charset
 from email.generator import BytesGenerator
 from email.header import Header
 from email.message import EmailMessage
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import SMTPUTF8, compat32
@@ -104,18 +106,31 @@ def compose(
     auto_submitted: str | None = None,
     language: str | None = None,
     extra_headers: dict[str, str] | None = None,
+    cc: list[tuple[str, str]] | None = None,
+    reply_to: str | None = None,
+    thread_topic: str | None = None,
+    thread_index: str | None = None,
+    attachments: list[OutgoingAttachment] | None = None,
+    message_id: str | None = None,
 ) -> Outgoing:
-    """Compose a text mail with an optional HTML alternative.
+    """Compose a text mail with an optional HTML alternative and optional attachments.
 
     Args:
-        to: (display name, address) pairs.
+        to: (display name, address) pairs; ``cc`` likewise.
         auto_submitted: RFC 3834 value, e.g. ``auto-replied`` for acknowledgements.
         date: an aware datetime for the Date header.
+        thread_topic, thread_index: Outlook's conversation headers (see ``outbound/threadindex.py``).
+        message_id: a Message-ID chosen by the caller (a signed one for notifications), else a new one.
     """
     domain = from_addr.rsplit("@", 1)[-1]
-    message_id = new_message_id(domain)
+    message_id = message_id or new_message_id(domain)
     subject = header_safe(subject)
+    cc = cc or []
     headers: list[tuple[str, str | Header]] = [("Date", format_datetime(date))]
+    if cc:
+        headers.append(("Cc", ", ".join(formataddr((header_safe(n, 200), a), charset="utf-8") for n, a in cc)))
+    if reply_to:
+        headers.append(("Reply-To", reply_to))
     if in_reply_to:
         headers.append(("In-Reply-To", f"<{in_reply_to}>"))
     if references:
@@ -126,12 +141,19 @@ def compose(
         headers.append(("X-Auto-Response-Suppress", "All"))
     if language:
         headers.append(("Content-Language", language))
+    if thread_topic is not None:
+        topic = header_safe(thread_topic, 255)
+        headers.append(
+            ("Thread-Topic", topic if topic.isascii() else Header(topic, "utf-8", header_name="Thread-Topic"))
+        )
+    if thread_index:
+        headers.append(("Thread-Index", thread_index))
     for k, v in (extra_headers or {}).items():
         v = header_safe(v)
         headers.append((k, v if v.isascii() else Header(v, "utf-8", header_name=k)))
 
     # RFC 6532: an address with a non-ASCII local part can only travel as UTF-8 (SMTPUTF8).
-    if all(a.isascii() for a in [from_addr, *(a for _, a in to)]):
+    if all(a.isascii() for a in [from_addr, *(a for _, a in to), *(a for _, a in cc)]):
         headers[:0] = [
             ("From", formataddr((header_safe(from_name, 200), from_addr), charset="utf-8")),
             ("To", ", ".join(formataddr((header_safe(n, 200), a), charset="utf-8") for n, a in to)),
@@ -142,17 +164,17 @@ def compose(
         # every header, at several times the cost).
         lines = [_header_line(k, v) for k, v in headers]
         buf = io.BytesIO()
-        BytesGenerator(buf, mangle_from_=False, policy=_WIRE).flatten(_legacy_message(text, html))
+        BytesGenerator(buf, mangle_from_=False, policy=_WIRE).flatten(_legacy_message(text, html, attachments))
         raw = "".join(lines).encode("ascii") + buf.getvalue()
     else:
-        raw = _utf8_message(from_name, from_addr, to, text, html, headers)
+        raw = _utf8_message(from_name, from_addr, to, cc, text, html, headers, attachments)
     # Subject and Message-ID come first, written by hand: the Subject with the legacy encoder (module
     # docstring), the Message-ID never folded (some clients do not thread on a folded one).
     head = f"Subject: {encode_subject(subject)}\r\nMessage-ID: <{message_id}>\r\n".encode("ascii")
     return Outgoing(
         message_id=message_id,
         envelope_from=from_addr,
-        envelope_to=[a for _, a in to],
+        envelope_to=list(dict.fromkeys(a for _, a in [*to, *cc])),
         subject=subject,
         text=text,
         raw=head + raw,
@@ -171,27 +193,70 @@ def _header_line(name: str, value: str | Header) -> str:
     return f"{name}: {value.encode(linesep=chr(13) + chr(10))}\r\n"
 
 
-def _legacy_message(text: str, html: str | None):
+@dataclass(frozen=True)
+class OutgoingAttachment:
+    """A file to send along (e.g. what an agent attached to a reply that we relay)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def _safe_filename(name: str) -> str:
+    # Only the last path component, one line: a file name is never a path on the recipient's side.
+    name = header_safe(name, 255).replace("\\", "/").rsplit("/", 1)[-1].strip(" .")
+    return name or "attachment"
+
+
+def _attachment_part(a: OutgoingAttachment) -> MIMEBase:
+    maintype, _, subtype = (a.content_type or "").partition("/")
+    if not maintype or not subtype or "\n" in a.content_type:
+        maintype, subtype = "application", "octet-stream"
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(a.data)
+    encoders.encode_base64(part)
+    name = _safe_filename(a.filename)
+    # RFC 2231 for a non-ASCII file name.
+    part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
+    return part
+
+
+def _legacy_message(text: str, html: str | None, attachments: list[OutgoingAttachment] | None = None):
     cs = Charset("utf-8")
     cs.body_encoding = QP  # readable in any raw view; the body stays 7-bit (no 8BITMIME needed)
     plain = MIMEText(text, "plain", cs)
     if html is None:
-        return plain
-    outer = MIMEMultipart("alternative")
-    outer.attach(plain)
-    outer.attach(MIMEText(html, "html", cs))
-    return outer
+        body = plain
+    else:
+        body = MIMEMultipart("alternative")
+        body.attach(plain)
+        body.attach(MIMEText(html, "html", cs))
+    if not attachments:
+        return body
+    mixed = MIMEMultipart("mixed")
+    mixed.attach(body)
+    for a in attachments:
+        mixed.attach(_attachment_part(a))
+    return mixed
 
 
-def _utf8_message(from_name, from_addr, to, text, html, headers) -> bytes:
+def _utf8_message(from_name, from_addr, to, cc, text, html, headers, attachments=None) -> bytes:
     msg = EmailMessage(policy=SMTPUTF8)
     msg["From"] = formataddr((header_safe(from_name, 200), from_addr))
     # headerregistry.Address refuses a non-ASCII local part even under SMTPUTF8; a formatted string
     # is accepted and written as UTF-8.
     msg["To"] = ", ".join(f'"{quote(header_safe(n, 200))}" <{a}>' if n else a for n, a in to)
+    if cc:
+        msg["Cc"] = ", ".join(f'"{quote(header_safe(n, 200))}" <{a}>' if n else a for n, a in cc)
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     if html is not None:
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    for a in attachments or []:
+        maintype, _, subtype = (a.content_type or "").partition("/")
+        if not maintype or not subtype:
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(a.data, maintype=maintype, subtype=subtype, filename=_safe_filename(a.filename))
     for k, v in headers:  # after set_content, which replaces every Content-* header
-        msg[k] = str(v)
+        if k != "Cc":
+            msg[k] = str(v)
     return msg.as_bytes()

@@ -28,6 +28,7 @@ def enqueue(
     in_reply_to: str | None = None,
     references: list[str] | None = None,
     language: str | None = None,
+    thread_index: str | None = None,
 ) -> int:
     """Queue ``out`` and record it as an outbound message of the ticket (same transaction).
 
@@ -67,6 +68,8 @@ def enqueue(
             "date": now,
             "language": language,
             "outbox_id": outbox_id,
+            "kind": kind,
+            "thread_index": thread_index,
             "created_at": now,
         },
     )

@@ -1,0 +1,216 @@
+"""Pipeline steps for mail about an existing case: who wrote it, what it does to the case, and the
+commands of agents.
+
+**Who wrote it** (``Identify``), relative to the matched case: the requester; another customer
+(a participant, or someone from the requester's organisation — same mail domain, free-mail domains
+excepted); an agent of the queue (``queues[].agents``); or an unknown third party.
+
+**Agents are proven, never believed.** A mail whose From is an agent address counts as the agent's
+only when it answers a notification whose signed Message-ID is valid for this case
+(``outbound/tokens.py``), or when ``conversations.trusted_authserv_id`` is set and our own receiving
+server's Authentication-Results header reports DKIM pass for the agent's domain. Otherwise it is
+stored as ``agent_unverified``, flagged, and changes nothing: no commands, no relay, no first
+response, no status change. A forged From header alone never changes a case.
+
+**What it does** (``ApplyReply``): see :mod:`mailbridge.lifecycle`; a third party's reply is attached
+and flagged (or opens a case of its own, ``conversations.third_party``); machine-made mail is attached
+and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import structlog
+
+from mailbridge.domain import TicketStatus
+from mailbridge.ingest.authres import dkim_pass_domains
+from mailbridge.ingest.commands import parse_commands
+from mailbridge.ingest.context import MailContext
+from mailbridge.ingest.matcher import organisation_key
+from mailbridge.lifecycle import STATUS_COMMANDS, ReplyEffect, customer_reply_effect, status_times
+from mailbridge.settings import Settings, ThirdPartyPolicy
+from mailbridge.store import repositories as repo
+from mailbridge.store.models import Ticket
+
+log = structlog.get_logger(__name__)
+
+
+class Identify:
+    """Who wrote the mail, relative to its case, and whether an agent's mail is proven."""
+
+    name = "identify"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.public = frozenset(settings.conversations.public_domains)
+        self.authserv_id = settings.conversations.trusted_authserv_id
+
+    def __call__(self, ctx: MailContext) -> None:
+        t, p = ctx.ticket, ctx.parsed
+        if ctx.ignored or t is None:
+            return
+        assert p is not None and p.from_ is not None and ctx.match is not None
+        sender = p.from_.email
+        queue = self.settings.queue(t.queue)
+        people = repo.participants(ctx.session, t.id)
+        if ctx.ack_suppressed:
+            ctx.kind = "auto"
+        if queue.is_agent(sender):
+            ctx.role = "agent"
+            if t.case_number in ctx.match.notification_cases:
+                ctx.agent_proof = "notification"
+            elif self.authserv_id and sender.rsplit("@", 1)[-1] in dkim_pass_domains(p.auth_results, self.authserv_id):
+                ctx.agent_proof = "dkim"
+            customers = {t.requester_email} | {e for e, r in people.items() if r in ("requester", "customer")}
+            ctx.direct = any(a.email in customers for a in [*p.to, *p.cc])
+            if ctx.ack_suppressed:
+                pass  # an agent's out-of-office: stored, nothing else
+            elif ctx.agent_proof is None:
+                ctx.kind = "agent_unverified"
+                ctx.flags.append(
+                    f"unverified agent mail: From is {sender}, but the mail neither answers a signed "
+                    "notification of this case nor carries a trusted DKIM pass"
+                )
+                log.warning("agent_mail_unverified", sender=sender)
+            else:
+                ctx.kind = "agent"
+            return
+        if sender == t.requester_email:
+            ctx.role = "requester"
+        elif people.get(sender) in ("requester", "customer"):
+            ctx.role = "customer"
+        elif organisation_key(sender, self.public) == organisation_key(t.requester_email, self.public):
+            ctx.role = "customer"  # a colleague of the requester
+        else:
+            ctx.role = "third_party"
+            if not ctx.ack_suppressed:
+                ctx.kind = "third_party"
+                ctx.flags.append(f"unknown third party {sender} referenced this case")
+
+
+class ApplyReply:
+    """What a customer's or third party's mail does to its case (``mailbridge.lifecycle``); a
+    customer's request for more urgency is noted for agents."""
+
+    name = "apply_reply"
+
+    def __init__(self, settings: Settings, normalizer):
+        self.settings = settings
+        self.window = timedelta(days=settings.conversations.reopen_window_days)
+        self.policy = settings.conversations.third_party
+        self.normalizer = normalizer
+        self._urgency: dict[str, re.Pattern] = {}
+
+    def _urgency_re(self, queue) -> re.Pattern | None:
+        if queue.name not in self._urgency:
+            words = sorted({w.strip() for w in queue.urgency_words if w.strip()}, key=len, reverse=True)
+            self._urgency[queue.name] = (
+                re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
+                if words
+                else None
+            )
+        return self._urgency[queue.name]
+
+    def __call__(self, ctx: MailContext) -> None:
+        t, p = ctx.ticket, ctx.parsed
+        if ctx.ignored or t is None or ctx.role == "agent" or ctx.ack_suppressed:
+            return
+        assert p is not None
+        if ctx.role == "third_party":
+            if self.policy == ThirdPartyPolicy.NEW_TICKET:
+                # A case of its own; its acknowledgement says nothing of the case referenced.
+                ctx.link_from, ctx.link_reason, ctx.ticket = t, "third-party", None
+                ctx.kind, ctx.flags = "customer", []
+                ctx.routing.update({"rule": "new", "evidence": f"third party referenced {t.case_number}"})
+            return
+        effect = customer_reply_effect(t.status, t.solved_at, ctx.now, self.window)
+        if effect is ReplyEffect.NEW_LINKED_CASE:
+            ctx.link_from, ctx.link_reason, ctx.ticket = t, "closed-case", None
+            ctx.routing.update(
+                {"rule": "new-linked", "evidence": f"{t.case_number} is {t.status}; a new case follows it up"}
+            )
+            log.info("reply_to_closed_case", old_case=t.case_number)
+            return
+        if effect is ReplyEffect.REOPEN:
+            repo.update_row(
+                ctx.session, Ticket, t.id, {"status": TicketStatus.OPEN.value, **status_times("open", ctx.now)}
+            )
+            ctx.event(
+                "status_changed",
+                old=t.status,
+                new="open",
+                by=p.from_.email if p.from_ else None,
+                reason="customer reply",
+            )
+            if t.status == TicketStatus.SOLVED:
+                ctx.event("reopened", by=p.from_.email if p.from_ else None)
+            ctx.ticket = repo.ticket_ref(ctx.session, ticket_id=t.id)
+        queue = self.settings.queue(t.queue)
+        if ctx.role == "customer" and p.from_ is not None:
+            repo.add_participants(ctx.session, t.id, [(p.from_.email, p.from_.name, "customer")], ctx.now)
+        rx = self._urgency_re(queue)
+        if rx is not None:
+            texts = [p.new_text]
+            if self.normalizer.strip_prefixes(p.subject).lower() not in t.subject.lower():
+                texts.append(p.subject)  # a subject that only repeats the case's own is no new request
+            words = list(dict.fromkeys(m.group(1).lower() for text in texts for m in rx.finditer(text or "")))
+            if words:
+                ctx.urgency = words
+                ctx.event("urgency_requested", words=words, by=p.from_.email if p.from_ else None)
+
+
+class AgentCommands:
+    """Commands at the top of a proven agent's mail (``#solve``, ``#severity 2``, …), applied in order.
+
+    All or nothing: a block with any invalid command applies none and relays nothing (a mistyped
+    ``#note`` must not send an internal note to the customer); the agent gets an error mail. Command
+    lines in an unproven mail are never applied; the agent address gets a mail saying so.
+    """
+
+    name = "agent_commands"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def __call__(self, ctx: MailContext) -> None:
+        t, p = ctx.ticket, ctx.parsed
+        if ctx.ignored or t is None or ctx.role != "agent" or ctx.ack_suppressed:
+            return
+        assert p is not None and p.from_ is not None
+        queue = self.settings.queue(t.queue)
+        block = parse_commands(p.new_text, severity_levels=queue.severity_levels, is_agent=queue.is_agent)
+        ctx.commands = block
+        if ctx.agent_proof is None:
+            if block.commands or block.errors:
+                ctx.event("commands_rejected", by=p.from_.email, reason="sender not proven")
+            return
+        if block.errors:
+            ctx.kind = "agent_rejected"
+            ctx.event("commands_rejected", by=p.from_.email, errors=block.errors)
+            return
+        by = p.from_.email
+        status = t.status
+        values: dict = {}
+        for c in block.commands:
+            ctx.event("command", name=c.name, arg=c.arg, by=by)
+            if c.name == "severity":
+                ctx.event("severity_changed", old=values.get("severity", t.severity), new=c.arg, by=by)
+                values["severity"] = c.arg
+            elif c.name == "assign":
+                ctx.event("assigned", old=values.get("assignee", t.assignee), new=c.arg, by=by)
+                values["assignee"] = c.arg
+            elif c.name == "note":
+                ctx.kind = "note"
+            elif c.name in STATUS_COMMANDS:
+                new = STATUS_COMMANDS[c.name].value
+                if new != status:
+                    ctx.event("status_changed", old=status, new=new, by=by, reason=f"#{c.name}")
+                    values.update({"status": new, **status_times(new, ctx.now)})
+                    status = new
+        if values:
+            values["updated_at"] = ctx.now
+            repo.update_row(ctx.session, Ticket, t.id, values)
+            ctx.ticket = repo.ticket_ref(ctx.session, ticket_id=t.id)
+        log.info("agent_commands_applied", commands=[c.name for c in block.commands])

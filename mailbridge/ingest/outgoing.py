@@ -1,0 +1,230 @@
+"""Pipeline steps that decide what a mail makes us send, written to the outbox in the mail's own
+transaction: the acknowledgement of a new case, the relay of a proven agent's reply to the customer,
+the notification of the queue's agents, and the error report for bad agent commands.
+
+The first proven agent reply that reaches the customer (relayed, or written to them directly) sets
+the case's first-response time, which the SLA clock reads.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from mailbridge.domain import Address, TicketStatus
+from mailbridge.ingest.context import MailContext
+from mailbridge.outbound.compose import OutgoingAttachment
+from mailbridge.outbound.messages import Built, MailBuilder
+from mailbridge.outbound.outbox import enqueue
+from mailbridge.settings import Settings
+from mailbridge.store import repositories as repo
+from mailbridge.store.models import Ticket
+
+log = structlog.get_logger(__name__)
+
+# Message kinds that make up the conversation with the customer (what a relay continues).
+CUSTOMER_THREAD_KINDS = ("customer", "ack", "relay")
+
+
+def _enqueue(ctx: MailContext, built: Built, kind: str, dedup_key: str) -> int:
+    assert ctx.ticket is not None
+    return enqueue(
+        ctx.session,
+        built.out,
+        kind=kind,
+        dedup_key=dedup_key,
+        now=ctx.now,
+        ticket_id=ctx.ticket.id,
+        in_reply_to=built.in_reply_to,
+        references=built.references,
+        language=ctx.language,
+        thread_index=built.thread_index,
+    )
+
+
+class Acknowledge:
+    """The acknowledgement of a new case, to the customer (never for machine-made mail)."""
+
+    name = "acknowledge"
+
+    def __init__(self, builder: MailBuilder, settings: Settings):
+        self.builder = builder
+        self.settings = settings
+
+    def __call__(self, ctx: MailContext) -> None:
+        if not ctx.new_ticket:
+            return
+        t, p, q = ctx.ticket, ctx.parsed, ctx.queue
+        assert t is not None and p is not None and q is not None and p.from_ is not None
+        if ctx.ack_suppressed:
+            ctx.event("ack_suppressed", reason=ctx.ack_suppressed)
+            log.info("ack_suppressed", reason=ctx.ack_suppressed)
+            return
+        to = p.reply_to[0] if p.reply_to and p.reply_to[0].email not in self.settings.own_addresses else p.from_
+        unknown = [
+            {"number": u.number, "reason": u.reason, "suggestion": u.suggestion}
+            for u in (ctx.match.unknown if ctx.match else [])
+        ]
+        built = self.builder.ack(
+            t,
+            q,
+            to,
+            parent_id=p.message_id,
+            parent_refs=p.references,
+            parent_index=p.header("thread-index"),
+            attachments=[a.filename for a in p.attachments],
+            previous_case=ctx.link_from.case_number if ctx.link_reason == "closed-case" and ctx.link_from else None,
+            unknown=unknown,
+            now=ctx.now,
+        )
+        outbox_id = _enqueue(ctx, built, "ack", f"ack:{t.case_number}")
+        ctx.event("ack_queued", outbox_id=outbox_id, message_id=built.out.message_id, to=to.email)
+
+
+class Relay:
+    """A proven agent's reply goes to the customer from the support address, without the quoted
+    notification and without the command lines; a reply the agent wrote to the customer directly
+    is recorded and not sent again."""
+
+    name = "relay"
+
+    def __init__(self, builder: MailBuilder, settings: Settings):
+        self.builder = builder
+        self.settings = settings
+
+    def __call__(self, ctx: MailContext) -> None:
+        t, p = ctx.ticket, ctx.parsed
+        if ctx.ignored or t is None or ctx.kind != "agent":
+            return
+        assert p is not None and p.from_ is not None and ctx.commands is not None
+        queue = self.settings.queue(t.queue)
+        reached_customer = ctx.direct
+        if ctx.direct:
+            ctx.event("agent_replied_directly", by=p.from_.email)
+        else:
+            text = ctx.commands.text.strip()
+            if text:
+                self._relay(ctx, queue, text)
+                reached_customer = True
+        if not reached_customer:
+            return
+        values: dict = {}
+        if t.first_response_at is None:
+            values["first_response_at"] = ctx.now
+            ctx.event("first_response", by=p.from_.email, via="direct" if ctx.direct else "relay")
+        if t.status == TicketStatus.NEW:
+            values["status"] = TicketStatus.OPEN.value
+            ctx.event("status_changed", old=t.status, new="open", by=p.from_.email, reason="agent reply")
+        if values:
+            repo.update_row(ctx.session, Ticket, t.id, values)
+
+    def _relay(self, ctx: MailContext, queue, text: str) -> None:
+        t, p = ctx.ticket, ctx.parsed
+        assert t is not None and p is not None and p.from_ is not None
+        people = repo.participants(ctx.session, t.id)
+        own = self.settings.own_addresses
+        cc = [
+            Address("", e)
+            for e, role in people.items()
+            if role == "customer" and e != t.requester_email and e not in own and not queue.is_agent(e)
+        ]
+        # Inline images with a Content-ID are the agent's signature logos, not files for the customer.
+        files = [
+            OutgoingAttachment(a.filename, a.content_type, a.data)
+            for a in p.attachments
+            if not (a.content_id and a.content_type.startswith("image/"))
+        ]
+        built = self.builder.relay(
+            t,
+            queue,
+            agent=p.from_,
+            text=text,
+            to=[Address(t.requester_name, t.requester_email)],
+            cc=cc,
+            parent=repo.last_message(ctx.session, t.id, CUSTOMER_THREAD_KINDS),
+            attachments=files,
+            now=ctx.now,
+        )
+        outbox_id = _enqueue(ctx, built, "relay", f"relay:{ctx.message_id}")
+        ctx.event("relayed", outbox_id=outbox_id, by=p.from_.email, to=built.out.envelope_to, files=len(files))
+        log.info("agent_reply_relayed", to=built.out.envelope_to)
+
+
+class CommandErrors:
+    """An agent whose commands were not applied gets a mail saying which and why."""
+
+    name = "command_errors"
+
+    def __init__(self, builder: MailBuilder, settings: Settings):
+        self.builder = builder
+        self.settings = settings
+
+    def __call__(self, ctx: MailContext) -> None:
+        t, p, block = ctx.ticket, ctx.parsed, ctx.commands
+        if t is None or block is None or ctx.role != "agent" or not (block.errors or block.commands):
+            return
+        assert p is not None and p.from_ is not None
+        verified = ctx.agent_proof is not None
+        if verified and not block.errors:
+            return
+        errors = block.errors or [
+            "this mail is not proven to come from you: it does not answer a notification of this case "
+            "(reply to the notification mail to use commands)"
+        ]
+        built = self.builder.command_error(
+            t,
+            self.settings.queue(t.queue),
+            agent=p.from_,
+            errors=errors,
+            verified=verified,
+            parent_id=p.message_id,
+            parent_refs=p.references,
+            now=ctx.now,
+        )
+        outbox_id = _enqueue(ctx, built, "command_error", f"cmderr:{ctx.message_id}")
+        ctx.event("command_error_sent", outbox_id=outbox_id, to=p.from_.email, errors=errors)
+
+
+class NotifyAgents:
+    """The queue's agents hear of every new case and every reply that is not their own proven one."""
+
+    name = "notify_agents"
+
+    def __init__(self, builder: MailBuilder, settings: Settings):
+        self.builder = builder
+        self.settings = settings
+
+    def __call__(self, ctx: MailContext) -> None:
+        t, p = ctx.ticket, ctx.parsed
+        if ctx.ignored or t is None or ctx.ack_suppressed or ctx.kind in ("agent", "note", "agent_rejected"):
+            return
+        assert p is not None and p.from_ is not None
+        queue = self.settings.queue(t.queue)
+        if not queue.notify_addresses:
+            return
+        if ctx.new_ticket:
+            event = "new"
+        elif ctx.kind == "third_party":
+            event = "third-party"
+        elif ctx.kind == "agent_unverified":
+            event = "unverified-agent"
+        elif any(e["kind"] == "reopened" for e in ctx.events):
+            event = "reopened"
+        else:
+            event = "reply"
+        ticket = repo.ticket_ref(ctx.session, ticket_id=t.id) or t
+        built = self.builder.notification(
+            ticket,
+            queue,
+            event=event,
+            sender=p.from_,
+            role=ctx.role,
+            text=p.new_text or p.text,
+            flags=ctx.flags,
+            urgency=ctx.urgency,
+            attachments=[a.filename for a in p.attachments],
+            previous=repo.last_message(ctx.session, t.id, ("notification",)),
+            linked_case=ctx.link_from.case_number if ctx.link_from else None,
+            now=ctx.now,
+        )
+        outbox_id = _enqueue(ctx, built, "notification", f"notify:{ctx.message_id}")
+        ctx.event("agents_notified", outbox_id=outbox_id, event=event, to=built.out.envelope_to)

@@ -1,0 +1,254 @@
+"""The mails a case sends, built from templates: acknowledgement, agent notification, relayed agent
+reply, command error. No I/O and no database: the pipeline steps pass in what they know and enqueue
+the result.
+
+Every mail carries the case tag in its subject and Outlook's ``Thread-Topic``/``Thread-Index``
+(``outbound/threadindex.py``), so that mail clients keep one conversation per case. Notifications to
+agents carry a Message-ID signed for their case (``outbound/tokens.py``): an agent's reply to one
+proves where it comes from. Customer text reaches templates only as data (sandboxed Jinja2,
+autoescaped HTML).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailbridge.domain import Address, CaseNumberFormat
+from mailbridge.ingest.quoting import REPLY_MARKER
+from mailbridge.ingest.references import SubjectNormalizer
+from mailbridge.outbound import compose as comp
+from mailbridge.outbound.threadindex import thread_index_reply, thread_index_root
+from mailbridge.outbound.tokens import notification_message_id
+from mailbridge.settings import QueueSettings
+from mailbridge.store.repositories import ThreadParent, TicketRef
+
+# RFC 3834 3.1.7: a reply made by a program to a specific mail; a program's own report is
+# "auto-generated" (notifications and error reports to agents).
+AUTO_REPLIED = "auto-replied"
+AUTO_GENERATED = "auto-generated"
+
+
+@dataclass(frozen=True)
+class Built:
+    """A composed mail and the threading we record with it."""
+
+    out: comp.Outgoing
+    in_reply_to: str | None
+    references: list[str]
+    thread_index: str
+
+
+class MailBuilder:
+    def __init__(self, templates, fmt: CaseNumberFormat, normalizer: SubjectNormalizer, secrets: list[bytes]):
+        self.templates = templates
+        self.normalizer = normalizer
+        self.secrets = secrets
+        self.tag_re = re.compile(
+            rf"\[?\s*{re.escape(fmt.prefix)}[\s-]?\d{{{fmt.digits}}}\s*\]?", re.IGNORECASE | re.ASCII
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def topic(self, ticket: TicketRef) -> str:
+        """The conversation's topic: the case subject without reply prefixes and case tags."""
+        return self.normalizer.topic(ticket.subject, self.tag_re) or ticket.subject
+
+    def _thread_index(self, ticket: TicketRef, parent: str | None, now: datetime) -> str:
+        return thread_index_reply(parent, now, fallback_root=thread_index_root(ticket.case_number, ticket.created_at))
+
+    def _compose(self, ticket: TicketRef, *, parent_id, parent_refs, parent_index, now, **kw) -> Built:
+        refs = comp.references_for(parent_id, parent_refs) if parent_id else []
+        index = self._thread_index(ticket, parent_index, now)
+        out = comp.compose(
+            date=now,
+            in_reply_to=parent_id,
+            references=refs,
+            thread_topic=self.topic(ticket),
+            thread_index=index,
+            **kw,
+        )
+        return Built(out, parent_id, refs, index)
+
+    # -- the mails -------------------------------------------------------------------------------
+
+    def ack(
+        self,
+        ticket: TicketRef,
+        queue: QueueSettings,
+        to: Address,
+        *,
+        parent_id: str | None,
+        parent_refs: list[str],
+        parent_index: str | None,
+        attachments: list[str],
+        previous_case: str | None,
+        unknown: list[dict],
+        now: datetime,
+    ) -> Built:
+        """The acknowledgement of a new case, to the customer, in the case's language."""
+        tctx = {
+            "case_number": ticket.case_number,
+            "subject": ticket.subject,
+            "requester_name": ticket.requester_name,
+            "requester_email": ticket.requester_email,
+            "queue_name": queue.display_name,
+            "support_address": queue.address,
+            "attachments": attachments,
+            "previous_case": previous_case,
+            "unknown_references": unknown,
+        }
+        lang = ticket.language
+        subject = comp.tagged_subject(ticket.case_number, self.templates.render(lang, "ack.subject.j2", **tctx).strip())
+        return self._compose(
+            ticket,
+            parent_id=parent_id,
+            parent_refs=parent_refs,
+            parent_index=parent_index,
+            now=now,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(to.name, to.email)],
+            subject=subject,
+            text=self.templates.render(lang, "ack.txt.j2", **tctx),
+            html=self.templates.render(lang, "ack.html.j2", **tctx),
+            auto_submitted=AUTO_REPLIED,
+            language=lang,
+        )
+
+    def notification(
+        self,
+        ticket: TicketRef,
+        queue: QueueSettings,
+        *,
+        event: str,
+        sender: Address,
+        role: str,
+        text: str,
+        flags: list[str],
+        urgency: list[str],
+        attachments: list[str],
+        previous: ThreadParent | None,
+        linked_case: str | None,
+        now: datetime,
+    ) -> Built:
+        """Tell the queue's agents about a new case or a reply; its Message-ID is signed for the case.
+
+        ``event``: new | reply | reopened | third-party | unverified-agent.
+        """
+        lang = queue.language
+        domain = queue.address.rsplit("@", 1)[-1]
+        mid = notification_message_id(ticket.case_number, domain, self.secrets[0])
+        tctx = {
+            "marker": REPLY_MARKER,
+            "event": event,
+            "case_number": ticket.case_number,
+            "subject": self.topic(ticket),
+            "status": ticket.status,
+            "severity": ticket.severity,
+            "assignee": ticket.assignee,
+            "sender_name": sender.name,
+            "sender_email": sender.email,
+            "role": role,
+            "text": text,
+            "flags": flags,
+            "urgency": urgency,
+            "attachments": attachments,
+            "linked_case": linked_case,
+            "severity_levels": queue.severity_levels,
+            "queue_name": queue.display_name,
+        }
+        subject = comp.tagged_subject(
+            ticket.case_number, self.templates.render(lang, "notification.subject.j2", **tctx).strip()
+        )
+        return self._compose(
+            ticket,
+            parent_id=previous.message_id if previous else None,
+            parent_refs=previous.references if previous else [],
+            parent_index=previous.thread_index if previous else None,
+            now=now,
+            from_name=f"{queue.display_name} {ticket.case_number}",
+            from_addr=queue.address,
+            to=[("", a) for a in queue.notify_addresses],
+            reply_to=queue.address,
+            subject=subject,
+            text=self.templates.render(lang, "notification.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_GENERATED,
+            language=lang,
+            message_id=mid,
+        )
+
+    def relay(
+        self,
+        ticket: TicketRef,
+        queue: QueueSettings,
+        *,
+        agent: Address,
+        text: str,
+        to: list[Address],
+        cc: list[Address],
+        parent: ThreadParent | None,
+        attachments: list[comp.OutgoingAttachment],
+        now: datetime,
+    ) -> Built:
+        """An agent's reply, sent to the customer from the support address in the case's thread."""
+        agent_name = agent.name or agent.email.split("@", 1)[0]
+        tctx = {
+            "text": text,
+            "agent_name": agent_name,
+            "queue_name": queue.display_name,
+            "support_address": queue.address,
+            "case_number": ticket.case_number,
+        }
+        return self._compose(
+            ticket,
+            parent_id=parent.message_id if parent else None,
+            parent_refs=parent.references if parent else [],
+            parent_index=parent.thread_index if parent else None,
+            now=now,
+            from_name=f"{agent_name} ({queue.display_name})",
+            from_addr=queue.address,
+            to=[(a.name, a.email) for a in to],
+            cc=[(a.name, a.email) for a in cc],
+            reply_to=queue.address,
+            subject=comp.tagged_subject(ticket.case_number, self.topic(ticket)),
+            text=self.templates.render(ticket.language, "relay.txt.j2", **tctx),
+            html=None,
+            language=ticket.language,
+            attachments=attachments,
+        )
+
+    def command_error(
+        self,
+        ticket: TicketRef,
+        queue: QueueSettings,
+        *,
+        agent: Address,
+        errors: list[str],
+        verified: bool,
+        parent_id: str | None,
+        parent_refs: list[str],
+        now: datetime,
+    ) -> Built:
+        """Tell an agent that the commands of their mail were not applied, and why."""
+        tctx = {"case_number": ticket.case_number, "errors": errors, "verified": verified}
+        lang = queue.language
+        return self._compose(
+            ticket,
+            parent_id=parent_id,
+            parent_refs=parent_refs,
+            parent_index=None,
+            now=now,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(agent.name, agent.email)],
+            subject=comp.tagged_subject(
+                ticket.case_number, self.templates.render(lang, "command_error.subject.j2", **tctx).strip()
+            ),
+            text=self.templates.render(lang, "command_error.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_REPLIED,
+            language=lang,
+        )

@@ -1,0 +1,137 @@
+"""A support desk for conversation tests: real IMAP (pymap), real SMTP (aiosmtpd), a real database,
+the real pipeline, and a clock the test moves. ``Desk.deliver`` puts mails into the mailbox, runs one
+fetch cycle and the outbox sender, and returns what the SMTP server received meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+from sqlalchemy import select
+
+from mailbridge.app import App
+from mailbridge.settings import load_settings
+from mailbridge.store.db import session_scope
+from mailbridge.store.models import Event, Message, Ticket
+from tests.support import SUPPORT_ADDRESS, write_config
+
+AGENT = ("Anna Agent", "anna.agent@vendor.example")
+AGENT2 = ("Bert Agent", "bert.agent@vendor.example")
+TEAM = "team@vendor.example"
+CUSTOMER = ("Jürgen Müller", "juergen.mueller@kunde.example")
+COLLEAGUE = ("Erika Muster", "erika.muster@kunde.example")
+STRANGER = ("Mallory Other", "mallory@other.example")
+AUTHSERV = "mx.vendor.example"
+
+QUEUE_EXTRA = f"""agents = ["{AGENT[1]}", "{AGENT2[1]}"]
+notify = ["{TEAM}"]
+"""
+
+
+class Clock:
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Sent:
+    mail_from: str
+    rcpt_tos: list[str]
+    msg: EmailMessage
+
+    @property
+    def text(self) -> str:
+        part = self.msg.get_body(("plain",))
+        return part.get_content() if part is not None else ""
+
+    def header(self, name: str) -> str:
+        return str(self.msg[name] or "")
+
+
+class Desk:
+    def __init__(self, app: App, imap, smtp, clock: Clock):
+        self.app, self.imap, self.smtp, self.clock = app, imap, smtp, clock
+
+    def deliver(self, *mails: bytes) -> list[Sent]:
+        before = len(self.smtp.received)
+        self.imap.append(list(mails))
+        poller = self.app.poller("main")
+        try:
+            poller.cycle()
+        finally:
+            poller.close()
+        sender = self.app.sender()
+        while True:
+            r = asyncio.run(sender.run_once())
+            if not (r.sent or r.retry or r.failed):
+                break
+        return [
+            Sent(m.mail_from, m.rcpt_tos, m.message)
+            for m in self.smtp.received[before:]
+        ]
+
+    def ticket(self, case: str | None = None, **where) -> Ticket:
+        with session_scope(self.app.session_factory) as s:
+            q = select(Ticket)
+            if case:
+                q = q.where(Ticket.case_number == case)
+            for k, v in where.items():
+                q = q.where(getattr(Ticket, k) == v)
+            t = s.scalars(q.order_by(Ticket.id)).first()
+            assert t is not None, f"no ticket {case or where}"
+            s.expunge(t)
+            return t
+
+    def tickets(self) -> list[Ticket]:
+        with session_scope(self.app.session_factory) as s:
+            out = list(s.scalars(select(Ticket).order_by(Ticket.id)))
+            s.expunge_all()
+            return out
+
+    def messages(self, case: str) -> list[Message]:
+        with session_scope(self.app.session_factory) as s:
+            t = s.scalars(select(Ticket).where(Ticket.case_number == case)).one()
+            out = list(s.scalars(select(Message).where(Message.ticket_id == t.id).order_by(Message.id)))
+            s.expunge_all()
+            return out
+
+    def inbound(self, message_id: str) -> Message:
+        with session_scope(self.app.session_factory) as s:
+            m = s.scalars(select(Message).where(Message.message_id == message_id, Message.direction == "in")).one()
+            s.expunge(m)
+            return m
+
+    def events(self, case: str) -> list[tuple[str, dict]]:
+        with session_scope(self.app.session_factory) as s:
+            t = s.scalars(select(Ticket).where(Ticket.case_number == case)).one()
+            return [
+                (e.kind, e.detail) for e in s.scalars(select(Event).where(Event.ticket_id == t.id).order_by(Event.id))
+            ]
+
+
+def make_desk(tmp_path, imap_server, smtp_sink, db_url, *, queue_extra: str = QUEUE_EXTRA, conversations: str = ""):
+    path = write_config(
+        tmp_path / "mailbridge.toml",
+        imap_port=imap_server.port,
+        smtp_port=smtp_sink.port,
+        db_url=db_url,
+        var_dir=tmp_path / "var",
+        queue_extra=queue_extra,
+        extra=f'[conversations]\ntrusted_authserv_id = "{AUTHSERV}"\n{conversations}',
+    )
+    clock = Clock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    app = App(load_settings(path), clock=clock)
+    app.upgrade_db()
+    return Desk(app, imap_server, smtp_sink, clock)
+
+
+def to(sent: list[Sent], address: str) -> list[Sent]:
+    return [m for m in sent if address in m.rcpt_tos]
+
+
+__all__ = ["SUPPORT_ADDRESS"]
