@@ -66,16 +66,17 @@ _SEPARATOR_RE = re.compile(
 # Footers that mobile and webmail clients put under the new text. The library knows only
 # "Sent from my …", "Get Outlook for …" and "Gesendet von …" (with at most a few words after it);
 # "Von meinem iPhone gesendet", K-9's sentence and "Gesendet mit der GMX Mail App" it keeps.
-# Matched against a whole unquoted line; every quantifier is bounded.
+# Matched against a whole unquoted line; every quantifier is bounded. "Sent from my laptop, the log
+# is attached." is a sentence, not a footer: no comma, semicolon, "!" or "?" after "my".
 _MOBILE_FOOTER_RE = re.compile(
     r"[*_( ]{0,3}(?:"
     r"(?:Sent|Gesendet|Envoyé|Enviado|Inviato|Verzonden|Skickat|Sendt) (?:from|von|depuis|desde|da|vanaf|fra|från)"
-    r" (?:my|meinem|mon|mi|il mio|mijn|min) .{1,60}"
-    r"|Von meinem .{1,60} gesendet\.?"
-    r"|Diese Nachricht wurde von meinem .{1,60} gesendet\.?"
+    r" (?:my|meinem|mon|mi|il mio|mijn|min) [^,;!?]{1,60}"
+    r"|Von meinem [^,;!?]{1,60} gesendet\.?"
+    r"|Diese Nachricht wurde von meinem [^,;!?]{1,60} gesendet\.?"
     r"|(?:Sent|Gesendet|Verzonden) (?:from|von|mit|with|via|met) (?:der |the )?"
     r"(?:Outlook|Mail|Yahoo|Mailbox|Airmail|Sparrow|BlackBerry|Samsung|Huawei|GMX|WEB\.DE|Proton|Spark|iPad|iPhone"
-    r"|Android|Windows|mobile|Gmail|AOL|Telekom|1&1|Nine|Blue ?Mail|K-9)\b.{0,100}"
+    r"|Android|Windows|mobile|Gmail|AOL|Telekom|1&1|Nine|Blue ?Mail|K-9|TypeApp|Edison|Newton|Superhuman)\b.{0,100}"
     r"|(?:Get|Holen Sie sich) \[?Outlook (?:for|für) (?:iOS|Android)\b.{0,100}"
     r"|\[?Outlook f(?:ü|ue)r (?:iOS|Android)\b.{0,100}(?:herunterladen|beziehen)"
     r")",
@@ -93,9 +94,10 @@ _FROM_LABELS = (
     "From|Von|De|Da|Van|Från|Fra|Frá|Od|Від|От|Lähettäjä|Feladó|Kimden|Αποστολέας|发件人|寄件者|差出人|보낸 사람"
 )
 _OTHER_LABELS = (
-    "Sent|Date|To|Cc|Bcc|Subject|Reply-To|Gesendet|Datum|An|Kopie|Betreff|Antwort an|Envoyé|À|Objet|Inviato|Data|A"
+    "Sent|Date|To|Cc|Bcc|Subject|Reply-To|Gesendet|Datum|An|Kopie|Betreff|Antwort an|Envoyé(?: le)?|À|Objet|Sujet"
+    "|Copie à|Message du|Inviato|Data|A"
     "|Oggetto|Enviado|Fecha|Para|Asunto|Verzonden|Aan|Onderwerp|Skickat|Till|Kopia|Ämne|Sendt|Til|Emne|Dato|Wysłano"
-    "|Do|Temat|DW|Odesláno|Komu|Kopie|Předmět|Отправлено|Кому|Копия|Тема|Надіслано|Кому|发送时间|收件人|抄送|主题"
+    "|Do|Temat|DW|Odesláno|Komu|Předmět|Отправлено|Кому|Копия|Тема|Надіслано|发送时间|收件人|抄送|主题"
     "|日時|送信日時|宛先|件名|Lähetetty|Vastaanottaja|Aihe|Elküldve|Címzett|Tárgy|Gönderildi|Kime|Konu"
 )
 _LABEL_RE = re.compile(rf"[*_ \t]{{0,3}}(?:({_FROM_LABELS})|(?:{_OTHER_LABELS}))[*_ \t]{{0,3}}[:：]", re.IGNORECASE)
@@ -130,6 +132,8 @@ _ATTRIBUTION_END_RE = re.compile(
     r"|kirjoitti|napsal|napisał|написал|написала|пише|写道)"
     r".{0,160}[:：]\s*$"
     r"|^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\s.{0,200}:\s*$"
+    # Gmail in locales without a verb: "ср, 30 апр. 2025 г. в 15:19, John Doe <doe@example.com>:"
+    r"|^.{0,120}\d{1,2}:\d{2}.{0,120}<[^<>\s]{1,100}@[^<>\s]{1,100}>[:：]\s*$"
     r"|^(?:Quoting|Zitat von|Zitiere)\b.{0,200}:\s*$",
     re.IGNORECASE,
 )
@@ -152,7 +156,7 @@ _HEADER_FIELD_RE = re.compile(
 # Left at the end once what followed is cut: a rule line above an Outlook header ("____…", which
 # the library keeps when no blank line precedes it) or a signature delimiter whose signature was a
 # mobile footer ("--" needs a following line for the library to see it).
-_TRAILING_RULE_RE = re.compile(r"--|[-_=*~]{5,}")
+_TRAILING_RULE_RE = re.compile(r"--|[-_=*~]{3,}")
 
 # Put in front of a line the library would wrongly take for a signature (not white space, so its
 # line stripping keeps it; a private-use character, so no regex of the library matches it).
@@ -183,8 +187,8 @@ def _closing_res(languages: tuple[str, ...]) -> tuple[re.Pattern[str], tuple[re.
 
 
 def _closing_kind(line: str, languages: tuple[str, ...]) -> str | None:
-    """ "closing" when the line is a closing formula (maybe with a name), "sentence" when it only
-    starts like one ("Thanks, that fixed it."), None when it is neither."""
+    """Whether the line is a closing formula, maybe with a name ("closing"), only starts like one
+    ("sentence": "Thanks, that fixed it."), or neither (None)."""
     s = line.strip()
     if len(s) > 120:
         return None
@@ -193,8 +197,8 @@ def _closing_kind(line: str, languages: tuple[str, ...]) -> str | None:
         return None
     end = max((m.end() for p in each if (m := p.match(s))), default=0)
     rest = s[end:]
-    if rest[:1].isalnum():
-        return "sentence"  # "Grußkarte", "Thanksgiving": another word that starts the same
+    if rest and (rest[0].isalnum() or rest[0] in "-_/@."):
+        return "sentence"  # "Grußkarte", "LG-Monitor": another word that starts the same
     words = rest.strip(" \t,.;:!-–").split()
     if not words:
         return "closing"
@@ -249,9 +253,11 @@ def _join_wrapped_addresses(lines: list[str]) -> list[str]:
             i + 1 < len(lines)
             and _ADDRESS_TAIL_RE.fullmatch(lines[i + 1])
             and not _is_quoted(line)
+            and len(line) < 400
             and _OPEN_ADDRESS_RE.search(line)
+            and _ATTRIBUTION_END_RE.search(joined := line.rstrip() + lines[i + 1].strip())
         ):
-            out.append(line.rstrip() + lines[i + 1].strip())
+            out.append(joined)
             i += 2
             continue
         out.append(line)
@@ -348,7 +354,9 @@ def _cut_at(lines: list[str], predicate, keep_first: bool = False, unquoted_only
 
 
 def _trim(lines: list[str]) -> list[str]:
+    """Trailing white space and rule lines off, runs of blank lines (html2text makes many) to one."""
     lines = [line.rstrip() for line in lines]
+    lines = [line for i, line in enumerate(lines) if line or i == 0 or lines[i - 1]]
     while lines and (not lines[-1] or _TRAILING_RULE_RE.fullmatch(lines[-1].strip())):
         lines.pop()
     while lines and not lines[0]:
@@ -422,8 +430,12 @@ def extract_new_text(text: str, languages: Sequence[str] = ("de", "en")) -> str:
 
     Returns "" when there is no new text (a reply that is only quote, a forward without comment);
     never the whole text as a fallback, and never raises. Leading and trailing blank lines are
-    removed, inner formatting (indentation, blank lines) is kept.
+    removed; inner formatting is kept (indentation, paragraph breaks; a run of blank lines becomes
+    one). ``languages``: mail-parser-reply language codes for reply headers and closings ("en" is
+    always included).
     """
+    if isinstance(languages, str):
+        languages = (languages,)
     try:
         text = (text or "")[:MAX_CHARS].replace("\r\n", "\n").replace("\r", "\n").replace(_SHIELD, "")
         text = text.lstrip("\ufeff")
