@@ -145,6 +145,11 @@ def test_commands_change_the_case_in_order_and_are_not_relayed(desk):
     assert sent == []
     assert desk.messages(case)[-1].kind == "note"
 
+    desk.deliver(_agent_reply(note, "#pending"))
+    assert desk.ticket(case).status == "pending"
+    sent = desk.deliver(_agent_reply(note, "#open\nWir sehen uns das selbst an."))
+    assert desk.ticket(case).status == "open" and len(to(sent, CUSTOMER[1])) == 1
+
     sent = desk.deliver(_agent_reply(note, "#solve\n\nDas Update 7.3 behebt den Fehler."))
     assert len(to(sent, CUSTOMER[1])) == 1
     t = desk.ticket(case)

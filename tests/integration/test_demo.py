@@ -60,7 +60,7 @@ def test_demo_runs_and_acknowledges_every_request(tmp_path):
 
     # The reply and the mail quoting the case number in its subject landed on the first case.
     assert '"rule": "thread-header"' in out
-    assert '"rule": "subject-case-number"' in out
+    assert '"rule": "subject"' in out
     assert "ack_suppressed  reason=Auto-Submitted: auto-replied" in out
     assert "acknowledgements received:  4" in out
     assert "OK: every new request was acknowledged exactly once" in out

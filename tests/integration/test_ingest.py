@@ -226,7 +226,7 @@ def test_reply_with_thread_headers_or_case_number_lands_on_the_case(app, imap_se
         assert msgs["reply@kunde.example"].ticket_id == tickets[0].id
         assert msgs["reply@kunde.example"].routing["rule"] == "thread-header"
         assert msgs["new@kunde.example"].ticket_id == tickets[0].id
-        assert msgs["new@kunde.example"].routing["rule"] == "subject-case-number"
+        assert msgs["new@kunde.example"].routing["rule"] == "subject"
         assert msgs["wrongdigit@kunde.example"].ticket_id == tickets[1].id
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from mailbridge.ingest.parser import parse_mail
 from mailbridge.outbound.compose import (
     MAX_REFERENCES,
+    OutgoingAttachment,
     compose,
     header_safe,
     new_message_id,
@@ -282,3 +283,28 @@ def test_internationalised_recipient_does_not_crash():
     """An RFC 6532 recipient (non-ASCII local part) either gets a mail or a clean refusal, not a crash."""
     out = _compose(to=[("Jöhn Doe", "jdöe@mächine.example")])
     assert "jdöe@mächine.example" in out.envelope_to
+
+
+def test_relay_shape_cc_reply_to_thread_headers_and_attachments():
+    """A relayed reply: Cc recipients are in the envelope, Reply-To and Outlook's Thread-Topic /
+    Thread-Index are set, attachments keep their bytes and lose any path in their names."""
+    out = _compose(
+        cc=[("Erika Muster", "erika@kunde.example")],
+        reply_to="support@vendor.example",
+        thread_topic="PDF-Export bricht ab",
+        thread_index="AQHZ",
+        attachments=[
+            OutgoingAttachment("../../etc/passwd", "text/plain", b"root:x:0:0\n"),
+            OutgoingAttachment("C:\\Users\\anna\\Bericht März.pdf", "application/pdf", b"%PDF-1.7 fake"),
+            OutgoingAttachment("weird", "not a type\r\nX-Evil: 1", b"\x00\x01"),
+        ],
+    )
+    assert out.envelope_to == ["juergen.mueller@kunde.example", "erika@kunde.example"]
+    msg = email.message_from_bytes(out.raw, policy=email.policy.default)
+    assert msg["Reply-To"] == "support@vendor.example" and msg["Thread-Index"] == "AQHZ"
+    assert msg["Thread-Topic"] == "PDF-Export bricht ab" and "erika@kunde.example" in msg["Cc"]
+    assert "X-Evil" not in msg
+    files = {p.get_filename(): p.get_content() for p in msg.iter_attachments()}
+    assert files == {"passwd": "root:x:0:0\n", "Bericht März.pdf": b"%PDF-1.7 fake", "weird": b"\x00\x01"}
+    parsed = parse_mail(out.raw)
+    assert {a.filename for a in parsed.attachments} == {"passwd", "Bericht März.pdf", "weird"}

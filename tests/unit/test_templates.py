@@ -17,6 +17,8 @@ BASE_CONTEXT = {
     "queue_name": "Vendor Support",
     "support_address": "support@vendor.example",
     "attachments": ["log.txt"],
+    "previous_case": None,
+    "unknown_references": [],
 }
 # Variables every body template reads (requester_email is passed but not used by the shipped templates).
 BODY_VARIABLES = ["case_number", "subject", "requester_name", "queue_name", "support_address", "attachments"]
@@ -168,3 +170,66 @@ def test_context_may_use_any_variable_name(tmp_path):
     (tmp_path / "en").mkdir()
     (tmp_path / "en" / "x.txt.j2").write_text("{{ name }}/{{ language }}", encoding="utf-8")
     assert Templates(root=tmp_path).render("en", "x.txt.j2", name="Anna", language="de") == "Anna/de"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", BODIES)
+def test_ack_says_when_a_case_follows_a_closed_one_and_names_unknown_numbers(templates, language, name):
+    """The acknowledgement of a follow-up case names the closed case; unknown numbers are reported,
+    with the suggestion when there is one."""
+    out = templates.render(
+        language,
+        name,
+        **_ctx(
+            previous_case="C1000002",
+            unknown_references=[
+                {"number": "C1000020", "reason": "check digit", "suggestion": "C1000002"},
+                {"number": "C9999994", "reason": "no such case", "suggestion": None},
+            ],
+        ),
+    )
+    assert out.count("C1000002") >= 2 and "C1000020" in out and "C9999994" in out
+    assert ("abgeschlossen" if language == "de" else "closed") in out
+
+
+NOTIFICATION = {
+    "marker": "##- marker -##",
+    "event": "new",
+    "case_number": "C1000002",
+    "subject": "Drucker",
+    "status": "new",
+    "severity": None,
+    "assignee": None,
+    "sender_name": "Jürgen Müller",
+    "sender_email": "juergen.mueller@kunde.example",
+    "role": "requester",
+    "flags": ["unknown third party x@y.example referenced this case"],
+    "urgency": ["dringend"],
+    "attachments": ["log.txt"],
+    "linked_case": None,
+    "severity_levels": ["1", "2"],
+    "queue_name": "Vendor Support",
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_agent_mails_render_customer_and_agent_text_literally(templates, language, payload):
+    """Notification, relay and command-error templates print customer and agent text as it is."""
+    note = templates.render(language, "notification.txt.j2", **{**NOTIFICATION, "text": payload, "subject": payload})
+    assert note.startswith("##- marker -##") and payload in note
+    assert ("ACHTUNG" if language == "de" else "ATTENTION") in note
+    relay = templates.render(
+        language,
+        "relay.txt.j2",
+        text=payload,
+        agent_name="Anna",
+        queue_name="Vendor Support",
+        support_address="support@vendor.example",
+        case_number="C1000002",
+    )
+    assert relay.startswith(payload) and "Anna" in relay
+    err = templates.render(language, "command_error.txt.j2", case_number="C1000002", errors=[payload], verified=True)
+    assert payload in err
+    for out in (note, relay, err):
+        assert "49" not in out and "XXX" not in out
