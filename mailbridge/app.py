@@ -107,7 +107,7 @@ class App:
         window = timedelta(days=self.settings.conversations.reopen_window_days)
         with session_scope(self.session_factory) as s:
             closed = repo.close_solved(s, now - window, now)
-            for ticket_id, case in closed:
+            for ticket_id, _case in closed:
                 repo.add_event(
                     s, ticket_id, "status_changed", now, old="solved", new="closed", reason="reopen window over"
                 )

@@ -218,7 +218,7 @@ def test_a_forged_agent_from_never_changes_a_case(desk, forgery):
 def test_direct_agent_reply_with_trusted_dkim_is_recorded_and_not_relayed(desk):
     """An agent who answers the customer directly (support in Cc) is recorded as the agent's reply
     when our own server's Authentication-Results says DKIM pass; nothing is sent again."""
-    case, ack, _ = _open_case(desk)
+    case, _, _ = _open_case(desk)
     sent = desk.deliver(
         make_mail(
             subject=f"AW: [{case}] PDF-Export bricht ab",
@@ -360,7 +360,7 @@ def test_participants_colleagues_and_third_parties(desk):
     assert to(sent, STRANGER[1]) == []
     (flagged,) = to(sent, TEAM)
     assert "Third party" in flagged.header("Subject") and "mallory@other.example" in flagged.text
-    m = [x for x in desk.messages(case) if x.sender_email == STRANGER[1]][0]
+    m = next(x for x in desk.messages(case) if x.sender_email == STRANGER[1])
     assert m.kind == "third_party" and m.flags
     assert desk.ticket(case).status == t.status
     detail = ticket_detail(desk.app, case)

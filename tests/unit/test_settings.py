@@ -330,7 +330,8 @@ def test_example_config_is_valid():
     software = s.queue("software")
     assert software.is_agent("someone@kessler-wzm.example") and not software.is_agent("x@kunde.example")
     assert software.notify_addresses == ["software-team@kessler-wzm.example"]
-    assert s.queue("machines").notify_addresses == ["anna.berger@kessler-wzm.example", "jonas.wirth@kessler-wzm.example"]
+    machines = s.queue("machines")
+    assert machines.notify_addresses == ["anna.berger@kessler-wzm.example", "jonas.wirth@kessler-wzm.example"]
     assert s.conversations.secret is None  # a key is created under var_dir at the first start
 
 
