@@ -70,10 +70,7 @@ class Desk:
             r = asyncio.run(sender.run_once())
             if not (r.sent or r.retry or r.failed):
                 break
-        return [
-            Sent(m.mail_from, m.rcpt_tos, m.message)
-            for m in self.smtp.received[before:]
-        ]
+        return [Sent(m.mail_from, m.rcpt_tos, m.message) for m in self.smtp.received[before:]]
 
     def ticket(self, case: str | None = None, **where) -> Ticket:
         with session_scope(self.app.session_factory) as s:
