@@ -149,9 +149,13 @@ def customer_emails(session: Session, ticket_ids: list[int]) -> dict[int, set[st
     return out
 
 
-def add_participants(session: Session, ticket_id: int, people: list[tuple[str, str, str]], now: datetime) -> list[str]:
-    """Add (email, name, role) entries not yet on the ticket; return the addresses added."""
-    known = participants(session, ticket_id)
+def add_participants(
+    session: Session, ticket_id: int, people: list[tuple[str, str, str]], now: datetime, *, new_ticket: bool = False
+) -> list[str]:
+    """Add (email, name, role) entries not yet on the ticket; return the addresses added.
+
+    ``new_ticket``: the ticket was created in this transaction, so nobody is on it yet (no query)."""
+    known = {} if new_ticket else participants(session, ticket_id)
     rows, seen = [], set(known)
     for email, name, role in people:
         if email and email not in seen:
@@ -170,14 +174,16 @@ class ThreadParent:
     thread_index: str | None
 
 
-def last_message(session: Session, ticket_id: int, kinds: tuple[str, ...]) -> ThreadParent | None:
-    """The newest message of the ticket of one of ``kinds`` (see Message.kind)."""
+def last_message(
+    session: Session, ticket_id: int, kinds: tuple[str, ...], *, first: bool = False
+) -> ThreadParent | None:
+    """The newest (``first``: the oldest) message of the ticket of one of ``kinds`` (see Message.kind)."""
     row = (
         _conn(session)
         .execute(
             select(Message.message_id, Message.references, Message.thread_index)
             .where(Message.ticket_id == ticket_id, Message.kind.in_(kinds))
-            .order_by(Message.id.desc())
+            .order_by(Message.id if first else Message.id.desc())
             .limit(1)
         )
         .first()
