@@ -29,6 +29,7 @@ from mailbridge.ingest.authres import dkim_pass_domains
 from mailbridge.ingest.commands import parse_commands
 from mailbridge.ingest.context import MailContext
 from mailbridge.ingest.matcher import organisation_key
+from mailbridge.ingest.quoting import extract_new_text
 from mailbridge.lifecycle import STATUS_COMMANDS, ReplyEffect, customer_reply_effect, status_times
 from mailbridge.settings import Settings, ThirdPartyPolicy
 from mailbridge.store import repositories as repo
@@ -180,7 +181,9 @@ class AgentCommands:
             return
         assert p is not None and p.from_ is not None
         queue = self.settings.queue(t.queue)
-        block = parse_commands(p.new_text, severity_levels=queue.severity_levels, is_agent=queue.is_agent)
+        # The agent's own closing and signature stay in what is relayed; the quoted notification goes.
+        text = extract_new_text(p.text, keep_signature=True)
+        block = parse_commands(text, severity_levels=queue.severity_levels, is_agent=queue.is_agent)
         ctx.commands = block
         if ctx.agent_proof is None:
             if block.commands or block.errors:

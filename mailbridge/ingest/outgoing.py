@@ -18,6 +18,7 @@ from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import Ticket
+from mailbridge.store.repositories import ThreadParent
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +118,24 @@ class Relay:
         if values:
             repo.update_row(ctx.session, Ticket, t.id, values)
 
+    @staticmethod
+    def _parent(session, ticket_id: int) -> ThreadParent | None:
+        """The newest message of the customer conversation, with the case's first mail and our
+        acknowledgement kept at the front of References: a colleague who started a thread of
+        their own must not take the relay out of the requester's conversation."""
+        parent = repo.last_message(session, ticket_id, CUSTOMER_THREAD_KINDS)
+        if parent is None:
+            return None
+        roots = [
+            m.message_id
+            for m in (
+                repo.last_message(session, ticket_id, ("customer",), first=True),
+                repo.last_message(session, ticket_id, ("ack",), first=True),
+            )
+            if m is not None and m.message_id
+        ]
+        return ThreadParent(parent.message_id, [*roots, *parent.references], parent.thread_index)
+
     def _relay(self, ctx: MailContext, queue, text: str) -> None:
         t, p = ctx.ticket, ctx.parsed
         assert t is not None and p is not None and p.from_ is not None
@@ -140,7 +159,7 @@ class Relay:
             text=text,
             to=[Address(t.requester_name, t.requester_email)],
             cc=cc,
-            parent=repo.last_message(ctx.session, t.id, CUSTOMER_THREAD_KINDS),
+            parent=self._parent(ctx.session, t.id),
             attachments=files,
             now=ctx.now,
         )
@@ -195,7 +214,10 @@ class NotifyAgents:
 
     def __call__(self, ctx: MailContext) -> None:
         t, p = ctx.ticket, ctx.parsed
-        if ctx.ignored or t is None or ctx.ack_suppressed or ctx.kind in ("agent", "note", "agent_rejected"):
+        # Machine-made replies (out-of-office, robots) are stored without a word to anyone; a case
+        # that such a mail opened is still announced, or nobody would know it exists.
+        auto_reply = ctx.ack_suppressed and not ctx.new_ticket
+        if ctx.ignored or t is None or auto_reply or ctx.kind in ("agent", "note", "agent_rejected"):
             return
         assert p is not None and p.from_ is not None
         queue = self.settings.queue(t.queue)

@@ -60,7 +60,14 @@ def normalize_message_id(value: str | None) -> str | None:
 
 
 def message_id_list(value: str | None) -> list[str]:
-    """All msg-ids in an In-Reply-To or References header, in order (RFC 5322 3.6.4)."""
+    """All msg-ids in an In-Reply-To or References header, in order (RFC 5322 3.6.4).
+
+    Some senders (Python's ``email`` package among them) fold a long id list into RFC 2047 encoded
+    words, which RFC 2047 section 5 forbids in these headers; they are decoded first, or the reply
+    would not be recognised as one.
+    """
+    if value and "=?" in value:
+        value = decode_unstructured(value)
     return _MSG_ID_RE.findall(value or "")
 
 

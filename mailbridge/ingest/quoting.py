@@ -364,7 +364,7 @@ def _trim(lines: list[str]) -> list[str]:
     return lines
 
 
-def _library_cut(lines: list[str], languages: tuple[str, ...]) -> list[str]:
+def _library_cut(lines: list[str], languages: tuple[str, ...], keep_signature: bool = False) -> list[str]:
     """Let mail-parser-reply find where the new text ends; return the original lines up to there."""
     lib_lines: list[str] = []
     origin: list[int] = []  # lib_lines[k] comes from lines[origin[k]]
@@ -397,7 +397,7 @@ def _library_cut(lines: list[str], languages: tuple[str, ...]) -> list[str]:
     # deletes any sentence starting "Hinweis:", "Achtung:" or "Warning:" that mentions "mail",
     # anywhere in the text ("Hinweis: die Mail kam zweimal an.").
     kept, sig = first.content, first.signatures
-    if sig:
+    if sig and not keep_signature:
         kept = kept[: len(kept) - len(sig)] if kept.endswith(sig) else kept.replace(sig, "")
     kept_lines = [k for k in kept.strip().split("\n") if k.strip()]
     if not kept_lines:
@@ -425,14 +425,15 @@ def _library_cut(lines: list[str], languages: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def extract_new_text(text: str, languages: Sequence[str] = ("de", "en")) -> str:
+def extract_new_text(text: str, languages: Sequence[str] = ("de", "en"), *, keep_signature: bool = False) -> str:
     """The new (unquoted) part of a mail's plain text, without quoted history and signature.
 
     Returns "" when there is no new text (a reply that is only quote, a forward without comment);
     never the whole text as a fallback, and never raises. Leading and trailing blank lines are
     removed; inner formatting is kept (indentation, paragraph breaks; a run of blank lines becomes
     one). ``languages``: mail-parser-reply language codes for reply headers and closings ("en" is
-    always included).
+    always included). ``keep_signature``: keep the closing and signature (an agent's reply relayed
+    to a customer keeps its "Mit freundlichen Grüßen" and phone number); quoted history still goes.
     """
     if isinstance(languages, str):
         languages = (languages,)
@@ -454,7 +455,8 @@ def extract_new_text(text: str, languages: Sequence[str] = ("de", "en")) -> str:
         # 4. Mobile footers and closings: everything below them is signature or history.
         langs = tuple(dict.fromkeys(lang.lower().strip() for lang in languages))
         lines = _cut_at(lines, _MOBILE_FOOTER_RE.fullmatch)
-        lines = _cut_at(lines, lambda s: _closing_kind(s, langs) == "closing", keep_first=True)
+        if not keep_signature:
+            lines = _cut_at(lines, lambda s: _closing_kind(s, langs) == "closing", keep_first=True)
         lines = _trim(lines)
     except Exception:  # pragma: no cover - defensive: the caller must get a string
         logger.exception("extract_new_text: pre-processing failed")
@@ -462,7 +464,7 @@ def extract_new_text(text: str, languages: Sequence[str] = ("de", "en")) -> str:
     if not lines:
         return ""
     try:
-        lines = _library_cut(lines, langs)
+        lines = _library_cut(lines, langs, keep_signature)
     except Exception:  # pragma: no cover - a library bug must not stop ingest; keep our own cut
         logger.exception("extract_new_text: mail-parser-reply failed; using the pre-processed text")
     return "\n".join(_trim(lines))

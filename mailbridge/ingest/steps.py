@@ -235,6 +235,8 @@ class OpenTicket:
         )
         ctx.new_ticket = True
         ctx.role = "requester"
+        if ctx.ack_suppressed:
+            ctx.flags.append(f"automatic mail ({ctx.ack_suppressed}): probably no request of a person")
         structlog.contextvars.bind_contextvars(case=ctx.ticket.case_number)
         people = [(p.from_.email, p.from_.name, "requester")]
         own = self.settings.own_addresses
@@ -242,7 +244,7 @@ class OpenTicket:
             # Cc'd customers take part; our own addresses and the queue's agents do not.
             if a.email not in own and not ctx.queue.is_agent(a.email):
                 people.append((a.email, a.name, "customer"))
-        repo.add_participants(ctx.session, ticket_id, people, ctx.now)
+        repo.add_participants(ctx.session, ticket_id, people, ctx.now, new_ticket=True)
         ctx.event("created", queue=ctx.queue.name, language=ctx.language, requester=p.from_.email)
         if ctx.link_from is not None:
             ctx.event("linked", to=ctx.link_from.case_number, reason=ctx.link_reason)
@@ -271,6 +273,8 @@ class StoreMessage:
         if ctx.ignored:
             ctx.disposition = "ignored"
             ctx.routing.update({"rule": "ignored", "evidence": ctx.ignored})
+        if ctx.ack_suppressed and ctx.kind == "customer":
+            ctx.kind = "auto"  # machine-made, also when it opened the case
         if ctx.ticket is not None:
             ctx.routing["author"] = {"role": ctx.role, "proof": ctx.agent_proof, "kind": ctx.kind}
         ctx.message_id = repo.insert_row(

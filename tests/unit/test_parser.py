@@ -436,3 +436,18 @@ def test_normalize_message_id_never_returns_brackets_or_whitespace(value):
 def test_message_id_list(value, expected):
     """All bracketed ids, in header order; text without a complete ``<…>`` yields nothing."""
     assert message_id_list(value) == expected
+
+
+def test_encoded_words_in_thread_headers_are_decoded():
+    """A References header folded into RFC 2047 encoded words (Python's email package does this to
+    long ids) still yields its Message-IDs, so the reply is recognised as one."""
+    from email.header import Header
+
+    encoded = Header("<mbn.C1000002.08f24ba10e8558cf.46vly7g4clcbimhtn67ssve2fy@vendor.example> <a@b.example>", "utf-8")
+    raw = (
+        "From: a@b.example\r\nTo: support@vendor.example\r\nSubject: Re: x\r\nMessage-ID: <r@b.example>\r\n"
+        f"In-Reply-To: {encoded.encode()}\r\nReferences: {encoded.encode()}\r\n\r\nDanke.\r\n"
+    ).encode()
+    p = parse_mail(raw)
+    expected = ["mbn.C1000002.08f24ba10e8558cf.46vly7g4clcbimhtn67ssve2fy@vendor.example", "a@b.example"]
+    assert p.references == expected and p.in_reply_to == expected
