@@ -90,6 +90,29 @@ DEFAULT_PUBLIC_DOMAINS = (
     "mail.ru",
     "qq.com",
     "163.com",
+    "126.com",
+    "gmx.com",
+    "mail.com",
+    "mail.de",
+    "arcor.de",
+    "online.de",
+    "vodafone.de",
+    "yahoo.co.uk",
+    "yahoo.fr",
+    "hotmail.fr",
+    "hotmail.co.uk",
+    "live.co.uk",
+    "orange.fr",
+    "free.fr",
+    "laposte.net",
+    "libero.it",
+    "bluewin.ch",
+    "comcast.net",
+    "verizon.net",
+    "seznam.cz",
+    "wp.pl",
+    "o2.pl",
+    "onet.pl",
 )
 
 
@@ -252,6 +275,9 @@ class ConversationSettings(_Model):
     reopen_window_days: Annotated[float, Field(gt=0, le=3650)] = 7.0
     # How often solved cases past the window are closed (seconds).
     close_interval: Annotated[float, Field(gt=0)] = 300.0
+    # At most this many notifications, and this many relays, per case in any hour: two
+    # autoresponders that do not mark their mail would otherwise ping-pong through a case.
+    max_mails_per_case_per_hour: Annotated[int, Field(gt=0)] = 30
     # Reply/forward prefixes stripped from subjects ("AW:", "Fwd:", …). Unset: a wide built-in list.
     reply_prefixes: list[str] | None = None
     # A reply that references a case but comes from someone who does not belong to it.

@@ -47,6 +47,7 @@ def ticket_detail(app, case_number: str) -> str | None:
         if t.participants:
             out.append("  participants: " + ", ".join(f"{p.email} ({p.role})" for p in t.participants))
         out += ["", "conversation:"]
+        first_inbound = next((m.id for m in t.messages if m.direction == "in"), None)
         for m in t.messages:
             arrow = "<-" if m.direction == "in" else "->"
             who = m.sender_email if m.direction == "in" else ", ".join(m.recipients)
@@ -61,7 +62,8 @@ def ticket_detail(app, case_number: str) -> str | None:
             if m.defects:
                 out.append(f"     defects: {len(m.defects)}")
             # The new part of an inbound mail (quoted history removed); the whole text where it has none.
-            body = (m.body_new or m.body_text or "").strip().splitlines()
+            # (The first mail of a case is shown whole: what it quotes or forwards is the request.)
+            body = (m.body_text if m.id == first_inbound else (m.body_new or m.body_text) or "").strip().splitlines()
             for line in body[:8]:
                 out.append(f"     | {line}")
             if len(body) > 8:

@@ -28,6 +28,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("first_response_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("solved_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("reply_to", sa.String(length=320), nullable=True))
         batch_op.add_column(sa.Column("linked_ticket_id", _ID, nullable=True))
         batch_op.create_foreign_key("fk_tickets_linked_ticket_id", "tickets", ["linked_ticket_id"], ["id"])
         batch_op.create_index("ix_tickets_status_solved_at", ["status", "solved_at"], unique=False)
@@ -37,6 +38,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("kind", sa.String(length=24), nullable=True))
         batch_op.add_column(sa.Column("flags", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("thread_index", sa.String(length=2048), nullable=True))
+        batch_op.add_column(sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True))
+    # Messages from before this revision: outbound ones take the kind of their outbox row, inbound
+    # ones of a ticket were the customer's (so relays find the conversation they continue).
+    op.execute(
+        "UPDATE messages SET kind = (SELECT outbox.kind FROM outbox WHERE outbox.id = messages.outbox_id) "
+        "WHERE direction = 'out' AND outbox_id IS NOT NULL"
+    )
+    op.execute("UPDATE messages SET kind = 'customer' WHERE direction = 'in' AND ticket_id IS NOT NULL")
 
     op.create_table(
         "ticket_participants",
@@ -55,6 +64,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("ticket_participants")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_column("revoked_at")
         batch_op.drop_column("thread_index")
         batch_op.drop_column("flags")
         batch_op.drop_column("kind")
@@ -63,6 +73,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_tickets_status_solved_at")
         batch_op.drop_constraint("fk_tickets_linked_ticket_id", type_="foreignkey")
         batch_op.drop_column("linked_ticket_id")
+        batch_op.drop_column("reply_to")
         batch_op.drop_column("closed_at")
         batch_op.drop_column("solved_at")
         batch_op.drop_column("first_response_at")

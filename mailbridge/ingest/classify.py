@@ -41,6 +41,27 @@ def auto_submitted(mail: ParsedMail) -> Verdict:
     return Verdict(False)
 
 
+# Precedence values of mail that no person wrote for us (RFC 2076 3.9; RFC 3834 2 lists bulk, junk
+# and list as ones not to answer).
+_MACHINE_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+
+
+def machine_made(mail: ParsedMail) -> Verdict:
+    """RFC 3834 ``Auto-Submitted``, and the older markers autoresponders still use instead of it:
+    ``X-Autoreply``/``X-Autorespond`` and ``Precedence: bulk/junk/list/auto_reply``."""
+    auto = auto_submitted(mail)
+    if auto.hit:
+        return auto
+    for name in ("x-autoreply", "x-autorespond"):
+        value = mail.header(name)
+        if value is not None and value.strip().lower() not in ("no", "false", "0"):
+            return Verdict(True, f"{name}: {value.strip()[:40]}")
+    precedence = (mail.header("precedence") or "").strip().lower()
+    if precedence in _MACHINE_PRECEDENCE:
+        return Verdict(True, f"Precedence: {precedence}")
+    return Verdict(False)
+
+
 def from_own_address(mail: ParsedMail, own: frozenset[str]) -> Verdict:
     """A mail whose sender is one of our support addresses is ours (a loop), never a customer's."""
     if mail.from_ and mail.from_.email in own:

@@ -71,14 +71,17 @@ class MailContext:
     link_reason: str | None = None
     # Phrases with which a customer asked for more urgency.
     urgency: list[str] = field(default_factory=list)
-    # The agent wrote to the customer directly (the support address only in Cc/Bcc).
-    direct: bool = False
+    # Where an agent's mail went: direct | external | relay | internal (ingest/conversation.py).
+    agent_mode: str | None = None
+    # Something the agent must be told although no command failed (a revoked notification, a
+    # reply with nothing to send).
+    agent_notice: str | None = None
     disposition: str = "processed"
     quarantine: tuple[str, str] | None = None  # (stage, reason)
     done: bool = False
     stage: str = ""  # the step running now, for logs and quarantine reasons
 
-    def event(self, kind: str, **detail) -> None:
+    def event(self, kind: str, /, **detail) -> None:
         """Add an entry to the ticket's history (the ticket of this mail)."""
         assert self.ticket is not None
         self.events.append({"ticket_id": self.ticket.id, "kind": kind, "detail": detail, "created_at": self.now})

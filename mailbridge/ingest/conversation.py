@@ -1,9 +1,10 @@
 """Pipeline steps for mail about an existing case: who wrote it, what it does to the case, and the
 commands of agents.
 
-**Who wrote it** (``Identify``), relative to the matched case: the requester; another customer
-(a participant, or someone from the requester's organisation — same mail domain, free-mail domains
-excepted); an agent of the queue (``queues[].agents``); or an unknown third party.
+**Who wrote it** (``Identify``), relative to the matched case: the requester; a customer (Cc'd on the
+first mail); a colleague (same mail domain as the requester, free-mail domains excepted: treated as
+a customer, but not copied on our answers); an agent of the queue (``queues[].agents``); or an
+unknown third party.
 
 **Agents are proven, never believed.** A mail whose From is an agent address counts as the agent's
 only when it answers a notification whose signed Message-ID is valid for this case
@@ -64,31 +65,80 @@ class Identify:
                 ctx.agent_proof = "notification"
             elif self.authserv_id and sender.rsplit("@", 1)[-1] in dkim_pass_domains(p.auth_results, self.authserv_id):
                 ctx.agent_proof = "dkim"
-            customers = {t.requester_email} | {e for e, r in people.items() if r in ("requester", "customer")}
-            ctx.direct = any(a.email in customers for a in [*p.to, *p.cc])
+            self._agent_mode(ctx, queue, people)
             if ctx.ack_suppressed:
                 pass  # an agent's out-of-office: stored, nothing else
             elif ctx.agent_proof is None:
                 ctx.kind = "agent_unverified"
-                ctx.flags.append(
-                    f"unverified agent mail: From is {sender}, but the mail neither answers a signed "
-                    "notification of this case nor carries a trusted DKIM pass"
-                )
+                if not ctx.agent_notice:
+                    ctx.flags.append(
+                        f"unverified agent mail: From is {sender}, but the mail neither answers a signed "
+                        "notification of this case nor carries a trusted DKIM pass"
+                    )
                 log.warning("agent_mail_unverified", sender=sender)
             else:
-                ctx.kind = "agent"
+                ctx.kind = "note" if ctx.agent_mode == "internal" else "agent"
             return
         if sender == t.requester_email:
             ctx.role = "requester"
         elif people.get(sender) in ("requester", "customer"):
             ctx.role = "customer"
-        elif organisation_key(sender, self.public) == organisation_key(t.requester_email, self.public):
-            ctx.role = "customer"  # a colleague of the requester
+        elif people.get(sender) == "colleague" or organisation_key(sender, self.public) == organisation_key(
+            t.requester_email, self.public
+        ):
+            # Same organisation: a customer for the lifecycle, but not copied on our answers (a
+            # domain is weak evidence; an agent can add them by answering them directly).
+            ctx.role = "colleague"
         else:
             ctx.role = "third_party"
             if not ctx.ack_suppressed:
                 ctx.kind = "third_party"
                 ctx.flags.append(f"unknown third party {sender} referenced this case")
+
+    def _agent_mode(self, ctx: MailContext, queue, people: dict[str, str]) -> None:
+        """Where an agent's mail went decides what it is (``ctx.agent_mode``):
+
+        - ``direct``: to the customer (requester or a customer participant), the support address
+          in Cc/Bcc — recorded, not sent again;
+        - ``external``: to someone outside the case — recorded for the agents, never relayed;
+        - ``relay``: to the support address (To) and otherwise only agents — relayed to the customer;
+        - ``internal``: the support address only in Cc/Bcc, the rest agents — an internal note.
+
+        A signed notification whose id went to anyone but agents (an agent replied to all and added
+        the customer) is revoked: from then on replies quoting it prove nothing, and this mail
+        applies nothing either.
+        """
+        t, p = ctx.ticket, ctx.parsed
+        assert t is not None and p is not None
+        own = self.settings.own_addresses
+        customers = {t.requester_email, t.answer_to} | {
+            e for e, r in people.items() if r in ("requester", "customer", "colleague")
+        }
+        recipients = [a.email for a in [*p.to, *p.cc] if a.email not in own]
+        team = set(queue.notify_addresses)
+        outsiders = [r for r in recipients if r not in customers and not queue.is_agent(r) and r not in team]
+        if any(r in customers for r in recipients):
+            ctx.agent_mode = "direct"
+        elif outsiders:
+            ctx.agent_mode = "external"
+        elif any(a.email in own for a in p.to):
+            ctx.agent_mode = "relay"
+        else:
+            ctx.agent_mode = "internal"
+        leaked_to = [r for r in recipients if not queue.is_agent(r) and r not in team]
+        if ctx.agent_proof == "notification" and leaked_to:
+            assert ctx.match is not None
+            repo.revoke_notifications(ctx.session, ctx.match.notification_ids, ctx.now)
+            ctx.event("notification_revoked", ids=ctx.match.notification_ids, reached=leaked_to)
+            ctx.agent_proof = None
+            ctx.agent_notice = (
+                f"your reply to the notification also went to {', '.join(leaked_to)}, who now hold its signed "
+                "Message-ID; that notification no longer proves anything, and nothing from this mail was applied. "
+                "Answer customers by replying to the notification only (mailbridge relays it), or directly "
+                "without commands."
+            )
+            ctx.flags.append(f"a signed notification reached {', '.join(leaked_to)} and was revoked")
+            log.warning("notification_revoked", reached=leaked_to)
 
 
 class ApplyReply:
@@ -149,8 +199,8 @@ class ApplyReply:
                 ctx.event("reopened", by=p.from_.email if p.from_ else None)
             ctx.ticket = repo.ticket_ref(ctx.session, ticket_id=t.id)
         queue = self.settings.queue(t.queue)
-        if ctx.role == "customer" and p.from_ is not None:
-            repo.add_participants(ctx.session, t.id, [(p.from_.email, p.from_.name, "customer")], ctx.now)
+        if ctx.role == "colleague" and p.from_ is not None:
+            repo.add_participants(ctx.session, t.id, [(p.from_.email, p.from_.name, "colleague")], ctx.now)
         rx = self._urgency_re(queue)
         if rx is not None:
             texts = [p.new_text]

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from mailbridge.domain import CaseNumberFormat, ParsedMail
 from mailbridge.ingest.references import case_number_candidates, near_misses
-from mailbridge.outbound.tokens import verified_cases
+from mailbridge.outbound.tokens import case_for_notification_id
 from mailbridge.store import repositories as repo
 from mailbridge.store.repositories import TicketRef
 
@@ -57,6 +57,8 @@ class Match:
     unknown: list[UnknownReference] = field(default_factory=list)
     # Cases whose signed agent notification this mail answers (a valid HMAC in its thread headers).
     notification_cases: set[str] = field(default_factory=set)
+    # The Message-IDs of those notifications.
+    notification_ids: list[str] = field(default_factory=list)
 
     def as_routing(self) -> dict:
         out: dict = {"rule": self.rule, "evidence": self.evidence}
@@ -86,7 +88,11 @@ class Matcher:
 
     def match(self, session: Session, mail: ParsedMail) -> Match:
         ids = [*mail.references, *mail.in_reply_to]
-        signed = verified_cases(ids, self.secrets) if ids and self.secrets else set()
+        # A signature proves a notification only while that notification is ours and not revoked
+        # (its id reached someone who is not an agent).
+        signed_ids = {i: c for i in ids if (c := case_for_notification_id(i, self.secrets))} if self.secrets else {}
+        live = repo.live_notifications(session, list(signed_ids)) if signed_ids else set()
+        signed = {c for i, c in signed_ids.items() if i in live}
         found: list[tuple[str, TicketRef, str]] = []  # (rule, ticket, evidence), strongest first
         unknown: list[UnknownReference] = []
 
@@ -94,11 +100,6 @@ class Matcher:
             t = repo.ticket_for_message_ids(session, ids)
             if t is not None:
                 found.append(("thread-header", t, "In-Reply-To/References name a message of this case"))
-            elif len(signed) == 1:
-                # The notification row may be gone (pruned), the signature still proves the case.
-                t = repo.ticket_ref(session, case_number=next(iter(signed)))
-                if t is not None:
-                    found.append(("thread-header", t, "a reply to the signed notification of this case"))
 
         for rule, text in (("subject", mail.subject), ("body", mail.new_text)):
             cands = case_number_candidates(text or "", self.fmt)[:MAX_CANDIDATES]
@@ -119,19 +120,25 @@ class Matcher:
                 "no reference to an existing case",
                 unknown=self._suggest(session, mail, unknown),
                 notification_cases=signed,
+                notification_ids=sorted(i for i in signed_ids if i in live),
             )
         rule, ticket, evidence = found[0]
         conflicts = []
         for r, t, ev in found[1:]:
             if t.id != ticket.id and all(c["case"] != t.case_number for c in conflicts):
                 conflicts.append({"rule": r, "case": t.case_number, "evidence": ev})
-        return Match(ticket, rule, evidence, conflicts, unknown, signed)
+        return Match(ticket, rule, evidence, conflicts, unknown, signed, sorted(i for i in signed_ids if i in live))
 
     def _suggest(self, session: Session, mail: ParsedMail, unknown: list[UnknownReference]) -> list[UnknownReference]:
         """Attach a suggestion to each unknown number where exactly one near miss is the sender's."""
         if not unknown or mail.from_ is None:
             return unknown
-        sender_org = organisation_key(mail.from_.email, self.public_domains)
+        # The acknowledgement goes to Reply-To when there is one: both it and From must belong to
+        # the organisation whose case is suggested (From alone can be forged).
+        orgs = {organisation_key(a.email, self.public_domains) for a in [mail.from_, *mail.reply_to[:1]]}
+        if len(orgs) != 1:
+            return unknown
+        sender_org = orgs.pop()
         out = []
         for u in unknown:
             near = repo.tickets_by_case_numbers(session, [n for n in near_misses(u.number, self.fmt) if n != u.number])

@@ -8,10 +8,14 @@ the case's first-response time, which the SLA clock reads.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import structlog
 
 from mailbridge.domain import Address, TicketStatus
+from mailbridge.ingest.commands import STATUS_COMMANDS
 from mailbridge.ingest.context import MailContext
+from mailbridge.lifecycle import status_times
 from mailbridge.outbound.compose import OutgoingAttachment
 from mailbridge.outbound.messages import Built, MailBuilder
 from mailbridge.outbound.outbox import enqueue
@@ -24,6 +28,17 @@ log = structlog.get_logger(__name__)
 
 # Message kinds that make up the conversation with the customer (what a relay continues).
 CUSTOMER_THREAD_KINDS = ("customer", "ack", "relay")
+
+
+def _over_limit(ctx: MailContext, settings: Settings, kind: str) -> bool:
+    """True (and recorded) when the case already sent its hourly share of ``kind``."""
+    assert ctx.ticket is not None
+    limit = settings.conversations.max_mails_per_case_per_hour
+    if repo.recent_outbound(ctx.session, ctx.ticket.id, (kind,), ctx.now - timedelta(hours=1)) < limit:
+        return False
+    ctx.event("mail_limit_reached", kind=kind, limit=limit)
+    log.warning("mail_limit_reached", kind=kind, limit=limit)
+    return True
 
 
 def _enqueue(ctx: MailContext, built: Built, kind: str, dedup_key: str) -> int:
@@ -60,7 +75,8 @@ class Acknowledge:
             ctx.event("ack_suppressed", reason=ctx.ack_suppressed)
             log.info("ack_suppressed", reason=ctx.ack_suppressed)
             return
-        to = p.reply_to[0] if p.reply_to and p.reply_to[0].email not in self.settings.own_addresses else p.from_
+        # The address the case answers to (Ticket.reply_to: the first mail's Reply-To, else From).
+        to = p.reply_to[0] if t.reply_to else p.from_
         unknown = [
             {"number": u.number, "reason": u.reason, "suggestion": u.suggestion}
             for u in (ctx.match.unknown if ctx.match else [])
@@ -98,24 +114,37 @@ class Relay:
             return
         assert p is not None and p.from_ is not None and ctx.commands is not None
         queue = self.settings.queue(t.queue)
-        reached_customer = ctx.direct
-        if ctx.direct:
-            ctx.event("agent_replied_directly", by=p.from_.email)
+        by = p.from_.email
+        if ctx.agent_mode == "direct":
+            ctx.event("agent_replied_directly", by=by)
+        elif ctx.agent_mode == "external":
+            ctx.event("agent_wrote_elsewhere", by=by, to=[a.email for a in [*p.to, *p.cc]])
+            return
         else:
             text = ctx.commands.text.strip()
-            if text:
-                self._relay(ctx, queue, text)
-                reached_customer = True
-        if not reached_customer:
-            return
+            if not text:
+                if not ctx.commands.commands:
+                    # Written below the quote, or only quote: say so rather than let the agent
+                    # believe the customer was answered.
+                    ctx.agent_notice = (
+                        "nothing was sent to the customer: we found no text of yours above the quoted "
+                        "notification (write your answer at the top of the reply)"
+                    )
+                    ctx.event("agent_reply_empty", by=by)
+                return
+            self._relay(ctx, queue, text)
         values: dict = {}
         if t.first_response_at is None:
             values["first_response_at"] = ctx.now
-            ctx.event("first_response", by=p.from_.email, via="direct" if ctx.direct else "relay")
-        if t.status == TicketStatus.NEW:
-            values["status"] = TicketStatus.OPEN.value
-            ctx.event("status_changed", old=t.status, new="open", by=p.from_.email, reason="agent reply")
+            ctx.event("first_response", by=by, via=ctx.agent_mode)
+        status_set = any(c.name in STATUS_COMMANDS for c in ctx.commands.commands)
+        if t.status == TicketStatus.NEW or (t.status in (TicketStatus.SOLVED, TicketStatus.CLOSED) and not status_set):
+            # An agent answering a finished case without saying otherwise takes it up again; the
+            # customer's answer then lands on this case, not on a new one.
+            values.update({"status": TicketStatus.OPEN.value, **status_times("open", ctx.now)})
+            ctx.event("status_changed", old=t.status, new="open", by=by, reason="agent reply")
         if values:
+            values["updated_at"] = ctx.now
             repo.update_row(ctx.session, Ticket, t.id, values)
 
     @staticmethod
@@ -144,9 +173,14 @@ class Relay:
         cc = [
             Address("", e)
             for e, role in people.items()
-            if role == "customer" and e != t.requester_email and e not in own and not queue.is_agent(e)
+            if role == "customer"
+            and e not in (t.requester_email, t.answer_to)
+            and e not in own
+            and not queue.is_agent(e)
         ]
         # Inline images with a Content-ID are the agent's signature logos, not files for the customer.
+        if _over_limit(ctx, self.settings, "relay"):
+            return
         files = [
             OutgoingAttachment(a.filename, a.content_type, a.data)
             for a in p.attachments
@@ -157,7 +191,7 @@ class Relay:
             queue,
             agent=p.from_,
             text=text,
-            to=[Address(t.requester_name, t.requester_email)],
+            to=[Address(t.requester_name if t.answer_to == t.requester_email else "", t.answer_to)],
             cc=cc,
             parent=self._parent(ctx.session, t.id),
             attachments=files,
@@ -179,16 +213,23 @@ class CommandErrors:
 
     def __call__(self, ctx: MailContext) -> None:
         t, p, block = ctx.ticket, ctx.parsed, ctx.commands
-        if t is None or block is None or ctx.role != "agent" or not (block.errors or block.commands):
+        if t is None or ctx.role != "agent" or ctx.ack_suppressed:
             return
         assert p is not None and p.from_ is not None
         verified = ctx.agent_proof is not None
-        if verified and not block.errors:
+        if ctx.agent_notice:
+            errors = [ctx.agent_notice]
+        elif block is None or not (block.commands or block.errors):
             return
-        errors = block.errors or [
-            "this mail is not proven to come from you: it does not answer a notification of this case "
-            "(reply to the notification mail to use commands)"
-        ]
+        elif not verified:
+            errors = [
+                "this mail is not proven to come from you: it does not answer a notification of this case "
+                "(reply to the notification mail to use commands)"
+            ]
+        elif block.errors:
+            errors = list(block.errors)
+        else:
+            return
         built = self.builder.command_error(
             t,
             self.settings.queue(t.queue),
@@ -233,6 +274,8 @@ class NotifyAgents:
             event = "reopened"
         else:
             event = "reply"
+        if _over_limit(ctx, self.settings, "notification"):
+            return
         ticket = repo.ticket_ref(ctx.session, ticket_id=t.id) or t
         built = self.builder.notification(
             ticket,
@@ -240,7 +283,8 @@ class NotifyAgents:
             event=event,
             sender=p.from_,
             role=ctx.role,
-            text=p.new_text or p.text,
+            # A new case shows the whole mail (a forward's content is the request); a reply its new part.
+            text=p.text if ctx.new_ticket else (p.new_text or p.text),
             flags=ctx.flags,
             urgency=ctx.urgency,
             attachments=[a.filename for a in p.attachments],

@@ -137,7 +137,7 @@ class Classify:
             # Never processed as a customer's mail: it would answer ourselves (a loop).
             ctx.ignored = own.reason
             return
-        auto = classify.auto_submitted(p)
+        auto = classify.machine_made(p)
         if auto.hit:
             ctx.ack_suppressed = auto.reason
 
@@ -179,7 +179,8 @@ class MatchCase:
         assert p is not None and ctx.queue is not None
         ctx.match = m = self.matcher.match(ctx.session, p)
         ctx.routing.update(m.as_routing())
-        ctx.ticket = m.ticket
+        # Read again, locked: another mail or the close job must not change this case meanwhile.
+        ctx.ticket = repo.ticket_ref(ctx.session, ticket_id=m.ticket.id, lock=True) if m.ticket else None
         if m.conflicts:
             ctx.flags.append("conflicting references: " + ", ".join(c["case"] for c in m.conflicts))
         guess = p.language if p.language_detected else self.detector.guess(p.subject, p.new_text or p.text)
@@ -200,6 +201,14 @@ class OpenTicket:
         self.tag_re = re.compile(
             rf"\[?\s*{re.escape(fmt.prefix)}[\s-]?\d{{{fmt.digits}}}\s*\]?", re.IGNORECASE | re.ASCII
         )
+
+    def _reply_to(self, p) -> str | None:
+        """The first mail's Reply-To when it names someone else (a web form's noreply sender)."""
+        if p.reply_to and p.from_ is not None:
+            addr = p.reply_to[0].email
+            if addr != p.from_.email and addr not in self.settings.own_addresses and len(addr) <= 320:
+                return addr
+        return None
 
     def __call__(self, ctx: MailContext) -> None:
         if ctx.ignored or ctx.ticket is not None:
@@ -223,6 +232,7 @@ class OpenTicket:
             "created_at": ctx.now,
             "updated_at": ctx.now,
             "linked_ticket_id": ctx.link_from.id if ctx.link_from is not None else None,
+            "reply_to": self._reply_to(p),
         }
         ticket_id = repo.insert_row(ctx.session, Ticket, values)
         ctx.ticket = TicketRef(
@@ -232,6 +242,7 @@ class OpenTicket:
             language=values["language"],
             created_at=ctx.now,
             linked_ticket_id=values["linked_ticket_id"],
+            reply_to=values["reply_to"],
         )
         ctx.new_ticket = True
         ctx.role = "requester"

@@ -88,6 +88,9 @@ class Ticket(Base):
     # Set when the status becomes solved / closed; the reopen window counts from solved_at.
     solved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Where answers go: the Reply-To of the first mail (a web form's noreply From), else None = the
+    # requester. Later mails cannot change it, so a forged Reply-To cannot redirect a case.
+    reply_to: Mapped[str | None] = mapped_column(String(320))
     # The earlier case this one follows up (a customer wrote about a closed case).
     linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
 
@@ -175,6 +178,9 @@ class Message(Base):
     flags: Mapped[list[str] | None] = mapped_column(JSON)
     # Outlook's conversation index as received or sent (MS-OXOMSG), continued by our replies.
     thread_index: Mapped[str | None] = mapped_column(String(2048))
+    # A signed notification whose Message-ID reached someone who is not an agent: replies that
+    # quote it prove nothing any more.
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     defects: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 

@@ -86,6 +86,12 @@ class TicketRef:
     first_response_at: datetime | None = None
     solved_at: datetime | None = None
     linked_ticket_id: int | None = None
+    reply_to: str | None = None
+
+    @property
+    def answer_to(self) -> str:
+        """Where answers to the customer go (see Ticket.reply_to)."""
+        return self.reply_to or self.requester_email
 
 
 _TICKET_REF_COLS = (
@@ -103,11 +109,19 @@ _TICKET_REF_COLS = (
     Ticket.first_response_at,
     Ticket.solved_at,
     Ticket.linked_ticket_id,
+    Ticket.reply_to,
 )
 
 
-def ticket_ref(session: Session, *, ticket_id: int | None = None, case_number: str | None = None) -> TicketRef | None:
+def ticket_ref(
+    session: Session, *, ticket_id: int | None = None, case_number: str | None = None, lock: bool = False
+) -> TicketRef | None:
+    """The ticket by id or case number; ``lock``: hold its row until the transaction ends
+    (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), so two mails or the close
+    job cannot change one case at the same time."""
     q = select(*_TICKET_REF_COLS)
+    if lock:
+        q = q.with_for_update()
     if ticket_id is not None:
         q = q.where(Ticket.id == ticket_id)
     else:
@@ -158,9 +172,11 @@ def add_participants(
     known = {} if new_ticket else participants(session, ticket_id)
     rows, seen = [], set(known)
     for email, name, role in people:
-        if email and email not in seen:
+        if email and len(email) <= 320 and email not in seen:
             seen.add(email)
-            rows.append({"ticket_id": ticket_id, "email": email, "name": name[:320], "role": role, "added_at": now})
+            rows.append(
+                {"ticket_id": ticket_id, "email": email[:320], "name": name[:320], "role": role, "added_at": now}
+            )
     insert_rows(session, Participant, rows)
     return [r["email"] for r in rows]
 
@@ -193,26 +209,57 @@ def last_message(
     return ThreadParent(row[0], (row[1] or "").split(), row[2])
 
 
-def close_solved(session: Session, solved_before: datetime, now: datetime, limit: int = 500) -> list[tuple[int, str]]:
-    """Close solved tickets solved before ``solved_before``; return (id, case number) of each."""
-    rows = (
+def close_solved(session: Session, solved_before: datetime, now: datetime) -> list[tuple[int, str]]:
+    """Close solved tickets solved before ``solved_before``; return (id, case number) of each one
+    this statement closed (a case reopened meanwhile is left alone: the condition is re-checked
+    by the UPDATE itself)."""
+    rows = _conn(session).execute(
+        update(Ticket)
+        .where(Ticket.status == "solved", Ticket.solved_at <= solved_before)
+        .values(status="closed", closed_at=now, updated_at=now)
+        .returning(Ticket.id, Ticket.case_number)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def live_notifications(session: Session, message_ids: list[str]) -> set[str]:
+    """Those of ``message_ids`` that are notifications we sent and that were not revoked."""
+    if not message_ids:
+        return set()
+    rows = _conn(session).execute(
+        select(Message.message_id).where(
+            Message.message_id.in_(set(message_ids)),
+            Message.direction == "out",
+            Message.kind == "notification",
+            Message.revoked_at.is_(None),
+        )
+    )
+    return {r[0] for r in rows}
+
+
+def revoke_notifications(session: Session, message_ids: list[str], now: datetime) -> int:
+    """Mark notifications as leaked: replies quoting them prove nothing any more."""
+    if not message_ids:
+        return 0
+    res = _conn(session).execute(
+        update(Message)
+        .where(Message.message_id.in_(set(message_ids)), Message.kind == "notification", Message.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return res.rowcount
+
+
+def recent_outbound(session: Session, ticket_id: int, kinds: tuple[str, ...], since: datetime) -> int:
+    """How many mails of ``kinds`` the ticket queued since ``since``."""
+    return (
         _conn(session)
         .execute(
-            select(Ticket.id, Ticket.case_number)
-            .where(Ticket.status == "solved", Ticket.solved_at <= solved_before)
-            .order_by(Ticket.solved_at)
-            .limit(limit)
+            select(func.count())
+            .select_from(Outbox)
+            .where(Outbox.ticket_id == ticket_id, Outbox.kind.in_(kinds), Outbox.created_at >= since)
         )
-        .all()
+        .scalar_one()
     )
-    ids = [r[0] for r in rows]
-    if ids:
-        _conn(session).execute(
-            update(Ticket)
-            .where(Ticket.id.in_(ids), Ticket.status == "solved")
-            .values(status="closed", closed_at=now, updated_at=now)
-        )
-    return [(r[0], r[1]) for r in rows]
 
 
 # ---------------------------------------------------------------- case numbers and tickets

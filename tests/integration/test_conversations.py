@@ -394,7 +394,126 @@ def test_third_party_new_ticket_policy(tmp_path, imap_server, smtp_sink, db_url,
         (ack,) = to(sent, STRANGER[1])
         new = desk.tickets()[-1]
         assert new.requester_email == STRANGER[1] and new.case_number in ack.header("Subject")
-        assert case not in ack.as_string() if hasattr(ack, "as_string") else case not in ack.msg.as_string()
+        assert case not in ack.msg.as_string()
         assert "Vertraulich" not in ack.msg.as_string() and CUSTOMER[1] not in ack.msg.as_string()
+    finally:
+        desk.app.close()
+
+
+DKIM = {"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=vendor.example"}
+
+
+def test_where_an_agent_mail_went_decides_what_it_is(desk):
+    """An agent's proven mail to a colleague with support in Cc is an internal note; one to an
+    outsider is recorded, never relayed; a bottom-posted reply with nothing above the quote sends
+    nothing and the agent is told."""
+    case, _, note = _open_case(desk)
+    sent = desk.deliver(
+        make_mail(
+            subject=f"[{case}] intern",
+            body="Kunde ist schwierig, bitte keinen Rabatt anbieten.",
+            sender=AGENT,
+            to=AGENT2[1],
+            cc=SUPPORT_ADDRESS,
+            headers=DKIM,
+        )
+    )
+    assert to(sent, CUSTOMER[1]) == [] and desk.messages(case)[-1].kind == "note"
+    sent = desk.deliver(
+        make_mail(
+            subject=f"[{case}] Frage an den Hersteller",
+            body="Kennen Sie den Fehler 0x80004005?",
+            sender=AGENT,
+            to="partner@hersteller.example",
+            cc=SUPPORT_ADDRESS,
+            headers=DKIM,
+        )
+    )
+    assert to(sent, CUSTOMER[1]) == [] and desk.ticket(case).first_response_at is None
+    assert "agent_wrote_elsewhere" in [k for k, _ in desk.events(case)]
+
+    # Bottom-posted: the quoted notification first, the answer below it.
+    sent = desk.deliver(
+        make_mail(
+            subject=f"AW: {note.header('Subject')}",
+            body=note.text + "\n\nBitte starten Sie den Dienst neu.\n",
+            sender=AGENT,
+            headers={"In-Reply-To": note.header("Message-ID"), "References": note.header("Message-ID")},
+        )
+    )
+    assert to(sent, CUSTOMER[1]) == []
+    (notice,) = to(sent, AGENT[1])
+    assert "nothing was sent" in notice.text
+
+
+def test_a_notification_that_reached_the_customer_is_revoked(desk):
+    """An agent who replies to a notification and adds the customer leaks its signed id: the mail
+    applies nothing, the agent is told, and a forged mail quoting that id later proves nothing."""
+    case, _, note = _open_case(desk)
+    leak = _agent_reply(
+        note, "#solve\nHallo Herr Müller, erledigt.", to_=f"{SUPPORT_ADDRESS}, {CUSTOMER[1]}", quote=True
+    )
+    sent = desk.deliver(leak)
+    assert desk.ticket(case).status == "new"
+    (warn,) = to(sent, AGENT[1])
+    assert "no longer proves anything" in warn.text
+    assert "notification_revoked" in [k for k, _ in desk.events(case)]
+    forged = _agent_reply(note, "#close\nBitte überweisen Sie 500 EUR an DE00 1234.", quote=False)
+    sent = desk.deliver(forged)
+    assert desk.ticket(case).status == "new" and to(sent, CUSTOMER[1]) == []
+    assert desk.messages(case)[-3].kind == "agent_unverified"
+
+
+def test_answers_go_to_the_first_mails_reply_to_and_an_agent_reply_reopens_a_closed_case(desk):
+    """A web form's mail (From noreply, Reply-To the customer) is answered at Reply-To, by the
+    acknowledgement and by relays; an agent answering a closed case takes it up again, so the
+    customer's answer lands on it."""
+    sent = desk.deliver(
+        make_mail(
+            subject="Kontaktformular: Lizenz",
+            body="Name: Max Muster\nNachricht: Unsere Lizenz ist abgelaufen.",
+            sender=("Webformular", "noreply@kunde.example"),
+            headers={"Reply-To": "Max Muster <max.muster@kunde.example>"},
+        )
+    )
+    (ack,) = to(sent, "max.muster@kunde.example")
+    case = ack.header("Subject").split("]")[0].lstrip("[")
+    (note,) = to(sent, TEAM)
+    desk.deliver(_agent_reply(note, "#close"))
+    assert desk.ticket(case).status == "closed"
+    sent = desk.deliver(_agent_reply(note, "Hallo Herr Muster, die neue Lizenz ist unterwegs."))
+    (relay,) = to(sent, "max.muster@kunde.example")
+    assert "unterwegs" in relay.text and to(sent, "noreply@kunde.example") == []
+    assert desk.ticket(case).status == "open"
+    before = len(desk.tickets())
+    desk.deliver(
+        make_mail(
+            subject=f"Re: [{case}] Kontaktformular: Lizenz",
+            body="Danke!",
+            sender=("Max Muster", "max.muster@kunde.example"),
+            headers={"In-Reply-To": relay.header("Message-ID")},
+        )
+    )
+    assert len(desk.tickets()) == before
+
+
+def test_unmarked_autoresponders_are_machine_made_and_mail_per_case_is_limited(
+    tmp_path, imap_server, smtp_sink, db_url, imap_env
+):
+    """X-Autoreply / Precedence mark machine mail even without Auto-Submitted: an agent mailbox's
+    autoresponder is never relayed; notifications per case and hour are capped (a loop breaker)."""
+    desk = make_desk(tmp_path, imap_server, smtp_sink, db_url, conversations="max_mails_per_case_per_hour = 3\n")
+    try:
+        case, _, note = _open_case(desk)
+        sent = desk.deliver(_agent_reply(note, "Ich bin nicht im Büro.", extra_headers={"X-Autoreply": "yes"}))
+        assert sent == [] and desk.messages(case)[-1].kind == "auto"
+        sent = desk.deliver(_agent_reply(note, "Abwesend.", sender=AGENT2, extra_headers={"Precedence": "auto_reply"}))
+        assert sent == []
+        notified = 1
+        for n in range(4):
+            sent = desk.deliver(make_mail(subject=f"AW: [{case}] x", body=f"Nachtrag {n}"))
+            notified += len(to(sent, TEAM))
+        assert notified == 3
+        assert "mail_limit_reached" in [k for k, _ in desk.events(case)]
     finally:
         desk.app.close()
