@@ -274,9 +274,12 @@ class NotifyAgents:
             event = "reopened"
         else:
             event = "reply"
-        if _over_limit(ctx, self.settings, "notification"):
+        # A case opened by this mail has no earlier notification and nothing else changed it: the
+        # three lookups below are for replies only (this runs for every new case).
+        if not ctx.new_ticket and _over_limit(ctx, self.settings, "notification"):
             return
-        ticket = repo.ticket_ref(ctx.session, ticket_id=t.id) or t
+        ticket = t if ctx.new_ticket else (repo.ticket_ref(ctx.session, ticket_id=t.id) or t)
+        previous = None if ctx.new_ticket else repo.last_message(ctx.session, t.id, ("notification",))
         built = self.builder.notification(
             ticket,
             queue,
@@ -288,7 +291,7 @@ class NotifyAgents:
             flags=ctx.flags,
             urgency=ctx.urgency,
             attachments=[a.filename for a in p.attachments],
-            previous=repo.last_message(ctx.session, t.id, ("notification",)),
+            previous=previous,
             linked_case=ctx.link_from.case_number if ctx.link_from else None,
             now=ctx.now,
         )
