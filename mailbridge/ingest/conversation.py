@@ -79,15 +79,15 @@ class Identify:
             else:
                 ctx.kind = "note" if ctx.agent_mode == "internal" else "agent"
             return
-        if sender == t.requester_email:
-            ctx.role = "requester"
+        if sender in (t.requester_email, t.answer_to):
+            ctx.role = "requester"  # also the web-form customer, who writes from the Reply-To address
         elif people.get(sender) in ("requester", "customer"):
             ctx.role = "customer"
         elif people.get(sender) == "colleague" or organisation_key(sender, self.public) == organisation_key(
             t.requester_email, self.public
         ):
             # Same organisation: a customer for the lifecycle, but not copied on our answers (a
-            # domain is weak evidence; an agent can add them by answering them directly).
+            # mail domain is weak evidence of who may read them).
             ctx.role = "colleague"
         else:
             ctx.role = "third_party"

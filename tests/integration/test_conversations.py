@@ -495,6 +495,8 @@ def test_answers_go_to_the_first_mails_reply_to_and_an_agent_reply_reopens_a_clo
         )
     )
     assert len(desk.tickets()) == before
+    reply = [m for m in desk.messages(case) if m.direction == "in"][-1]
+    assert reply.routing["author"]["role"] == "requester"  # the Reply-To address is the requester
 
 
 def test_unmarked_autoresponders_are_machine_made_and_mail_per_case_is_limited(
