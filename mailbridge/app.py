@@ -54,6 +54,9 @@ def load_or_create_key(path: Path) -> bytes:
     key = secrets.token_hex(32)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(key + "\n")
+    # Worth a line in the log: a var_dir that does not persist (a container without a volume) makes
+    # a new key at every start, and replies to older notifications then prove nothing.
+    log.warning("notification_key_created", path=str(path))
     return key.encode()
 
 

@@ -33,6 +33,8 @@ DEFAULT_VAR_DIR = "var"
 DEFAULT_LANGUAGES = ("de", "en")
 # Severity levels a queue accepts (#severity) until the SLA settings define a scheme of their own.
 DEFAULT_SEVERITY_LEVELS = ("1", "2", "3", "4")
+# The shortest notification key accepted (e.g. `openssl rand -hex 32` gives 64 characters).
+MIN_SECRET_CHARS = 32
 # Phrases with which a customer asks for more urgency (seed 004); matched as whole words, any case.
 DEFAULT_URGENCY_WORDS = (
     "dringend",
@@ -294,6 +296,15 @@ class ConversationSettings(_Model):
     # server's Authentication-Results header says dkim=pass for the agent's domain counts as proven
     # too (RFC 8601; the server must remove such headers that arrive from outside).
     trusted_authserv_id: str | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        # The key signs what proves an agent: a short one could be guessed offline from one
+        # notification Message-ID.
+        if v is not None and len(v.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"the notification key must have at least {MIN_SECRET_CHARS} characters")
+        return v
 
     @field_validator("public_domains")
     @classmethod

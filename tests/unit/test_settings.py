@@ -358,9 +358,13 @@ def test_notification_secret_comes_from_env_or_file_never_the_config(tmp_path):
     missing = _write(tmp_path, VALID + '\n[conversations]\nsecret_env = "MB_NOPE"\n')
     assert _error(missing).endswith("conversations.secret_env: environment variable MB_NOPE is not set")
     key = tmp_path / "key"
-    key.write_text("  file-key \n")
+    key.write_text("  " + "k" * 40 + " \n")
     ok = load_settings(_write(tmp_path, VALID + f'\n[conversations]\nsecret_file = "{key}"\n'), ENV)
-    assert ok.conversations.secret.get_secret_value() == "file-key"
+    assert ok.conversations.secret.get_secret_value() == "k" * 40
+    key.write_text("short\n")
+    assert "conversations.secret: the notification key must have at least 32 characters" in _error(
+        _write(tmp_path, VALID + f'\n[conversations]\nsecret_file = "{key}"\n')
+    )
     bad_policy = _write(tmp_path, VALID + '\n[conversations]\nthird_party = "ignore"\n')
     assert "conversations.third_party" in _error(bad_policy)
 

@@ -63,8 +63,8 @@ def test_detect_picks_the_most_severe_level_whose_words_occur(subject, text, lev
 
 
 def test_targets_fall_due_on_the_calendar():
-    """4 business hours from Friday 15:00 is Monday 10:00 (2 h on Friday, 2 h on Monday); 1 business day from Friday 15:00 is Monday
-    15:00; 168 calendar hours is the same local time a week later."""
+    """4 business hours from Friday 15:00 is Monday 10:00 (2 h on Friday, 2 h on Monday); 1 business
+    day from Friday 15:00 is Monday 15:00; 168 calendar hours is the same local time a week later."""
     fri = datetime(2026, 11, 20, 15, 0, tzinfo=BERLIN)
     assert due(CAL, fri, Target(TargetKind.BUSINESS_HOURS, 4)) == datetime(2026, 11, 23, 10, tzinfo=BERLIN)
     assert due(CAL, fri, Target(TargetKind.BUSINESS_DAYS, 1)) == datetime(2026, 11, 23, 15, tzinfo=BERLIN)
