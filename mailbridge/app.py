@@ -23,6 +23,7 @@ from mailbridge.ingest.steps import default_steps
 from mailbridge.outbound.sender import OutboxSender
 from mailbridge.outbound.templates import Templates
 from mailbridge.settings import Settings
+from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import migrate
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_postgres, make_engine, make_session_factory, session_scope
@@ -87,7 +88,12 @@ class App:
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
             steps = default_steps(
-                self.settings, self.templates, self.detector, self.attachment_store, self.notification_secrets
+                self.settings,
+                self.templates,
+                self.detector,
+                self.attachment_store,
+                self.notification_secrets,
+                Deadlines(self.settings),
             )
             self._pipeline = Pipeline(self.session_factory, steps, self.clock)
         return self._pipeline

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +30,8 @@ from pydantic import (
 )
 
 from mailbridge.domain import CaseNumberFormat
+from mailbridge.sla.calendar import BusinessCalendar
+from mailbridge.sla.policy import SeverityLevel, SeverityScheme, Target, TargetKind
 
 DEFAULT_VAR_DIR = "var"
 DEFAULT_LANGUAGES = ("de", "en")
@@ -214,6 +218,11 @@ class QueueSettings(_Model):
     severity_levels: Annotated[list[str], Field(min_length=1)] = list(DEFAULT_SEVERITY_LEVELS)
     # Phrases with which a customer asks for more urgency; the request is shown to agents.
     urgency_words: list[str] = list(DEFAULT_URGENCY_WORDS)
+    # The [[calendars]] entry whose business hours and holidays the queue's deadlines count in.
+    calendar: str | None = None
+    # The [[severity_schemes]] entry: levels, the words that detect them, response targets. With a
+    # scheme, #severity takes its level keys (severity_levels is then not used).
+    severity_scheme: str | None = None
 
     @field_validator("addresses", "notify")
     @classmethod
@@ -370,6 +379,138 @@ class IngestSettings(_Model):
         return os.cpu_count() or 1 if self.parse_workers is None else self.parse_workers
 
 
+class TargetSettings(_Model):
+    """A response target: exactly one of business_hours, business_days, calendar_hours."""
+
+    business_hours: Annotated[float, Field(gt=0)] | None = None
+    business_days: Annotated[int, Field(gt=0)] | None = None
+    calendar_hours: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TargetSettings:
+        given = [k for k in ("business_hours", "business_days", "calendar_hours") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of business_hours, business_days, calendar_hours")
+        return self
+
+    @property
+    def target(self) -> Target:
+        for kind in TargetKind:
+            value = getattr(self, kind.value)
+            if value is not None:
+                return Target(kind, value)
+        raise AssertionError("validated")
+
+
+class SeverityLevelSettings(_Model):
+    key: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")]
+    label_de: str
+    label_en: str
+    # Words and phrases that detect this level in a customer's mail (whole words, any case).
+    words: list[str] = []
+    first_response: TargetSettings | None = None
+    resolution: TargetSettings | None = None
+    follow_up: TargetSettings | None = None
+    escalate_on_create: bool = False
+
+
+class SeveritySchemeSettings(_Model):
+    """Severity levels, most severe first, and the level of a mail that names none."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    default: str
+    levels: Annotated[list[SeverityLevelSettings], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _valid(self) -> SeveritySchemeSettings:
+        try:
+            self.scheme()
+        except ValueError as e:
+            raise _KeyedError("levels", str(e)) from None
+        return self
+
+    def scheme(self) -> SeverityScheme:
+        return SeverityScheme(
+            levels=tuple(
+                SeverityLevel(
+                    key=lv.key,
+                    label_de=lv.label_de,
+                    label_en=lv.label_en,
+                    words=tuple(lv.words),
+                    first_response=lv.first_response.target if lv.first_response else None,
+                    resolution=lv.resolution.target if lv.resolution else None,
+                    follow_up=lv.follow_up.target if lv.follow_up else None,
+                    escalate_on_create=lv.escalate_on_create,
+                )
+                for lv in self.levels
+            ),
+            default=self.default,
+        )
+
+
+# Which key a calendar error is about, by a word of its message (BusinessCalendar.build's errors).
+_CALENDAR_ERROR_KEYS = (
+    ("time zone", "timezone"),
+    ("subdivision", "subdivision"),
+    ("country", "country"),
+    ("weekday", "hours"),
+)
+_MONTH_DAY_RE = r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
+
+
+def _day_key(value: str | date, key: str) -> date | tuple[int, int]:
+    """A date (TOML date or "2026-12-28") or a yearly "MM-DD"."""
+    if isinstance(value, date):
+        return value
+    if re.match(_MONTH_DAY_RE, value):
+        return int(value[:2]), int(value[3:])
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _KeyedError(key, f"{value!r} is neither a date (2026-12-28) nor a yearly day (12-24)") from None
+
+
+class CalendarSettings(_Model):
+    """Business hours and holidays of a queue (or of a contract partner's seat)."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    timezone: str = "Europe/Berlin"
+    # mon … sun → intervals "08:00-17:00" (several for a split day, "00:00-24:00" for the whole day).
+    hours: dict[str, list[str]] = {}
+    # Public holidays from the holidays package: an ISO country code and optionally a subdivision.
+    country: str | None = None
+    subdivision: str | None = None
+    # Extra closed days: dates (2026-12-28), or "MM-DD" for every year.
+    closed_dates: list[date | str] = []
+    # Hours replacing a day's usual ones: "2026-12-23" or yearly "12-24" → ["08:00-12:00"].
+    special_hours: dict[str, list[str]] = {}
+    # Open around the clock (no hours, no holidays).
+    always_open: bool = False
+
+    @model_validator(mode="after")
+    def _valid(self) -> CalendarSettings:
+        self.calendar()
+        return self
+
+    def calendar(self) -> BusinessCalendar:
+        closed = [_day_key(d, "closed_dates") for d in self.closed_dates]
+        special = {_day_key(k, "special_hours"): v for k, v in self.special_hours.items()}
+        try:
+            return BusinessCalendar.build(
+                timezone=self.timezone,
+                hours=self.hours,
+                country=self.country,
+                subdivision=self.subdivision,
+                closed_dates=closed,
+                special_hours=special,
+                always_open=self.always_open,
+            )
+        except ValueError as e:
+            text = str(e)
+            key = next((k for word, k in _CALENDAR_ERROR_KEYS if word in text), "hours")
+            raise _KeyedError(key, text) from None
+
+
 class LoggingSettings(_Model):
     level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
@@ -402,6 +543,8 @@ class Settings(_Model):
     outbox: OutboxSettings = OutboxSettings()
     ingest: IngestSettings = IngestSettings()
     conversations: ConversationSettings = ConversationSettings()
+    calendars: list[CalendarSettings] = []
+    severity_schemes: list[SeveritySchemeSettings] = []
     logging: LoggingSettings = LoggingSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
@@ -433,6 +576,25 @@ class Settings(_Model):
                         raise _KeyedError(
                             f"queues[{i}].{key}", f"{a} is a support address of queue {owner[a]!r} (a mail loop)"
                         )
+        calendars = {c.name: c for c in self.calendars}
+        schemes = {c.name: c for c in self.severity_schemes}
+        for kind, names in (("calendars", [c.name for c in self.calendars]), ("severity_schemes", list(schemes))):
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"{kind}: duplicate name {sorted(dup)[0]!r}")
+        for i, q in enumerate(self.queues):
+            if q.calendar is not None and q.calendar not in calendars:
+                raise _KeyedError(f"queues[{i}].calendar", f"no [[calendars]] entry named {q.calendar!r}")
+            if q.severity_scheme is not None:
+                if q.severity_scheme not in schemes:
+                    raise _KeyedError(
+                        f"queues[{i}].severity_scheme", f"no [[severity_schemes]] entry named {q.severity_scheme!r}"
+                    )
+                has_targets = any(
+                    lv.first_response or lv.resolution or lv.follow_up for lv in schemes[q.severity_scheme].levels
+                )
+                if has_targets and q.calendar is None:
+                    raise _KeyedError(f"queues[{i}].calendar", "the severity scheme has targets: name a calendar")
         for i, a in enumerate(self.accounts):
             if a.default_queue is not None and a.default_queue not in queues:
                 raise _KeyedError(f"accounts[{i}].default_queue", f"no queue named {a.default_queue!r}")
@@ -452,6 +614,13 @@ class Settings(_Model):
     def own_addresses(self) -> frozenset[str]:
         """Every address we send from; mail from these is never treated as a customer's."""
         return frozenset(a for q in self.queues for a in q.addresses)
+
+    def severity_levels(self, queue: QueueSettings) -> list[str]:
+        """The levels #severity accepts in ``queue``: its scheme's keys, else ``severity_levels``."""
+        if queue.severity_scheme is not None:
+            scheme = next(s for s in self.severity_schemes if s.name == queue.severity_scheme)
+            return [lv.key for lv in scheme.levels]
+        return list(queue.severity_levels)
 
     def queue(self, name: str) -> QueueSettings:
         return next(q for q in self.queues if q.name == name)

@@ -15,6 +15,7 @@ from mailbridge.domain import ParsedMail
 from mailbridge.ingest.commands import CommandBlock
 from mailbridge.ingest.matcher import Match
 from mailbridge.settings import QueueSettings
+from mailbridge.sla.deadlines import Assessment
 from mailbridge.store.repositories import TicketRef
 
 
@@ -69,6 +70,8 @@ class MailContext:
     # The case a new case follows up, and why ("closed-case" / "third-party").
     link_from: TicketRef | None = None
     link_reason: str | None = None
+    # The severity and deadlines a new case got (sla/deadlines.py).
+    sla: Assessment | None = None
     # Phrases with which a customer asked for more urgency.
     urgency: list[str] = field(default_factory=list)
     # Where an agent's mail went: direct | external | relay | internal (ingest/conversation.py).

@@ -33,6 +33,7 @@ from mailbridge.ingest.matcher import organisation_key
 from mailbridge.ingest.quoting import extract_new_text
 from mailbridge.lifecycle import STATUS_COMMANDS, ReplyEffect, customer_reply_effect, status_times
 from mailbridge.settings import Settings, ThirdPartyPolicy
+from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import Ticket
 
@@ -222,8 +223,9 @@ class AgentCommands:
 
     name = "agent_commands"
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, deadlines: Deadlines):
         self.settings = settings
+        self.deadlines = deadlines
 
     def __call__(self, ctx: MailContext) -> None:
         t, p = ctx.ticket, ctx.parsed
@@ -233,7 +235,7 @@ class AgentCommands:
         queue = self.settings.queue(t.queue)
         # The agent's own closing and signature stay in what is relayed; the quoted notification goes.
         text = extract_new_text(p.text, keep_signature=True)
-        block = parse_commands(text, severity_levels=queue.severity_levels, is_agent=queue.is_agent)
+        block = parse_commands(text, severity_levels=self.settings.severity_levels(queue), is_agent=queue.is_agent)
         ctx.commands = block
         if ctx.agent_proof is None:
             if block.commands or block.errors:
@@ -249,8 +251,19 @@ class AgentCommands:
         for c in block.commands:
             ctx.event("command", name=c.name, arg=c.arg, by=by)
             if c.name == "severity":
-                ctx.event("severity_changed", old=values.get("severity", t.severity), new=c.arg, by=by)
-                values["severity"] = c.arg
+                # The deadlines follow the new level, counted from the case's creation.
+                sla = self.deadlines.for_level(t.queue, c.arg, t.created_at)
+                ctx.event(
+                    "severity_changed",
+                    old=values.get("severity", t.severity),
+                    new=c.arg,
+                    by=by,
+                    first_response_due=sla.first_response_due.isoformat() if sla.first_response_due else None,
+                    resolution_due=sla.resolution_due.isoformat() if sla.resolution_due else None,
+                )
+                values.update(
+                    severity=c.arg, first_response_due=sla.first_response_due, resolution_due=sla.resolution_due
+                )
             elif c.name == "assign":
                 ctx.event("assigned", old=values.get("assignee", t.assignee), new=c.arg, by=by)
                 values["assignee"] = c.arg

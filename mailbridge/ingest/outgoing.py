@@ -20,6 +20,7 @@ from mailbridge.outbound.compose import OutgoingAttachment
 from mailbridge.outbound.messages import Built, MailBuilder
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
+from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import Ticket
 from mailbridge.store.repositories import ThreadParent
@@ -62,9 +63,10 @@ class Acknowledge:
 
     name = "acknowledge"
 
-    def __init__(self, builder: MailBuilder, settings: Settings):
+    def __init__(self, builder: MailBuilder, settings: Settings, deadlines: Deadlines):
         self.builder = builder
         self.settings = settings
+        self.deadlines = deadlines
 
     def __call__(self, ctx: MailContext) -> None:
         if not ctx.new_ticket:
@@ -91,6 +93,12 @@ class Acknowledge:
             attachments=[a.filename for a in p.attachments],
             previous_case=ctx.link_from.case_number if ctx.link_reason == "closed-case" and ctx.link_from else None,
             unknown=unknown,
+            severity=ctx.sla.level.label(t.language) if ctx.sla and ctx.sla.level else None,
+            first_response_due=(
+                self.deadlines.format(q.name, ctx.sla.first_response_due, t.language)
+                if ctx.sla and ctx.sla.first_response_due
+                else None
+            ),
             now=ctx.now,
         )
         outbox_id = _enqueue(ctx, built, "ack", f"ack:{t.case_number}")
@@ -293,6 +301,7 @@ class NotifyAgents:
             attachments=[a.filename for a in p.attachments],
             previous=previous,
             linked_case=ctx.link_from.case_number if ctx.link_from else None,
+            severity_levels=self.settings.severity_levels(queue),
             now=ctx.now,
         )
         outbox_id = _enqueue(ctx, built, "notification", f"notify:{ctx.message_id}")

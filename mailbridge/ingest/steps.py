@@ -22,6 +22,7 @@ from mailbridge.ingest.parser import ParseError, parse_mail
 from mailbridge.ingest.references import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.messages import MailBuilder
+from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import AttachmentRow, Message, RawMessage, Ticket
 from mailbridge.store.rawstore import ContentStore, sha256_hex
@@ -193,11 +194,12 @@ class OpenTicket:
 
     name = "open_ticket"
 
-    def __init__(self, fmt, first_serial: int, normalizer: SubjectNormalizer, settings):
+    def __init__(self, fmt, first_serial: int, normalizer: SubjectNormalizer, settings, deadlines: Deadlines):
         self.fmt = fmt
         self.first_serial = first_serial
         self.normalizer = normalizer
         self.settings = settings
+        self.deadlines = deadlines
         self.tag_re = re.compile(
             rf"\[?\s*{re.escape(fmt.prefix)}[\s-]?\d{{{fmt.digits}}}\s*\]?", re.IGNORECASE | re.ASCII
         )
@@ -215,6 +217,10 @@ class OpenTicket:
             return
         p = ctx.parsed
         assert p is not None and p.from_ is not None and ctx.queue is not None and ctx.language
+        # The severity the mail asks for and the deadlines it sets (no scheme: no promise). The whole
+        # first mail counts: a forwarded error report is the request.
+        sla = self.deadlines.assess(ctx.queue.name, p.subject, p.text, ctx.now)
+        ctx.sla = sla
         serial = repo.allocate_serial(ctx.session, self.fmt, self.first_serial)
         subject = p.subject
         if ctx.link_from is not None:
@@ -233,6 +239,9 @@ class OpenTicket:
             "updated_at": ctx.now,
             "linked_ticket_id": ctx.link_from.id if ctx.link_from is not None else None,
             "reply_to": self._reply_to(p),
+            "severity": sla.level.key if sla.level else None,
+            "first_response_due": sla.first_response_due,
+            "resolution_due": sla.resolution_due,
         }
         ticket_id = repo.insert_row(ctx.session, Ticket, values)
         ctx.ticket = TicketRef(
@@ -243,6 +252,7 @@ class OpenTicket:
             created_at=ctx.now,
             linked_ticket_id=values["linked_ticket_id"],
             reply_to=values["reply_to"],
+            severity=values["severity"],
         )
         ctx.new_ticket = True
         ctx.role = "requester"
@@ -257,6 +267,15 @@ class OpenTicket:
                 people.append((a.email, a.name, "customer"))
         repo.add_participants(ctx.session, ticket_id, people, ctx.now, new_ticket=True)
         ctx.event("created", queue=ctx.queue.name, language=ctx.language, requester=p.from_.email)
+        if sla.level is not None:
+            ctx.event(
+                "severity_set",
+                new=sla.level.key,
+                by="detection" if sla.words else "default",
+                words=sla.words,
+                first_response_due=sla.first_response_due.isoformat() if sla.first_response_due else None,
+                resolution_due=sla.resolution_due.isoformat() if sla.resolution_due else None,
+            )
         if ctx.link_from is not None:
             ctx.event("linked", to=ctx.link_from.case_number, reason=ctx.link_reason)
             ctx.events.append(
@@ -340,7 +359,9 @@ class StoreMessage:
             log.info("message_attached", rule=ctx.routing.get("rule"), kind=ctx.kind)
 
 
-def default_steps(settings, templates, detector, attachments: ContentStore, secrets: list[bytes]) -> list[Step]:
+def default_steps(
+    settings, templates, detector, attachments: ContentStore, secrets: list[bytes], deadlines: Deadlines
+) -> list[Step]:
     """The pipeline, in order. Matching and who-wrote-it come before the case is opened or changed;
     everything a mail makes us send comes last, in the same transaction."""
     fmt = settings.case_numbers.fmt
@@ -358,10 +379,10 @@ def default_steps(settings, templates, detector, attachments: ContentStore, secr
         MatchCase(matcher, detector),
         Identify(settings),
         ApplyReply(settings, normalizer),
-        OpenTicket(fmt, settings.case_numbers.first_serial, normalizer, settings),
-        AgentCommands(settings),
+        OpenTicket(fmt, settings.case_numbers.first_serial, normalizer, settings, deadlines),
+        AgentCommands(settings, deadlines),
         StoreMessage(attachments),
-        Acknowledge(builder, settings),
+        Acknowledge(builder, settings, deadlines),
         Relay(builder, settings),
         CommandErrors(builder, settings),
         NotifyAgents(builder, settings),

@@ -86,8 +86,11 @@ class MailBuilder:
         previous_case: str | None,
         unknown: list[dict],
         now: datetime,
+        severity: str | None = None,
+        first_response_due: str | None = None,
     ) -> Built:
-        """The acknowledgement of a new case, to the customer, in the case's language."""
+        """The acknowledgement of a new case, to the customer, in the case's language; with the
+        severity understood and the first-response deadline when the queue promises one."""
         tctx = {
             "case_number": ticket.case_number,
             "subject": ticket.subject,
@@ -98,6 +101,8 @@ class MailBuilder:
             "attachments": attachments,
             "previous_case": previous_case,
             "unknown_references": unknown,
+            "severity": severity,
+            "first_response_due": first_response_due,
         }
         lang = ticket.language
         subject = comp.tagged_subject(ticket.case_number, self.templates.render(lang, "ack.subject.j2", **tctx).strip())
@@ -131,6 +136,7 @@ class MailBuilder:
         attachments: list[str],
         previous: ThreadParent | None,
         linked_case: str | None,
+        severity_levels: list[str],
         now: datetime,
     ) -> Built:
         """Tell the queue's agents about a new case or a reply; its Message-ID is signed for the case.
@@ -156,7 +162,7 @@ class MailBuilder:
             "urgency": urgency,
             "attachments": attachments,
             "linked_case": linked_case,
-            "severity_levels": queue.severity_levels,
+            "severity_levels": severity_levels,
             "queue_name": queue.display_name,
         }
         subject = comp.tagged_subject(

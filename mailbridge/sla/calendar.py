@@ -4,7 +4,8 @@ nothing here reads a clock, the configuration or the database.
 A calendar has a time zone, opening hours per weekday (several intervals a day for split days;
 ``00:00-24:00`` for the whole day), public holidays from the ``holidays`` package for a country and
 subdivision (seed 000: the holidays at the seat of the contract partner), extra closed dates, and
-special hours for single dates (half days such as 24 and 31 December) — or it is open always (24/7).
+special hours for single dates or every year on a month and day (half days such as 24 and 31
+December; on a weekend or holiday such a day stays closed) — or it is open always (24/7).
 
 Opening hours are local wall-clock times; each local date's intervals are turned into UTC instants
 with ``zoneinfo``, so a day on which the clocks change has its real length (a 24-hour day is 23 or 25
@@ -83,10 +84,17 @@ class BusinessCalendar:
     # (date, intervals) pairs: a tuple, so that a calendar is hashable (its intervals are cached).
     special: tuple[tuple[date, tuple[Interval, ...]], ...] = ()
     always_open: bool = False
+    # Every year: special hours by (month, day) (24 and 31 December as half days), closed days.
+    special_yearly: tuple[tuple[tuple[int, int], tuple[Interval, ...]], ...] = ()
+    closed_yearly: frozenset[tuple[int, int]] = frozenset()
     _special_map: dict[date, tuple[Interval, ...]] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    _yearly_map: dict[tuple[int, int], tuple[Interval, ...]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_special_map", dict(self.special))
+        object.__setattr__(self, "_yearly_map", dict(self.special_yearly))
 
     @classmethod
     def build(
@@ -97,7 +105,7 @@ class BusinessCalendar:
         country: str | None = None,
         subdivision: str | None = None,
         closed_dates: Iterable[date] = (),
-        special_hours: Mapping[date, Iterable[str]] | None = None,
+        special_hours: Mapping[date | tuple[int, int], Iterable[str]] | None = None,
         always_open: bool = False,
     ) -> BusinessCalendar:
         """A calendar from configuration values (see the module docstring).
@@ -115,14 +123,32 @@ class BusinessCalendar:
             raise ValueError(f"unknown weekday {sorted(unknown)[0]!r} (use {', '.join(WEEKDAYS)})")
         weekly = tuple(parse_intervals(hours.get(d, ())) for d in WEEKDAYS)
         if country is not None:
-            try:
-                holidays_lib.country_holidays(country, subdiv=subdivision, years=2026)
-            except NotImplementedError as e:
-                raise ValueError(f"the holidays package knows no country {country!r}") from e
-            except Exception as e:  # an unknown subdivision
-                raise ValueError(f"{country}: {e}") from e
-        special = tuple(sorted((d, parse_intervals(v)) for d, v in (special_hours or {}).items()))
-        return cls(tz, weekly, country, subdivision, frozenset(closed_dates), special, always_open)
+            supported = holidays_lib.list_supported_countries()
+            if country not in supported:
+                raise ValueError(f"the holidays package knows no country {country!r}")
+            if subdivision is not None and subdivision not in supported[country]:
+                raise ValueError(
+                    f"country {country} has no subdivision {subdivision!r} "
+                    f"(the holidays package knows {', '.join(supported[country]) or 'none'})"
+                )
+        special, yearly = [], []
+        for d, v in (special_hours or {}).items():
+            (special if isinstance(d, date) else yearly).append((d, parse_intervals(v)))
+        closed = [d for d in closed_dates if isinstance(d, date)]
+        closed_yearly = [d for d in closed_dates if not isinstance(d, date)]
+        for month, day in [*closed_yearly, *(d for d, _ in yearly)]:
+            date(2024, month, day)  # ValueError for 02-30 and the like (2024: 29 February exists)
+        return cls(
+            tz,
+            weekly,
+            country,
+            subdivision,
+            frozenset(closed),
+            tuple(sorted(special)),
+            always_open,
+            special_yearly=tuple(sorted(yearly)),
+            closed_yearly=frozenset(closed_yearly),
+        )
 
     # -- which days and hours are open ---------------------------------------------------------
 
@@ -137,7 +163,14 @@ class BusinessCalendar:
             return ((0, MINUTES_PER_DAY),)
         if day in self._special_map:
             return self._special_map[day]
-        if day in self.closed_dates or self.holiday_name(day) is not None:
+        if day in self.closed_dates or (day.month, day.day) in self.closed_yearly:
+            return ()
+        if (day.month, day.day) in self._yearly_map:
+            # A yearly half day replaces a working day's hours; on a weekend or holiday it stays shut.
+            if self.weekly[day.weekday()] and self.holiday_name(day) is None:
+                return self._yearly_map[(day.month, day.day)]
+            return ()
+        if self.holiday_name(day) is not None:
             return ()
         return self.weekly[day.weekday()]
 
@@ -306,8 +339,10 @@ def _day_note(cal: BusinessCalendar, day: date) -> str:
         return ""
     if day in cal._special_map:
         return f"special hours {_fmt(cal._special_map[day])}"
-    if day in cal.closed_dates:
+    if day in cal.closed_dates or (day.month, day.day) in cal.closed_yearly:
         return "closed date"
+    if (day.month, day.day) in cal._yearly_map and cal.hours_on(day):
+        return f"special hours {_fmt(cal._yearly_map[(day.month, day.day)])}"
     name = cal.holiday_name(day)
     if name is not None:
         return f"holiday: {name}"

@@ -91,6 +91,10 @@ class Ticket(Base):
     # Where answers go: the Reply-To of the first mail (a web form's noreply From), else None = the
     # requester. Later mails cannot change it, so a forged Reply-To cannot redirect a case.
     reply_to: Mapped[str | None] = mapped_column(String(320))
+    # When the first response and the resolution are due (the severity's targets on the queue's
+    # calendar); None: no promise (no scheme, no target). Indexed for the escalation job.
+    first_response_due: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    resolution_due: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     # The earlier case this one follows up (a customer wrote about a closed case).
     linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
 

@@ -19,6 +19,8 @@ BASE_CONTEXT = {
     "attachments": ["log.txt"],
     "previous_case": None,
     "unknown_references": [],
+    "severity": None,
+    "first_response_due": None,
 }
 # Variables every body template reads (requester_email is passed but not used by the shipped templates).
 BODY_VARIABLES = ["case_number", "subject", "requester_name", "queue_name", "support_address", "attachments"]
