@@ -62,11 +62,16 @@ class Identify:
             ctx.kind = "auto"
         if queue.is_agent(sender):
             ctx.role = "agent"
+            dkim = bool(self.authserv_id) and sender.rsplit("@", 1)[-1] in dkim_pass_domains(
+                p.auth_results, self.authserv_id or ""
+            )
             if t.case_number in ctx.match.notification_cases:
                 ctx.agent_proof = "notification"
-            elif self.authserv_id and sender.rsplit("@", 1)[-1] in dkim_pass_domains(p.auth_results, self.authserv_id):
+            elif dkim:
                 ctx.agent_proof = "dkim"
             self._agent_mode(ctx, queue, people)
+            if ctx.agent_proof is None and dkim:
+                ctx.agent_proof = "dkim"  # the notification was revoked, DKIM still proves the sender
             if ctx.ack_suppressed:
                 pass  # an agent's out-of-office: stored, nothing else
             elif ctx.agent_proof is None:
@@ -80,12 +85,21 @@ class Identify:
             else:
                 ctx.kind = "note" if ctx.agent_mode == "internal" else "agent"
             return
-        if sender in (t.requester_email, t.answer_to):
-            ctx.role = "requester"  # also the web-form customer, who writes from the Reply-To address
-        elif people.get(sender) in ("requester", "customer"):
+        if ctx.match.notification_ids:
+            # Someone who is not an agent holds a signed notification id (a Bcc, a forward): it must
+            # not prove anything any more. Revoking needs the id itself, so it gives nobody a lever.
+            repo.revoke_notifications(ctx.session, ctx.match.notification_ids, ctx.now)
+            ctx.event("notification_revoked", ids=ctx.match.notification_ids, reached=[sender])
+            ctx.flags.append(f"{sender} quoted a signed agent notification; it was revoked")
+        # A case opened through a web form (From: its noreply address) belongs to the Reply-To:
+        # later mails are the requester's when they come from, or answer to, that address.
+        author = p.reply_to[0].email if t.reply_to and p.reply_to else sender
+        if author == t.answer_to or sender == t.answer_to:
+            ctx.role = "requester"
+        elif people.get(author) in ("requester", "customer"):
             ctx.role = "customer"
-        elif people.get(sender) == "colleague" or organisation_key(sender, self.public) == organisation_key(
-            t.requester_email, self.public
+        elif people.get(author) == "colleague" or organisation_key(author, self.public) == organisation_key(
+            t.answer_to, self.public
         ):
             # Same organisation: a customer for the lifecycle, but not copied on our answers (a
             # mail domain is weak evidence of who may read them).
@@ -94,7 +108,7 @@ class Identify:
             ctx.role = "third_party"
             if not ctx.ack_suppressed:
                 ctx.kind = "third_party"
-                ctx.flags.append(f"unknown third party {sender} referenced this case")
+                ctx.flags.append(f"unknown third party {author} referenced this case")
 
     def _agent_mode(self, ctx: MailContext, queue, people: dict[str, str]) -> None:
         """Where an agent's mail went decides what it is (``ctx.agent_mode``):

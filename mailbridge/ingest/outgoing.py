@@ -22,7 +22,7 @@ from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import repositories as repo
-from mailbridge.store.models import Ticket
+from mailbridge.store.models import Message, Ticket
 from mailbridge.store.repositories import ThreadParent
 
 log = structlog.get_logger(__name__)
@@ -140,7 +140,8 @@ class Relay:
                     )
                     ctx.event("agent_reply_empty", by=by)
                 return
-            self._relay(ctx, queue, text)
+            if not self._relay(ctx, queue, text):
+                return
         values: dict = {}
         if t.first_response_at is None:
             values["first_response_at"] = ctx.now
@@ -157,23 +158,24 @@ class Relay:
 
     @staticmethod
     def _parent(session, ticket_id: int) -> ThreadParent | None:
-        """The newest message of the customer conversation, with the case's first mail and our
-        acknowledgement kept at the front of References: a colleague who started a thread of
-        their own must not take the relay out of the requester's conversation."""
+        """The newest message of the customer conversation, with the case's first mail (and its own
+        ancestors) and our acknowledgement kept at the front of References: a colleague who started
+        a thread of their own must not take the relay out of the requester's conversation."""
         parent = repo.last_message(session, ticket_id, CUSTOMER_THREAD_KINDS)
         if parent is None:
             return None
-        roots = [
-            m.message_id
-            for m in (
-                repo.last_message(session, ticket_id, ("customer",), first=True),
-                repo.last_message(session, ticket_id, ("ack",), first=True),
-            )
-            if m is not None and m.message_id
-        ]
-        return ThreadParent(parent.message_id, [*roots, *parent.references], parent.thread_index)
+        first = repo.last_message(session, ticket_id, ("customer",), first=True)
+        ack = repo.last_message(session, ticket_id, ("ack",), first=True)
+        chain: list[str] = []
+        if first is not None:
+            chain += [*first.references, *([first.message_id] if first.message_id else [])]
+        if ack is not None and ack.message_id:
+            chain.append(ack.message_id)
+        refs = list(dict.fromkeys([*chain, *parent.references]))
+        return ThreadParent(parent.message_id, refs, parent.thread_index)
 
-    def _relay(self, ctx: MailContext, queue, text: str) -> None:
+    def _relay(self, ctx: MailContext, queue, text: str) -> bool:
+        """Queue the relay; False when the case's hourly cap held it back (the agent is told)."""
         t, p = ctx.ticket, ctx.parsed
         assert t is not None and p is not None and p.from_ is not None
         people = repo.participants(ctx.session, t.id)
@@ -188,7 +190,12 @@ class Relay:
         ]
         # Inline images with a Content-ID are the agent's signature logos, not files for the customer.
         if _over_limit(ctx, self.settings, "relay"):
-            return
+            ctx.agent_notice = (
+                f"nothing was sent to the customer: case {t.case_number} already sent "
+                f"{self.settings.conversations.max_mails_per_case_per_hour} relayed replies in the last hour "
+                "(a guard against mail loops); send your answer again later or write to the customer directly"
+            )
+            return False
         files = [
             OutgoingAttachment(a.filename, a.content_type, a.data)
             for a in p.attachments
@@ -208,6 +215,7 @@ class Relay:
         outbox_id = _enqueue(ctx, built, "relay", f"relay:{ctx.message_id}")
         ctx.event("relayed", outbox_id=outbox_id, by=p.from_.email, to=built.out.envelope_to, files=len(files))
         log.info("agent_reply_relayed", to=built.out.envelope_to)
+        return True
 
 
 class CommandErrors:
@@ -285,6 +293,10 @@ class NotifyAgents:
         # A case opened by this mail has no earlier notification and nothing else changed it: the
         # three lookups below are for replies only (this runs for every new case).
         if not ctx.new_ticket and _over_limit(ctx, self.settings, "notification"):
+            # Stored on the case and flagged, so agents looking at it see what was not announced.
+            limit = self.settings.conversations.max_mails_per_case_per_hour
+            flag = f"not notified: the case reached {limit} notifications in an hour"
+            repo.update_row(ctx.session, Message, ctx.message_id, {"flags": [*ctx.flags, flag]})
             return
         ticket = t if ctx.new_ticket else (repo.ticket_ref(ctx.session, ticket_id=t.id) or t)
         previous = None if ctx.new_ticket else repo.last_message(ctx.session, t.id, ("notification",))

@@ -208,7 +208,12 @@ class OpenTicket:
         """The first mail's Reply-To when it names someone else (a web form's noreply sender)."""
         if p.reply_to and p.from_ is not None:
             addr = p.reply_to[0].email
-            if addr != p.from_.email and addr not in self.settings.own_addresses and len(addr) <= 320:
+            if (
+                addr != p.from_.email
+                and addr not in self.settings.own_addresses
+                and not any(q.is_agent(addr) or addr in q.notify_addresses for q in self.settings.queues)
+                and len(addr) <= 320
+            ):
                 return addr
         return None
 

@@ -20,7 +20,7 @@ from mailbridge.ingest.quoting import REPLY_MARKER
 from mailbridge.ingest.references import SubjectNormalizer
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.threadindex import thread_index_reply, thread_index_root
-from mailbridge.outbound.tokens import notification_message_id
+from mailbridge.outbound.tokens import case_for_notification_id, notification_message_id
 from mailbridge.settings import QueueSettings
 from mailbridge.store.repositories import ThreadParent, TicketRef
 
@@ -58,7 +58,19 @@ class MailBuilder:
     def _thread_index(self, ticket: TicketRef, parent: str | None, now: datetime) -> str:
         return thread_index_reply(parent, now, fallback_root=thread_index_root(ticket.case_number, ticket.created_at))
 
-    def _compose(self, ticket: TicketRef, *, parent_id, parent_refs, parent_index, now, **kw) -> Built:
+    def _public(self, ids: list[str]) -> list[str]:
+        """``ids`` without our signed notification ids: those prove an agent, so no mail to a
+        customer may carry one (a customer who answered a leaked copy would otherwise get it back)."""
+        return [i for i in ids if case_for_notification_id(i, self.secrets) is None]
+
+    def _compose(
+        self, ticket: TicketRef, *, parent_id, parent_refs, parent_index, now, to_agents: bool = False, **kw
+    ) -> Built:
+        if not to_agents:
+            parent_refs = self._public(list(parent_refs))
+            parent_id = (
+                parent_id if parent_id and self._public([parent_id]) else (parent_refs[-1] if parent_refs else None)
+            )
         refs = comp.references_for(parent_id, parent_refs) if parent_id else []
         index = self._thread_index(ticket, parent_index, now)
         out = comp.compose(
@@ -184,6 +196,7 @@ class MailBuilder:
             auto_submitted=AUTO_GENERATED,
             language=lang,
             message_id=mid,
+            to_agents=True,
         )
 
     def relay(
@@ -257,4 +270,5 @@ class MailBuilder:
             html=None,
             auto_submitted=AUTO_REPLIED,
             language=lang,
+            to_agents=True,
         )

@@ -461,7 +461,8 @@ def test_a_notification_that_reached_the_customer_is_revoked(desk):
     forged = _agent_reply(note, "#close\nBitte überweisen Sie 500 EUR an DE00 1234.", quote=False)
     sent = desk.deliver(forged)
     assert desk.ticket(case).status == "new" and to(sent, CUSTOMER[1]) == []
-    assert desk.messages(case)[-3].kind == "agent_unverified"
+    forged_row = next(m for m in desk.messages(case) if "500 EUR" in (m.body_text or "") and m.direction == "in")
+    assert forged_row.kind == "agent_unverified"
 
 
 def test_answers_go_to_the_first_mails_reply_to_and_an_agent_reply_reopens_a_closed_case(desk):
@@ -519,3 +520,64 @@ def test_unmarked_autoresponders_are_machine_made_and_mail_per_case_is_limited(
         assert "mail_limit_reached" in [k for k, _ in desk.events(case)]
     finally:
         desk.app.close()
+
+
+def test_a_signed_id_in_a_customer_mail_is_revoked_and_never_sent_to_customers(desk):
+    """A customer who got a signed notification id (a Bcc of the agent's reply) and answers with it
+    revokes it: a forged agent mail quoting it proves nothing; no mail to a customer carries one."""
+    case, _, note = _open_case(desk)
+    nid = note.header("Message-ID")
+    desk.deliver(
+        make_mail(
+            subject=f"AW: [{case}] PDF-Export bricht ab",
+            body="Danke für die schnelle Antwort.",
+            headers={"In-Reply-To": nid, "References": f"<first@kunde.example> {nid}"},
+        )
+    )
+    assert "notification_revoked" in [k for k, _ in desk.events(case)]
+    sent = desk.deliver(_agent_reply(note, "#close\nErledigt.", quote=False))
+    assert desk.ticket(case).status == "new" and to(sent, CUSTOMER[1]) == []
+    # A later legitimate relay (answering a fresh notification) does not carry any signed id.
+    fresh = to(desk.deliver(make_mail(subject=f"AW: [{case}] x", body="Noch etwas.")), TEAM)[0]
+    (relay,) = to(desk.deliver(_agent_reply(fresh, "Wir melden uns morgen.")), CUSTOMER[1])
+    assert "mbn." not in relay.header("References") + relay.header("In-Reply-To")
+
+
+def test_a_capped_relay_tells_the_agent_and_changes_nothing(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    """When a case's hourly relay cap is reached, the agent is told nothing was sent, and the case
+    keeps its status."""
+    desk = make_desk(tmp_path, imap_server, smtp_sink, db_url, conversations="max_mails_per_case_per_hour = 1\n")
+    try:
+        case, _, note = _open_case(desk)
+        assert len(to(desk.deliver(_agent_reply(note, "#solve\nAntwort eins.")), CUSTOMER[1])) == 1
+        sent = desk.deliver(_agent_reply(note, "Antwort zwei."))
+        assert to(sent, CUSTOMER[1]) == []
+        (notice,) = to(sent, AGENT[1])
+        assert "already sent 1 relayed replies" in notice.text
+        assert desk.ticket(case).status == "solved"
+    finally:
+        desk.app.close()
+
+
+def test_a_second_web_form_sender_is_not_the_requester(desk):
+    """A case opened through a web form belongs to its Reply-To: another form submission from the
+    same noreply address, answering to someone else, is a third party's mail."""
+    sent = desk.deliver(
+        make_mail(
+            subject="Kontaktformular: Lizenz",
+            body="Unsere Lizenz ist abgelaufen.",
+            sender=("Webformular", "noreply@forms.example"),
+            headers={"Reply-To": "max.muster@kunde.example"},
+        )
+    )
+    case = to(sent, "max.muster@kunde.example")[0].header("Subject").split("]")[0].lstrip("[")
+    desk.deliver(
+        make_mail(
+            subject=f"Kontaktformular: [{case}]",
+            body="Wie ist der Stand?",
+            sender=("Webformular", "noreply@forms.example"),
+            headers={"Reply-To": "eve@evil.example"},
+        )
+    )
+    last = [m for m in desk.messages(case) if m.direction == "in"][-1]
+    assert last.kind == "third_party" and "eve@evil.example" in last.flags[0]
