@@ -175,6 +175,7 @@ class BusinessCalendar:
         return self.weekly[day.weekday()]
 
     def is_open(self, at: datetime) -> bool:
+        at = _check(at)
         return any(s <= at < e for s, e in open_intervals(self, at.astimezone(self.tz).date()))
 
 
@@ -299,8 +300,10 @@ def add_business_days(cal: BusinessCalendar, start: datetime, days: int) -> date
 def add_calendar_time(cal: BusinessCalendar, start: datetime, duration: timedelta) -> datetime:
     """Wall-clock arithmetic in the calendar's zone: the same local time ``duration`` later."""
     local = _check(start).astimezone(cal.tz)
+    # Keep the fold: a start in the second pass of the repeated autumn hour must not come out an
+    # hour earlier (before the start itself).
     wall = local.replace(tzinfo=None) + duration
-    return wall.replace(tzinfo=cal.tz).astimezone(UTC)
+    return wall.replace(tzinfo=cal.tz, fold=local.fold).astimezone(UTC)
 
 
 @dataclass(frozen=True)

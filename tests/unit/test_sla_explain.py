@@ -63,3 +63,26 @@ def test_unknown_zone_weekday_country_are_refused():
         BusinessCalendar.build(timezone="Europe/Berlin", country="XX")
     with pytest.raises(ValueError, match="country DE has no subdivision 'ZZ'"):
         BusinessCalendar.build(timezone="Europe/Berlin", country="DE", subdivision="ZZ")
+
+
+def test_yearly_half_days_and_closed_days_repeat_and_stay_closed_on_weekends():
+    """ "12-24" half day and "12-31" closed apply every year; a yearly half day on a Sunday or a
+    public holiday does not open the office."""
+    cal = BusinessCalendar.build(
+        timezone="Europe/Berlin",
+        hours=WEEKDAYS,
+        country="DE",
+        subdivision="BY",
+        closed_dates=[(12, 31)],
+        special_hours={(12, 24): ["08:00-12:00"], (1, 6): ["08:00-10:00"]},
+    )
+    assert cal.hours_on(date(2026, 12, 24)) == ((480, 720),)  # Thursday
+    assert cal.hours_on(date(2027, 12, 24)) == ((480, 720),)  # Friday
+    assert cal.hours_on(date(2028, 12, 24)) == ()  # Sunday
+    assert cal.hours_on(date(2026, 12, 31)) == () and cal.hours_on(date(2027, 12, 31)) == ()
+    assert cal.hours_on(date(2027, 1, 6)) == ()  # Epiphany is a holiday in Bavaria
+    assert explain(cal, datetime(2027, 12, 24, tzinfo=BERLIN), datetime(2027, 12, 25, tzinfo=BERLIN)) == [
+        DayCount(date(2027, 12, 24), timedelta(hours=4), "special hours 08:00-12:00")
+    ]
+    with pytest.raises(ValueError):
+        BusinessCalendar.build(timezone="Europe/Berlin", closed_dates=[(2, 30)])
