@@ -70,6 +70,11 @@ class CaseNumberFormat:
     def is_valid(self, text: str) -> bool:
         return self.parse(text) is not None
 
+    def tag_pattern(self) -> re.Pattern[str]:
+        """A case tag as subjects carry it (``[C1000002]``, ``C-1000002``): for removing tags from a
+        subject, not for finding case numbers (``ingest/references.py`` does that)."""
+        return re.compile(rf"\[?\s*{re.escape(self.prefix)}[\s-]?\d{{{self.digits}}}\s*\]?", re.IGNORECASE | re.ASCII)
+
 
 @dataclass(frozen=True)
 class Address:

@@ -7,7 +7,6 @@ expected outcomes are values on the context, never exceptions.
 
 from __future__ import annotations
 
-import re
 from typing import Protocol
 
 import structlog
@@ -200,9 +199,7 @@ class OpenTicket:
         self.normalizer = normalizer
         self.settings = settings
         self.deadlines = deadlines
-        self.tag_re = re.compile(
-            rf"\[?\s*{re.escape(fmt.prefix)}[\s-]?\d{{{fmt.digits}}}\s*\]?", re.IGNORECASE | re.ASCII
-        )
+        self.tag_re = fmt.tag_pattern()
 
     def _reply_to(self, p) -> str | None:
         """The first mail's Reply-To when it names someone else (a web form's noreply sender)."""

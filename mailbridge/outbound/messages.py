@@ -11,7 +11,6 @@ autoescaped HTML).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,9 +44,7 @@ class MailBuilder:
         self.templates = templates
         self.normalizer = normalizer
         self.secrets = secrets
-        self.tag_re = re.compile(
-            rf"\[?\s*{re.escape(fmt.prefix)}[\s-]?\d{{{fmt.digits}}}\s*\]?", re.IGNORECASE | re.ASCII
-        )
+        self.tag_re = fmt.tag_pattern()
 
     # -- helpers ---------------------------------------------------------------------------------
 
