@@ -581,3 +581,15 @@ def test_a_second_web_form_sender_is_not_the_requester(desk):
     )
     last = [m for m in desk.messages(case) if m.direction == "in"][-1]
     assert last.kind == "third_party" and "eve@evil.example" in last.flags[0]
+
+
+def test_relays_copy_customers_from_the_first_mail_but_not_colleagues_found_by_domain(desk):
+    """A customer Cc'd on the first mail gets the relay in Cc; a colleague who wrote later from the
+    same domain is recorded on the case but not copied on our answers."""
+    other = ("Otto Kunde", "otto.kunde@kunde.example")
+    case, _, note = _open_case(desk, cc=f"{other[0]} <{other[1]}>")
+    desk.deliver(make_mail(subject=f"AW: [{case}] x", body="Ich bin die Kollegin.", sender=COLLEAGUE))
+    assert desk.messages(case)[-2].routing["author"]["role"] == "colleague"
+    (relay,) = to(desk.deliver(_agent_reply(note, "Wir kümmern uns darum.")), CUSTOMER[1])
+    assert other[1] in relay.rcpt_tos and COLLEAGUE[1] not in relay.rcpt_tos
+    assert other[1] in relay.header("Cc") and COLLEAGUE[1] not in relay.header("Cc")
