@@ -31,7 +31,7 @@ from pydantic import (
 
 from mailbridge.domain import CaseNumberFormat
 from mailbridge.sla.calendar import BusinessCalendar
-from mailbridge.sla.policy import SeverityLevel, SeverityScheme, Target, TargetKind
+from mailbridge.sla.policy import DEFAULT_STAGES, Recipients, SeverityLevel, SeverityScheme, Stage, Target, TargetKind
 
 DEFAULT_VAR_DIR = "var"
 DEFAULT_LANGUAGES = ("de", "en")
@@ -223,8 +223,15 @@ class QueueSettings(_Model):
     # The [[severity_schemes]] entry: levels, the words that detect them, response targets. With a
     # scheme, #severity takes its level keys (severity_levels is then not used).
     severity_scheme: str | None = None
+    # Who hears of breaches, re-escalations and cases that escalate on creation: the managers.
+    # Unset: the notify addresses.
+    escalation: list[str] | None = None
+    # The SLA clocks stop while the case waits for the customer (pending).
+    pause_while_pending: bool = True
+    # Only customers whose [[organisations]] entry names a contract get a response promise (seed 003).
+    contract_required: bool = False
 
-    @field_validator("addresses", "notify")
+    @field_validator("addresses", "notify", "escalation")
     @classmethod
     def _addresses(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else [_address(a) for a in v]
@@ -243,7 +250,11 @@ class QueueSettings(_Model):
 
     @model_validator(mode="after")
     def _no_loops(self) -> QueueSettings:
-        for key, values in (("agents", self.agents), ("notify", self.notify or [])):
+        for key, values in (
+            ("agents", self.agents),
+            ("notify", self.notify or []),
+            ("escalation", self.escalation or []),
+        ):
             for a in values:
                 if a in self.addresses:
                     # A notification to ourselves would come back as a new mail: a loop.
@@ -258,6 +269,10 @@ class QueueSettings(_Model):
     @property
     def notify_addresses(self) -> list[str]:
         return list(self.notify) if self.notify is not None else [a for a in self.agents if not a.startswith("@")]
+
+    @property
+    def escalation_addresses(self) -> list[str]:
+        return list(self.escalation) if self.escalation is not None else self.notify_addresses
 
     def is_agent(self, email: str) -> bool:
         email = email.lower()
@@ -402,6 +417,36 @@ class TargetSettings(_Model):
         raise AssertionError("validated")
 
 
+class StageSettings(_Model):
+    """A rung of the escalation ladder: at ``at`` percent of a clock, tell ``to``."""
+
+    at: Annotated[float, Field(gt=0, le=1000)]
+    # assignee | agents | escalation | an e-mail address
+    to: str = "assignee"
+    # Sent also outside the recipients' business hours (else held back until the next opening).
+    urgent: bool = False
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: str) -> str:
+        v = v.strip()
+        if v.lower() in {r.value for r in Recipients}:
+            return v.lower()
+        return _address(v)
+
+    @property
+    def stage(self) -> Stage:
+        to = Recipients(self.to) if self.to in {r.value for r in Recipients} else self.to
+        return Stage(self.at, to, self.urgent)
+
+
+def _ladder(stages: list[StageSettings]) -> tuple[Stage, ...]:
+    ats = [st.at for st in stages]
+    if len(set(ats)) != len(ats):
+        raise _KeyedError("stages", f"two stages at the same percentage: {sorted(ats)}")
+    return tuple(sorted((st.stage for st in stages), key=lambda st: st.at))
+
+
 class SeverityLevelSettings(_Model):
     key: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")]
     label_de: str
@@ -412,6 +457,15 @@ class SeverityLevelSettings(_Model):
     resolution: TargetSettings | None = None
     follow_up: TargetSettings | None = None
     escalate_on_create: bool = False
+    # This level's escalation ladder (else the scheme's).
+    stages: list[StageSettings] | None = None
+    reescalate_every: TargetSettings | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> SeverityLevelSettings:
+        if self.stages is not None:
+            _ladder(self.stages)
+        return self
 
 
 class SeveritySchemeSettings(_Model):
@@ -420,6 +474,8 @@ class SeveritySchemeSettings(_Model):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
     default: str
     levels: Annotated[list[SeverityLevelSettings], Field(min_length=1)]
+    # The escalation ladder of every level that has none of its own.
+    stages: list[StageSettings] | None = None
 
     @model_validator(mode="after")
     def _valid(self) -> SeveritySchemeSettings:
@@ -441,6 +497,10 @@ class SeveritySchemeSettings(_Model):
                     resolution=lv.resolution.target if lv.resolution else None,
                     follow_up=lv.follow_up.target if lv.follow_up else None,
                     escalate_on_create=lv.escalate_on_create,
+                    stages=_ladder(lv.stages)
+                    if lv.stages is not None
+                    else (_ladder(self.stages) if self.stages is not None else DEFAULT_STAGES),
+                    reescalate_every=lv.reescalate_every.target if lv.reescalate_every else None,
                 )
                 for lv in self.levels
             ),
@@ -511,6 +571,79 @@ class CalendarSettings(_Model):
             raise _KeyedError(key, text) from None
 
 
+class OrganisationSettings(_Model):
+    """A customer organisation, known by mail domain or address, and its contract (seed 003)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    domains: list[str] = []
+    addresses: list[str] = []
+    # The contract's name or tier ("Wartungsvertrag", "gold"); not set: no contract.
+    contract: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    # The [[calendars]] entry of the contract partner's seat (its public holidays, seed 000); else
+    # the queue's.
+    calendar: str | None = None
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        out = []
+        for d in v:
+            d = d.strip().lower().lstrip("@")
+            if not d or "." not in d or " " in d or "@" in d:
+                raise ValueError(f"{d!r} is not a mail domain")
+            out.append(d)
+        return out
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        return [_address(a) for a in v]
+
+
+class DigestSettings(_Model):
+    """A manager digest: what is breached and at risk, per queue, on a schedule."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    recipients: Annotated[list[str], Field(min_length=1)]
+    # The queues it covers; unset: all.
+    queues: list[str] | None = None
+    # When it is sent: a crontab line (minute hour day month weekday), in ``timezone``.
+    cron: str = "0 8 * * mon-fri"
+    timezone: str = "Europe/Berlin"
+    # Only on business days of this [[calendars]] entry (no digest on a public holiday).
+    calendar: str | None = None
+    # "At risk": due within this many business hours (of the case's calendar).
+    at_risk_hours: Annotated[float, Field(gt=0)] = 4
+    # How many of the oldest open cases are listed.
+    oldest: Annotated[int, Field(ge=0, le=100)] = 10
+    language: str = "de"
+    # Send also when nothing is breached or at risk.
+    send_empty: bool = False
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, v: list[str]) -> list[str]:
+        return [_address(a) for a in v]
+
+    @model_validator(mode="after")
+    def _valid(self) -> DigestSettings:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        except (ValueError, KeyError) as e:
+            key = "timezone" if "zone" in str(e).lower() or isinstance(e, KeyError) else "cron"
+            raise _KeyedError(key, f"{self.cron if key == 'cron' else self.timezone!r}: {e}") from None
+        return self
+
+
+class SlaSettings(_Model):
+    # How often the escalation job runs (seconds).
+    escalation_interval: Annotated[float, Field(gt=0)] = 60
+    # How many due cases one transaction of the job handles.
+    batch: Annotated[int, Field(gt=0)] = 200
+
+
 class LoggingSettings(_Model):
     level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
@@ -545,6 +678,9 @@ class Settings(_Model):
     conversations: ConversationSettings = ConversationSettings()
     calendars: list[CalendarSettings] = []
     severity_schemes: list[SeveritySchemeSettings] = []
+    organisations: list[OrganisationSettings] = []
+    digests: list[DigestSettings] = []
+    sla: SlaSettings = SlaSettings()
     logging: LoggingSettings = LoggingSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
@@ -570,7 +706,7 @@ class Settings(_Model):
                     raise _KeyedError(f"queues[{i}].addresses", f"{a} already belongs to queue {owner[a]!r}")
                 owner[a] = q.name
         for i, q in enumerate(self.queues):
-            for key, values in (("agents", q.agents), ("notify", q.notify or [])):
+            for key, values in (("agents", q.agents), ("notify", q.notify or []), ("escalation", q.escalation or [])):
                 for a in values:
                     if a in owner:
                         raise _KeyedError(
@@ -595,6 +731,25 @@ class Settings(_Model):
                 )
                 if has_targets and q.calendar is None:
                     raise _KeyedError(f"queues[{i}].calendar", "the severity scheme has targets: name a calendar")
+        seen: dict[str, str] = {}
+        for i, o in enumerate(self.organisations):
+            if o.calendar is not None and o.calendar not in calendars:
+                raise _KeyedError(f"organisations[{i}].calendar", f"no [[calendars]] entry named {o.calendar!r}")
+            for key in (*o.domains, *o.addresses):
+                if key in seen:
+                    raise _KeyedError(f"organisations[{i}]", f"{key} already belongs to {seen[key]!r}")
+                seen[key] = o.name
+        for i, d in enumerate(self.digests):
+            for qn in d.queues or []:
+                if qn not in queues:
+                    raise _KeyedError(f"digests[{i}].queues", f"no queue named {qn!r}")
+            if d.calendar is not None and d.calendar not in calendars:
+                raise _KeyedError(f"digests[{i}].calendar", f"no [[calendars]] entry named {d.calendar!r}")
+            if d.language not in self.ingest.languages:
+                raise _KeyedError(f"digests[{i}].language", f"{d.language!r} is not in ingest.languages")
+        names = [d.name for d in self.digests]
+        if len(set(names)) != len(names):
+            raise ValueError("digests: duplicate name")
         for i, a in enumerate(self.accounts):
             if a.default_queue is not None and a.default_queue not in queues:
                 raise _KeyedError(f"accounts[{i}].default_queue", f"no queue named {a.default_queue!r}")
@@ -621,6 +776,25 @@ class Settings(_Model):
             scheme = next(s for s in self.severity_schemes if s.name == queue.severity_scheme)
             return [lv.key for lv in scheme.levels]
         return list(queue.severity_levels)
+
+    def organisation_for(self, email: str) -> OrganisationSettings | None:
+        """The organisation an address belongs to: by full address first, then by domain (also a
+        parent domain: mail.customer.example belongs to customer.example)."""
+        email = email.lower()
+        for o in self.organisations:
+            if email in o.addresses:
+                return o
+        domain = email.rsplit("@", 1)[-1]
+        parts = domain.split(".")
+        for i in range(len(parts) - 1):
+            d = ".".join(parts[i:])
+            for o in self.organisations:
+                if d in o.domains:
+                    return o
+        return None
+
+    def organisation(self, name: str | None) -> OrganisationSettings | None:
+        return next((o for o in self.organisations if o.name == name), None) if name else None
 
     def queue(self, name: str) -> QueueSettings:
         return next(q for q in self.queues if q.name == name)

@@ -57,6 +57,40 @@ def due(cal: BusinessCalendar, start: datetime, target: Target) -> datetime:
     return add_calendar_time(cal, start, timedelta(hours=target.amount))
 
 
+class Recipients(enum.StrEnum):
+    """Who a stage of the escalation ladder goes to."""
+
+    ASSIGNEE = "assignee"  # the case's assignee, else the queue's agents (notify)
+    AGENTS = "agents"  # the queue's notify addresses
+    ESCALATION = "escalation"  # the queue's escalation recipients (managers)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One rung of the escalation ladder: at ``at`` percent of a clock's business time, tell
+    ``to``. 100 is the breach (the deadline itself). Stages not ``urgent`` are held back while the
+    recipients' calendar is closed and sent at its next opening."""
+
+    at: float
+    to: Recipients | str  # a Recipients value or an e-mail address
+    urgent: bool = False
+
+    @property
+    def is_breach(self) -> bool:
+        return self.at >= 100
+
+    @property
+    def name(self) -> str:
+        return "breach" if self.at == 100 else f"{self.at:g}%"
+
+
+# Without a ladder in the config: a warning to the case's agent at 75 %, the breach to the managers.
+DEFAULT_STAGES = (
+    Stage(75, Recipients.ASSIGNEE),
+    Stage(100, Recipients.ESCALATION, urgent=True),
+)
+
+
 @dataclass(frozen=True)
 class SeverityLevel:
     key: str  # "1", "A", "critical": what #severity takes and tickets store
@@ -69,6 +103,15 @@ class SeverityLevel:
     follow_up: Target | None = None
     # Escalate to the queue's escalation recipients as soon as the case exists (seed 001: class A).
     escalate_on_create: bool = False
+    # The escalation ladder of every clock of this level (sorted by ``at``).
+    stages: tuple[Stage, ...] = DEFAULT_STAGES
+    # After a breach the managers are told again this often while the clock runs (default: the
+    # follow-up cadence; None and no follow_up: once).
+    reescalate_every: Target | None = None
+
+    @property
+    def repeat(self) -> Target | None:
+        return self.reescalate_every or self.follow_up
 
     def label(self, language: str) -> str:
         return self.label_de if language == "de" else self.label_en
