@@ -15,7 +15,7 @@ from mailbridge.domain import ParsedMail
 from mailbridge.ingest.commands import CommandBlock
 from mailbridge.ingest.matcher import Match
 from mailbridge.settings import QueueSettings
-from mailbridge.sla.deadlines import Assessment
+from mailbridge.sla.deadlines import Assessment, Customer
 from mailbridge.store.repositories import TicketRef
 
 
@@ -72,6 +72,13 @@ class MailContext:
     link_reason: str | None = None
     # The severity and deadlines a new case got (sla/deadlines.py).
     sla: Assessment | None = None
+    # The requester's organisation and contract (sla/deadlines.py), for a new case.
+    customer: Customer | None = None
+    # An agent's answer reached the customer with this mail (relayed or sent directly): the
+    # first-response clock stops, the follow-up clock starts again.
+    answered: bool = False
+    # An agent changed the severity: the follow-up clock follows the new level.
+    severity_changed: bool = False
     # Phrases with which a customer asked for more urgency.
     urgency: list[str] = field(default_factory=list)
     # Where an agent's mail went: direct | external | relay | internal (ingest/conversation.py).

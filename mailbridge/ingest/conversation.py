@@ -266,7 +266,10 @@ class AgentCommands:
             ctx.event("command", name=c.name, arg=c.arg, by=by)
             if c.name == "severity":
                 # The deadlines follow the new level, counted from the case's creation.
-                sla = self.deadlines.for_level(t.queue, c.arg, t.created_at)
+                # (on the case's calendar, moved on by the time it was paused; no contract: none).
+                customer = self.deadlines.customer_of(t.queue, t.organisation, t.contract)
+                sla = self.deadlines.for_level(t.queue, c.arg, t.created_at, customer, t.paused_seconds)
+                ctx.severity_changed = True
                 ctx.event(
                     "severity_changed",
                     old=values.get("severity", t.severity),

@@ -95,10 +95,11 @@ class Acknowledge:
             unknown=unknown,
             severity=ctx.sla.level.label(t.language) if ctx.sla and ctx.sla.level else None,
             first_response_due=(
-                self.deadlines.format(q.name, ctx.sla.first_response_due, t.language)
+                self.deadlines.format(q.name, ctx.sla.first_response_due, t.language, t.organisation)
                 if ctx.sla and ctx.sla.first_response_due
                 else None
             ),
+            no_contract=ctx.customer is not None and not ctx.customer.promised,
             now=ctx.now,
         )
         outbox_id = _enqueue(ctx, built, "ack", f"ack:{t.case_number}")
@@ -142,6 +143,7 @@ class Relay:
                 return
             if not self._relay(ctx, queue, text):
                 return
+        ctx.answered = True
         values: dict = {}
         if t.first_response_at is None:
             values["first_response_at"] = ctx.now

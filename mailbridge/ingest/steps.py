@@ -13,6 +13,7 @@ import structlog
 
 from mailbridge.domain import TicketStatus
 from mailbridge.ingest import classify
+from mailbridge.ingest.clocks import TrackClocks
 from mailbridge.ingest.context import InboundMail, MailContext
 from mailbridge.ingest.conversation import AgentCommands, ApplyReply, Identify
 from mailbridge.ingest.matcher import Matcher
@@ -22,6 +23,7 @@ from mailbridge.ingest.references import DEFAULT_REPLY_PREFIXES, SubjectNormaliz
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.sla.deadlines import Deadlines
+from mailbridge.sla.escalation import Escalations
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import AttachmentRow, Message, RawMessage, Ticket
 from mailbridge.store.rawstore import ContentStore, sha256_hex
@@ -221,8 +223,12 @@ class OpenTicket:
         assert p is not None and p.from_ is not None and ctx.queue is not None and ctx.language
         # The severity the mail asks for and the deadlines it sets (no scheme: no promise). The whole
         # first mail counts: a forwarded error report is the request.
-        sla = self.deadlines.assess(ctx.queue.name, p.subject, p.text, ctx.now)
+        reply_to = self._reply_to(p)
+        # The organisation of whoever the case answers to, and whether it has a response promise.
+        customer = self.deadlines.customer(ctx.queue.name, reply_to or p.from_.email)
+        sla = self.deadlines.assess(ctx.queue.name, p.subject, p.text, ctx.now, customer)
         ctx.sla = sla
+        ctx.customer = customer
         serial = repo.allocate_serial(ctx.session, self.fmt, self.first_serial)
         subject = p.subject
         if ctx.link_from is not None:
@@ -240,7 +246,9 @@ class OpenTicket:
             "created_at": ctx.now,
             "updated_at": ctx.now,
             "linked_ticket_id": ctx.link_from.id if ctx.link_from is not None else None,
-            "reply_to": self._reply_to(p),
+            "reply_to": reply_to,
+            "organisation": customer.organisation,
+            "contract": customer.contract,
             "severity": sla.level.key if sla.level else None,
             "first_response_due": sla.first_response_due,
             "resolution_due": sla.resolution_due,
@@ -255,6 +263,8 @@ class OpenTicket:
             linked_ticket_id=values["linked_ticket_id"],
             reply_to=values["reply_to"],
             severity=values["severity"],
+            organisation=customer.organisation,
+            contract=customer.contract,
         )
         ctx.new_ticket = True
         ctx.role = "requester"
@@ -268,7 +278,15 @@ class OpenTicket:
             if a.email not in own and not ctx.queue.is_agent(a.email):
                 people.append((a.email, a.name, "customer"))
         repo.add_participants(ctx.session, ticket_id, people, ctx.now, new_ticket=True)
-        ctx.event("created", queue=ctx.queue.name, language=ctx.language, requester=p.from_.email)
+        ctx.event(
+            "created",
+            queue=ctx.queue.name,
+            language=ctx.language,
+            requester=p.from_.email,
+            organisation=customer.organisation,
+            contract=customer.contract,
+            promised=customer.promised,
+        )
         if sla.level is not None:
             ctx.event(
                 "severity_set",
@@ -388,6 +406,7 @@ def default_steps(
         Relay(builder, settings),
         CommandErrors(builder, settings),
         NotifyAgents(builder, settings),
+        TrackClocks(settings, deadlines, Escalations(settings, deadlines, builder)),
     ]
 
 

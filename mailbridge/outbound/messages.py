@@ -97,6 +97,7 @@ class MailBuilder:
         now: datetime,
         severity: str | None = None,
         first_response_due: str | None = None,
+        no_contract: bool = False,
     ) -> Built:
         """The acknowledgement of a new case, to the customer, in the case's language; with the
         severity understood and the first-response deadline when the queue promises one."""
@@ -112,6 +113,7 @@ class MailBuilder:
             "unknown_references": unknown,
             "severity": severity,
             "first_response_due": first_response_due,
+            "no_contract": no_contract,
         }
         lang = ticket.language
         subject = comp.tagged_subject(ticket.case_number, self.templates.render(lang, "ack.subject.j2", **tctx).strip())
@@ -267,5 +269,54 @@ class MailBuilder:
             html=None,
             auto_submitted=AUTO_REPLIED,
             language=lang,
+            to_agents=True,
+        )
+
+    def escalation(
+        self,
+        ticket: TicketRef,
+        queue: QueueSettings,
+        *,
+        to: list[str],
+        facts: dict,
+        previous: ThreadParent | None,
+        now: datetime,
+    ) -> Built:
+        """An SLA warning, breach or re-escalation (or an escalation on creation) about a case, to
+        agents or managers. Signed like a notification: an agent who answers it answers the customer.
+
+        ``facts``: what the template shows (kind, clock, stage, due, severity, organisation, …).
+        """
+        lang = queue.language
+        domain = queue.address.rsplit("@", 1)[-1]
+        tctx = {
+            "marker": REPLY_MARKER,
+            "case_number": ticket.case_number,
+            "subject": self.topic(ticket),
+            "status": ticket.status,
+            "assignee": ticket.assignee,
+            "requester": ticket.answer_to,
+            "queue_name": queue.display_name,
+            **facts,
+        }
+        subject = comp.tagged_subject(
+            ticket.case_number, self.templates.render(lang, "escalation.subject.j2", **tctx).strip()
+        )
+        return self._compose(
+            ticket,
+            parent_id=previous.message_id if previous else None,
+            parent_refs=previous.references if previous else [],
+            parent_index=previous.thread_index if previous else None,
+            now=now,
+            from_name=f"{queue.display_name} {ticket.case_number}",
+            from_addr=queue.address,
+            to=[("", a) for a in to],
+            reply_to=queue.address,
+            subject=subject,
+            text=self.templates.render(lang, "escalation.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_GENERATED,
+            language=lang,
+            message_id=notification_message_id(ticket.case_number, domain, self.secrets[0]),
             to_agents=True,
         )

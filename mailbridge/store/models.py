@@ -95,6 +95,20 @@ class Ticket(Base):
     # calendar); None: no promise (no scheme, no target). Indexed for the escalation job.
     first_response_due: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     resolution_due: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    # The customer's organisation ([[organisations]]) and its contract (None: none; seed 003).
+    organisation: Mapped[str | None] = mapped_column(String(128))
+    contract: Mapped[str | None] = mapped_column(String(64))
+    # The follow-up clock: while the case is active, an answer to the customer is due this long
+    # after the last one (last_answer_at) when the severity has a follow_up target.
+    update_due: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    last_answer_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Since when the clocks stand still (pending, when the queue pauses); and the business seconds
+    # paused so far (the due times above already include them).
+    paused_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    paused_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # When the escalation job has to look at the case next (the next stage of a running clock);
+    # None: nothing to escalate. The job reads only rows whose time has come.
+    next_escalation_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     # The earlier case this one follows up (a customer wrote about a closed case).
     linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
 

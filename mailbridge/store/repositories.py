@@ -87,6 +87,9 @@ class TicketRef:
     solved_at: datetime | None = None
     linked_ticket_id: int | None = None
     reply_to: str | None = None
+    organisation: str | None = None
+    contract: str | None = None
+    paused_seconds: int = 0
 
     @property
     def answer_to(self) -> str:
@@ -110,6 +113,9 @@ _TICKET_REF_COLS = (
     Ticket.solved_at,
     Ticket.linked_ticket_id,
     Ticket.reply_to,
+    Ticket.organisation,
+    Ticket.contract,
+    Ticket.paused_seconds,
 )
 
 

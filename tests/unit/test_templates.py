@@ -21,6 +21,7 @@ BASE_CONTEXT = {
     "unknown_references": [],
     "severity": None,
     "first_response_due": None,
+    "no_contract": False,
 }
 # Variables every body template reads (requester_email is passed but not used by the shipped templates).
 BODY_VARIABLES = ["case_number", "subject", "requester_name", "queue_name", "support_address", "attachments"]
@@ -235,3 +236,45 @@ def test_agent_mails_render_customer_and_agent_text_literally(templates, languag
     assert payload in err
     for out in (note, relay, err):
         assert "49" not in out and "XXX" not in out
+
+
+ESCALATION = {
+    "marker": "##- marker -##",
+    "case_number": "C1000002",
+    "status": "open",
+    "assignee": None,
+    "requester": "juergen.mueller@kunde.example",
+    "queue_name": "Vendor Support",
+    "clock": "Erstreaktion",
+    "stage": "75%",
+    "repeat": 0,
+    "due": "Mo., 23.11.2026, 10:00 MEZ",
+    "created": "Fr., 20.11.2026, 15:00 MEZ",
+    "severity": "Fehlerklasse 1",
+    "organisation": "Stadtwerke",
+    "contract": "Wartungsvertrag",
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", ["created", "warning", "breach", "repeat"])
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_escalation_mails_print_the_subject_literally_and_say_what_happened(templates, language, kind, payload):
+    ctx = {**ESCALATION, "kind": kind, "subject": payload, "repeat": 2 if kind == "repeat" else 0}
+    body = templates.render(language, "escalation.txt.j2", **ctx)
+    subject = templates.render(language, "escalation.subject.j2", **ctx)
+    assert payload in body and payload in subject and body.startswith("##- marker -##")
+    words = {
+        "de": {"created": "sofort eskaliert", "warning": "75%", "breach": "verstrichen", "repeat": "2. Erinnerung"},
+        "en": {"created": "escalated at once", "warning": "75%", "breach": "has passed", "repeat": "reminder 2"},
+    }
+    assert words[language][kind] in body
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", BODIES)
+def test_ack_without_contract_promises_no_response_time(templates, language, name):
+    with_contract = templates.render(language, name, **BASE_CONTEXT)
+    without = templates.render(language, name, **{**BASE_CONTEXT, "no_contract": True})
+    marker = {"de": "kein Service- und Wartungsvertrag", "en": "no service and maintenance contract"}[language]
+    assert marker not in with_contract and marker in without

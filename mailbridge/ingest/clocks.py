@@ -1,0 +1,102 @@
+"""The pipeline step that keeps a case's SLA clocks right after everything a mail did to it.
+
+It runs last, when the mail's status changes, answers and commands are applied, and then:
+
+- **pauses** the clocks when the case went pending and the queue pauses (``pause_while_pending``),
+  and **resumes** them when it became active again: every due time still ahead at the pause moves
+  on by the business time the case waited (stored in ``paused_seconds`` for recomputing);
+- **restarts the follow-up clock** when an agent's answer reached the customer (or the severity
+  changed): the next answer is due ``follow_up`` after this one;
+- **escalates on creation** a new case whose level asks for it (seed 001: class A goes straight to
+  the head of development), in this mail's transaction;
+- stores when the escalation job has to look at the case next.
+
+A case without a response promise (no calendar, no scheme, no contract where one is required) has
+no clocks; nothing here does anything for it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+
+from mailbridge.ingest.context import MailContext
+from mailbridge.settings import Settings
+from mailbridge.sla.calendar import add_business_time, business_time_between
+from mailbridge.sla.deadlines import Deadlines
+from mailbridge.sla.escalation import Escalations, clock_state
+from mailbridge.sla.policy import Recipients, Stage, due
+from mailbridge.store import repositories as repo
+from mailbridge.store.models import Ticket
+
+log = structlog.get_logger(__name__)
+
+# The stage an escalation on creation is sent as.
+ON_CREATE = Stage(0, Recipients.ESCALATION, urgent=True)
+
+
+class TrackClocks:
+    name = "track_clocks"
+
+    def __init__(self, settings: Settings, deadlines: Deadlines, escalations: Escalations):
+        self.settings = settings
+        self.deadlines = deadlines
+        self.escalations = escalations
+
+    def __call__(self, ctx: MailContext) -> None:
+        if ctx.ignored or ctx.ticket is None:
+            return
+        state = clock_state(ctx.session, ctx.ticket.id)
+        assert state is not None
+        ref, f = state
+        cal = self.deadlines.calendar(ref.queue, ref.organisation)
+        level = self.deadlines.level(ref.queue, ref.severity)
+        if (
+            cal is None
+            or level is None
+            or not self.deadlines.customer_of(ref.queue, ref.organisation, ref.contract).promised
+        ):
+            return
+        q = self.settings.queue(ref.queue)
+        now = ctx.now
+        values: dict = {}
+        update_due = f.update_due
+        if ref.status == "pending" and q.pause_while_pending and f.paused_at is None:
+            values["paused_at"] = now
+            ctx.event("clock_paused")
+        elif ref.status != "pending" and f.paused_at is not None:
+            paused = business_time_between(cal, f.paused_at, now)
+            for col, at in (
+                ("first_response_due", f.first_response_due if f.first_response_at is None else None),
+                ("resolution_due", f.resolution_due),
+                ("update_due", f.update_due),
+            ):
+                # A deadline that had passed before the pause stays passed.
+                if at is not None and at > f.paused_at and paused > timedelta(0):
+                    values[col] = add_business_time(cal, at, paused)
+            update_due = values.get("update_due", update_due)
+            values["paused_at"] = None
+            values["paused_seconds"] = ref.paused_seconds + int(paused.total_seconds())
+            ctx.event(
+                "clock_resumed",
+                paused_since=f.paused_at.isoformat(),
+                paused_business_seconds=int(paused.total_seconds()),
+                **{k: v.isoformat() for k, v in values.items() if k.endswith("_due") and v is not None},
+            )
+        if ctx.answered:
+            values["last_answer_at"] = now
+            values["update_due"] = due(cal, now, level.follow_up) if level.follow_up else None
+        elif ctx.severity_changed and (f.last_answer_at or f.first_response_at):
+            start = f.last_answer_at or f.first_response_at
+            assert start is not None
+            values["update_due"] = due(cal, start, level.follow_up) if level.follow_up else None
+        if values.get("update_due", update_due) != f.update_due and "update_due" in values:
+            ctx.event("follow_up_due", due=values["update_due"].isoformat() if values["update_due"] else None)
+        if values:
+            repo.update_row(ctx.session, Ticket, ref.id, values)
+        if ctx.new_ticket and level.escalate_on_create:
+            self.escalations.send(
+                ctx.session, ref, kind="created", stage=ON_CREATE, dedup_key=f"esc:{ref.id}:created", now=now
+            )
+        self.escalations.refresh(ctx.session, ref.id, now)

@@ -1,0 +1,291 @@
+"""Escalations: the job that walks the SLA clocks' ladders (``sla/clock.py``) and queues the mails.
+
+Every case stores when the job has to look at it next (``tickets.next_escalation_at``, indexed);
+the pipeline sets it whenever something that moves a clock happens (a new case, an answer, a status
+change, a severity change), and the job sets it after each visit. One run therefore reads only the
+cases whose time has come, oldest first, however many cases are open, and catches up after
+downtime in the order the stages fell due.
+
+Exactly once: each stage has an outbox key (case, clock, due time, stage); the job checks it before
+building the mail and the unique index on the key settles a race between two instances (the loser's
+batch rolls back and runs again). On PostgreSQL due cases are claimed with ``FOR UPDATE SKIP
+LOCKED``, so instances share the work; on SQLite writers are serialised anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from babel.dates import format_datetime
+from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailbridge.outbound.messages import MailBuilder
+from mailbridge.outbound.outbox import enqueue
+from mailbridge.settings import Settings
+from mailbridge.sla.clock import ClockFacts, ClockName, Firing, next_escalation
+from mailbridge.sla.deadlines import Deadlines
+from mailbridge.sla.policy import Recipients, Stage
+from mailbridge.store import repositories as repo
+from mailbridge.store.db import session_scope
+from mailbridge.store.models import Event, Outbox, Ticket
+from mailbridge.store.repositories import TicketRef
+
+log = structlog.get_logger(__name__)
+
+# The agent-side conversation of a case: escalations continue it.
+AGENT_THREAD_KINDS = ("notification", "escalation")
+# How the job and agents read times ("Mo., 23.11.2026, 10:00 MEZ").
+INTERNAL_FORMATS = {"de": "EEE, dd.MM.yyyy, HH:mm zzz", "en": "EEE, d MMM yyyy, HH:mm zzz"}
+
+CLOCK_COLUMNS = (
+    Ticket.id,
+    Ticket.case_number,
+    Ticket.queue,
+    Ticket.status,
+    Ticket.subject,
+    Ticket.requester_email,
+    Ticket.requester_name,
+    Ticket.language,
+    Ticket.created_at,
+    Ticket.severity,
+    Ticket.assignee,
+    Ticket.first_response_at,
+    Ticket.solved_at,
+    Ticket.linked_ticket_id,
+    Ticket.reply_to,
+    Ticket.organisation,
+    Ticket.contract,
+    Ticket.paused_seconds,
+    # not part of TicketRef:
+    Ticket.first_response_due,
+    Ticket.update_due,
+    Ticket.last_answer_at,
+    Ticket.resolution_due,
+    Ticket.paused_at,
+)
+_REF_FIELDS = 18
+
+
+def _split(row) -> tuple[TicketRef, ClockFacts]:
+    ref = TicketRef(*row[:_REF_FIELDS])
+    fr_due, upd_due, last_answer, res_due, paused_at = row[_REF_FIELDS:]
+    facts = ClockFacts(
+        status=ref.status,
+        created_at=ref.created_at,
+        first_response_at=ref.first_response_at,
+        first_response_due=fr_due,
+        update_due=upd_due,
+        last_answer_at=last_answer,
+        resolution_due=res_due,
+        paused_at=paused_at,
+    )
+    return ref, facts
+
+
+def clock_state(session: Session, ticket_id: int, *, lock: bool = False) -> tuple[TicketRef, ClockFacts] | None:
+    stmt = select(*CLOCK_COLUMNS).where(Ticket.id == ticket_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = session.connection().execute(stmt).first()
+    return _split(row) if row is not None else None
+
+
+@dataclass
+class Report:
+    visited: int = 0
+    sent: list[tuple[str, str, str]] = field(default_factory=list)  # (case, clock, stage)
+    unaddressed: int = 0
+
+
+class Escalations:
+    """Builds and queues escalation mails; computes when a case needs the job next."""
+
+    def __init__(self, settings: Settings, deadlines: Deadlines, builder: MailBuilder):
+        self.settings = settings
+        self.deadlines = deadlines
+        self.builder = builder
+
+    # -- the plan of one case -------------------------------------------------------------------
+
+    def next_at(self, ref: TicketRef, facts: ClockFacts, now: datetime):
+        cal = self.deadlines.calendar(ref.queue, ref.organisation)
+        level = self.deadlines.level(ref.queue, ref.severity)
+        return next_escalation(cal, facts, level, now)
+
+    def refresh(self, session: Session, ticket_id: int, now: datetime) -> datetime | None:
+        """Store when the job has to look at the case next (after its clocks changed)."""
+        state = clock_state(session, ticket_id)
+        if state is None:
+            return None
+        plans, next_at = self.next_at(*state, now)
+        # A stage whose time has already come is the job's (it knows whether it went out): now.
+        if any(p.send is not None for p in plans):
+            next_at = now
+        session.connection().execute(update(Ticket).where(Ticket.id == ticket_id).values(next_escalation_at=next_at))
+        return next_at
+
+    # -- mails ----------------------------------------------------------------------------------
+
+    def recipients(self, ref: TicketRef, to: Recipients | str) -> list[str]:
+        q = self.settings.queue(ref.queue)
+        if to == Recipients.ASSIGNEE:
+            return [ref.assignee] if ref.assignee else q.notify_addresses
+        if to == Recipients.AGENTS:
+            return q.notify_addresses
+        if to == Recipients.ESCALATION:
+            return q.escalation_addresses
+        return [str(to)]
+
+    def fmt(self, ref: TicketRef, at: datetime | None) -> str | None:
+        if at is None:
+            return None
+        lang = self.settings.queue(ref.queue).language
+        cal = self.deadlines.calendar(ref.queue, ref.organisation)
+        return format_datetime(
+            at,
+            INTERNAL_FORMATS.get(lang, INTERNAL_FORMATS["en"]),
+            locale=lang,
+            tzinfo=cal.tz if cal is not None else None,
+        )
+
+    def send(
+        self,
+        session: Session,
+        ref: TicketRef,
+        *,
+        kind: str,
+        stage: Stage,
+        dedup_key: str,
+        now: datetime,
+        clock: ClockName | None = None,
+        due: datetime | None = None,
+        repeat: int = 0,
+    ) -> int | None:
+        """Queue one escalation mail unless its key was queued before; record it on the case."""
+        if session.connection().execute(select(exists().where(Outbox.dedup_key == dedup_key))).scalar():
+            return None
+        q = self.settings.queue(ref.queue)
+        to = self.recipients(ref, stage.to)
+        detail = {
+            "kind": kind,
+            "clock": clock.value if clock else None,
+            "stage": stage.name if not repeat else f"re-escalation {repeat}",
+            "due": due.isoformat() if due else None,
+        }
+        if not to:
+            repo.insert_row(
+                session,
+                Event,
+                {"ticket_id": ref.id, "kind": "escalation_unaddressed", "detail": detail, "created_at": now},
+            )
+            log.warning("escalation_unaddressed", case=ref.case_number, **detail)
+            return None
+        lang = q.language
+        level = self.deadlines.level(ref.queue, ref.severity)
+        facts = {
+            "kind": kind,
+            "clock": clock.label(lang) if clock else "",
+            "stage": stage.name,
+            "repeat": repeat,
+            "due": self.fmt(ref, due),
+            "created": self.fmt(ref, ref.created_at),
+            "severity": level.label(lang) if level else ref.severity,
+            "organisation": ref.organisation,
+            "contract": ref.contract,
+        }
+        built = self.builder.escalation(
+            ref,
+            q,
+            to=to,
+            facts=facts,
+            previous=repo.last_message(session, ref.id, AGENT_THREAD_KINDS),
+            now=now,
+        )
+        outbox_id = enqueue(
+            session,
+            built.out,
+            kind="escalation",
+            dedup_key=dedup_key,
+            now=now,
+            ticket_id=ref.id,
+            in_reply_to=built.in_reply_to,
+            references=built.references,
+            language=lang,
+            thread_index=built.thread_index,
+        )
+        repo.insert_row(
+            session,
+            Event,
+            {
+                "ticket_id": ref.id,
+                "kind": "escalated",
+                "detail": {**detail, "to": to, "outbox_id": outbox_id, "urgent": stage.urgent},
+                "created_at": now,
+            },
+        )
+        log.info("escalation_queued", case=ref.case_number, to=to, **detail)
+        return outbox_id
+
+    def send_firing(self, session: Session, ref: TicketRef, f: Firing, now: datetime) -> int | None:
+        kind = "repeat" if f.repeat else ("breach" if f.stage.is_breach else "warning")
+        return self.send(
+            session,
+            ref,
+            kind=kind,
+            stage=f.stage,
+            dedup_key=f.key(ref.id),
+            now=now,
+            clock=f.clock,
+            due=f.due,
+            repeat=f.repeat,
+        )
+
+    # -- the job --------------------------------------------------------------------------------
+
+    def run_once(self, session_factory, now: datetime, *, skip_locked: bool = False) -> Report:
+        """One pass: every case whose next escalation time has come, oldest first, in batches of
+        ``sla.batch`` (one transaction each)."""
+        report = Report()
+        batch = self.settings.sla.batch
+        while True:
+            try:
+                with session_scope(session_factory) as s:
+                    n = self._batch(s, now, batch, skip_locked, report)
+            except IntegrityError:
+                # Another instance queued the same stage between our check and our insert: its
+                # row stands; our batch rolled back and runs again without it.
+                log.info("escalation_race_retry")
+                continue
+            if n < batch:
+                return report
+
+    def _batch(self, s: Session, now: datetime, batch: int, skip_locked: bool, report: Report) -> int:
+        stmt = (
+            select(*CLOCK_COLUMNS)
+            .where(Ticket.next_escalation_at <= now)
+            .order_by(Ticket.next_escalation_at, Ticket.id)
+            .limit(batch)
+        )
+        if skip_locked:
+            stmt = stmt.with_for_update(skip_locked=True)
+        rows = s.connection().execute(stmt).all()
+        updates = []
+        for row in rows:
+            ref, facts = _split(row)
+            plans, next_at = self.next_at(ref, facts, now)
+            for p in sorted((p for p in plans if p.send is not None), key=lambda p: p.send.at):
+                assert p.send is not None
+                if self.send_firing(s, ref, p.send, now) is not None:
+                    report.sent.append((ref.case_number, p.send.clock.value, p.send.name))
+            updates.append({"_id": ref.id, "_next": next_at})
+        if updates:
+            s.connection().execute(
+                update(Ticket).where(Ticket.id == bindparam("_id")).values(next_escalation_at=bindparam("_next")),
+                updates,
+            )
+        report.visited += len(rows)
+        return len(rows)
