@@ -19,11 +19,16 @@ from mailbridge.ingest.classify import LanguageDetector
 from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
 from mailbridge.ingest.prepare import Preparer
+from mailbridge.ingest.references import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.ingest.steps import default_steps
+from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.sender import OutboxSender
 from mailbridge.outbound.templates import Templates
 from mailbridge.settings import Settings
 from mailbridge.sla.deadlines import Deadlines
+from mailbridge.sla.digest import Digests
+from mailbridge.sla.escalation import Escalations
+from mailbridge.sla.escalation import Report as EscalationReport
 from mailbridge.store import migrate
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_postgres, make_engine, make_session_factory, session_scope
@@ -76,6 +81,8 @@ class App:
         self._detector: LanguageDetector | None = None
         self._pipeline: Pipeline | None = None
         self._secrets: list[bytes] | None = None
+        self.deadlines = Deadlines(settings)
+        self._escalations: Escalations | None = None
 
     # Built lazily: the language models take a moment to load and CLI queries do not need them.
     @property
@@ -93,7 +100,7 @@ class App:
                 self.detector,
                 self.attachment_store,
                 self.notification_secrets,
-                Deadlines(self.settings),
+                self.deadlines,
             )
             self._pipeline = Pipeline(self.session_factory, steps, self.clock)
         return self._pipeline
@@ -109,6 +116,27 @@ class App:
             else:
                 self._secrets = [load_or_create_key(self.settings.var_dir / NOTIFICATION_KEY_FILE)]
         return self._secrets
+
+    @property
+    def escalations(self) -> Escalations:
+        """Builds and queues escalation mails (the job and the pipeline share the rules)."""
+        if self._escalations is None:
+            conv = self.settings.conversations
+            normalizer = SubjectNormalizer(
+                conv.reply_prefixes if conv.reply_prefixes is not None else DEFAULT_REPLY_PREFIXES
+            )
+            builder = MailBuilder(self.templates, self.settings.case_numbers.fmt, normalizer, self.notification_secrets)
+            self._escalations = Escalations(self.settings, self.deadlines, builder)
+        return self._escalations
+
+    def escalate(self) -> EscalationReport:
+        """One run of the escalation job at the app's clock: every stage whose time has come."""
+        return self.escalations.run_once(self.session_factory, self.clock(), skip_locked=is_postgres(self.engine))
+
+    def send_digest(self, name: str) -> int | None:
+        """Build and queue the digest ``name`` at the app's clock (see ``sla/digest.py``)."""
+        d = next(d for d in self.settings.digests if d.name == name)
+        return Digests(self.settings, self.deadlines, self.templates).send(self.session_factory, d, self.clock())
 
     def close_solved(self) -> list[str]:
         """Close solved cases whose reopen window has passed; return their case numbers."""

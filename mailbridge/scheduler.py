@@ -7,6 +7,9 @@
 - ``outbox``: a coroutine job that drains the outbox; a poller that queued mail wakes it at once,
   so an acknowledgement goes out within about a second of the customer's mail arriving.
 - ``close_solved``: closes solved cases whose reopen window has passed (``conversations``).
+- ``escalate``: every ``sla.escalation_interval`` seconds (60), the escalation job (``sla/escalation.py``);
+  it starts at once, so stages that fell due while the service was down go out first, in order.
+- ``digest:<name>``: a cron job per ``[[digests]]`` entry, in the digest's time zone.
 
 SIGTERM/SIGINT set a stop flag: an IDLE wait returns, a cycle finishes the mail it is on (its
 transaction commits or rolls back as a whole) and moves what was committed, the outbox finishes
@@ -26,6 +29,7 @@ import structlog
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from mailbridge.app import App
 
@@ -104,8 +108,8 @@ class Service:
         s = self.app.settings
         self.loop = asyncio.get_running_loop()
         accounts = len(s.accounts)
-        # One thread per account, one for the lifecycle job.
-        self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 1)
+        # One thread per account, one each for the lifecycle, escalation and digest jobs.
+        self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 3)
         self.scheduler = AsyncIOScheduler(
             executors={"default": AsyncIOExecutor(), "imap": self._imap_executor},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
@@ -134,6 +138,43 @@ class Service:
             executor="imap",
             next_run_time=now,
         )
+
+        self.scheduler.add_job(
+            self._escalate,
+            "interval",
+            seconds=s.sla.escalation_interval,
+            id="escalate",
+            executor="imap",
+            next_run_time=now,
+        )
+        for d in s.digests:
+            self.scheduler.add_job(
+                self._digest,
+                CronTrigger.from_crontab(d.cron, timezone=d.timezone),
+                args=[d.name],
+                id=f"digest:{d.name}",
+                executor="imap",
+            )
+
+    def _escalate(self) -> None:
+        if self.stop_event.is_set():
+            return
+        try:
+            report = self.app.escalate()
+        except Exception as e:  # the database is away: the next run catches up
+            log.warning("escalation_failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return
+        if report.sent:
+            self.wake_sender()
+
+    def _digest(self, name: str) -> None:
+        if self.stop_event.is_set():
+            return
+        try:
+            if self.app.send_digest(name) is not None:
+                self.wake_sender()
+        except Exception as e:
+            log.warning("digest_failed", digest=name, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
 
     def _close_solved(self) -> None:
         if not self.stop_event.is_set():

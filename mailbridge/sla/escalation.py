@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 # The agent-side conversation of a case: escalations continue it.
 AGENT_THREAD_KINDS = ("notification", "escalation")
 # How the job and agents read times ("Mo., 23.11.2026, 10:00 MEZ").
-INTERNAL_FORMATS = {"de": "EEE, dd.MM.yyyy, HH:mm zzz", "en": "EEE, d MMM yyyy, HH:mm zzz"}
+INTERNAL_FORMATS = {"de": "EEE, dd.MM.yyyy, HH:mm zzz", "en": "EEE, d MMM yyyy, HH:mm zzzz"}
 
 CLOCK_COLUMNS = (
     Ticket.id,

@@ -65,12 +65,26 @@ class Desk:
             poller.cycle()
         finally:
             poller.close()
+        return self._send(before)
+
+    def _send(self, before: int) -> list[Sent]:
         sender = self.app.sender()
         while True:
             r = asyncio.run(sender.run_once())
             if not (r.sent or r.retry or r.failed):
                 break
         return [Sent(m.mail_from, m.rcpt_tos, m.message) for m in self.smtp.received[before:]]
+
+    def escalate(self) -> list[Sent]:
+        """One run of the escalation job at the desk's clock, then the outbox; what arrived."""
+        before = len(self.smtp.received)
+        self.app.escalate()
+        return self._send(before)
+
+    def digest(self, name: str) -> list[Sent]:
+        before = len(self.smtp.received)
+        self.app.send_digest(name)
+        return self._send(before)
 
     def ticket(self, case: str | None = None, **where) -> Ticket:
         with session_scope(self.app.session_factory) as s:

@@ -1,0 +1,235 @@
+"""Manager digests: per queue, what is breached, what is at risk in the next business hours, counts
+per severity and organisation, and the oldest open cases; as text and HTML, through the outbox.
+
+Built from indexed queries over the active cases of the digest's queues: the breached and at-risk
+lists read only cases with a running clock due before the horizon; the counts are GROUP BYs; the
+oldest cases are one ORDER BY … LIMIT. "At risk" uses each case's own calendar (an organisation's
+seat may differ from the queue's): the horizon is ``at_risk_hours`` business hours from now on it.
+
+Sending is exactly once per digest and scheduled minute (the outbox key), also with several
+instances; nothing is sent when nothing is breached or at risk unless ``send_empty``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from babel.dates import format_datetime, format_timedelta
+from sqlalchemy import and_, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailbridge.outbound import compose as comp
+from mailbridge.outbound.outbox import enqueue
+from mailbridge.settings import DigestSettings, Settings
+from mailbridge.sla.calendar import add_business_time
+from mailbridge.sla.clock import ClockName
+from mailbridge.sla.deadlines import Deadlines
+from mailbridge.store.db import session_scope
+from mailbridge.store.models import Ticket
+
+log = structlog.get_logger(__name__)
+
+ACTIVE = ("new", "open", "pending")
+TIME_FORMAT = {"de": "EEE dd.MM. HH:mm", "en": "EEE d MMM HH:mm"}
+
+
+@dataclass(frozen=True)
+class Line:
+    case_number: str
+    subject: str
+    organisation: str | None
+    severity: str
+    status: str
+    clock: str  # which clock is breached / at risk (empty for the oldest list)
+    due: str  # formatted
+    delta: str  # "overdue by 3 hours" / "due in 2 hours" / "open for 5 days"
+
+
+@dataclass
+class QueueDigest:
+    queue: str
+    display_name: str
+    active: int = 0
+    breached: list[Line] = field(default_factory=list)
+    at_risk: list[Line] = field(default_factory=list)
+    by_severity: list[tuple[str, int]] = field(default_factory=list)
+    by_organisation: list[tuple[str, int]] = field(default_factory=list)
+    oldest: list[Line] = field(default_factory=list)
+
+
+@dataclass
+class Digest:
+    name: str
+    language: str
+    generated: str
+    queues: list[QueueDigest]
+
+    @property
+    def empty(self) -> bool:
+        return not any(q.breached or q.at_risk for q in self.queues)
+
+
+# Running clocks as SQL: (clock, due column, extra condition). Paused cases are not counted.
+def _clock_conditions():
+    running = and_(Ticket.status.in_(ACTIVE), Ticket.paused_at.is_(None))
+    return (
+        (ClockName.FIRST_RESPONSE, Ticket.first_response_due, and_(running, Ticket.first_response_at.is_(None))),
+        (ClockName.UPDATE, Ticket.update_due, and_(running, Ticket.status.in_(("new", "open")))),
+        (ClockName.RESOLUTION, Ticket.resolution_due, running),
+    )
+
+
+class Digests:
+    def __init__(self, settings: Settings, deadlines: Deadlines, templates):
+        self.settings = settings
+        self.deadlines = deadlines
+        self.templates = templates
+
+    def _fmt(self, at: datetime, lang: str, tz) -> str:
+        return format_datetime(at, TIME_FORMAT.get(lang, TIME_FORMAT["en"]), locale=lang, tzinfo=tz)
+
+    def build(self, session: Session, d: DigestSettings, now: datetime) -> Digest:
+        lang = d.language
+        queues = [q for q in self.settings.queues if d.queues is None or q.name in d.queues]
+        out = []
+        conn = session.connection()
+        for q in queues:
+            qd = QueueDigest(q.name, q.display_name)
+            scheme = self.deadlines.scheme(q.name)
+            order = {lv.key: i for i, lv in enumerate(scheme.levels)} if scheme else {}
+
+            def label(key: str | None, _q=q) -> str:
+                lv = self.deadlines.level(_q.name, key)
+                return lv.label(lang) if lv else (key or "–")
+
+            # The horizon per calendar the queue's cases count in (queue's and organisations').
+            cal_names = {self.deadlines.calendar_name(q.name, None)} | {
+                o.calendar for o in self.settings.organisations if o.calendar
+            }
+            horizons = {
+                name: add_business_time(self.deadlines.calendars[name], now, timedelta(hours=d.at_risk_hours))
+                for name in cal_names
+                if name in self.deadlines.calendars
+            }
+            far = max(horizons.values(), default=now)
+            breached: list[tuple[datetime, str, Line]] = []
+            at_risk: list[tuple[datetime, str, Line]] = []
+            cols = (
+                Ticket.case_number,
+                Ticket.subject,
+                Ticket.organisation,
+                Ticket.severity,
+                Ticket.status,
+                Ticket.created_at,
+            )
+            for clock, due_col, cond in _clock_conditions():
+                rows = conn.execute(
+                    select(*cols, due_col)
+                    .where(Ticket.queue == q.name, cond, due_col.is_not(None), due_col <= far)
+                    .order_by(due_col)
+                ).all()
+                for case, subject, org, sev, status, _created, due in rows:
+                    cal = self.deadlines.calendar(q.name, org)
+                    tz = cal.tz if cal else None
+                    name = self.deadlines.calendar_name(q.name, org)
+                    if due < now:
+                        delta = format_timedelta(now - due, locale=lang, threshold=1.1)
+                        target = breached
+                    elif due <= horizons.get(name or "", now):
+                        delta = format_timedelta(due - now, locale=lang, threshold=1.1)
+                        target = at_risk
+                    else:
+                        continue
+                    line = Line(
+                        case, subject, org, label(sev), status, clock.label(lang), self._fmt(due, lang, tz), delta
+                    )
+                    target.append((due, case, line))
+            qd.breached = [line for *_, line in sorted(breached)]
+            qd.at_risk = [line for *_, line in sorted(at_risk)]
+            active = and_(Ticket.queue == q.name, Ticket.status.in_(ACTIVE))
+            qd.active = conn.execute(select(func.count()).where(active)).scalar_one()
+            sev_rows = conn.execute(select(Ticket.severity, func.count()).where(active).group_by(Ticket.severity)).all()
+            qd.by_severity = [
+                (label(k), n) for k, n in sorted(sev_rows, key=lambda r: (order.get(r[0], len(order)), r[0] or ""))
+            ]
+            org_rows = conn.execute(
+                select(Ticket.organisation, func.count()).where(active).group_by(Ticket.organisation)
+            ).all()
+            qd.by_organisation = sorted(
+                ((o or ("(ohne Zuordnung)" if lang == "de" else "(none)"), n) for o, n in org_rows),
+                key=lambda r: (-r[1], r[0]),
+            )
+            if d.oldest:
+                for case, subject, org, sev, status, created in conn.execute(
+                    select(*cols).where(active).order_by(Ticket.created_at, Ticket.id).limit(d.oldest)
+                ):
+                    cal = self.deadlines.calendar(q.name, org)
+                    qd.oldest.append(
+                        Line(
+                            case,
+                            subject,
+                            org,
+                            label(sev),
+                            status,
+                            "",
+                            self._fmt(created, lang, cal.tz if cal else None),
+                            format_timedelta(now - created, locale=lang, threshold=1.1),
+                        )
+                    )
+            out.append(qd)
+        return Digest(d.name, lang, self._fmt(now, lang, None), out)
+
+    def render(self, digest: Digest) -> tuple[str, str, str]:
+        """Subject, text and HTML of a digest."""
+        ctx = {"digest": digest, "queues": digest.queues}
+        lang = digest.language
+        subject = self.templates.render(lang, "digest.subject.j2", **ctx).strip()
+        return (
+            subject,
+            self.templates.render(lang, "digest.txt.j2", **ctx),
+            self.templates.render(lang, "digest.html.j2", **ctx),
+        )
+
+    def send(self, session_factory, d: DigestSettings, now: datetime) -> int | None:
+        """Build the digest and queue it (once per digest and minute); None when there was nothing
+        to report (and ``send_empty`` is off), when today is no business day of the digest's
+        calendar, or when another instance queued it already."""
+        if d.calendar is not None:
+            cal = self.deadlines.calendars[d.calendar]
+            if not cal.hours_on(now.astimezone(cal.tz).date()):
+                log.info("digest_skipped", digest=d.name, reason="no business day")
+                return None
+        key = f"digest:{d.name}:{now.replace(second=0, microsecond=0).isoformat()}"
+        try:
+            with session_scope(session_factory) as s:
+                digest = self.build(s, d, now)
+                if digest.empty and not d.send_empty:
+                    log.info("digest_skipped", digest=d.name, reason="nothing to report")
+                    return None
+                subject, text, html = self.render(digest)
+                q = next(q for q in self.settings.queues if d.queues is None or q.name in d.queues)
+                out = comp.compose(
+                    from_name=q.display_name,
+                    from_addr=q.address,
+                    to=[("", a) for a in d.recipients],
+                    subject=subject,
+                    text=text,
+                    html=html,
+                    date=now,
+                    auto_submitted="auto-generated",
+                    language=d.language,
+                )
+                outbox_id = enqueue(s, out, kind="digest", dedup_key=key, now=now, ticket_id=None)
+        except IntegrityError:
+            log.info("digest_already_queued", digest=d.name)
+            return None
+        log.info(
+            "digest_queued",
+            digest=d.name,
+            breached=sum(len(q.breached) for q in digest.queues),
+            at_risk=sum(len(q.at_risk) for q in digest.queues),
+        )
+        return outbox_id

@@ -1,0 +1,296 @@
+"""Escalations end to end (issue 4): cases come in through the real IMAP server, the escalation job
+runs at an injected clock (no sleeping), and every warning, breach, re-escalation and digest is
+checked where it arrives: at the real SMTP server. A case answered in time gets none."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from mailbridge.app import App
+from mailbridge.store.db import session_scope
+from mailbridge.store.models import Outbox
+from tests.integration.conversation_support import AGENT, QUEUE_EXTRA, TEAM, Sent, make_desk, to
+from tests.support import make_mail
+
+BERLIN = ZoneInfo("Europe/Berlin")
+CHIEF = "leitung@vendor.example"
+CUSTOMER2 = ("Petra Kunde", "petra@stadtwerke.example")
+
+SLA = f"""
+[[calendars]]
+name = "nrw"
+timezone = "Europe/Berlin"
+country = "DE"
+subdivision = "NW"
+[calendars.hours]
+mon = ["08:00-17:00"]
+tue = ["08:00-17:00"]
+wed = ["08:00-17:00"]
+thu = ["08:00-17:00"]
+fri = ["08:00-17:00"]
+
+[[severity_schemes]]
+name = "std"
+default = "3"
+[[severity_schemes.stages]]
+at = 50
+to = "assignee"
+[[severity_schemes.stages]]
+at = 100
+to = "escalation"
+urgent = true
+[[severity_schemes.levels]]
+key = "1"
+label_de = "Fehlerklasse 1"
+label_en = "Severity 1"
+words = ["Systemstillstand"]
+first_response = {{ business_hours = 4 }}
+reescalate_every = {{ business_hours = 2 }}
+[[severity_schemes.levels]]
+key = "2"
+label_de = "Fehlerklasse 2"
+label_en = "Severity 2"
+words = ["Störung"]
+first_response = {{ calendar_hours = 24 }}
+[[severity_schemes.levels]]
+key = "3"
+label_de = "Fehlerklasse 3"
+label_en = "Severity 3"
+first_response = {{ business_days = 2 }}
+
+[[digests]]
+name = "morgens"
+recipients = ["{CHIEF}"]
+cron = "0 8 * * mon-fri"
+timezone = "Europe/Berlin"
+calendar = "nrw"
+at_risk_hours = 4
+oldest = 5
+"""
+
+
+def berlin(*args) -> datetime:
+    return datetime(*args, tzinfo=BERLIN).astimezone(UTC)
+
+
+@pytest.fixture
+def desk(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    d = make_desk(
+        tmp_path,
+        imap_server,
+        smtp_sink,
+        db_url,
+        queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
+        conversations=SLA,
+    )
+    yield d
+    d.app.close()
+
+
+def _case(sent: list[Sent]) -> str:
+    (ack,) = [m for m in sent if TEAM not in m.rcpt_tos and CHIEF not in m.rcpt_tos]
+    return ack.header("Subject").split("]")[0].lstrip("[")
+
+
+def _about(sent: list[Sent], case: str) -> list[Sent]:
+    return [m for m in sent if f"[{case}]" in m.header("Subject")]
+
+
+def _answer(desk, note: Sent, text: str) -> list[Sent]:
+    nid = note.header("Message-ID")
+    return desk.deliver(
+        make_mail(
+            subject=f"AW: {note.header('Subject')}",
+            body=text,
+            sender=AGENT,
+            headers={"In-Reply-To": nid, "References": nid},
+        )
+    )
+
+
+def test_warning_breach_reescalation_and_digest_and_none_for_a_case_answered_in_time(desk):
+    # Monday 23.11.2026, 09:00: two production-down cases (4 business hours: due 13:00).
+    desk.clock.now = berlin(2026, 11, 23, 9, 0)
+    late = _case(desk.deliver(make_mail(subject="Systemstillstand Linie 3", body="Alles steht.")))
+    sent = desk.deliver(make_mail(subject="Systemstillstand Presse 2", body="Presse steht.", sender=CUSTOMER2))
+    in_time = _case(sent)
+    assert desk.ticket(late).first_response_due == berlin(2026, 11, 23, 13, 0)
+    assert desk.ticket(late).next_escalation_at == berlin(2026, 11, 23, 11, 0)  # the 50 % stage
+
+    # 10:00: Anna answers the second case from the notification: its first response is in time.
+    desk.clock.now = berlin(2026, 11, 23, 10, 0)
+    (note,) = to(sent, TEAM)
+    relayed = _answer(desk, note, "Guten Tag,\n\nwir schauen uns das sofort an.\n\nAnna")
+    assert to(relayed, CUSTOMER2[1])
+    assert desk.ticket(in_time).first_response_at == berlin(2026, 11, 23, 10, 0)
+
+    # 10:59: nothing yet.
+    desk.clock.now = berlin(2026, 11, 23, 10, 59)
+    assert desk.escalate() == []
+
+    # 11:00: half of the time is gone: a warning to the case's agents (no assignee: notify), in
+    # the queue's language (English here; the customer wrote German).
+    desk.clock.now = berlin(2026, 11, 23, 11, 0)
+    warn = desk.escalate()
+    assert [m.rcpt_tos for m in warn] == [[TEAM]]
+    assert _about(warn, late) and "first response: 50% of the time used" in warn[0].header("Subject")
+    assert warn[0].header("Auto-Submitted") == "auto-generated"
+    assert "Due:       Mon, 23 Nov 2026, 13:00 Central European Standard Time" in warn[0].text
+
+    # Once only: the job running again (or a restarted service) sends nothing new.
+    desk.clock.now = berlin(2026, 11, 23, 11, 1)
+    assert desk.escalate() == []
+    restarted = App(desk.app.settings, clock=desk.clock)
+    assert restarted.escalate().sent == []
+    restarted.close()
+
+    # 13:00: the breach, to the managers, urgent.
+    desk.clock.now = berlin(2026, 11, 23, 13, 0)
+    breach = desk.escalate()
+    assert [m.rcpt_tos for m in breach] == [[CHIEF]]
+    assert _about(breach, late) and "first response overdue" in breach[0].header("Subject")
+
+    # Re-escalation every 2 business hours while nobody answers: 15:00, 17:00 (the close), then
+    # Tuesday 10:00.
+    desk.clock.now = berlin(2026, 11, 23, 14, 59)
+    assert desk.escalate() == []
+    desk.clock.now = berlin(2026, 11, 23, 15, 0)
+    again = desk.escalate()
+    assert [m.rcpt_tos for m in again] == [[CHIEF]] and "reminder 1" in again[0].header("Subject")
+    assert desk.ticket(late).next_escalation_at == berlin(2026, 11, 23, 17, 0)
+    desk.clock.now = berlin(2026, 11, 23, 17, 0)
+    assert "reminder 2" in desk.escalate()[0].header("Subject")
+    assert desk.ticket(late).next_escalation_at == berlin(2026, 11, 24, 10, 0)
+
+    # The case answered in time got no escalation of any kind.
+    assert not [e for e in desk.events(in_time) if e[0] == "escalated"]
+    assert desk.ticket(in_time).next_escalation_at is None
+    assert not _about(warn + breach + again, in_time)
+
+    # Tuesday 08:00: the morning digest lists the overdue case, in text and HTML.
+    desk.clock.now = berlin(2026, 11, 24, 8, 0)
+    (digest,) = desk.digest("morgens")
+    assert digest.rcpt_tos == [CHIEF]
+    assert "1 überfällig" in digest.header("Subject")
+    overdue = digest.text.split("Überfällig (1):")[1].split("Gefährdet")[0]
+    assert late in overdue and in_time not in overdue
+    html = digest.msg.get_body(("html",)).get_content()
+    assert late in html and "Fehlerklasse 1" in html
+    # Once per scheduled minute: a second instance firing at the same time queues nothing.
+    assert desk.digest("morgens") == []
+
+    # The agent finally answers: the clock stops, no more re-escalations.
+    desk.clock.now = berlin(2026, 11, 24, 8, 30)
+    notes = [m for m in desk.messages(late) if m.kind == "notification"]
+    assert notes
+    nid = notes[0].message_id
+    _answer_id(desk, nid, late)
+    desk.clock.now = berlin(2026, 11, 24, 12, 0)
+    assert desk.escalate() == []
+    assert desk.ticket(late).next_escalation_at is None
+
+
+def _answer_id(desk, nid: str, case: str) -> None:
+    desk.deliver(
+        make_mail(
+            subject=f"AW: [{case}] Systemstillstand Linie 3",
+            body="Guten Tag,\n\nder Fehler ist gefunden.\n\nAnna",
+            sender=AGENT,
+            headers={"In-Reply-To": f"<{nid}>", "References": f"<{nid}>"},
+        )
+    )
+
+
+def test_after_downtime_only_the_latest_stage_goes_out_once_and_warnings_wait_for_business_hours(desk):
+    # Saturday 28.11.2026 09:00, severity 2: 24 wall-clock hours, due Sunday 09:00. No business
+    # time lies between, so the 50 % warning falls on the start; it is not urgent and waits for
+    # Monday 08:00. The breach is urgent: Sunday 09:00.
+    desk.clock.now = berlin(2026, 11, 28, 9, 0)
+    case = _case(desk.deliver(make_mail(subject="Störung im Export", body="Der Export bricht ab.")))
+    assert desk.ticket(case).first_response_due == berlin(2026, 11, 29, 9, 0)
+    assert desk.ticket(case).next_escalation_at == berlin(2026, 11, 29, 9, 0)  # the breach comes first
+    desk.clock.now = berlin(2026, 11, 28, 10, 0)
+    assert desk.escalate() == []  # the warning is held (nobody works on Saturday)
+
+    # The service was down from Saturday morning to Monday 10:00. At restart the breach (urgent,
+    # Sunday 09:00) goes out once; the held warning (Monday 08:00) is superseded by it.
+    desk.clock.now = berlin(2026, 11, 30, 10, 0)
+    sent = desk.escalate()
+    assert [m.rcpt_tos for m in sent] == [[CHIEF]] and "overdue" in sent[0].header("Subject")
+    assert desk.escalate() == []
+    kinds = [(d["kind"], d["stage"]) for k, d in desk.events(case) if k == "escalated"]
+    assert kinds == [("breach", "breach")]
+
+
+def test_a_pending_case_pauses_its_clock_and_the_deadline_moves_by_the_paused_business_time(desk):
+    desk.clock.now = berlin(2026, 11, 23, 9, 0)
+    sent = desk.deliver(make_mail(subject="Systemstillstand Linie 3", body="Alles steht."))
+    case = _case(sent)
+    (note,) = to(sent, TEAM)
+    # 10:00: Anna asks an internal question and sets the case pending (nothing reaches the
+    # customer, so the first-response clock still runs — but paused).
+    desk.clock.now = berlin(2026, 11, 23, 10, 0)
+    _answer(desk, note, "#pending\n#note\nWarten auf Logdateien vom Kunden")
+    t = desk.ticket(case)
+    assert t.status == "pending" and t.paused_at == berlin(2026, 11, 23, 10, 0) and t.next_escalation_at is None
+    desk.clock.now = berlin(2026, 11, 23, 16, 0)
+    assert desk.escalate() == []  # past the breach time, but paused
+
+    # Tuesday 09:00 the customer answers: 8 business hours paused (Mon 10–17, Tue 8–9), so the
+    # due time, Monday 13:00, moves on by 8 business hours (Mon 13–17, Tue 8–12): Tuesday 12:00.
+    desk.clock.now = berlin(2026, 11, 24, 9, 0)
+    desk.deliver(make_mail(subject=f"Re: [{case}] Systemstillstand Linie 3", body="Hier die Logs."))
+    t = desk.ticket(case)
+    assert t.status == "open" and t.paused_at is None
+    assert t.paused_seconds == 8 * 3600
+    assert t.first_response_due == berlin(2026, 11, 24, 12, 0)
+    resumed = [d for k, d in desk.events(case) if k == "clock_resumed"]
+    assert resumed and resumed[0]["paused_business_seconds"] == 8 * 3600
+
+
+def test_escalate_on_create_reaches_the_managers_in_the_mails_own_transaction(
+    tmp_path, imap_server, smtp_sink, db_url, imap_env
+):
+    sla = SLA.replace('words = ["Systemstillstand"]', 'words = ["Systemstillstand"]\nescalate_on_create = true')
+    d = make_desk(
+        tmp_path,
+        imap_server,
+        smtp_sink,
+        db_url,
+        queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
+        conversations=sla,
+    )
+    try:
+        d.clock.now = berlin(2026, 11, 23, 9, 0)
+        sent = d.deliver(make_mail(subject="Systemstillstand Linie 3", body="Alles steht."))
+        case = _case(sent)
+        (esc,) = to(sent, CHIEF)
+        assert "Immediate escalation" in esc.header("Subject") and f"[{case}]" in esc.header("Subject")
+        other = d.deliver(make_mail(subject="Frage zur Lizenz", body="Wie verlängere ich?"))
+        assert not to(other, CHIEF)
+        with session_scope(d.app.session_factory) as s:
+            keys = list(s.scalars(select(Outbox.dedup_key).where(Outbox.kind == "escalation")))
+        assert len(keys) == 1 and keys[0].endswith(":created")
+    finally:
+        d.app.close()
+
+
+def test_the_service_schedules_the_escalation_and_digest_jobs(desk):
+    import asyncio
+
+    from mailbridge.scheduler import Service
+
+    async def setup():
+        svc = Service(desk.app)
+        svc._setup()
+        jobs = {j.id: j for j in svc.scheduler.get_jobs()}
+        svc._imap_executor.shutdown(wait=False)
+        return jobs
+
+    jobs = asyncio.run(setup())
+    assert jobs["escalate"].trigger.interval == timedelta(seconds=60)
+    assert str(jobs["digest:morgens"].trigger).startswith("cron[")
