@@ -281,11 +281,14 @@ class MailBuilder:
         facts: dict,
         previous: ThreadParent | None,
         now: datetime,
+        signed: bool = True,
     ) -> Built:
         """An SLA warning, breach or re-escalation (or an escalation on creation) about a case, to
         agents or managers. Signed like a notification: an agent who answers it answers the customer.
 
         ``facts``: what the template shows (kind, clock, stage, due, severity, organisation, …).
+        ``signed``: False when it goes to someone who is not an agent (a manager): then its
+        Message-ID proves nothing.
         """
         lang = queue.language
         domain = queue.address.rsplit("@", 1)[-1]
@@ -317,6 +320,6 @@ class MailBuilder:
             html=None,
             auto_submitted=AUTO_GENERATED,
             language=lang,
-            message_id=notification_message_id(ticket.case_number, domain, self.secrets[0]),
+            message_id=notification_message_id(ticket.case_number, domain, self.secrets[0]) if signed else None,
             to_agents=True,
         )

@@ -204,6 +204,8 @@ class Escalations:
             facts=facts,
             previous=repo.last_message(session, ref.id, AGENT_THREAD_KINDS),
             now=now,
+            # Signed (a reply proves the agent) only when every recipient is one of the queue's.
+            signed=all(q.is_agent(a) or a in q.notify_addresses for a in to),
         )
         outbox_id = enqueue(
             session,

@@ -228,6 +228,10 @@ def close_solved(session: Session, solved_before: datetime, now: datetime) -> li
     return [(r[0], r[1]) for r in rows]
 
 
+# Mails to agents whose Message-ID is signed for their case (a reply to one proves the agent).
+SIGNED_KINDS = ("notification", "escalation")
+
+
 def live_notifications(session: Session, message_ids: list[str]) -> set[str]:
     """Those of ``message_ids`` that are notifications we sent and that were not revoked."""
     if not message_ids:
@@ -236,7 +240,7 @@ def live_notifications(session: Session, message_ids: list[str]) -> set[str]:
         select(Message.message_id).where(
             Message.message_id.in_(set(message_ids)),
             Message.direction == "out",
-            Message.kind == "notification",
+            Message.kind.in_(SIGNED_KINDS),
             Message.revoked_at.is_(None),
         )
     )
@@ -249,7 +253,7 @@ def revoke_notifications(session: Session, message_ids: list[str], now: datetime
         return 0
     res = _conn(session).execute(
         update(Message)
-        .where(Message.message_id.in_(set(message_ids)), Message.kind == "notification", Message.revoked_at.is_(None))
+        .where(Message.message_id.in_(set(message_ids)), Message.kind.in_(SIGNED_KINDS), Message.revoked_at.is_(None))
         .values(revoked_at=now)
     )
     return res.rowcount

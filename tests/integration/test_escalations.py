@@ -294,3 +294,24 @@ def test_the_service_schedules_the_escalation_and_digest_jobs(desk):
     jobs = asyncio.run(setup())
     assert jobs["escalate"].trigger.interval == timedelta(seconds=60)
     assert str(jobs["digest:morgens"].trigger).startswith("cron[")
+
+
+def test_an_agent_answers_the_customer_by_replying_to_a_warning_and_the_managers_copy_proves_nothing(desk):
+    """A warning to the agents is signed like a notification: replying to it answers the customer
+    and stops the clock. A breach to a manager who is not an agent is not signed."""
+    desk.clock.now = berlin(2026, 11, 23, 9, 0)
+    case = _case(desk.deliver(make_mail(subject="Systemstillstand Linie 3", body="Alles steht.")))
+    desk.clock.now = berlin(2026, 11, 23, 11, 0)
+    (warn,) = desk.escalate()
+    assert warn.header("Message-ID").startswith("<mbn.")
+    relayed = _answer(desk, warn, "Guten Tag,\n\nwir sind dran.\n\nAnna")
+    (answer,) = to(relayed, "juergen.mueller@kunde.example")
+    assert "wir sind dran" in answer.text and "##-" not in answer.text
+    t = desk.ticket(case)
+    assert t.first_response_at == berlin(2026, 11, 23, 11, 0) and t.next_escalation_at is None
+
+    desk.clock.now = berlin(2026, 11, 23, 9, 30)
+    other = _case(desk.deliver(make_mail(subject="Systemstillstand Presse", body="Presse steht.")))
+    desk.clock.now = berlin(2026, 11, 23, 14, 0)
+    (breach,) = [m for m in desk.escalate() if CHIEF in m.rcpt_tos]
+    assert f"[{other}]" in breach.header("Subject") and not breach.header("Message-ID").startswith("<mbn.")
