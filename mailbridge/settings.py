@@ -465,6 +465,11 @@ class SeverityLevelSettings(_Model):
     def _valid(self) -> SeverityLevelSettings:
         if self.stages is not None:
             _ladder(self.stages)
+        for key in ("follow_up", "reescalate_every"):
+            t = getattr(self, key)
+            hours = t.business_hours or t.calendar_hours if t is not None else None
+            if hours is not None and hours < 0.25:
+                raise _KeyedError(key, "a cadence shorter than a quarter of an hour would flood the recipients")
         return self
 
 

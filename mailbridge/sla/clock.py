@@ -33,8 +33,8 @@ from datetime import datetime, timedelta
 from mailbridge.sla.calendar import BusinessCalendar, add_business_time, business_time_between, next_opening
 from mailbridge.sla.policy import Recipients, SeverityLevel, Stage, Target, due
 
-# How many re-escalations are computed at most in one step (a cadence of minutes after years of
-# downtime must not spin).
+# How many re-escalations one deadline gets at most (the settings ask for a cadence of at least a
+# quarter of an hour: that is more than three months of quarter-hourly reminders).
 MAX_REPEATS = 10_000
 
 
@@ -115,7 +115,8 @@ def running_clocks(f: ClockFacts) -> list[Running]:
 
 
 def _in_hours(cal: BusinessCalendar, at: datetime) -> bool:
-    return cal.is_open(at) or cal.is_open(at - timedelta(minutes=1))
+    """Open at ``at``, or ``at`` is the very instant of a close."""
+    return cal.is_open(at) or cal.is_open(at - timedelta(microseconds=1))
 
 
 def _held(cal: BusinessCalendar, at: datetime, urgent: bool) -> datetime:
@@ -150,31 +151,39 @@ def plan(
     now: datetime,
 ) -> Plan:
     """The stage of ``run``'s ladder that is due at ``now`` (the latest whose time has come) and the
-    time of the next one."""
-    firings = [
-        Firing(run.clock, i, st, _held(cal, stage_time(cal, run, st.at), st.urgent), run.due)
-        for i, st in enumerate(stages)
-    ]
-    breach = next((f for f in firings if f.stage.is_breach and f.stage.at == 100), None)
-    if breach is not None and repeat is not None:
-        at = stage_time(cal, run, 100)
-        rank = len(firings)
+    time of the next one. "Latest" is by the stage's own time (before holding back), so a stage
+    beyond 100 % takes its place between the re-escalations."""
+    # (order key, time, ladder index, stage, repeat). The order key is the time, but never earlier
+    # than an earlier rung's: when due lies before start, the breach still outranks the warnings.
+    raw = []
+    floor_at: datetime | None = None
+    for i, st in enumerate(stages):
+        at = stage_time(cal, run, st.at)
+        floor_at = at if floor_at is None else max(floor_at, at)
+        raw.append((floor_at, at, i, st, 0))
+    breach_i = next((i for i, st in enumerate(stages) if st.at == 100), None)
+    if breach_i is not None and repeat is not None:
+        breach, key = stages[breach_i], raw[breach_i][0]
+        # Only the last re-escalation whose time has come and the first still ahead matter.
+        at, last = run.due, None
         for n in range(1, MAX_REPEATS + 1):
             at = due(cal, at, repeat)
-            firings.append(
-                Firing(run.clock, rank, breach.stage, _held(cal, at, breach.stage.urgent), run.due, repeat=n)
-            )
-            rank += 1
-            if at > now:
+            entry = (max(key, at), at, len(stages), breach, n)
+            if _held(cal, at, breach.urgent) > now:
+                raw.append(entry)
                 break
+            last = entry
+        if last is not None:
+            raw.append(last)
+    raw.sort(key=lambda r: (r[0], r[2], r[4]))
+    firings = [
+        Firing(run.clock, rank, st, _held(cal, at, st.urgent), run.due, repeat=n)
+        for rank, (_, at, _, st, n) in enumerate(raw)
+    ]
     passed = [f for f in firings if f.at <= now]
     send = max(passed, key=lambda f: f.rank) if passed else None
     floor = send.rank if send is not None else -1
-    later = [f for f in firings if f.rank > floor]
-    return Plan(
-        send=send,
-        next_at=min((f.at for f in later), default=None),
-    )
+    return Plan(send=send, next_at=min((f.at for f in firings if f.rank > floor), default=None))
 
 
 def next_escalation(

@@ -487,3 +487,69 @@ def test_smtp_user_needs_a_password(tmp_path):
     msg = _error(path)
     assert msg.startswith(f"{path}: smtp: "), msg
     assert "password_env or password_file" in msg
+
+
+# -- SLA: escalations, organisations, digests ------------------------------------------------------
+
+SCHEME = """
+[[calendars]]
+name = "by"
+country = "DE"
+subdivision = "BY"
+hours = { mon = ["08:00-17:00"] }
+
+[[severity_schemes]]
+name = "s"
+default = "1"
+[[severity_schemes.levels]]
+key = "1"
+label_de = "Eins"
+label_en = "One"
+first_response = { business_hours = 4 }
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "reescalate_every = { calendar_hours = 0.1 }\n",
+            "severity_schemes[0].levels[0].reescalate_every: a cadence shorter than a quarter of an hour",
+        ),
+        (
+            'stages = [{ at = 50 }, { at = 50, to = "agents" }]\n',
+            "severity_schemes[0].levels[0].stages: two stages at the same percentage",
+        ),
+        ('stages = [{ at = 100, to = "boss" }]\n', "'boss' is not an e-mail address"),
+    ],
+)
+def test_bad_escalation_settings_name_the_key(tmp_path, extra, expected):
+    text = VALID + SCHEME + extra
+    assert expected in _error(_write(tmp_path, text))
+
+
+def test_organisations_and_digests_are_checked_against_the_rest(tmp_path):
+    org = '\n[[organisations]]\nname = "Kunde"\ndomains = ["kunde.example"]\ncalendar = "nrw"\n'
+    assert "organisations[0].calendar: no [[calendars]] entry named 'nrw'" in _error(
+        _write(tmp_path, VALID + SCHEME + org)
+    )
+    twice = '\n[[organisations]]\nname = "A"\ndomains = ["kunde.example"]\n' * 1 + (
+        '\n[[organisations]]\nname = "B"\ndomains = ["kunde.example"]\n'
+    )
+    assert "kunde.example already belongs to 'A'" in _error(_write(tmp_path, VALID + twice))
+    digest = '\n[[digests]]\nname = "d"\nrecipients = ["boss@vendor.example"]\ncron = "0 8 * *"\n'
+    assert "digests[0].cron" in _error(_write(tmp_path, VALID + digest))
+    digest = '\n[[digests]]\nname = "d"\nrecipients = ["boss@vendor.example"]\nqueues = ["nope"]\n'
+    assert "digests[0].queues: no queue named 'nope'" in _error(_write(tmp_path, VALID + digest))
+
+
+def test_an_organisation_is_found_by_address_first_then_by_domain_and_parent_domain(tmp_path):
+    orgs = (
+        '\n[[organisations]]\nname = "Kunde"\ndomains = ["kunde.example"]\ncontract = "Wartungsvertrag"\n'
+        '\n[[organisations]]\nname = "Freelancer"\naddresses = ["max@gmail.com"]\n'
+    )
+    s = load_settings(_write(tmp_path, VALID + orgs), ENV)
+    assert s.organisation_for("A@Werk.Kunde.example").name == "Kunde"
+    assert s.organisation_for("max@gmail.com").name == "Freelancer"
+    assert s.organisation_for("other@gmail.com") is None
+    assert s.organisation_for("x@notkunde.example") is None
