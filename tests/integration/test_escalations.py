@@ -315,3 +315,43 @@ def test_an_agent_answers_the_customer_by_replying_to_a_warning_and_the_managers
     desk.clock.now = berlin(2026, 11, 23, 14, 0)
     (breach,) = [m for m in desk.escalate() if CHIEF in m.rcpt_tos]
     assert f"[{other}]" in breach.header("Subject") and not breach.header("Message-ID").startswith("<mbn.")
+
+
+def test_three_instances_running_the_job_at_once_send_each_stage_once(desk):
+    """Three services on one database run the escalation job at the same moment (threads, their
+    own engines): every due case's breach is queued exactly once (PostgreSQL: rows claimed with
+    SKIP LOCKED; SQLite: writers serialised), and between them they visit every case."""
+    import threading
+
+    desk.clock.now = berlin(2026, 11, 23, 9, 0)
+    mails = [make_mail(subject=f"Systemstillstand Anlage {i}", body="Alles steht.") for i in range(24)]
+    desk.deliver(*mails)
+    desk.clock.now = berlin(2026, 11, 23, 13, 30)  # past the 50 % stage and the breach of all 24
+    apps = [App(desk.app.settings, clock=desk.clock) for _ in range(3)]
+    reports, errors = [], []
+    barrier = threading.Barrier(len(apps))
+
+    def run(app):
+        try:
+            barrier.wait()
+            reports.append(app.escalate())
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(a,)) for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for a in apps:
+        a.close()
+    assert not errors
+    sent = [s for r in reports for s in r.sent]
+    assert len(sent) == 24 and len(set(sent)) == 24 and {s[2] for s in sent} == {"breach"}
+    with session_scope(desk.app.session_factory) as s:
+        keys = list(s.scalars(select(Outbox.dedup_key).where(Outbox.kind == "escalation")))
+    assert len(keys) == len(set(keys)) == 24
+    # The outbox delivers them, once each, and the job run again adds nothing.
+    arrived = to(desk.escalate(), CHIEF)
+    assert len(arrived) == 24 and len({m.header("Subject") for m in arrived}) == 24
+    assert desk.escalate() == []
