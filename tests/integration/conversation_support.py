@@ -54,13 +54,16 @@ class Sent:
 
 
 class Desk:
+    # The IMAP account the desk's mails arrive at.
+    account = "main"
+
     def __init__(self, app: App, imap, smtp, clock: Clock):
         self.app, self.imap, self.smtp, self.clock = app, imap, smtp, clock
 
     def deliver(self, *mails: bytes) -> list[Sent]:
         before = len(self.smtp.received)
         self.imap.append(list(mails))
-        poller = self.app.poller("main")
+        poller = self.app.poller(self.account)
         try:
             poller.cycle()
         finally:

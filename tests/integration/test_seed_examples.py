@@ -7,7 +7,6 @@ Every file in config/examples/ must be covered by a test here."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import tomllib
 from collections.abc import Callable
@@ -82,21 +81,6 @@ class ExampleDesk(Desk):
     def __init__(self, app: App, imap, smtp, clock: Clock):
         super().__init__(app, imap, smtp, clock)
         (self.account,) = [a.name for a in app.settings.accounts]
-
-    def deliver(self, *mails: bytes) -> list[Sent]:
-        before = len(self.smtp.received)
-        self.imap.append(list(mails))
-        poller = self.app.poller(self.account)
-        try:
-            poller.cycle()
-        finally:
-            poller.close()
-        sender = self.app.sender()
-        while True:
-            r = asyncio.run(sender.run_once())
-            if not (r.sent or r.retry or r.failed):
-                break
-        return [Sent(m.mail_from, m.rcpt_tos, m.message) for m in self.smtp.received[before:]]
 
     def new_case(
         self, at: datetime, sender: tuple[str, str], subject: str, body: str
