@@ -26,12 +26,14 @@ def _load(config: str) -> Settings:
 
 
 def _app(ctx: click.Context):
-    from mailbridge.app import App
+    from mailbridge.app import App, utc_now
     from mailbridge.logging import configure_logging
 
     settings = _load(ctx.obj["config"])
     configure_logging(settings.logging.level, settings.logging.format)
-    return App(settings)
+    # The time "now" is for the commands (running, overdue): the wall clock, or the one a test
+    # passes as ``obj={"clock": …}``.
+    return App(settings, clock=ctx.obj.get("clock") or utc_now)
 
 
 @click.group()
@@ -97,12 +99,15 @@ def tickets() -> None:
 
 
 @tickets.command("list")
-@click.option("--queue", default=None)
+@click.option(
+    "--queue", default=None, help="Only this queue's cases (new/open/pending unless --status), in working order."
+)
 @click.option("--status", default=None)
 @click.option("--limit", default=50, show_default=True)
 @click.pass_context
 def tickets_list(ctx: click.Context, queue, status, limit) -> None:
-    """The newest tickets."""
+    """The newest tickets; with --queue the queue's active cases in working order: with a contract
+    first, then by severity (most severe first), then oldest first."""
     from mailbridge import views
 
     app = _app(ctx.parent)
@@ -122,6 +127,48 @@ def tickets_show(ctx: click.Context, case_number: str) -> None:
         click.echo(f"no ticket {case_number}", err=True)
         sys.exit(1)
     click.echo(text)
+
+
+@cli.group()
+def sla() -> None:
+    """Deadlines: how they were computed, and recomputing them after a configuration change."""
+
+
+@sla.command("explain")
+@click.argument("case_number")
+@click.pass_context
+def sla_explain(ctx: click.Context, case_number: str) -> None:
+    """How each deadline of a case was computed: target, calendar, the days counted, pauses, the
+    due time, met or running."""
+    from mailbridge import views
+
+    app = _app(ctx.parent)
+    text = views.sla_explanation(app, case_number)
+    if text is None:
+        click.echo(f"no ticket {case_number}", err=True)
+        sys.exit(1)
+    click.echo(text)
+
+
+@sla.command("recompute")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.pass_context
+def sla_recompute(ctx: click.Context, dry_run: bool) -> None:
+    """Apply the current calendars, targets, organisations and contracts to every case that is not
+    solved or closed; one line per changed case, then a count."""
+    from mailbridge.sla.recompute import recompute
+
+    app = _app(ctx.parent)
+    report = recompute(
+        settings=app.settings,
+        deadlines=app.deadlines,
+        escalations=None if dry_run else app.escalations,
+        session_factory=app.session_factory,
+        now=app.clock(),
+        dry_run=dry_run,
+    )
+    for line in report.lines():
+        click.echo(line)
 
 
 @cli.group()

@@ -1,18 +1,73 @@
-"""Plain-text views for the CLI: ticket lists, one ticket with messages and history, quarantine."""
+"""Plain-text views for the CLI: ticket lists (a queue's in working order), one ticket with messages
+and history, how a case's deadlines were computed, quarantine."""
 
 from __future__ import annotations
 
 import json
 
+from sqlalchemy import case, select
+
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import session_scope
+from mailbridge.store.models import Ticket
+
+# The cases a queue's list shows unless --status says otherwise: the ones still to be worked on.
+ACTIVE_STATUSES = ("new", "open", "pending")
 
 
 def _ts(dt) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%SZ") if dt else "-"
 
 
+def queue_order(app, queue: str):
+    """The working order of a queue (seed 003): cases with a contract first, then by severity (the
+    scheme's order, most severe first; no severity last), then by arrival (oldest first)."""
+    levels = app.settings.severity_levels(app.settings.queue(queue)) if _known(app, queue) else []
+    # A level the scheme does not know (any more) after the known ones, no level at all last.
+    severity = case(
+        (Ticket.severity.is_(None), len(levels) + 1),
+        *((Ticket.severity == key, i) for i, key in enumerate(levels)),
+        else_=len(levels),
+    )
+    return (case((Ticket.contract.is_(None), 1), else_=0), severity, Ticket.created_at, Ticket.id)
+
+
+def _known(app, queue: str) -> bool:
+    return any(q.name == queue for q in app.settings.queues)
+
+
+def _queue_table(app, queue: str, status: str | None, limit: int) -> str:
+    statuses = (status,) if status else ACTIVE_STATUSES
+    with session_scope(app.session_factory) as s:
+        rows = list(
+            s.scalars(
+                select(Ticket)
+                .where(Ticket.queue == queue, Ticket.status.in_(statuses))
+                .order_by(*queue_order(app, queue))
+                .limit(limit)
+            )
+        )
+        if not rows:
+            return f"no {'/'.join(statuses)} tickets in queue {queue}"
+        lines = [
+            f"{'CASE':<12} {'STATUS':<8} {'CONTRACT / ORGANISATION':<32} {'SEV':<5} {'FIRST RESPONSE DUE':<20} "
+            f"{'CREATED':<20} {'REQUESTER':<30} SUBJECT"
+        ]
+        for t in rows:
+            who = f"{t.contract} / {t.organisation or '-'}" if t.contract else f"- / {t.organisation or '-'}"
+            due = "answered" if t.first_response_at else _ts(t.first_response_due)
+            lines.append(
+                f"{t.case_number:<12} {t.status:<8} {who[:32]:<32} {t.severity or '-':<5} {due:<20} "
+                f"{_ts(t.created_at):<20} {t.requester_email[:30]:<30} {t.subject[:60]}"
+            )
+        return "\n".join(lines)
+
+
 def tickets_table(app, queue=None, status=None, limit=50) -> str:
+    """The newest tickets; with ``queue``, that queue's active cases in working order
+    (:func:`queue_order`)."""
+    if queue:
+        return _queue_table(app, queue, status, limit)
     with session_scope(app.session_factory) as s:
         rows = repo.list_tickets(s, queue=queue, status=status, limit=limit)
         if not rows:
@@ -89,3 +144,47 @@ def quarantine_table(app) -> str:
             lines.append(f"    subject: {q.subject or '-'}")
             lines.append(f"    reason: {q.reason}")
         return "\n".join(lines)
+
+
+def sla_explanation(app, case_number: str) -> str | None:
+    """How the deadlines of a case were computed (``mailbridge sla explain``); None: no such case."""
+    from mailbridge.sla.explain import CaseFacts, explain_case, terms_of
+    from mailbridge.sla.recompute import CaseClocks, dues_for, pauses_from_events
+
+    with session_scope(app.session_factory) as s:
+        t = repo.ticket_by_case(s, case_number)
+        if t is None:
+            return None
+        facts = CaseFacts(
+            case_number=t.case_number,
+            subject=t.subject,
+            queue=t.queue,
+            status=t.status,
+            created_at=t.created_at,
+            severity=t.severity,
+            organisation=t.organisation,
+            contract=t.contract,
+            first_response_due=t.first_response_due,
+            first_response_at=t.first_response_at,
+            resolution_due=t.resolution_due,
+            solved_at=t.solved_at,
+            update_due=t.update_due,
+            last_answer_at=t.last_answer_at,
+            paused_at=t.paused_at,
+            paused_seconds=t.paused_seconds or 0,
+        )
+        events = [(e.kind, e.detail or {}, e.created_at) for e in t.events]
+        answer_to = t.reply_to or t.requester_email
+    deadlines = app.deadlines
+    terms = terms_of(deadlines, facts.queue, facts.severity, facts.organisation, facts.contract)
+    clocks = CaseClocks(
+        queue=facts.queue,
+        severity=facts.severity,
+        answer_to=answer_to,
+        created_at=facts.created_at,
+        first_response_at=facts.first_response_at,
+        last_answer_at=facts.last_answer_at,
+        paused_seconds=facts.paused_seconds,
+    )
+    expected = dues_for(deadlines, clocks, pauses_from_events(events, facts.paused_at))
+    return explain_case(facts, terms, events, app.clock(), expected)
