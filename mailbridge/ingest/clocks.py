@@ -27,6 +27,7 @@ from mailbridge.sla.calendar import add_business_time, business_time_between
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.escalation import Escalations, clock_state
 from mailbridge.sla.policy import Recipients, Stage, due
+from mailbridge.sla.recompute import move_by_pauses, pauses_from_events
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import Ticket
 
@@ -90,7 +91,12 @@ class TrackClocks:
         elif ctx.severity_changed and (f.last_answer_at or f.first_response_at):
             start = f.last_answer_at or f.first_response_at
             assert start is not None
-            values["update_due"] = due(cal, start, level.follow_up) if level.follow_up else None
+            if level.follow_up:
+                # Moved by the pauses since that answer, as they moved the old one.
+                pauses = pauses_from_events(repo.events_of(ctx.session, ref.id, ("clock_resumed",)))
+                values["update_due"] = move_by_pauses(cal, due(cal, start, level.follow_up), pauses, after=start)
+            else:
+                values["update_due"] = None
         if values.get("update_due", update_due) != f.update_due and "update_due" in values:
             ctx.event("follow_up_due", due=values["update_due"].isoformat() if values["update_due"] else None)
         if values:

@@ -21,6 +21,7 @@ and changes nothing.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 import structlog
@@ -34,6 +35,7 @@ from mailbridge.ingest.quoting import extract_new_text
 from mailbridge.lifecycle import STATUS_COMMANDS, ReplyEffect, customer_reply_effect, status_times
 from mailbridge.settings import Settings, ThirdPartyPolicy
 from mailbridge.sla.deadlines import Deadlines
+from mailbridge.sla.recompute import move_by_pauses, pauses_from_events
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import Ticket
 
@@ -241,6 +243,23 @@ class AgentCommands:
         self.settings = settings
         self.deadlines = deadlines
 
+    def _for_level(self, ctx: MailContext, t, key: str, customer):
+        """The due times of level ``key`` from the case's creation, moved by its pauses the way
+        they moved the old ones (a pause after a due time had passed, or after the first response,
+        does not move it; see sla/recompute.py)."""
+        if not t.paused_seconds:
+            return self.deadlines.for_level(t.queue, key, t.created_at, customer)
+        pauses = pauses_from_events(repo.events_of(ctx.session, t.id, ("clock_resumed",)))
+        cal = self.deadlines.calendar(t.queue, t.organisation)
+        if cal is None or sum(p.business_seconds for p in pauses) != t.paused_seconds:
+            return self.deadlines.for_level(t.queue, key, t.created_at, customer, t.paused_seconds)
+        base = self.deadlines.for_level(t.queue, key, t.created_at, customer)
+        return replace(
+            base,
+            first_response_due=move_by_pauses(cal, base.first_response_due, pauses, answered_at=t.first_response_at),
+            resolution_due=move_by_pauses(cal, base.resolution_due, pauses),
+        )
+
     def __call__(self, ctx: MailContext) -> None:
         t, p = ctx.ticket, ctx.parsed
         if ctx.ignored or t is None or ctx.role != "agent" or ctx.ack_suppressed:
@@ -268,7 +287,7 @@ class AgentCommands:
                 # The deadlines follow the new level, counted from the case's creation.
                 # (on the case's calendar, moved on by the time it was paused; no contract: none).
                 customer = self.deadlines.customer_of(t.queue, t.organisation, t.contract)
-                sla = self.deadlines.for_level(t.queue, c.arg, t.created_at, customer, t.paused_seconds)
+                sla = self._for_level(ctx, t, c.arg, customer)
                 ctx.severity_changed = True
                 ctx.event(
                     "severity_changed",

@@ -228,6 +228,16 @@ def close_solved(session: Session, solved_before: datetime, now: datetime) -> li
     return [(r[0], r[1]) for r in rows]
 
 
+def events_of(session: Session, ticket_id: int, kinds: tuple[str, ...]) -> list[tuple[str, dict, datetime]]:
+    """The ticket's history entries of ``kinds``, oldest first, as (kind, detail, created_at)."""
+    rows = _conn(session).execute(
+        select(Event.kind, Event.detail, Event.created_at)
+        .where(Event.ticket_id == ticket_id, Event.kind.in_(kinds))
+        .order_by(Event.id)
+    )
+    return [(r[0], r[1] or {}, r[2]) for r in rows]
+
+
 # Mails to agents whose Message-ID is signed for their case (a reply to one proves the agent).
 SIGNED_KINDS = ("notification", "escalation")
 

@@ -251,6 +251,13 @@ def test_a_pending_case_pauses_its_clock_and_the_deadline_moves_by_the_paused_bu
     resumed = [d for k, d in desk.events(case) if k == "clock_resumed"]
     assert resumed and resumed[0]["paused_business_seconds"] == 8 * 3600
 
+    # #severity 3 counts its target (2 business days: Wednesday 09:00) from the creation and moves
+    # it by the same pause, as it moved the old one: Wednesday 17:00.
+    desk.clock.now = berlin(2026, 11, 24, 9, 30)
+    _answer(desk, note, "#severity 3\n#note\nDoch nur eine Linie.")
+    t = desk.ticket(case)
+    assert t.severity == "3" and t.first_response_due == berlin(2026, 11, 25, 17, 0)
+
 
 def test_escalate_on_create_reaches_the_managers_in_the_mails_own_transaction(
     tmp_path, imap_server, smtp_sink, db_url, imap_env
