@@ -97,6 +97,25 @@ def ticket_detail(app, case_number: str) -> str | None:
             + (f", solved {_ts(t.solved_at)}" if t.solved_at else "")
             + (f", closed {_ts(t.closed_at)}" if t.closed_at else ""),
         ]
+        if t.organisation or t.contract:
+            out.append(f"  organisation {t.organisation or '-'}, contract {t.contract or 'none'}")
+        dues = [
+            (label, at)
+            for label, at in (
+                ("first response", t.first_response_due if t.first_response_at is None else None),
+                ("follow-up", t.update_due),
+                ("resolution", t.resolution_due),
+            )
+            if at is not None
+        ]
+        if dues or t.paused_at or t.next_escalation_at:
+            out.append(
+                "  due: "
+                + (", ".join(f"{label} {_ts(at)}" for label, at in dues) or "-")
+                + (f"; paused since {_ts(t.paused_at)}" if t.paused_at else "")
+                + (f"; next escalation check {_ts(t.next_escalation_at)}" if t.next_escalation_at else "")
+                + f"  (mailbridge sla explain {t.case_number})"
+            )
         if t.linked_ticket is not None:
             out.append(f"  follows up {t.linked_ticket.case_number} ({t.linked_ticket.subject})")
         if t.participants:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from mailbridge.app import App
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import Outbox
+from mailbridge.views import ticket_detail
 from tests.integration.conversation_support import AGENT, QUEUE_EXTRA, TEAM, Sent, make_desk, to
 from tests.support import make_mail
 
@@ -237,6 +238,8 @@ def test_a_pending_case_pauses_its_clock_and_the_deadline_moves_by_the_paused_bu
     _answer(desk, note, "#pending\n#note\nWarten auf Logdateien vom Kunden")
     t = desk.ticket(case)
     assert t.status == "pending" and t.paused_at == berlin(2026, 11, 23, 10, 0) and t.next_escalation_at is None
+    detail = ticket_detail(desk.app, case)
+    assert "due: first response 2026-11-23 12:00" in detail and "paused since 2026-11-23 09:00" in detail
     desk.clock.now = berlin(2026, 11, 23, 16, 0)
     assert desk.escalate() == []  # past the breach time, but paused
 
