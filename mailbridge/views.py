@@ -188,7 +188,7 @@ def sla_explanation(app, case_number: str) -> str | None:
             resolution_due=t.resolution_due,
             solved_at=t.solved_at,
             update_due=t.update_due,
-            last_answer_at=t.last_answer_at,
+            last_answer_at=t.update_started_at,
             paused_at=t.paused_at,
             paused_seconds=t.paused_seconds or 0,
         )

@@ -23,6 +23,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("contract", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("update_due", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("last_answer_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("update_started_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("paused_seconds", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("next_escalation_at", sa.DateTime(timezone=True), nullable=True))
@@ -38,6 +39,7 @@ def downgrade() -> None:
             "next_escalation_at",
             "paused_seconds",
             "paused_at",
+            "update_started_at",
             "last_answer_at",
             "update_due",
             "contract",

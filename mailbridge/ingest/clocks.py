@@ -17,16 +17,16 @@ no clocks; nothing here does anything for it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime
 
 import structlog
 
 from mailbridge.ingest.context import MailContext
 from mailbridge.settings import Settings
-from mailbridge.sla.calendar import add_business_time, business_time_between
+from mailbridge.sla.calendar import add_business_time, add_calendar_time, business_time_between
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.escalation import Escalations, clock_state
-from mailbridge.sla.policy import Recipients, Stage, due
+from mailbridge.sla.policy import Recipients, Stage, Target, TargetKind, due
 from mailbridge.sla.recompute import move_by_pauses, pauses_from_events
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import Ticket
@@ -62,42 +62,62 @@ class TrackClocks:
         q = self.settings.queue(ref.queue)
         now = ctx.now
         values: dict = {}
-        update_due = f.update_due
         if ref.status == "pending" and q.pause_while_pending and f.paused_at is None:
             values["paused_at"] = now
             ctx.event("clock_paused")
         elif ref.status != "pending" and f.paused_at is not None:
             paused = business_time_between(cal, f.paused_at, now)
-            for col, at in (
-                ("first_response_due", f.first_response_due if f.first_response_at is None else None),
-                ("resolution_due", f.resolution_due),
-                ("update_due", f.update_due),
+            wall = now - f.paused_at
+
+            def moved(at: datetime, target: Target | None) -> datetime:
+                # A wall-clock target ("24 hours") waits for wall-clock time, the others for open time.
+                if target is not None and target.kind == TargetKind.CALENDAR_HOURS:
+                    return add_calendar_time(cal, at, wall)
+                return add_business_time(cal, at, paused)
+
+            for col, at, target in (
+                (
+                    "first_response_due",
+                    f.first_response_due if f.first_response_at is None else None,
+                    level.first_response,
+                ),
+                ("resolution_due", f.resolution_due, level.resolution),
             ):
                 # A deadline that had passed before the pause stays passed.
-                if at is not None and at > f.paused_at and paused > timedelta(0):
-                    values[col] = add_business_time(cal, at, paused)
-            update_due = values.get("update_due", update_due)
+                if at is not None and at > f.paused_at:
+                    values[col] = moved(at, target)
             values["paused_at"] = None
             values["paused_seconds"] = ref.paused_seconds + int(paused.total_seconds())
             ctx.event(
                 "clock_resumed",
                 paused_since=f.paused_at.isoformat(),
                 paused_business_seconds=int(paused.total_seconds()),
+                paused_wall_seconds=int(wall.total_seconds()),
                 **{k: v.isoformat() for k, v in values.items() if k.endswith("_due") and v is not None},
             )
-        if ctx.answered:
-            values["last_answer_at"] = now
+        # A case that became active again (reopened, or back from pending) owes its customer a new
+        # follow-up from now on: the time it rested is nobody's delay.
+        reactivated = any(
+            e["kind"] == "status_changed"
+            and e["ticket_id"] == ref.id
+            and e["detail"].get("old") in ("pending", "solved", "closed")
+            and e["detail"].get("new") in ("new", "open")
+            for e in ctx.events
+        )
+        if ctx.answered or (reactivated and ref.status in ("new", "open") and f.first_response_at is not None):
+            if ctx.answered:
+                values["last_answer_at"] = now
+            values["update_started_at"] = now
             values["update_due"] = due(cal, now, level.follow_up) if level.follow_up else None
-        elif ctx.severity_changed and (f.last_answer_at or f.first_response_at):
-            start = f.last_answer_at or f.first_response_at
-            assert start is not None
+        elif ctx.severity_changed and f.last_answer_at is not None:
+            start = f.last_answer_at  # the start of the follow-up period (update_started_at)
             if level.follow_up:
-                # Moved by the pauses since that answer, as they moved the old one.
+                # Moved by the pauses since that start, as they moved the old one.
                 pauses = pauses_from_events(repo.events_of(ctx.session, ref.id, ("clock_resumed",)))
                 values["update_due"] = move_by_pauses(cal, due(cal, start, level.follow_up), pauses, after=start)
             else:
                 values["update_due"] = None
-        if values.get("update_due", update_due) != f.update_due and "update_due" in values:
+        if "update_due" in values and values["update_due"] != f.update_due:
             ctx.event("follow_up_due", due=values["update_due"].isoformat() if values["update_due"] else None)
         if values:
             repo.update_row(ctx.session, Ticket, ref.id, values)

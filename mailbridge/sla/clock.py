@@ -27,7 +27,7 @@ period, a severity change) starts a new ladder.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from mailbridge.sla.calendar import BusinessCalendar, add_business_time, business_time_between, next_opening
@@ -60,6 +60,12 @@ class Running:
     clock: ClockName
     start: datetime
     due: datetime
+    # Business time the case stood still before the due time (its pauses): the stages are counted
+    # from start + shift, so a pause delays the warnings as it delayed the due time.
+    shift: timedelta = timedelta(0)
+    # What identifies this clock's period in the outbox keys (its start and level): a pause that
+    # moves the due time keeps it, so a stage sent before the pause is not sent again after it.
+    period: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,14 +78,16 @@ class Firing:
     at: datetime  # when it goes out (held to the next opening unless urgent)
     due: datetime
     repeat: int = 0  # 0: a stage of the ladder; n: the n-th re-escalation after the breach
+    period: str = ""
 
     @property
     def name(self) -> str:
         return f"re-escalation {self.repeat}" if self.repeat else self.stage.name
 
     def key(self, ticket_id: int) -> str:
-        """The outbox key: each stage once per case, clock and due time."""
-        return f"esc:{ticket_id}:{self.clock.value}:{self.due.isoformat()}:{self.name}"
+        """The outbox key: each stage once per case, clock and period (start and level; without a
+        period: the due time)."""
+        return f"esc:{ticket_id}:{self.clock.value}:{self.period or self.due.isoformat()}:{self.name}"
 
     @property
     def breached(self) -> bool:
@@ -98,6 +106,7 @@ class ClockFacts:
     last_answer_at: datetime | None
     resolution_due: datetime | None
     paused_at: datetime | None
+    paused_seconds: int = 0
 
 
 def running_clocks(f: ClockFacts) -> list[Running]:
@@ -105,12 +114,13 @@ def running_clocks(f: ClockFacts) -> list[Running]:
     if f.paused_at is not None or f.status in ("solved", "closed"):
         return []
     out = []
+    paused = timedelta(seconds=f.paused_seconds)
     if f.first_response_due is not None and f.first_response_at is None:
-        out.append(Running(ClockName.FIRST_RESPONSE, f.created_at, f.first_response_due))
+        out.append(Running(ClockName.FIRST_RESPONSE, f.created_at, f.first_response_due, paused))
     if f.update_due is not None and f.status in ("new", "open"):
         out.append(Running(ClockName.UPDATE, f.last_answer_at or f.first_response_at or f.created_at, f.update_due))
     if f.resolution_due is not None:
-        out.append(Running(ClockName.RESOLUTION, f.created_at, f.resolution_due))
+        out.append(Running(ClockName.RESOLUTION, f.created_at, f.resolution_due, paused))
     return out
 
 
@@ -127,12 +137,14 @@ def stage_time(cal: BusinessCalendar, run: Running, at_percent: float) -> dateti
     """When ``at_percent`` % of the clock's business time has passed (100: the due time)."""
     if at_percent == 100:
         return run.due
-    total = business_time_between(cal, run.start, run.due) if run.due > run.start else timedelta(0)
+    start = add_business_time(cal, run.start, run.shift) if run.shift else run.start
+    start = min(start, run.due) if run.shift else start
+    total = business_time_between(cal, start, run.due) if run.due > start else timedelta(0)
     if total <= timedelta(0):
         # No open time between start and due (a wall-clock target over a weekend): the warning
         # stages fall on the start, the late ones on the due time.
-        return run.start if at_percent < 100 else run.due
-    return add_business_time(cal, run.start, total * (at_percent / 100))
+        return start if at_percent < 100 else run.due
+    return add_business_time(cal, start, total * (at_percent / 100))
 
 
 @dataclass(frozen=True)
@@ -177,7 +189,7 @@ def plan(
             raw.append(last)
     raw.sort(key=lambda r: (r[0], r[2], r[4]))
     firings = [
-        Firing(run.clock, rank, st, _held(cal, at, st.urgent), run.due, repeat=n)
+        Firing(run.clock, rank, st, _held(cal, at, st.urgent), run.due, repeat=n, period=run.period)
         for rank, (_, at, _, st, n) in enumerate(raw)
     ]
     passed = [f for f in firings if f.at <= now]
@@ -192,7 +204,10 @@ def next_escalation(
     """The plans of every running clock of a case and the earliest time one of them wants the job."""
     if cal is None or level is None:
         return [], None
-    plans = [plan(cal, run, level.stages, level.repeat, now) for run in running_clocks(facts)]
+    plans = [
+        plan(cal, replace(run, period=f"{run.start.isoformat()}/{level.key}"), level.stages, level.repeat, now)
+        for run in running_clocks(facts)
+    ]
     return plans, min((p.next_at for p in plans if p.next_at is not None), default=None)
 
 

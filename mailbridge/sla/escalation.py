@@ -63,7 +63,7 @@ CLOCK_COLUMNS = (
     # not part of TicketRef:
     Ticket.first_response_due,
     Ticket.update_due,
-    Ticket.last_answer_at,
+    Ticket.update_started_at,  # the start of the follow-up period (ClockFacts.last_answer_at)
     Ticket.resolution_due,
     Ticket.paused_at,
 )
@@ -82,6 +82,7 @@ def _split(row) -> tuple[TicketRef, ClockFacts]:
         last_answer_at=last_answer,
         resolution_due=res_due,
         paused_at=paused_at,
+        paused_seconds=ref.paused_seconds or 0,
     )
     return ref, facts
 

@@ -236,7 +236,7 @@ _COLUMNS = (
     Ticket.requester_email,
     Ticket.created_at,
     Ticket.first_response_at,
-    Ticket.last_answer_at,
+    Ticket.update_started_at,  # the start of the follow-up period (ClockFacts.last_answer_at)
     Ticket.paused_at,
     Ticket.paused_seconds,
     Ticket.organisation,
@@ -302,7 +302,7 @@ def _one(s, r, history, queues: set[str], deadlines: Deadlines, escalations, now
         answer_to=r.reply_to or r.requester_email,
         created_at=r.created_at,
         first_response_at=r.first_response_at,
-        last_answer_at=r.last_answer_at,
+        last_answer_at=r.update_started_at or r.first_response_at,
         paused_seconds=r.paused_seconds or 0,
     )
     if r.queue not in queues:

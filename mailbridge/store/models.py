@@ -102,6 +102,9 @@ class Ticket(Base):
     # after the last one (last_answer_at) when the severity has a follow_up target.
     update_due: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     last_answer_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When the current follow-up period began: the last answer, or the moment the case became
+    # active again (a reopened or resumed case owes its customer a new follow-up from then on).
+    update_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Since when the clocks stand still (pending, when the queue pauses); and the business seconds
     # paused so far (the due times above already include them).
     paused_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

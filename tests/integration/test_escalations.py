@@ -365,3 +365,102 @@ def test_three_instances_running_the_job_at_once_send_each_stage_once(desk):
     arrived = to(desk.escalate(), CHIEF)
     assert len(arrived) == 24 and len({m.header("Subject") for m in arrived}) == 24
     assert desk.escalate() == []
+
+
+def _pending(desk, note: Sent) -> None:
+    _answer(desk, note, "#pending\n#note\nWarten auf Logdateien vom Kunden")
+
+
+def _customer_reply(desk, case: str) -> None:
+    desk.deliver(make_mail(subject=f"Re: [{case}] Systemstillstand Linie 3", body="Hier die Logs."))
+
+
+def test_a_pause_delays_the_warnings_as_it_delays_the_deadline_and_sends_none_twice(desk):
+    """The 50 % warning of a case paused after it went out is not sent again after the resume; a
+    case paused before its warning gets it when half of its *working* time is used."""
+    desk.clock.now = berlin(2026, 11, 23, 9, 0)
+    sent = desk.deliver(make_mail(subject="Systemstillstand Linie 3", body="Alles steht."))
+    warned = _case(sent)
+    (note_w,) = to(sent, TEAM)
+    sent = desk.deliver(make_mail(subject="Systemstillstand Presse", body="Presse steht.", sender=CUSTOMER2))
+    early = _case(sent)
+    (note_e,) = to(sent, TEAM)
+    desk.clock.now = berlin(2026, 11, 23, 10, 0)
+    _pending(desk, note_e)  # 1 of its 4 hours used
+    desk.clock.now = berlin(2026, 11, 23, 11, 0)
+    assert [m.header("Subject") for m in desk.escalate()] == [
+        f"[{warned}] first response: 50% of the time used: Systemstillstand Linie 3"
+    ]
+    desk.clock.now = berlin(2026, 11, 23, 11, 30)
+    _pending(desk, note_w)  # 2.5 of its 4 hours used
+
+    # Tuesday 09:00 both customers answer.
+    desk.clock.now = berlin(2026, 11, 24, 9, 0)
+    _customer_reply(desk, warned)
+    desk.deliver(make_mail(subject=f"Re: [{early}] Systemstillstand Presse", body="Logs.", sender=CUSTOMER2))
+    # warned: paused Mon 11:30–17:00 and Tue 08:00–09:00 (6.5 h): due Mon 13:00 → Tue 10:30.
+    # early: paused Mon 10:00–17:00 and Tue 08:00–09:00 (8 h): due Mon 13:00 → Tue 12:00.
+    assert desk.ticket(warned).first_response_due == berlin(2026, 11, 24, 10, 30)
+    assert desk.ticket(early).first_response_due == berlin(2026, 11, 24, 12, 0)
+    assert desk.escalate() == []  # no second 50 % warning, no early one
+    # early's 50 %: 2 of its 4 working hours, the 2nd falls on Tuesday 08:00–10:00 → 10:00.
+    desk.clock.now = berlin(2026, 11, 24, 10, 0)
+    assert [m.header("Subject") for m in desk.escalate()] == [
+        f"[{early}] first response: 50% of the time used: Systemstillstand Presse"
+    ]
+    desk.clock.now = berlin(2026, 11, 24, 10, 30)
+    (breach,) = desk.escalate()
+    assert f"[{warned}] first response overdue" in breach.header("Subject")
+
+
+def test_a_wall_clock_target_waits_for_wall_clock_time_while_paused(desk):
+    """Severity 2 (24 hours around the clock) from Friday 16:00: pending at 17:00 with 23 hours
+    left, the customer answers on Sunday 20:00 (51 hours later): due Monday 19:00, not overdue."""
+    desk.clock.now = berlin(2026, 11, 27, 16, 0)
+    sent = desk.deliver(make_mail(subject="Störung im Export", body="Der Export bricht ab."))
+    case = _case(sent)
+    (note,) = to(sent, TEAM)
+    desk.clock.now = berlin(2026, 11, 27, 17, 0)
+    _pending(desk, note)
+    desk.clock.now = berlin(2026, 11, 29, 20, 0)
+    desk.deliver(make_mail(subject=f"Re: [{case}] Störung im Export", body="Anbei die Datei."))
+    assert desk.ticket(case).first_response_due == berlin(2026, 11, 30, 19, 0)
+    assert not to(desk.escalate(), CHIEF)
+
+
+def test_a_reopened_case_owes_a_new_follow_up_from_then_on(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    """With a follow-up every 8 business hours: answered and solved on Monday, reopened by the
+    customer on Thursday 10:00 — the next follow-up is due 8 business hours later (Thursday 10–17,
+    Friday 08–09: Friday 09:00), and nobody is told it is overdue."""
+    sla = SLA.replace(
+        'label_en = "Severity 3"\nfirst_response = { business_days = 2 }',
+        'label_en = "Severity 3"\nfirst_response = { business_days = 2 }\nfollow_up = { business_hours = 8 }',
+    )
+    assert sla != SLA
+    d = make_desk(
+        tmp_path,
+        imap_server,
+        smtp_sink,
+        db_url,
+        queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
+        conversations=sla,
+    )
+    try:
+        d.clock.now = berlin(2026, 11, 23, 9, 0)
+        sent = d.deliver(make_mail(subject="Frage zur Lizenz", body="Wie verlängere ich?"))
+        case = _case(sent)
+        (note,) = to(sent, TEAM)
+        d.clock.now = berlin(2026, 11, 23, 9, 30)
+        _answer(d, note, "#solve\nGuten Tag,\n\nso geht es: …\n\nAnna")
+        t = d.ticket(case)
+        assert t.status == "solved" and t.update_due == berlin(2026, 11, 24, 8, 30) and t.next_escalation_at is None
+        d.clock.now = berlin(2026, 11, 26, 10, 0)
+        d.deliver(make_mail(subject=f"Re: [{case}] Frage zur Lizenz", body="Klappt leider nicht."))
+        t = d.ticket(case)
+        assert t.status == "open" and t.update_due == berlin(2026, 11, 27, 9, 0)
+        assert d.escalate() == []
+        d.clock.now = berlin(2026, 11, 27, 9, 0)
+        (breach,) = d.escalate()
+        assert breach.rcpt_tos == [CHIEF] and "follow-up overdue" in breach.header("Subject")
+    finally:
+        d.app.close()
