@@ -161,10 +161,13 @@ def plan(
     stages: tuple[Stage, ...],
     repeat: Target | None,
     now: datetime,
+    hold: BusinessCalendar | None = None,
 ) -> Plan:
     """The stage of ``run``'s ladder that is due at ``now`` (the latest whose time has come) and the
     time of the next one. "Latest" is by the stage's own time (before holding back), so a stage
-    beyond 100 % takes its place between the re-escalations."""
+    beyond 100 % takes its place between the re-escalations. ``hold``: the recipients' calendar, which
+    holds back stages that are not urgent (default: ``cal``, the case's)."""
+    hold = hold or cal
     # (order key, time, ladder index, stage, repeat). The order key is the time, but never earlier
     # than an earlier rung's: when due lies before start, the breach still outranks the warnings.
     raw = []
@@ -181,7 +184,7 @@ def plan(
         for n in range(1, MAX_REPEATS + 1):
             at = due(cal, at, repeat)
             entry = (max(key, at), at, len(stages), breach, n)
-            if _held(cal, at, breach.urgent) > now:
+            if _held(hold, at, breach.urgent) > now:
                 raw.append(entry)
                 break
             last = entry
@@ -189,7 +192,7 @@ def plan(
             raw.append(last)
     raw.sort(key=lambda r: (r[0], r[2], r[4]))
     firings = [
-        Firing(run.clock, rank, st, _held(cal, at, st.urgent), run.due, repeat=n, period=run.period)
+        Firing(run.clock, rank, st, _held(hold, at, st.urgent), run.due, repeat=n, period=run.period)
         for rank, (_, at, _, st, n) in enumerate(raw)
     ]
     passed = [f for f in firings if f.at <= now]
@@ -199,13 +202,17 @@ def plan(
 
 
 def next_escalation(
-    cal: BusinessCalendar | None, facts: ClockFacts, level: SeverityLevel | None, now: datetime
+    cal: BusinessCalendar | None,
+    facts: ClockFacts,
+    level: SeverityLevel | None,
+    now: datetime,
+    hold: BusinessCalendar | None = None,
 ) -> tuple[list[Plan], datetime | None]:
     """The plans of every running clock of a case and the earliest time one of them wants the job."""
     if cal is None or level is None:
         return [], None
     plans = [
-        plan(cal, replace(run, period=f"{run.start.isoformat()}/{level.key}"), level.stages, level.repeat, now)
+        plan(cal, replace(run, period=f"{run.start.isoformat()}/{level.key}"), level.stages, level.repeat, now, hold)
         for run in running_clocks(facts)
     ]
     return plans, min((p.next_at for p in plans if p.next_at is not None), default=None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import structlog
 from babel.dates import format_datetime, format_timedelta
@@ -33,7 +34,9 @@ from mailbridge.store.models import Ticket
 log = structlog.get_logger(__name__)
 
 ACTIVE = ("new", "open", "pending")
-TIME_FORMAT = {"de": "EEE dd.MM. HH:mm", "en": "EEE d MMM HH:mm"}
+TIME_FORMAT = {"de": "EEE dd.MM. HH:mm zzz", "en": "EEE d MMM HH:mm zzz"}
+# At most this many cases per list and queue; the totals are always given.
+MAX_LINES = 50
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class QueueDigest:
     active: int = 0
     breached: list[Line] = field(default_factory=list)
     at_risk: list[Line] = field(default_factory=list)
+    # How many there are in all (the lists show the first MAX_LINES, most urgent first).
+    breached_total: int = 0
+    at_risk_total: int = 0
     by_severity: list[tuple[str, int]] = field(default_factory=list)
     by_organisation: list[tuple[str, int]] = field(default_factory=list)
     oldest: list[Line] = field(default_factory=list)
@@ -69,7 +75,15 @@ class Digest:
 
     @property
     def empty(self) -> bool:
-        return not any(q.breached or q.at_risk for q in self.queues)
+        return not any(q.breached_total or q.at_risk_total for q in self.queues)
+
+    @property
+    def breached_total(self) -> int:
+        return sum(q.breached_total for q in self.queues)
+
+    @property
+    def at_risk_total(self) -> int:
+        return sum(q.at_risk_total for q in self.queues)
 
 
 # Running clocks as SQL: (clock, due column, extra condition). Paused cases are not counted.
@@ -147,8 +161,9 @@ class Digests:
                         case, subject, org, label(sev), status, clock.label(lang), self._fmt(due, lang, tz), delta
                     )
                     target.append((due, case, line))
-            qd.breached = [line for *_, line in sorted(breached)]
-            qd.at_risk = [line for *_, line in sorted(at_risk)]
+            qd.breached = [line for *_, line in sorted(breached)][:MAX_LINES]
+            qd.at_risk = [line for *_, line in sorted(at_risk)][:MAX_LINES]
+            qd.breached_total, qd.at_risk_total = len(breached), len(at_risk)
             active = and_(Ticket.queue == q.name, Ticket.status.in_(ACTIVE))
             qd.active = conn.execute(select(func.count()).where(active)).scalar_one()
             sev_rows = conn.execute(select(Ticket.severity, func.count()).where(active).group_by(Ticket.severity)).all()
@@ -180,7 +195,7 @@ class Digests:
                         )
                     )
             out.append(qd)
-        return Digest(d.name, lang, self._fmt(now, lang, None), out)
+        return Digest(d.name, lang, self._fmt(now, lang, ZoneInfo(d.timezone)), out)
 
     def render(self, digest: Digest) -> tuple[str, str, str]:
         """Subject, text and HTML of a digest."""
@@ -229,7 +244,7 @@ class Digests:
         log.info(
             "digest_queued",
             digest=d.name,
-            breached=sum(len(q.breached) for q in digest.queues),
-            at_risk=sum(len(q.at_risk) for q in digest.queues),
+            breached=digest.breached_total,
+            at_risk=digest.at_risk_total,
         )
         return outbox_id

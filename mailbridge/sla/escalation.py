@@ -115,7 +115,9 @@ class Escalations:
     def next_at(self, ref: TicketRef, facts: ClockFacts, now: datetime):
         cal = self.deadlines.calendar(ref.queue, ref.organisation)
         level = self.deadlines.level(ref.queue, ref.severity)
-        return next_escalation(cal, facts, level, now)
+        # Deadlines count in the case's calendar (the contract partner's seat); routine stages wait
+        # for the recipients' working hours: the queue's calendar.
+        return next_escalation(cal, facts, level, now, hold=self.deadlines.calendar(ref.queue))
 
     def refresh(self, session: Session, ticket_id: int, now: datetime) -> datetime | None:
         """Store when the job has to look at the case next (after its clocks changed)."""
@@ -254,15 +256,24 @@ class Escalations:
         ``sla.batch`` (one transaction each)."""
         report = Report()
         batch = self.settings.sla.batch
+        races = 0
         while True:
+            part = Report()
             try:
                 with session_scope(session_factory) as s:
-                    n = self._batch(s, now, batch, skip_locked, report)
-            except IntegrityError:
+                    n = self._batch(s, now, batch, skip_locked, part)
+            except IntegrityError as e:
                 # Another instance queued the same stage between our check and our insert: its
-                # row stands; our batch rolled back and runs again without it.
-                log.info("escalation_race_retry")
+                # row stands; our batch rolled back and runs again without it. Anything else, or
+                # a race that keeps coming back, is an error for the next run.
+                races += 1
+                if ("dedup_key" not in str(e) and "outbox" not in str(e)) or races > 5:
+                    raise
+                log.info("escalation_race_retry", attempt=races)
                 continue
+            report.visited += part.visited
+            report.sent += part.sent
+            report.unaddressed += part.unaddressed
             if n < batch:
                 return report
 

@@ -278,3 +278,18 @@ def test_ack_without_contract_promises_no_response_time(templates, language, nam
     without = templates.render(language, name, **{**BASE_CONTEXT, "no_contract": True})
     marker = {"de": "kein Service- und Wartungsvertrag", "en": "no service and maintenance contract"}[language]
     assert marker not in with_contract and marker in without
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_digest_lists_are_capped_and_say_how_many_more_there_are(templates, language):
+    from mailbridge.sla.digest import Digest, Line, QueueDigest
+
+    line = Line("C1000002", "<b>Drucker</b> {{ 7*7 }}", "Stadtwerke", "Fehlerklasse 1", "open", "x", "Mo 10:00", "2 h")
+    q = QueueDigest("software", "Software", active=70, breached=[line] * 2, breached_total=60)
+    d = Digest("morgens", language, "Di 08:00 MEZ", [q])
+    text = templates.render(language, "digest.txt.j2", digest=d, queues=d.queues)
+    html = templates.render(language, "digest.html.j2", digest=d, queues=d.queues)
+    subject = templates.render(language, "digest.subject.j2", digest=d, queues=d.queues)
+    more = {"de": "… und 58 weitere", "en": "… and 58 more"}[language]
+    assert more in text and more in html and "60" in subject
+    assert "{{ 7*7 }}" in text and "&lt;b&gt;Drucker" in html and "<b>Drucker" not in html
