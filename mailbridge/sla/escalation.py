@@ -14,6 +14,7 @@ LOCKED``, so instances share the work; on SQLite writers are serialised anyway.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,9 +33,16 @@ from mailbridge.sla.policy import Recipients, Stage
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import Event, Outbox, Ticket
-from mailbridge.store.repositories import TicketRef
+from mailbridge.store.repositories import ThreadParent, TicketRef
 
 log = structlog.get_logger(__name__)
+
+
+class _Unset:
+    pass
+
+
+UNSET = _Unset()
 
 # The agent-side conversation of a case: escalations continue it.
 AGENT_THREAD_KINDS = ("notification", "escalation")
@@ -167,9 +175,17 @@ class Escalations:
         clock: ClockName | None = None,
         due: datetime | None = None,
         repeat: int = 0,
+        queued: set[str] | None = None,
+        previous: ThreadParent | _Unset | None = UNSET,
     ) -> int | None:
-        """Queue one escalation mail unless its key was queued before; record it on the case."""
-        if session.connection().execute(select(exists().where(Outbox.dedup_key == dedup_key))).scalar():
+        """Queue one escalation mail unless its key was queued before; record it on the case.
+
+        ``queued``: the keys already in the outbox, when the caller looked them up for a whole
+        batch (else one query); ``previous``: the agent-side thread parent, likewise."""
+        if queued is not None:
+            if dedup_key in queued:
+                return None
+        elif session.connection().execute(select(exists().where(Outbox.dedup_key == dedup_key))).scalar():
             return None
         q = self.settings.queue(ref.queue)
         to = self.recipients(ref, stage.to)
@@ -205,7 +221,9 @@ class Escalations:
             q,
             to=to,
             facts=facts,
-            previous=repo.last_message(session, ref.id, AGENT_THREAD_KINDS),
+            previous=repo.last_message(session, ref.id, AGENT_THREAD_KINDS)
+            if isinstance(previous, _Unset)
+            else previous,
             now=now,
             # Signed (a reply proves the agent) only when every recipient is one of the queue's.
             signed=all(q.is_agent(a) or a in q.notify_addresses for a in to),
@@ -232,10 +250,19 @@ class Escalations:
                 "created_at": now,
             },
         )
-        log.info("escalation_queued", case=ref.case_number, to=to, **detail)
+        # One line per pass at info level (run_once); each mail is in the case's history.
+        log.debug("escalation_queued", case=ref.case_number, to=to, **detail)
         return outbox_id
 
-    def send_firing(self, session: Session, ref: TicketRef, f: Firing, now: datetime) -> int | None:
+    def send_firing(
+        self,
+        session: Session,
+        ref: TicketRef,
+        f: Firing,
+        now: datetime,
+        queued: set[str] | None = None,
+        previous: ThreadParent | _Unset | None = UNSET,
+    ) -> int | None:
         kind = "repeat" if f.repeat else ("breach" if f.stage.is_breach else "warning")
         return self.send(
             session,
@@ -247,6 +274,8 @@ class Escalations:
             clock=f.clock,
             due=f.due,
             repeat=f.repeat,
+            queued=queued,
+            previous=previous,
         )
 
     # -- the job --------------------------------------------------------------------------------
@@ -275,6 +304,8 @@ class Escalations:
             report.sent += part.sent
             report.unaddressed += part.unaddressed
             if n < batch:
+                if report.sent:
+                    log.info("escalations_queued", mails=len(report.sent), cases=report.visited)
                 return report
 
     def _batch(self, s: Session, now: datetime, batch: int, skip_locked: bool, report: Report) -> int:
@@ -288,14 +319,26 @@ class Escalations:
             stmt = stmt.with_for_update(skip_locked=True)
         rows = s.connection().execute(stmt).all()
         updates = []
+        todo: list[tuple[TicketRef, Firing]] = []
         for row in rows:
             ref, facts = _split(row)
             plans, next_at = self.next_at(ref, facts, now)
             for p in sorted((p for p in plans if p.send is not None), key=lambda p: p.send.at):
                 assert p.send is not None
-                if self.send_firing(s, ref, p.send, now) is not None:
-                    report.sent.append((ref.case_number, p.send.clock.value, p.send.name))
+                todo.append((ref, p.send))
             updates.append({"_id": ref.id, "_next": next_at})
+        # What the mails need, looked up for the whole batch at once.
+        queued = repo.existing_outbox_keys(s, [f.key(ref.id) for ref, f in todo])
+        todo = [(ref, f) for ref, f in todo if f.key(ref.id) not in queued]
+        parents = repo.last_messages(s, list({ref.id for ref, _ in todo}), AGENT_THREAD_KINDS)
+        left = Counter(ref.id for ref, _ in todo)
+        for ref, f in todo:
+            left[ref.id] -= 1
+            if self.send_firing(s, ref, f, now, queued=queued, previous=parents.get(ref.id)) is not None:
+                report.sent.append((ref.case_number, f.clock.value, f.name))
+                if left[ref.id]:
+                    # Another stage of this case follows in the batch: it threads under this one.
+                    parents[ref.id] = repo.last_message(s, ref.id, AGENT_THREAD_KINDS)
         if updates:
             s.connection().execute(
                 update(Ticket).where(Ticket.id == bindparam("_id")).values(next_escalation_at=bindparam("_next")),

@@ -215,6 +215,31 @@ def last_message(
     return ThreadParent(row[0], (row[1] or "").split(), row[2])
 
 
+def last_messages(session: Session, ticket_ids: list[int], kinds: tuple[str, ...]) -> dict[int, ThreadParent]:
+    """:func:`last_message` for many tickets in two statements (the escalation job's batches)."""
+    if not ticket_ids:
+        return {}
+    newest = (
+        select(func.max(Message.id))
+        .where(Message.ticket_id.in_(set(ticket_ids)), Message.kind.in_(kinds))
+        .group_by(Message.ticket_id)
+    )
+    rows = _conn(session).execute(
+        select(Message.ticket_id, Message.message_id, Message.references, Message.thread_index).where(
+            Message.id.in_(newest)
+        )
+    )
+    return {r[0]: ThreadParent(r[1], (r[2] or "").split(), r[3]) for r in rows}
+
+
+def existing_outbox_keys(session: Session, keys: list[str]) -> set[str]:
+    """Those of ``keys`` that are queued (or sent) already."""
+    if not keys:
+        return set()
+    rows = _conn(session).execute(select(Outbox.dedup_key).where(Outbox.dedup_key.in_(set(keys))))
+    return {r[0] for r in rows}
+
+
 def close_solved(session: Session, solved_before: datetime, now: datetime) -> list[tuple[int, str]]:
     """Close solved tickets solved before ``solved_before``; return (id, case number) of each one
     this statement closed (a case reopened meanwhile is left alone: the condition is re-checked
