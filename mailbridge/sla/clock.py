@@ -133,13 +133,21 @@ def _held(cal: BusinessCalendar, at: datetime, urgent: bool) -> datetime:
     return at if urgent or _in_hours(cal, at) else next_opening(cal, at)
 
 
-def stage_time(cal: BusinessCalendar, run: Running, at_percent: float) -> datetime:
-    """When ``at_percent`` % of the clock's business time has passed (100: the due time)."""
+def _span(cal: BusinessCalendar, run: Running) -> tuple[datetime, timedelta]:
+    """Where a clock's stages are counted from (its start, moved by its pauses) and how much open
+    time lies between there and the due time."""
+    start = min(add_business_time(cal, run.start, run.shift), run.due) if run.shift else run.start
+    return start, business_time_between(cal, start, run.due) if run.due > start else timedelta(0)
+
+
+def stage_time(
+    cal: BusinessCalendar, run: Running, at_percent: float, span: tuple[datetime, timedelta] | None = None
+) -> datetime:
+    """When ``at_percent`` % of the clock's business time has passed (100: the due time).
+    ``span``: ``_span(cal, run)`` when the caller has it already."""
     if at_percent == 100:
         return run.due
-    start = add_business_time(cal, run.start, run.shift) if run.shift else run.start
-    start = min(start, run.due) if run.shift else start
-    total = business_time_between(cal, start, run.due) if run.due > start else timedelta(0)
+    start, total = span or _span(cal, run)
     if total <= timedelta(0):
         # No open time between start and due (a wall-clock target over a weekend): the warning
         # stages fall on the start, the late ones on the due time.
@@ -172,8 +180,9 @@ def plan(
     # than an earlier rung's: when due lies before start, the breach still outranks the warnings.
     raw = []
     floor_at: datetime | None = None
+    span = _span(cal, run)
     for i, st in enumerate(stages):
-        at = stage_time(cal, run, st.at)
+        at = stage_time(cal, run, st.at, span)
         floor_at = at if floor_at is None else max(floor_at, at)
         raw.append((floor_at, at, i, st, 0))
     breach_i = next((i for i, st in enumerate(stages) if st.at == 100), None)
