@@ -80,6 +80,40 @@ class MailBuilder:
         )
         return Built(out, parent_id, refs, index)
 
+    def _to_agents(
+        self,
+        ticket: TicketRef,
+        queue: QueueSettings,
+        template: str,
+        tctx: dict,
+        to: list[str],
+        previous: ThreadParent | None,
+        now: datetime,
+        message_id: str | None,
+    ) -> Built:
+        """A mail about a case to agents or managers, in the queue's language, continuing the
+        agent-side thread (``previous``), from the queue's address with the case in its name."""
+        lang = queue.language
+        subject = self.templates.render(lang, f"{template}.subject.j2", **tctx).strip()
+        return self._compose(
+            ticket,
+            parent_id=previous.message_id if previous else None,
+            parent_refs=previous.references if previous else [],
+            parent_index=previous.thread_index if previous else None,
+            now=now,
+            from_name=f"{queue.display_name} {ticket.case_number}",
+            from_addr=queue.address,
+            to=[("", a) for a in to],
+            reply_to=queue.address,
+            subject=comp.tagged_subject(ticket.case_number, subject),
+            text=self.templates.render(lang, f"{template}.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_GENERATED,
+            language=lang,
+            message_id=message_id,
+            to_agents=True,
+        )
+
     # -- the mails -------------------------------------------------------------------------------
 
     def ack(
@@ -154,7 +188,6 @@ class MailBuilder:
 
         ``event``: new | reply | reopened | third-party | unverified-agent.
         """
-        lang = queue.language
         domain = queue.address.rsplit("@", 1)[-1]
         mid = notification_message_id(ticket.case_number, domain, self.secrets[0])
         tctx = {
@@ -176,27 +209,7 @@ class MailBuilder:
             "severity_levels": severity_levels,
             "queue_name": queue.display_name,
         }
-        subject = comp.tagged_subject(
-            ticket.case_number, self.templates.render(lang, "notification.subject.j2", **tctx).strip()
-        )
-        return self._compose(
-            ticket,
-            parent_id=previous.message_id if previous else None,
-            parent_refs=previous.references if previous else [],
-            parent_index=previous.thread_index if previous else None,
-            now=now,
-            from_name=f"{queue.display_name} {ticket.case_number}",
-            from_addr=queue.address,
-            to=[("", a) for a in queue.notify_addresses],
-            reply_to=queue.address,
-            subject=subject,
-            text=self.templates.render(lang, "notification.txt.j2", **tctx),
-            html=None,
-            auto_submitted=AUTO_GENERATED,
-            language=lang,
-            message_id=mid,
-            to_agents=True,
-        )
+        return self._to_agents(ticket, queue, "notification", tctx, queue.notify_addresses, previous, now, mid)
 
     def relay(
         self,
@@ -290,7 +303,6 @@ class MailBuilder:
         ``signed``: False when it goes to someone who is not an agent (a manager): then its
         Message-ID proves nothing.
         """
-        lang = queue.language
         domain = queue.address.rsplit("@", 1)[-1]
         tctx = {
             "marker": REPLY_MARKER,
@@ -302,24 +314,5 @@ class MailBuilder:
             "queue_name": queue.display_name,
             **facts,
         }
-        subject = comp.tagged_subject(
-            ticket.case_number, self.templates.render(lang, "escalation.subject.j2", **tctx).strip()
-        )
-        return self._compose(
-            ticket,
-            parent_id=previous.message_id if previous else None,
-            parent_refs=previous.references if previous else [],
-            parent_index=previous.thread_index if previous else None,
-            now=now,
-            from_name=f"{queue.display_name} {ticket.case_number}",
-            from_addr=queue.address,
-            to=[("", a) for a in to],
-            reply_to=queue.address,
-            subject=subject,
-            text=self.templates.render(lang, "escalation.txt.j2", **tctx),
-            html=None,
-            auto_submitted=AUTO_GENERATED,
-            language=lang,
-            message_id=notification_message_id(ticket.case_number, domain, self.secrets[0]) if signed else None,
-            to_agents=True,
-        )
+        mid = notification_message_id(ticket.case_number, domain, self.secrets[0]) if signed else None
+        return self._to_agents(ticket, queue, "escalation", tctx, to, previous, now, mid)

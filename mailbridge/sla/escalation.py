@@ -49,33 +49,16 @@ AGENT_THREAD_KINDS = ("notification", "escalation")
 # How the job and agents read times ("Mo., 23.11.2026, 10:00 MEZ").
 INTERNAL_FORMATS = {"de": "EEE, dd.MM.yyyy, HH:mm zzz", "en": "EEE, d MMM yyyy, HH:mm zzzz"}
 
+# A TicketRef's columns, then what the clocks need besides.
 CLOCK_COLUMNS = (
-    Ticket.id,
-    Ticket.case_number,
-    Ticket.queue,
-    Ticket.status,
-    Ticket.subject,
-    Ticket.requester_email,
-    Ticket.requester_name,
-    Ticket.language,
-    Ticket.created_at,
-    Ticket.severity,
-    Ticket.assignee,
-    Ticket.first_response_at,
-    Ticket.solved_at,
-    Ticket.linked_ticket_id,
-    Ticket.reply_to,
-    Ticket.organisation,
-    Ticket.contract,
-    Ticket.paused_seconds,
-    # not part of TicketRef:
+    *repo.TICKET_REF_COLS,
     Ticket.first_response_due,
     Ticket.update_due,
     Ticket.update_started_at,  # the start of the follow-up period (ClockFacts.last_answer_at)
     Ticket.resolution_due,
     Ticket.paused_at,
 )
-_REF_FIELDS = 18
+_REF_FIELDS = len(repo.TICKET_REF_COLS)
 
 
 def _split(row) -> tuple[TicketRef, ClockFacts]:

@@ -97,7 +97,7 @@ class TicketRef:
         return self.reply_to or self.requester_email
 
 
-_TICKET_REF_COLS = (
+TICKET_REF_COLS = (
     Ticket.id,
     Ticket.case_number,
     Ticket.queue,
@@ -125,7 +125,7 @@ def ticket_ref(
     """The ticket by id or case number; ``lock``: hold its row until the transaction ends
     (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), so two mails or the close
     job cannot change one case at the same time."""
-    q = select(*_TICKET_REF_COLS)
+    q = select(*TICKET_REF_COLS)
     if lock:
         q = q.with_for_update()
     if ticket_id is not None:
@@ -141,7 +141,7 @@ def tickets_by_case_numbers(session: Session, numbers: list[str]) -> dict[str, T
     """The existing tickets among ``numbers`` (normalised case numbers), in one query."""
     if not numbers:
         return {}
-    rows = _conn(session).execute(select(*_TICKET_REF_COLS).where(Ticket.case_number.in_(set(numbers)))).all()
+    rows = _conn(session).execute(select(*TICKET_REF_COLS).where(Ticket.case_number.in_(set(numbers)))).all()
     return {r.case_number: TicketRef(*r) for r in rows}
 
 
