@@ -25,6 +25,22 @@ COLLEAGUE = ("Erika Muster", "erika.muster@kunde.example")
 STRANGER = ("Mallory Other", "mallory@other.example")
 AUTHSERV = "mx.vendor.example"
 
+# Business hours of a desk in North Rhine-Westphalia (Mon–Fri 08:00–17:00, NRW holidays), the
+# calendar the SLA tests count in.
+NRW_CALENDAR = """
+[[calendars]]
+name = "nrw"
+timezone = "Europe/Berlin"
+country = "DE"
+subdivision = "NW"
+[calendars.hours]
+mon = ["08:00-17:00"]
+tue = ["08:00-17:00"]
+wed = ["08:00-17:00"]
+thu = ["08:00-17:00"]
+fri = ["08:00-17:00"]
+"""
+
 QUEUE_EXTRA = f"""agents = ["{AGENT[1]}", "{AGENT2[1]}"]
 notify = ["{TEAM}"]
 """

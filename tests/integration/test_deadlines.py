@@ -9,23 +9,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.integration.conversation_support import QUEUE_EXTRA, TEAM, make_desk, to
+from tests.integration.conversation_support import NRW_CALENDAR, QUEUE_EXTRA, TEAM, make_desk, to
 from tests.support import make_mail
 
 BERLIN = ZoneInfo("Europe/Berlin")
-SLA = """
-[[calendars]]
-name = "nrw"
-timezone = "Europe/Berlin"
-country = "DE"
-subdivision = "NW"
-[calendars.hours]
-mon = ["08:00-17:00"]
-tue = ["08:00-17:00"]
-wed = ["08:00-17:00"]
-thu = ["08:00-17:00"]
-fri = ["08:00-17:00"]
-
+SLA = (
+    NRW_CALENDAR
+    + """
 [[severity_schemes]]
 name = "std"
 default = "3"
@@ -41,6 +31,7 @@ label_de = "Fehlerklasse 3"
 label_en = "Severity 3"
 first_response = { business_days = 2 }
 """
+)
 
 
 @pytest.fixture

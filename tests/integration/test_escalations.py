@@ -14,7 +14,7 @@ from mailbridge.app import App
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import Outbox
 from mailbridge.views import ticket_detail
-from tests.integration.conversation_support import AGENT, QUEUE_EXTRA, TEAM, Sent, make_desk, to
+from tests.integration.conversation_support import AGENT, NRW_CALENDAR, QUEUE_EXTRA, TEAM, Sent, make_desk, to
 from tests.support import make_mail
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -22,18 +22,7 @@ CHIEF = "leitung@vendor.example"
 CUSTOMER2 = ("Petra Kunde", "petra@stadtwerke.example")
 
 SLA = f"""
-[[calendars]]
-name = "nrw"
-timezone = "Europe/Berlin"
-country = "DE"
-subdivision = "NW"
-[calendars.hours]
-mon = ["08:00-17:00"]
-tue = ["08:00-17:00"]
-wed = ["08:00-17:00"]
-thu = ["08:00-17:00"]
-fri = ["08:00-17:00"]
-
+{NRW_CALENDAR}
 [[severity_schemes]]
 name = "std"
 default = "3"
@@ -78,16 +67,21 @@ def berlin(*args) -> datetime:
     return datetime(*args, tzinfo=BERLIN).astimezone(UTC)
 
 
-@pytest.fixture
-def desk(tmp_path, imap_server, smtp_sink, db_url, imap_env):
-    d = make_desk(
+def _desk(tmp_path, imap_server, smtp_sink, db_url, sla: str = SLA):
+    """A desk whose queue counts in the nrw calendar with the std scheme; managers: CHIEF."""
+    return make_desk(
         tmp_path,
         imap_server,
         smtp_sink,
         db_url,
         queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
-        conversations=SLA,
+        conversations=sla,
     )
+
+
+@pytest.fixture
+def desk(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    d = _desk(tmp_path, imap_server, smtp_sink, db_url)
     yield d
     d.app.close()
 
@@ -266,14 +260,7 @@ def test_escalate_on_create_reaches_the_managers_in_the_mails_own_transaction(
     tmp_path, imap_server, smtp_sink, db_url, imap_env
 ):
     sla = SLA.replace('words = ["Systemstillstand"]', 'words = ["Systemstillstand"]\nescalate_on_create = true')
-    d = make_desk(
-        tmp_path,
-        imap_server,
-        smtp_sink,
-        db_url,
-        queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
-        conversations=sla,
-    )
+    d = _desk(tmp_path, imap_server, smtp_sink, db_url, sla)
     try:
         d.clock.now = berlin(2026, 11, 23, 9, 0)
         sent = d.deliver(make_mail(subject="Systemstillstand Linie 3", body="Alles steht."))
@@ -437,14 +424,7 @@ def test_a_reopened_case_owes_a_new_follow_up_from_then_on(tmp_path, imap_server
         'label_en = "Severity 3"\nfirst_response = { business_days = 2 }\nfollow_up = { business_hours = 8 }',
     )
     assert sla != SLA
-    d = make_desk(
-        tmp_path,
-        imap_server,
-        smtp_sink,
-        db_url,
-        queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
-        conversations=sla,
-    )
+    d = _desk(tmp_path, imap_server, smtp_sink, db_url, sla)
     try:
         d.clock.now = berlin(2026, 11, 23, 9, 0)
         sent = d.deliver(make_mail(subject="Frage zur Lizenz", body="Wie verlängere ich?"))

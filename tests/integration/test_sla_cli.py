@@ -19,6 +19,7 @@ from tests.integration.conversation_support import (
     AGENT,
     AUTHSERV,
     CUSTOMER,
+    NRW_CALENDAR,
     QUEUE_EXTRA,
     TEAM,
     Desk,
@@ -38,18 +39,7 @@ def sla(first_response: str = "business_hours = 4", other_contract: str | None =
     Other AG with one only when ``other_contract`` is given."""
     other = f'contract = "{other_contract}"\n' if other_contract else ""
     return f"""
-[[calendars]]
-name = "nrw"
-timezone = "Europe/Berlin"
-country = "DE"
-subdivision = "NW"
-[calendars.hours]
-mon = ["08:00-17:00"]
-tue = ["08:00-17:00"]
-wed = ["08:00-17:00"]
-thu = ["08:00-17:00"]
-fri = ["08:00-17:00"]
-
+{NRW_CALENDAR}
 [[severity_schemes]]
 name = "std"
 default = "3"
