@@ -17,6 +17,7 @@ no clocks; nothing here does anything for it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
@@ -33,6 +34,9 @@ from mailbridge.store.models import Ticket
 
 log = structlog.get_logger(__name__)
 
+# Ticket columns this step sets → ClockFacts fields (the follow-up period's start is what the
+# clocks call last_answer_at).
+FACT_OF_COLUMN = {"update_started_at": "last_answer_at"}
 # The stage an escalation on creation is sent as.
 ON_CREATE = Stage(0, Recipients.ESCALATION, urgent=True)
 
@@ -119,10 +123,15 @@ class TrackClocks:
                 values["update_due"] = None
         if "update_due" in values and values["update_due"] != f.update_due:
             ctx.event("follow_up_due", due=values["update_due"].isoformat() if values["update_due"] else None)
-        if values:
-            repo.update_row(ctx.session, Ticket, ref.id, values)
+        # When the escalation job has to look next, from the clocks as this mail left them (one
+        # UPDATE with the rest).
+        after = replace(
+            f,
+            **{FACT_OF_COLUMN.get(k, k): v for k, v in values.items() if k != "last_answer_at"},
+        )
+        values["next_escalation_at"] = self.escalations.next_check(ref, after, now)
+        repo.update_row(ctx.session, Ticket, ref.id, values)
         if ctx.new_ticket and level.escalate_on_create:
             self.escalations.send(
                 ctx.session, ref, kind="created", stage=ON_CREATE, dedup_key=f"esc:{ref.id}:created", now=now
             )
-        self.escalations.refresh(ctx.session, ref.id, now)

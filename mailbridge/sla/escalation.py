@@ -110,15 +110,18 @@ class Escalations:
         # for the recipients' working hours: the queue's calendar.
         return next_escalation(cal, facts, level, now, hold=self.deadlines.calendar(ref.queue))
 
+    def next_check(self, ref: TicketRef, facts: ClockFacts, now: datetime) -> datetime | None:
+        """When the job has to look at a case with these clocks next. A stage whose time has
+        already come is the job's (it knows whether it went out): now."""
+        plans, next_at = self.next_at(ref, facts, now)
+        return now if any(p.send is not None for p in plans) else next_at
+
     def refresh(self, session: Session, ticket_id: int, now: datetime) -> datetime | None:
         """Store when the job has to look at the case next (after its clocks changed)."""
         state = clock_state(session, ticket_id)
         if state is None:
             return None
-        plans, next_at = self.next_at(*state, now)
-        # A stage whose time has already come is the job's (it knows whether it went out): now.
-        if any(p.send is not None for p in plans):
-            next_at = now
+        next_at = self.next_check(*state, now)
         session.connection().execute(update(Ticket).where(Ticket.id == ticket_id).values(next_escalation_at=next_at))
         return next_at
 
