@@ -186,6 +186,22 @@ def quarantine_list(ctx: click.Context) -> None:
     click.echo(views.quarantine_table(app))
 
 
+@cli.group()
+def noise() -> None:
+    """Auto-replies and bounces that belong to no case, and failing addresses."""
+
+
+@noise.command("list")
+@click.option("--limit", type=int, default=100, show_default=True, help="Show at most this many of each.")
+@click.pass_context
+def noise_list(ctx: click.Context, limit: int) -> None:
+    """Automatic mails kept for the operator (not cases), and addresses our mail bounced from."""
+    from mailbridge import views
+
+    app = _app(ctx.parent)
+    click.echo(views.noise_table(app, limit))
+
+
 @cli.command()
 @click.option(
     "--keep",

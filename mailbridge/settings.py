@@ -336,6 +336,36 @@ class ConversationSettings(_Model):
         return [d.strip().lower().lstrip("@") for d in v]
 
 
+class RateLimit(_Model):
+    """At most ``max`` automatic mails in any ``minutes`` minutes."""
+
+    max: Annotated[int, Field(gt=0)]
+    minutes: Annotated[float, Field(gt=0, le=60 * 24 * 30)]
+
+
+class AutoMailSettings(_Model):
+    """Guards on the mails we send by ourselves to outside addresses (acknowledgements, notices):
+    against loops with autoresponders that do not mark their mail, and against bouncing addresses."""
+
+    # After a hard bounce (a permanent failure, 5.x.x), no automatic mail goes to that address for
+    # this many days (the bounce is recorded on the case; agents' replies still go out).
+    hard_bounce_suppress_days: Annotated[float, Field(ge=0, le=3650)] = 60.0
+    # Tiered limits per recipient and case, and per recipient over all cases; an automatic mail over
+    # any of them is recorded on its case (auto_mail_suppressed), not sent.
+    per_ticket: list[RateLimit] = [
+        RateLimit(max=10, minutes=10),
+        RateLimit(max=25, minutes=60),
+        RateLimit(max=100, minutes=600),
+    ]
+    per_recipient: list[RateLimit] = [
+        RateLimit(max=30, minutes=10),
+        RateLimit(max=120, minutes=60),
+        RateLimit(max=360, minutes=600),
+    ]
+    # The sender of a mail over ingest.max_message_bytes gets a short notice (it is quarantined).
+    oversize_notice: bool = True
+
+
 class SmtpSettings(_Server):
     port: Annotated[int, Field(gt=0, lt=65536)] = 587
     tls: TlsMode = TlsMode.STARTTLS
@@ -681,6 +711,7 @@ class Settings(_Model):
     outbox: OutboxSettings = OutboxSettings()
     ingest: IngestSettings = IngestSettings()
     conversations: ConversationSettings = ConversationSettings()
+    auto_mail: AutoMailSettings = AutoMailSettings()
     calendars: list[CalendarSettings] = []
     severity_schemes: list[SeveritySchemeSettings] = []
     organisations: list[OrganisationSettings] = []

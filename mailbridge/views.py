@@ -7,6 +7,7 @@ import json
 
 from sqlalchemy import case, select
 
+from mailbridge.outbound import compose as comp
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import Ticket
@@ -162,6 +163,29 @@ def quarantine_table(app) -> str:
             )
             lines.append(f"    subject: {q.subject or '-'}")
             lines.append(f"    reason: {q.reason}")
+        return "\n".join(lines)
+
+
+def noise_table(app, limit: int = 100) -> str:
+    """Auto-replies and bounces that belong to no case, and the addresses our mail bounced from."""
+    with session_scope(app.session_factory) as s:
+        lines = []
+        rows = repo.list_noise(s, limit)
+        lines.append(f"{len(rows)} automatic mail(s) that answered nothing of ours" + (":" if rows else ""))
+        for raw, m in rows:
+            evidence = (m.routing or {}).get("evidence", "")
+            lines.append(f"raw #{raw.id} {_ts(raw.received_at)} {raw.mail_class or '-'} from={m.sender_email or '-'}")
+            lines.append(f"    subject: {comp.header_safe(m.subject, 200) or '-'}")
+            lines.append(f"    evidence: {evidence}")
+            lines.append(f"    raw: {raw.path}")
+        failing = repo.failing_addresses(s, limit)
+        lines.append(f"{len(failing)} failing address(es)" + (":" if failing else ""))
+        for a in failing:
+            until = f", automatic mail suppressed until {_ts(a.suppressed_until)}" if a.suppressed_until else ""
+            lines.append(
+                f"{a.email}: {'hard' if a.permanent else 'soft'} bounce {a.last_status or '-'}, "
+                f"{a.bounces} since {_ts(a.first_failed_at)}{until}"
+            )
         return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mailbridge.domain import ParsedMail
 from mailbridge.ingest.commands import CommandBlock
 from mailbridge.ingest.matcher import Match
+from mailbridge.ingest.noise import Classification
 from mailbridge.settings import QueueSettings
 from mailbridge.sla.deadlines import Assessment, Customer
 from mailbridge.store.repositories import TicketRef
@@ -55,6 +56,12 @@ class MailContext:
     # allowed to change a case.
     ack_suppressed: str | None = None
     ignored: str | None = None
+    # What kind of mail it is (ingest/noise.py): a person's, an out-of-office reply, a bounce, …
+    mail_class: Classification | None = None
+    # An auto-reply or bounce that belongs to no case: kept for the operator, never a case.
+    noise: str | None = None
+    # A mail over the size limit: only its header block, parsed (for the sender's notice).
+    oversize_headers: ParsedMail | None = None
     # -- conversations (ingest/conversation.py) --
     match: Match | None = None
     # Who wrote it, relative to the matched case: requester | customer | agent | third_party.

@@ -60,8 +60,8 @@ class Identify:
         sender = p.from_.email
         queue = self.settings.queue(t.queue)
         people = repo.participants(ctx.session, t.id)
-        if ctx.ack_suppressed:
-            ctx.kind = "auto"
+        if ctx.ack_suppressed and ctx.kind == "customer":
+            ctx.kind = "auto"  # a bounce is already "bounce"
         if queue.is_agent(sender):
             ctx.role = "agent"
             dkim = bool(self.authserv_id) and sender.rsplit("@", 1)[-1] in dkim_pass_domains(

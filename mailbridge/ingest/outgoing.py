@@ -17,6 +17,7 @@ from mailbridge.ingest.commands import STATUS_COMMANDS
 from mailbridge.ingest.context import MailContext
 from mailbridge.lifecycle import status_times
 from mailbridge.outbound.compose import OutgoingAttachment
+from mailbridge.outbound.guard import AutoMailGuard
 from mailbridge.outbound.messages import Built, MailBuilder
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
@@ -63,10 +64,11 @@ class Acknowledge:
 
     name = "acknowledge"
 
-    def __init__(self, builder: MailBuilder, settings: Settings, deadlines: Deadlines):
+    def __init__(self, builder: MailBuilder, settings: Settings, deadlines: Deadlines, guard: AutoMailGuard):
         self.builder = builder
         self.settings = settings
         self.deadlines = deadlines
+        self.guard = guard
 
     def __call__(self, ctx: MailContext) -> None:
         if not ctx.new_ticket:
@@ -79,6 +81,12 @@ class Acknowledge:
             return
         # The address the case answers to (Ticket.reply_to: the first mail's Reply-To, else From).
         to = p.reply_to[0] if t.reply_to else p.from_
+        refusal = self.guard.check(ctx.session, to.email, t.id, ctx.now)
+        if refusal is not None:
+            ctx.event("auto_mail_suppressed", mail="ack", reason=refusal.reason, **refusal.detail)
+            ctx.flags.append(f"not acknowledged: {refusal.text()}")
+            log.warning("auto_mail_suppressed", mail="ack", reason=refusal.reason, to=to.email)
+            return
         unknown = [
             {"number": u.number, "reason": u.reason, "suggestion": u.suggestion}
             for u in (ctx.match.unknown if ctx.match else [])
@@ -103,7 +111,64 @@ class Acknowledge:
             now=ctx.now,
         )
         outbox_id = _enqueue(ctx, built, "ack", f"ack:{t.case_number}")
+        self.guard.record(ctx.session, to.email, t.id, "ack", ctx.now)
         ctx.event("ack_queued", outbox_id=outbox_id, message_id=built.out.message_id, to=to.email)
+
+
+class OversizeNotice:
+    """The short notice to the sender of a mail over ``ingest.max_message_bytes`` (called by
+    Validate, which quarantines the mail): only for a person's mail, within the same guards as
+    acknowledgements; the quarantine reason says whether it went out."""
+
+    def __init__(self, builder: MailBuilder, settings: Settings, guard: AutoMailGuard):
+        self.builder = builder
+        self.settings = settings
+        self.guard = guard
+
+    def __call__(self, ctx: MailContext) -> None:
+        h, c = ctx.oversize_headers, ctx.mail_class
+        assert ctx.quarantine is not None
+        stage, reason = ctx.quarantine
+        if h is None or h.from_ is None or c is None:
+            ctx.quarantine = (stage, f"{reason}; no notice: no sender address in the header block")
+            return
+        if not c.personal:
+            ctx.quarantine = (stage, f"{reason}; no notice: {c.kind.value} ({c.reason})")
+            return
+        to = h.from_
+        refusal = self.guard.check(ctx.session, to.email, None, ctx.now)
+        if refusal is not None:
+            ctx.quarantine = (stage, f"{reason}; no notice: {refusal.text()}")
+            log.warning("auto_mail_suppressed", mail="oversize_notice", reason=refusal.reason, to=to.email)
+            return
+        queue = next(
+            (q for a in h.recipient_emails if (q := self.settings.queue_for_address(a)) is not None),
+            None,
+        ) or self.settings.default_queue_for(ctx.mail.account)
+        built = self.builder.oversize_notice(
+            queue,
+            to,
+            subject=h.subject,
+            size=len(ctx.mail.raw),
+            limit=self.settings.ingest.max_message_bytes,
+            parent_id=h.message_id,
+            parent_refs=h.references,
+            now=ctx.now,
+        )
+        enqueue(
+            ctx.session,
+            built.out,
+            kind="oversize_notice",
+            dedup_key=f"oversize:{ctx.mail.sha256}",
+            now=ctx.now,
+            ticket_id=None,
+            in_reply_to=built.in_reply_to,
+            references=built.references,
+            language=queue.language,
+        )
+        self.guard.record(ctx.session, to.email, None, "oversize_notice", ctx.now)
+        ctx.quarantine = (stage, f"{reason}; the sender {to.email} was told ({built.out.message_id})")
+        log.info("oversize_notice_queued", to=to.email)
 
 
 class Relay:

@@ -7,20 +7,23 @@ expected outcomes are values on the context, never exceptions.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
 
-from mailbridge.domain import TicketStatus
-from mailbridge.ingest import classify
+from mailbridge.domain import ParsedMail, TicketStatus
+from mailbridge.ingest import classify, noise
 from mailbridge.ingest.clocks import TrackClocks
 from mailbridge.ingest.context import InboundMail, MailContext
 from mailbridge.ingest.conversation import AgentCommands, ApplyReply, Identify
 from mailbridge.ingest.matcher import Matcher
-from mailbridge.ingest.outgoing import Acknowledge, CommandErrors, NotifyAgents, Relay
+from mailbridge.ingest.noise import MailClass
+from mailbridge.ingest.outgoing import Acknowledge, CommandErrors, NotifyAgents, OversizeNotice, Relay
 from mailbridge.ingest.parser import ParseError, parse_mail
 from mailbridge.ingest.references import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.outbound import compose as comp
+from mailbridge.outbound.guard import AutoMailGuard
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.escalation import Escalations
@@ -61,8 +64,27 @@ class Parse:
                 ctx.parsed = parse_mail(ctx.mail.raw)
             except ParseError as e:
                 ctx.parse_error = f"unparseable: {e}"
+        if ctx.parsed is None and len(ctx.mail.raw) > self.max_bytes:
+            ctx.oversize_headers = _header_block(ctx.mail.raw)
         if ctx.parsed is not None:
             structlog.contextvars.bind_contextvars(message_id=ctx.parsed.message_id)
+
+
+# How far into an oversized mail we look for the end of its header block (the rest is not read).
+MAX_HEADER_BLOCK = 256 * 1024
+
+
+def _header_block(raw: bytes) -> ParsedMail | None:
+    """The header block of a mail we will not parse whole (over the size limit), parsed alone: who
+    sent it and whether it is automatic, for the notice to its sender. None when there is none."""
+    head = raw[:MAX_HEADER_BLOCK]
+    ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
+    if not ends:
+        return None
+    try:
+        return parse_mail(head[: min(ends)] + b"\r\n\r\n")
+    except ParseError:
+        return None
 
 
 class Deduplicate:
@@ -102,19 +124,28 @@ class RecordRaw:
                 "uid": m.uid,
                 "disposition": "processed",  # corrected at the end if the mail went elsewhere
                 "received_at": ctx.now,
+                "mail_class": ctx.mail_class.kind.value if ctx.mail_class else None,
             },
         )
 
 
 class Validate:
     """Mails that could not be parsed, or whose content cannot be trusted, go to quarantine instead
-    of becoming a ticket."""
+    of becoming a ticket; the sender of a mail over the size limit is told (``notice``)."""
 
     name = "validate"
 
+    def __init__(self, max_bytes: int, notice=None):
+        self.max_bytes = max_bytes
+        self.notice = notice
+
     def __call__(self, ctx: MailContext) -> None:
         p = ctx.parsed
-        if ctx.parse_error is not None or p is None:
+        if p is None and len(ctx.mail.raw) > self.max_bytes:
+            ctx.to_quarantine("size", ctx.parse_error or "over the size limit")
+            if self.notice is not None:
+                self.notice(ctx)
+        elif ctx.parse_error is not None or p is None:
             ctx.to_quarantine("parse", ctx.parse_error or "not parsed")
         elif p.fatal_defects:
             ctx.to_quarantine(self.name, "; ".join(dict.fromkeys(p.fatal_defects)))
@@ -123,7 +154,8 @@ class Validate:
 
 
 class Classify:
-    """Machine-made mail and our own mail are noted; the language is detected."""
+    """The mail's class (ingest/noise.py): a person's, auto-forwarded, an out-of-office or other
+    auto-reply, a hard or soft bounce, list mail, or our own."""
 
     name = "classify"
 
@@ -132,16 +164,21 @@ class Classify:
         self.detector = detector
 
     def __call__(self, ctx: MailContext) -> None:
-        p = ctx.parsed
-        assert p is not None
-        own = classify.from_own_address(p, self.own)
-        if own.hit:
-            # Never processed as a customer's mail: it would answer ourselves (a loop).
-            ctx.ignored = own.reason
+        # Before the raw row is written (it records the class); an oversized mail by its header
+        # block, an unparseable one not at all.
+        p = ctx.parsed or ctx.oversize_headers
+        if p is None:
             return
-        auto = classify.machine_made(p)
-        if auto.hit:
-            ctx.ack_suppressed = auto.reason
+        ctx.mail_class = c = noise.classify_mail(p, ctx.mail.raw if ctx.parsed else b"", self.own)
+        if c.kind == MailClass.OWN:
+            # Never processed as a customer's mail: it would answer ourselves (a loop).
+            ctx.ignored = c.reason
+            return
+        if not c.personal:
+            # Never acknowledged, relayed, allowed to reopen a case or to notify anyone.
+            ctx.ack_suppressed = c.reason
+        elif c.kind == MailClass.AUTO_FORWARDED:
+            ctx.flags.append(f"forwarded automatically by the sender's mail server ({c.reason})")
 
 
 class Route:
@@ -179,14 +216,81 @@ class MatchCase:
             return
         p = ctx.parsed
         assert p is not None and ctx.queue is not None
+        bounce = ctx.mail_class.bounce if ctx.mail_class is not None else None
+        if bounce is not None:
+            # A bounce names the mail it returns, not its case: look for that one of ours.
+            p = replace(
+                p,
+                references=[*p.references, *bounce.original_message_ids],
+                subject=f"{p.subject} {bounce.original_subject or ''}".strip(),
+            )
         ctx.match = m = self.matcher.match(ctx.session, p)
         ctx.routing.update(m.as_routing())
         # Read again, locked: another mail or the close job must not change this case meanwhile.
         ctx.ticket = repo.ticket_ref(ctx.session, ticket_id=m.ticket.id, lock=True) if m.ticket else None
         if m.conflicts:
             ctx.flags.append("conflicting references: " + ", ".join(c["case"] for c in m.conflicts))
+        p = ctx.parsed
         guess = p.language if p.language_detected else self.detector.guess(p.subject, p.new_text or p.text)
         ctx.language = guess or ctx.queue.language
+
+
+class RecordNoise:
+    """Auto-replies and bounces never open a case. One that answers a case is recorded on it without
+    changing it (an out-of-office reply; a bounce also marks its recipients as failing, and a hard
+    bounce stops automatic mail to them); one that answers nothing of ours is kept for the operator
+    (``mailbridge noise list``). List mail may open a case (a customer can write through a list),
+    but is never acknowledged.
+
+    A new mail from a hard-bounced address does not lift the suppression: spam with a forged sender
+    is exactly what would otherwise make us bounce again and again (backscatter)."""
+
+    name = "noise"
+
+    def __init__(self, guard: AutoMailGuard):
+        self.guard = guard
+
+    def __call__(self, ctx: MailContext) -> None:
+        c, p = ctx.mail_class, ctx.parsed
+        if ctx.ignored or c is None or p is None:
+            return
+        if c.personal or c.kind == MailClass.LIST:
+            return
+        t = ctx.ticket
+        if t is None:
+            ctx.noise = c.reason
+            ctx.routing.update({"rule": "noise", "evidence": f"{c.kind}: {c.reason}"})
+            log.info("noise_unmatched", mail_class=c.kind.value, reason=c.reason)
+            return
+        if c.bounce is not None:
+            ctx.kind = "bounce"
+            failed = []
+            for address in c.bounce.recipients:
+                until = self.guard.record_bounce(
+                    ctx.session,
+                    address,
+                    permanent=c.bounce.permanent,
+                    status=c.bounce.status,
+                    reason=c.reason,
+                    ticket_id=t.id,
+                    now=ctx.now,
+                )
+                failed.append({"address": address, "suppressed_until": until.isoformat() if until else None})
+            ctx.event(
+                "delivery_failed",
+                permanent=c.bounce.permanent,
+                status=c.bounce.status,
+                addresses=failed,
+                bounced=list(c.bounce.original_message_ids),
+                reason=c.reason,
+            )
+            ctx.flags.append(
+                f"{'hard' if c.bounce.permanent else 'soft'} bounce for {', '.join(c.bounce.recipients) or '?'}"
+            )
+            log.warning("mail_bounced", permanent=c.bounce.permanent, recipients=list(c.bounce.recipients))
+        else:
+            ctx.kind = "auto"
+            ctx.event("auto_reply_received", mail_class=c.kind.value, reason=c.reason)
 
 
 class OpenTicket:
@@ -217,7 +321,7 @@ class OpenTicket:
         return None
 
     def __call__(self, ctx: MailContext) -> None:
-        if ctx.ignored or ctx.ticket is not None:
+        if ctx.ignored or ctx.noise or ctx.ticket is not None:
             return
         p = ctx.parsed
         assert p is not None and p.from_ is not None and ctx.queue is not None and ctx.language
@@ -323,6 +427,8 @@ class StoreMessage:
         if ctx.ignored:
             ctx.disposition = "ignored"
             ctx.routing.update({"rule": "ignored", "evidence": ctx.ignored})
+        elif ctx.noise:
+            ctx.disposition = "noise"
         if ctx.ack_suppressed and ctx.kind == "customer":
             ctx.kind = "auto"  # machine-made, also when it opened the case
         if ctx.ticket is not None:
@@ -343,6 +449,7 @@ class StoreMessage:
                 "body_text": p.text,
                 "body_new": p.new_text,
                 "kind": ctx.kind if ctx.ticket is not None else None,
+                "mail_class": ctx.mail_class.kind.value if ctx.mail_class else None,
                 "flags": ctx.flags or None,
                 "thread_index": comp.header_safe(p.header("thread-index") or "", 2048) or None,
                 "date": p.date,
@@ -389,20 +496,25 @@ def default_steps(
     normalizer = SubjectNormalizer(conv.reply_prefixes if conv.reply_prefixes is not None else DEFAULT_REPLY_PREFIXES)
     matcher = Matcher(fmt, secrets, frozenset(conv.public_domains))
     builder = MailBuilder(templates, fmt, normalizer, secrets)
+    guard = AutoMailGuard(settings.auto_mail)
     return [
         Parse(settings.ingest.max_message_bytes),
         Deduplicate(),
-        RecordRaw(),
-        Validate(),
         Classify(settings.own_addresses, detector),
+        RecordRaw(),
+        Validate(
+            settings.ingest.max_message_bytes,
+            OversizeNotice(builder, settings, guard) if settings.auto_mail.oversize_notice else None,
+        ),
         Route(settings),
         MatchCase(matcher, detector),
+        RecordNoise(guard),
         Identify(settings),
         ApplyReply(settings, normalizer),
         OpenTicket(fmt, settings.case_numbers.first_serial, normalizer, settings, deadlines),
         AgentCommands(settings, deadlines),
         StoreMessage(attachments),
-        Acknowledge(builder, settings, deadlines),
+        Acknowledge(builder, settings, deadlines, guard),
         Relay(builder, settings),
         CommandErrors(builder, settings),
         NotifyAgents(builder, settings),

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from babel.numbers import format_decimal
+
 from mailbridge.domain import Address, CaseNumberFormat
 from mailbridge.ingest.quoting import REPLY_MARKER
 from mailbridge.ingest.references import SubjectNormalizer
@@ -250,6 +252,49 @@ class MailBuilder:
             language=ticket.language,
             attachments=attachments,
         )
+
+    def oversize_notice(
+        self,
+        queue: QueueSettings,
+        to: Address,
+        *,
+        subject: str,
+        size: int,
+        limit: int,
+        parent_id: str | None,
+        parent_refs: list[str],
+        now: datetime,
+    ) -> Built:
+        """The short notice to the sender of a mail over the size limit (quarantined, no case)."""
+        lang = queue.language
+
+        def mb(n: int) -> str:
+            return f"{format_decimal(n / 1024 / 1024, format='#,##0.0', locale=lang)} MB"
+
+        tctx = {
+            "name": to.name,
+            "subject": subject,
+            "size": mb(size),
+            "limit": mb(limit),
+            "support_address": queue.address,
+            "queue_name": queue.display_name,
+        }
+        parent_refs = self._public(list(parent_refs))
+        refs = comp.references_for(parent_id, parent_refs) if parent_id else []
+        out = comp.compose(
+            date=now,
+            in_reply_to=parent_id,
+            references=refs,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(to.name, to.email)],
+            subject=self.templates.render(lang, "oversize_notice.subject.j2", **tctx).strip(),
+            text=self.templates.render(lang, "oversize_notice.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_REPLIED,
+            language=lang,
+        )
+        return Built(out, parent_id, refs, "")
 
     def command_error(
         self,

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -159,9 +160,11 @@ class RawMessage(Base):
     folder: Mapped[str] = mapped_column(String(255), nullable=False)
     uidvalidity: Mapped[int] = mapped_column(BigInteger, nullable=False)
     uid: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    # processed | duplicate | ignored | quarantined
+    # processed | duplicate | ignored | noise | quarantined
     disposition: Mapped[str] = mapped_column(String(16), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # What kind of mail it is (ingest/noise.py MailClass: human, out_of_office, hard_bounce, …).
+    mail_class: Mapped[str | None] = mapped_column(String(24))
 
     __table_args__ = (Index("ix_raw_messages_mailbox_uid", "account", "folder", "uidvalidity", "uid"),)
 
@@ -195,6 +198,8 @@ class Message(Base):
     # What the mail is on the case: customer | agent | agent_unverified | note | third_party | auto
     # (inbound), ack | notification | relay | command_error (outbound).
     kind: Mapped[str | None] = mapped_column(String(24))
+    # Inbound: the mail's class (ingest/noise.py MailClass); outbound: None.
+    mail_class: Mapped[str | None] = mapped_column(String(24))
     # Why agents should look at it (an unknown third party, a forged agent address, a conflict).
     flags: Mapped[list[str] | None] = mapped_column(JSON)
     # Outlook's conversation index as received or sent (MS-OXOMSG), continued by our replies.
@@ -271,6 +276,41 @@ class Outbox(Base):
     ticket: Mapped[Ticket | None] = relationship()
 
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class AddressHealth(Base):
+    """An address our mail bounced from: failing since when, why, and until when automatic mail to
+    it is suppressed (a hard bounce; ``auto_mail.hard_bounce_suppress_days``)."""
+
+    __tablename__ = "address_health"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    # failing (a bounce was recorded; nothing delivered since)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    permanent: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    bounces: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # RFC 3463 status of the last bounce ("5.1.1") and the classifier's evidence.
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_reason: Mapped[str | None] = mapped_column(Text)
+    first_failed_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    last_failed_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    suppressed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+
+
+class AutoMail(Base):
+    """One automatic mail (acknowledgement, notice) queued to one outside recipient: what the
+    per-recipient limits count (``outbound/guard.py``)."""
+
+    __tablename__ = "auto_mails"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    recipient: Mapped[str] = mapped_column(String(320), nullable=False)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (Index("ix_auto_mails_recipient_created", "recipient", "created_at"),)
 
 
 class MailboxState(Base):

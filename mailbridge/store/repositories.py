@@ -588,3 +588,25 @@ def list_quarantine(session: Session, status: str = "open", limit: int = 100):
             .limit(limit)
         ).all()
     )
+
+
+def list_noise(session: Session, limit: int = 100):
+    """Auto-replies and bounces that answered nothing of ours (kept for the operator), newest first:
+    (raw row, message row)."""
+    return list(
+        session.execute(
+            select(RawMessage, Message)
+            .join(Message, (Message.raw_id == RawMessage.id) & (Message.direction == "in"))
+            .where(RawMessage.disposition == "noise")
+            .order_by(RawMessage.id.desc())
+            .limit(limit)
+        ).all()
+    )
+
+
+def failing_addresses(session: Session, limit: int = 100):
+    from mailbridge.store.models import AddressHealth
+
+    return list(
+        session.execute(select(AddressHealth).order_by(AddressHealth.last_failed_at.desc()).limit(limit)).scalars()
+    )

@@ -397,10 +397,11 @@ def _documented(text: str) -> set[str]:
         if m:
             table = m.group(1) + "."
             continue
-        m = re.match(r"^\s*#?\s*([a-z_]+)\s*=\s*(\{.*\})?", line)
+        m = re.match(r"^\s*#?\s*([a-z_]+)\s*=\s*(\[?\{.*\}\]?)?", line)
         if m:
             inline = re.findall(r"([a-z_]+)\s*=", m.group(2) or "")
-            # An inline table (first_response = { business_hours = 4 }) documents its keys.
+            # An inline table (first_response = { business_hours = 4 }), or an array of them
+            # (per_ticket = [{ max = 10, minutes = 10 }]), documents its keys.
             keys |= {f"{table}{m.group(1)}.{inner}" for inner in inline} or {table + m.group(1)}
     return keys
 

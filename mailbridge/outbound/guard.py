@@ -1,0 +1,144 @@
+"""Whether mailbridge may send an automatic mail (an acknowledgement, a notice) to an outside
+address, and what our bounced mails tell about addresses.
+
+Two guards, both recorded rather than silent:
+
+- **Failing addresses.** A bounce of one of our mails marks its recipients as failing
+  (``address_health``); after a hard bounce (a permanent failure) no automatic mail goes there for
+  ``auto_mail.hard_bounce_suppress_days``. Mail that arrives from the address meanwhile does not
+  lift it: a forged sender is exactly how backscatter starts.
+- **Tiered limits** per recipient and case and per recipient overall (``auto_mail.per_ticket`` /
+  ``per_recipient``): an autoresponder that does not mark its replies as automatic, and answers
+  each acknowledgement with a mail that opens a new case, is stopped by them.
+
+Agents' own replies are never held back by either: a person decided to send them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailbridge.settings import AutoMailSettings
+from mailbridge.store import repositories as repo
+from mailbridge.store.models import AddressHealth, AutoMail
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an automatic mail is not sent: ``address_failing`` or ``limit``, with the details."""
+
+    reason: str
+    detail: dict
+
+    def text(self) -> str:
+        if self.reason == "address_failing":
+            return f"{self.detail['address']} hard-bounced ({self.detail.get('status') or 'permanent failure'})"
+        return (
+            f"{self.detail['count']} automatic mails to {self.detail['address']} in {self.detail['minutes']:g} "
+            f"minutes {'for this case' if self.detail['scope'] == 'ticket' else 'over all cases'} "
+            f"(limit {self.detail['max']})"
+        )
+
+
+class AutoMailGuard:
+    def __init__(self, settings: AutoMailSettings):
+        self.settings = settings
+        tiers = [*settings.per_ticket, *settings.per_recipient]
+        self._window = timedelta(minutes=max((t.minutes for t in tiers), default=0))
+
+    def check(self, session: Session, recipient: str, ticket_id: int | None, now: datetime) -> Refusal | None:
+        """None when an automatic mail to ``recipient`` (about case ``ticket_id``) may go now."""
+        health = session.get(AddressHealth, recipient)
+        if health is not None and health.suppressed_until is not None and health.suppressed_until > now:
+            return Refusal(
+                "address_failing",
+                {
+                    "address": recipient,
+                    "status": health.last_status,
+                    "since": health.last_failed_at.isoformat(),
+                    "until": health.suppressed_until.isoformat(),
+                },
+            )
+        if not self._window:
+            return None
+        rows = session.execute(
+            select(AutoMail.created_at, AutoMail.ticket_id).where(
+                AutoMail.recipient == recipient, AutoMail.created_at > now - self._window
+            )
+        ).all()
+        for scope, tiers in (("ticket", self.settings.per_ticket), ("recipient", self.settings.per_recipient)):
+            mine = [at for at, tid in rows if scope == "recipient" or (tid == ticket_id and ticket_id is not None)]
+            for tier in tiers:
+                since = now - timedelta(minutes=tier.minutes)
+                count = sum(1 for at in mine if at > since)
+                if count >= tier.max:
+                    return Refusal(
+                        "limit",
+                        {
+                            "address": recipient,
+                            "scope": scope,
+                            "max": tier.max,
+                            "minutes": tier.minutes,
+                            "count": count,
+                        },
+                    )
+        return None
+
+    def record(self, session: Session, recipient: str, ticket_id: int | None, kind: str, now: datetime) -> None:
+        """Count an automatic mail that was queued."""
+        repo.insert_row(
+            session, AutoMail, {"recipient": recipient, "ticket_id": ticket_id, "kind": kind, "created_at": now}
+        )
+
+    # -- bounces -----------------------------------------------------------------------------------
+
+    def record_bounce(
+        self,
+        session: Session,
+        address: str,
+        *,
+        permanent: bool,
+        status: str | None,
+        reason: str,
+        ticket_id: int | None,
+        now: datetime,
+    ) -> datetime | None:
+        """Mark ``address`` as failing; returns until when automatic mail to it is suppressed."""
+        until = (
+            now + timedelta(days=self.settings.hard_bounce_suppress_days)
+            if permanent and self.settings.hard_bounce_suppress_days > 0
+            else None
+        )
+        row = session.get(AddressHealth, address, with_for_update=True)
+        if row is None:
+            session.add(
+                AddressHealth(
+                    email=address,
+                    state="failing",
+                    permanent=permanent,
+                    bounces=1,
+                    last_status=status,
+                    last_reason=reason[:2000],
+                    first_failed_at=now,
+                    last_failed_at=now,
+                    suppressed_until=until,
+                    last_ticket_id=ticket_id,
+                )
+            )
+        else:
+            row.state = "failing"
+            row.permanent = row.permanent or permanent
+            row.bounces += 1
+            row.last_status = status
+            row.last_reason = reason[:2000]
+            row.last_failed_at = now
+            row.last_ticket_id = ticket_id
+            if until is not None:
+                row.suppressed_until = max(until, row.suppressed_until or until)
+            until = row.suppressed_until
+        session.flush()
+        return until
