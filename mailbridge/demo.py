@@ -372,8 +372,7 @@ Thank you for your message. I am out of the office until 30 November.
             SERVICE_ADDRESS,
             "Automatische Antwort: …",
             False,
-            "out-of-office: a case, but no acknowledgement (RFC 3834)",
-            expect_notification=True,
+            "out-of-office answering nothing of ours: kept for the operator, no case (RFC 3834)",
         )
     )
     return out
@@ -952,6 +951,8 @@ def _report(settings: Settings, smtp: SmtpSink, run: DemoRun, out) -> int:
             print(views.ticket_detail(app, case), file=out)
         print(f"\n{RULE}\nQuarantine  (mailbridge quarantine list)\n{RULE}", file=out)
         print(views.quarantine_table(app), file=out)
+        print(f"\n{RULE}\nAuto-replies and bounces  (mailbridge noise list)\n{RULE}", file=out)
+        print(views.noise_table(app), file=out)
         sent = _classify(app, smtp.received)
     finally:
         app.close()

@@ -154,7 +154,8 @@ def test_malformed_mail_is_kept_raw_and_quarantined_while_the_rest_flows(app, im
 
 
 def test_auto_submitted_and_own_mail_get_no_acknowledgement(app, imap_server, smtp_sink):
-    """RFC 3834: an auto-reply never gets an acknowledgement; mail from our own address is no customer's."""
+    """RFC 3834: an auto-reply never gets an acknowledgement, and one that answers no case of ours is
+    no case either (kept for the operator); mail from our own address is no customer's."""
     imap_server.append(
         [
             make_mail(
@@ -172,9 +173,10 @@ def test_auto_submitted_and_own_mail_get_no_acknowledgement(app, imap_server, sm
     assert _drain(app) == 1
     with session_scope(app.session_factory) as s:
         tickets = list(s.scalars(select(Ticket)))
-        assert len(tickets) == 2
-        suppressed = s.scalars(select(Event).where(Event.kind == "ack_suppressed")).one()
-        assert suppressed.detail["reason"] == "Auto-Submitted: auto-replied"
+        assert len(tickets) == 1
+        ooo = s.scalars(select(Message).where(Message.message_id == "ooo@kunde.example")).one()
+        assert ooo.ticket_id is None and ooo.routing["rule"] == "noise"
+        assert s.get(RawMessage, ooo.raw_id).disposition == "noise"
         own = s.scalars(select(Message).where(Message.message_id == "own@vendor.example")).one()
         assert own.ticket_id is None and own.routing["rule"] == "ignored"
         assert s.scalar(select(func.count()).select_from(Outbox)) == 1

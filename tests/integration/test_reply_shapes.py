@@ -26,7 +26,15 @@ def _entries() -> list[tuple[str, dict]]:
 
 @pytest.fixture
 def desk(tmp_path, imap_server, smtp_sink, db_url, imap_env):
-    d = make_desk(tmp_path, imap_server, smtp_sink, db_url)
+    # Forty first mails from one address within a minute are what the per-recipient limit on
+    # acknowledgements (30 in 10 minutes) is for; this test is about reply shapes, so it allows more.
+    d = make_desk(
+        tmp_path,
+        imap_server,
+        smtp_sink,
+        db_url,
+        conversations="\n[auto_mail]\nper_recipient = [{ max = 100, minutes = 10 }]\n",
+    )
     yield d
     d.app.close()
 
