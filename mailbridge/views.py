@@ -126,7 +126,10 @@ def ticket_detail(app, case_number: str) -> str | None:
         for m in t.messages:
             arrow = "<-" if m.direction == "in" else "->"
             who = m.sender_email if m.direction == "in" else ", ".join(m.recipients)
-            out.append(f"  {arrow} {_ts(m.created_at)} [{m.kind or '-'}] {who}  <{m.message_id}>")
+            kind = m.kind or "-"
+            if m.mail_class and m.mail_class != "human":
+                kind += f", {m.mail_class}"
+            out.append(f"  {arrow} {_ts(m.created_at)} [{kind}] {who}  <{m.message_id}>")
             out.append(f"     subject: {m.subject}")
             for flag in m.flags or []:
                 out.append(f"     FLAG: {flag}")
