@@ -182,7 +182,8 @@ class Classify:
 
 
 class Route:
-    """The queue: the support address the mail was sent to, else the account's default queue."""
+    """The queue: the support address the mail was written to (To, Cc), else the one it was delivered
+    to, else the account's default queue."""
 
     name = "route"
 
@@ -192,7 +193,10 @@ class Route:
     def __call__(self, ctx: MailContext) -> None:
         p = ctx.parsed
         assert p is not None
-        for addr in p.recipient_emails:
+        # The addresses the customer wrote to come first: a server that delivers a second support
+        # address into a shared mailbox stamps Delivered-To with the mailbox's own address. The
+        # envelope's (Delivered-To, X-Original-To) decide for a Bcc.
+        for addr in [*(a.email for a in [*p.to, *p.cc]), *p.delivered_to]:
             q = self.settings.queue_for_address(addr)
             if q is not None:
                 ctx.queue = q
