@@ -60,8 +60,9 @@ class MailContext:
     mail_class: Classification | None = None
     # An auto-reply or bounce that belongs to no case: kept for the operator, never a case.
     noise: str | None = None
-    # A mail over the size limit: only its header block, parsed (for the sender's notice).
-    oversize_headers: ParsedMail | None = None
+    # A mail over the size limit or one the parser gave up on: only its header block, parsed (its
+    # class, and the sender's notice).
+    header_block: ParsedMail | None = None
     # -- conversations (ingest/conversation.py) --
     match: Match | None = None
     # Who wrote it, relative to the matched case: requester | customer | agent | third_party.

@@ -126,7 +126,7 @@ class OversizeNotice:
         self.guard = guard
 
     def __call__(self, ctx: MailContext) -> None:
-        h, c = ctx.oversize_headers, ctx.mail_class
+        h, c = ctx.header_block, ctx.mail_class
         assert ctx.quarantine is not None
         stage, reason = ctx.quarantine
         if h is None or h.from_ is None or c is None:

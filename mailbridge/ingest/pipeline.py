@@ -80,7 +80,7 @@ class Pipeline:
         return ctx.disposition
 
     def _add_quarantine(self, session, raw_id: int, stage: str, reason: str, ctx, now) -> None:
-        p = ctx.parsed if ctx is not None else None
+        p = (ctx.parsed or ctx.header_block) if ctx is not None else None
         repo.insert_row(
             session,
             Quarantine,

@@ -64,8 +64,8 @@ class Parse:
                 ctx.parsed = parse_mail(ctx.mail.raw)
             except ParseError as e:
                 ctx.parse_error = f"unparseable: {e}"
-        if ctx.parsed is None and len(ctx.mail.raw) > self.max_bytes:
-            ctx.oversize_headers = _header_block(ctx.mail.raw)
+        if ctx.parsed is None:
+            ctx.header_block = _header_block(ctx.mail.raw)
         if ctx.parsed is not None:
             structlog.contextvars.bind_contextvars(message_id=ctx.parsed.message_id)
 
@@ -75,8 +75,8 @@ MAX_HEADER_BLOCK = 256 * 1024
 
 
 def _header_block(raw: bytes) -> ParsedMail | None:
-    """The header block of a mail we will not parse whole (over the size limit), parsed alone: who
-    sent it and whether it is automatic, for the notice to its sender. None when there is none."""
+    """The header block of a mail we did not parse whole (over the size limit, or the parser gave
+    up), parsed alone: who sent it and whether it is automatic. None when there is none."""
     head = raw[:MAX_HEADER_BLOCK]
     ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
     if not ends:
@@ -159,17 +159,19 @@ class Classify:
 
     name = "classify"
 
-    def __init__(self, own: frozenset[str], detector: classify.LanguageDetector):
+    def __init__(self, own: frozenset[str], detector: classify.LanguageDetector, max_bytes: int):
         self.own = own
+        self.max_bytes = max_bytes
         self.detector = detector
 
     def __call__(self, ctx: MailContext) -> None:
-        # Before the raw row is written (it records the class); an oversized mail by its header
-        # block, an unparseable one not at all.
-        p = ctx.parsed or ctx.oversize_headers
+        # Before the raw row is written (it records the class); a mail the parser did not read
+        # whole (too large, or it gave up) by its header block.
+        p = ctx.parsed or ctx.header_block
         if p is None:
             return
-        ctx.mail_class = c = noise.classify_mail(p, ctx.mail.raw if ctx.parsed else b"", self.own)
+        raw = ctx.mail.raw if len(ctx.mail.raw) <= self.max_bytes else b""
+        ctx.mail_class = c = noise.classify_mail(p, raw, self.own)
         if c.kind == MailClass.OWN:
             # Never processed as a customer's mail: it would answer ourselves (a loop).
             ctx.ignored = c.reason
@@ -504,7 +506,7 @@ def default_steps(
     return [
         Parse(settings.ingest.max_message_bytes),
         Deduplicate(),
-        Classify(settings.own_addresses, detector),
+        Classify(settings.own_addresses, detector, settings.ingest.max_message_bytes),
         RecordRaw(),
         Validate(
             settings.ingest.max_message_bytes,
