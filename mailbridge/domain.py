@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -87,9 +88,62 @@ class Address:
         return f"{self.name} <{self.email}>" if self.name else self.email
 
 
+# POSIX NAME_MAX and most file systems: 255 bytes per file name.
+MAX_FILENAME_BYTES = 255
+# Unicode categories removed from file names: controls (Cc), format characters (Cf: the direction
+# overrides U+202A-202E and isolates U+2066-2069 that make "gpj.exe" look like "exe.jpg", zero-width
+# characters), surrogates (Cs: undecodable bytes), line and paragraph separators (Zl, Zp).
+_FILENAME_DROP = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# Characters Windows refuses in a file name (an agent saves the attachment there); "/" and "\\" are
+# separators and handled before.
+_FILENAME_RESERVED_RE = re.compile(r'[<>:"|?*]')
+# Device names Windows opens instead of a file, whatever the extension (CON.txt is the console).
+_WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+)
+# An extension kept when a long name is cut: up to this many characters after the last dot.
+_MAX_EXTENSION_CHARS = 16
+
+
+def safe_filename(name: str | None, max_bytes: int = MAX_FILENAME_BYTES) -> str:
+    """A sender's attachment file name reduced to a safe base name; "" when nothing is left.
+
+    Directory parts are dropped (``../../etc/passwd`` → ``passwd``, ``C:\\x\\y.exe`` → ``y.exe``),
+    so are control and format characters (NUL, CR/LF, ESC, the Unicode direction overrides),
+    leading and trailing dots and blanks (``..``, ``.bashrc``, Windows' trailing dot), and characters
+    Windows refuses (``<>:"|?*`` become ``_``); a Windows device name gets a leading ``_``. The
+    result is at most ``max_bytes`` of UTF-8, the extension kept. Pure: the name is only ever
+    displayed and offered for download; stored files are named by their sha256.
+    """
+    if not name:
+        return ""
+    # The tail holds the base name and its extension; a megabyte of name is not read char by char.
+    name = unicodedata.normalize("NFC", str(name)[-8 * max_bytes :])
+    name = "".join(
+        " " if ch in "\t\r\n" else ch for ch in name if ch in "\t\r\n" or unicodedata.category(ch) not in _FILENAME_DROP
+    )
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"^[A-Za-z]:", "", name)  # a drive-relative Windows path (C:evil.exe)
+    name = _FILENAME_RESERVED_RE.sub("_", name)
+    name = " ".join(name.split()).strip(" .")
+    if not name:
+        return ""
+    if name.split(".", 1)[0].rstrip().lower() in _WINDOWS_DEVICES:
+        name = f"_{name}"
+    if len(name.encode("utf-8")) > max_bytes:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or not stem or len(ext) > _MAX_EXTENSION_CHARS:
+            stem, ext = name, ""
+        ext_bytes = len(ext.encode("utf-8")) + 1 if ext else 0
+        stem = stem.encode("utf-8")[: max(1, max_bytes - ext_bytes)].decode("utf-8", "ignore").rstrip(" .")
+        name = (f"{stem}.{ext}" if ext else stem).strip(" .")
+    return name
+
+
 @dataclass(frozen=True)
 class Attachment:
-    """One attachment as found in the mail; ``data`` is the decoded bytes."""
+    """One attachment as found in the mail; ``data`` is the decoded bytes, ``filename`` a safe base
+    name (:func:`safe_filename`, applied by the parser) or "" when the sender gave none."""
 
     filename: str
     content_type: str

@@ -33,6 +33,8 @@ from email.mime.text import MIMEText
 from email.policy import SMTPUTF8, compat32
 from email.utils import format_datetime, formataddr, make_msgid, quote
 
+from mailbridge.domain import safe_filename
+
 # RFC 5322 2.1: lines end in CRLF on the wire.
 _WIRE = compat32.clone(linesep="\r\n")
 # RFC 5322 3.6.4 lets References grow without bound; long threads are cut to the first and the
@@ -46,6 +48,27 @@ _CTRL_RE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 def header_safe(value: str, limit: int = 900) -> str:
     """One line of printable text: control characters (CR, LF, NUL, …) become spaces."""
     return _CTRL_RE.sub(" ", value or "").strip()[:limit]
+
+
+# White space and controls (C0, DEL, C1, Unicode line breaks) never belong in an address or a
+# msg-id; "<", ">" and "," would end one early.
+_ADDR_BAD_RE = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029<>,;]")
+
+
+def address_safe(addr: str) -> str:
+    """``addr`` if it can stand in a header and an SMTP command as it is; else ValueError.
+
+    The parser never hands out such an address; this is the last line against header (and SMTP
+    command) injection through a recipient.
+    """
+    if not addr or _ADDR_BAD_RE.search(addr) or "@" not in addr:
+        raise ValueError(f"unusable mail address {addr!r}")
+    return addr
+
+
+def _msg_id_safe(value: str) -> str:
+    """A msg-id (without brackets) with anything that could break its header removed."""
+    return _ADDR_BAD_RE.sub("", value or "")
 
 
 def new_message_id(domain: str) -> str:
@@ -134,10 +157,17 @@ def compose(
         thread_topic, thread_index: Outlook's conversation headers (see ``outbound/threadindex.py``).
         message_id: a Message-ID chosen by the caller (a signed one for notifications), else a new one.
     """
+    address_safe(from_addr)
+    for _, a in [*to, *(cc or [])]:
+        address_safe(a)
+    if reply_to:
+        address_safe(reply_to)
     domain = from_addr.rsplit("@", 1)[-1]
-    message_id = message_id or new_message_id(domain)
+    message_id = _msg_id_safe(message_id) if message_id else new_message_id(domain)
     subject = header_safe(subject)
     cc = cc or []
+    in_reply_to = _msg_id_safe(in_reply_to) if in_reply_to else None
+    references = [r for r in (_msg_id_safe(r) for r in references or []) if r]
     headers: list[tuple[str, str | Header]] = [("Date", format_datetime(date))]
     if cc:
         headers.append(("Cc", ", ".join(formataddr((header_safe(n, 200), a), charset="utf-8") for n, a in cc)))
@@ -161,6 +191,8 @@ def compose(
     if thread_index:
         headers.append(("Thread-Index", thread_index))
     for k, v in (extra_headers or {}).items():
+        if not _HEADER_NAME_RE.fullmatch(k):
+            raise ValueError(f"not a header name: {k!r}")
         v = header_safe(v)
         headers.append((k, v if v.isascii() else Header(v, _UTF8_B64, header_name=k)))
 
@@ -195,6 +227,19 @@ def compose(
 
 # RFC 5322 2.1.1: lines SHOULD stay within 78 characters.
 _MAX_LINE = 78
+# RFC 5322 3.6.8: a field name is printable ASCII but ":".
+_HEADER_NAME_RE = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}")
+# RFC 2045 5.1: type "/" subtype, both tokens.
+_CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
+
+
+def _content_type(value: str | None) -> tuple[str, str]:
+    """(maintype, subtype) of an attachment; application/octet-stream when it is not two tokens."""
+    value = (value or "").strip()
+    if not _CONTENT_TYPE_RE.fullmatch(value):
+        return "application", "octet-stream"
+    maintype, _, subtype = value.lower().partition("/")
+    return maintype, subtype
 
 
 def _header_line(name: str, value: str | Header) -> str:
@@ -215,15 +260,13 @@ class OutgoingAttachment:
 
 
 def _safe_filename(name: str) -> str:
-    # Only the last path component, one line: a file name is never a path on the recipient's side.
-    name = header_safe(name, 255).replace("\\", "/").rsplit("/", 1)[-1].strip(" .")
-    return name or "attachment"
+    # A base name without controls or direction overrides: a file name is never a path on the
+    # recipient's side, and never spoofs its extension.
+    return safe_filename(name) or "attachment"
 
 
 def _attachment_part(a: OutgoingAttachment) -> MIMEBase:
-    maintype, _, subtype = (a.content_type or "").partition("/")
-    if not maintype or not subtype or "\n" in a.content_type:
-        maintype, subtype = "application", "octet-stream"
+    maintype, subtype = _content_type(a.content_type)
     part = MIMEBase(maintype, subtype)
     part.set_payload(a.data)
     encoders.encode_base64(part)
@@ -271,9 +314,7 @@ def _utf8_message(from_name, from_addr, to, cc, text, html, headers, attachments
     if html is not None:
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     for a in attachments or []:
-        maintype, _, subtype = (a.content_type or "").partition("/")
-        if not maintype or not subtype:
-            maintype, subtype = "application", "octet-stream"
+        maintype, subtype = _content_type(a.content_type)
         msg.add_attachment(a.data, maintype=maintype, subtype=subtype, filename=_safe_filename(a.filename))
     for k, v in headers:  # after set_content, which replaces every Content-* header
         if k != "Cc":

@@ -170,11 +170,11 @@ REPORT_BYTES = "Prüfbericht Kläranlage\r\nMesswert: 7,3 µS/cm\r\n".encode()
 
 
 def test_path_traversal_file_name_is_inert_metadata():
-    """A ``../../etc/passwd`` name is reported as found (storage is by content hash); bytes are exact."""
+    """A ``../../etc/passwd`` name is reduced to its base name (storage is by content hash); bytes are exact."""
     m = _parse("attachment_path_traversal.eml")
     assert len(m.attachments) == 1
     att = m.attachments[0]
-    assert att.filename == "../../etc/passwd"
+    assert att.filename == "passwd"
     assert att.content_type == "application/octet-stream"
     assert att.data == PASSWD_BYTES
     assert _nl(m.text).strip() == "Please see the attached log."
