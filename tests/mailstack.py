@@ -25,6 +25,12 @@ mailstack_session_fixture  # noqa: F401``); they are named ``mailstack_session``
 session) and ``mailstack`` (that stack, handed to one test after :meth:`MailStack.reset`: no users,
 no mail, no aliases but the constructor's). Missing binaries skip the test with the reason :data:`INSTALL_HINT`; with
 ``MAILBRIDGE_REQUIRE_MAILSTACK=1`` a missing binary or a failed start fails instead.
+
+Sieve: ``MailStack(sieve=True)`` loads Pigeonhole (Debian: dovecot-sieve) into Dovecot's LMTP; a user's
+active script runs at delivery (:meth:`MailStack.set_vacation`, :meth:`MailStack.set_sieve_script`) and
+what it sends — a vacation reply — Dovecot submits to this stack's Postfix (``submission_host``), so it
+is delivered like any other mail. :meth:`MailStack.sieve_log` shows what the scripts did. Fixtures
+``mailstack_sieve_session`` / ``mailstack_sieve``: a second stack of that kind.
 """
 
 from __future__ import annotations
@@ -61,12 +67,16 @@ from tests.support import IMAP_PASSWORD_ENV, SUPPORT_ADDRESS, write_config
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "dovecot/postfix not installed: apt-get install dovecot-imapd dovecot-lmtpd postfix"
+SIEVE_HINT = "Pigeonhole (Dovecot's Sieve) not installed: apt-get install dovecot-sieve"
 REQUIRE_ENV = "MAILBRIDGE_REQUIRE_MAILSTACK"
 # The domains Postfix hands to Dovecot; everything else bounces.
 DEFAULT_DOMAINS = ("vendor.example", "kunde.example", "stadtwerke.example", "other.example")
 SBIN_PATH = "/usr/sbin:/usr/local/sbin:/sbin"
 # Where Debian/Fedora/source installs put Dovecot's protocol binaries (dovecot-imapd, dovecot-lmtpd).
 DOVECOT_LIBEXEC = ("/usr/lib/dovecot", "/usr/libexec/dovecot", "/usr/local/libexec/dovecot")
+# Where they put Dovecot's plugins; Pigeonhole's LDA/LMTP plugin is lib90_sieve_plugin.so.
+DOVECOT_MODULES = ("/usr/lib/dovecot/modules", "/usr/lib64/dovecot", "/usr/local/lib/dovecot")
+SIEVE_PLUGIN = "lib90_sieve_plugin.so"
 STACK_PREFIX = "mailbridge-mailstack-"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -82,8 +92,8 @@ def _which(name: str) -> str | None:
     return shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SBIN_PATH}")
 
 
-def missing() -> str | None:
-    """Why the stack cannot run on this machine, or None when it can."""
+def missing(sieve: bool = False) -> str | None:
+    """Why the stack (with Pigeonhole's Sieve when ``sieve``) cannot run on this machine, or None when it can."""
     binaries = {name: _which(name) for name in ("dovecot", "postfix", "postconf")}
     absent = [n for n, p in binaries.items() if p is None]
     for proto in ("imap", "lmtp"):
@@ -91,6 +101,8 @@ def missing() -> str | None:
             absent.append(f"dovecot {proto} ({'/'.join(DOVECOT_LIBEXEC)})")
     if absent:
         return f"{INSTALL_HINT} (missing: {', '.join(absent)})"
+    if sieve and not any(Path(d, SIEVE_PLUGIN).exists() for d in DOVECOT_MODULES):
+        return f"{SIEVE_HINT} (no {SIEVE_PLUGIN} in {'/'.join(DOVECOT_MODULES)})"
     if os.geteuid() != 0:
         return "the mail stack needs root (Postfix's master and Dovecot's privilege separation)"
     for user in ("postfix", "dovecot", "dovenull", "mail"):
@@ -237,6 +249,9 @@ class MailStack:
     # Postfix virtual aliases present after every reset(): address -> target addresses.
     aliases: dict[str, list[str]] = field(default_factory=dict)
     root: Path | None = None
+    # Pigeonhole's Sieve plugin in Dovecot's LMTP: each user's active script (set_vacation) runs at
+    # delivery, and what it sends (vacation replies) goes out through this stack's Postfix.
+    sieve: bool = False
 
     host: str = field(default=LOOPBACK, init=False)
     imap_port: int = field(default=0, init=False)
@@ -251,6 +266,7 @@ class MailStack:
         self._postfix_sid: int | None = None
         self._own_root = self.root is None
         self._postfix_log_mark = 0
+        self._dovecot_log_mark = 0
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -405,9 +421,30 @@ service lmtp {{
     mode = 0
   }}
 }}
-""",
+"""
+            + self._sieve_config(),
             encoding="utf-8",
         )
+
+    def _sieve_config(self) -> str:
+        """Pigeonhole in LMTP, when ``sieve``: per-user scripts in the user's home (``~/sieve/``, the
+        active one linked as ``~/.dovecot.sieve``, the ManageSieve layout); what a script sends
+        (vacation replies, redirects) Dovecot submits over SMTP to this stack's Postfix. Vacation's
+        minimum period is 0 so that a test may use ``:seconds 0`` (answer every mail); RFC 5230's
+        checks all stay on — Pigeonhole never answers Auto-Submitted, list or bulk mail, mail from a
+        null sender or MAILER-DAEMON, nor mail that does not name the user in To/Cc/Bcc."""
+        if not self.sieve:
+            return ""
+        return f"""submission_host = {LOOPBACK}:{self.smtp_port}
+protocol lmtp {{
+  mail_plugins = $mail_plugins sieve
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+  sieve_extensions = +vacation-seconds
+  sieve_vacation_min_period = 0
+}}
+"""
 
     def start_dovecot(self) -> None:
         """Start Dovecot in the foreground (our child, its own session) and wait for IMAP and LMTP."""
@@ -698,6 +735,92 @@ maximal_backoff_time = 2s
                 c.delete_folder(folder)
             c.create_folder(folder)
 
+    # -- Sieve (Pigeonhole) -----------------------------------------------------------------------
+
+    def set_sieve_script(self, address: str, script: str, name: str = "active") -> Path:
+        """Make ``script`` the user's active Sieve script (needs ``MailStack(sieve=True)``). Written
+        as Dovecot's user (``mail``) would own it: Pigeonhole compiles it next to the script and keeps
+        vacation's duplicate database in the home."""
+        if not self.sieve:
+            raise RuntimeError("Sieve is off in this stack: MailStack(sieve=True)")
+        mail = pwd.getpwnam("mail")
+        home = self.home(address)
+        scripts = home / "sieve"
+        for d in (home, scripts):
+            d.mkdir(mode=0o700, exist_ok=True)
+            os.chown(d, mail.pw_uid, mail.pw_gid)
+        path = scripts / f"{name}.sieve"
+        path.write_text(script, encoding="utf-8")
+        os.chown(path, mail.pw_uid, mail.pw_gid)
+        link = home / ".dovecot.sieve"
+        link.unlink(missing_ok=True)
+        link.symlink_to(path.relative_to(home))
+        os.lchown(link, mail.pw_uid, mail.pw_gid)
+        return path
+
+    def set_vacation(
+        self,
+        address: str,
+        text: str,
+        *,
+        subject: str | None = None,
+        days: int | None = None,
+        seconds: int | None = None,
+        addresses: Iterable[str] = (),
+        from_: str | None = None,
+    ) -> str:
+        """An RFC 5230 ``vacation`` as the user's active Sieve script (what a webmail's "out of office"
+        writes); returns the script. Without ``days``/``seconds`` Pigeonhole answers each sender once
+        a week (its default period); ``seconds=0`` (RFC 6131) answers every mail it may answer."""
+
+        def q(value: str) -> str:
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        args = []
+        if seconds is not None:
+            args.append(f":seconds {seconds}")
+        elif days is not None:
+            args.append(f":days {days}")
+        if subject is not None:
+            args.append(f":subject {q(subject)}")
+        if from_ is not None:
+            args.append(f":from {q(from_)}")
+        if addresses:
+            args.append(":addresses [" + ", ".join(q(a) for a in addresses) + "]")
+        require = ["vacation", *(["vacation-seconds"] if seconds is not None else [])]
+        script = (
+            f"require [{', '.join(q(r) for r in require)}];\n"
+            f"vacation {' '.join(args)}{' ' if args else ''}text:\n"
+            + "".join(f".{line}\n" if line.startswith(".") else f"{line}\n" for line in text.splitlines())
+            + ".\n;\n"
+        )
+        self.set_sieve_script(address, script, name="vacation")
+        return script
+
+    def sieve_log(self) -> list[str]:
+        """Dovecot's log lines of Sieve (Pigeonhole) since the last reset(): what each script did
+        ("sent vacation response to <…>", "discarding vacation response to auto-submitted message …")."""
+        log = self._dovecot_main_log()[self._dovecot_log_mark :]
+        return [line for line in log.splitlines() if ": sieve: " in line]
+
+    def wait_for_sieve_log(self, *parts: str, timeout: float = 5.0) -> list[str]:
+        """Wait until :meth:`sieve_log` has a line containing every one of ``parts``; return those
+        lines. (Dovecot's log process writes a line a moment after the delivery it tells of.)"""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.sieve_log() if all(p in line for p in parts)]
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no Sieve log line with {parts} after {timeout}s:\n" + "\n".join(self.sieve_log()))
+            time.sleep(0.02)
+
+    def _dovecot_main_log(self) -> str:
+        try:
+            return self.dovecot_log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def reset(self) -> None:
         """Between tests: wait for Postfix to finish what it holds, then no users, no mail, only the
         constructor's aliases."""
@@ -713,6 +836,7 @@ maximal_backoff_time = 2s
             self._write_aliases()
             self.reload_postfix()
         self._postfix_log_mark = len(self.postfix_log())
+        self._dovecot_log_mark = len(self._dovecot_main_log())
 
     # -- mail in and out -------------------------------------------------------------------------
 
@@ -838,6 +962,31 @@ def mailstack_fixture(mailstack_session):
     """The session's stack, reset for this test: no users, no mail."""
     mailstack_session.reset()
     return mailstack_session
+
+
+@pytest.fixture(scope="session", name="mailstack_sieve_session")
+def mailstack_sieve_session_fixture():
+    """A second private stack for the session, with Pigeonhole's Sieve in Dovecot's LMTP
+    (``MailStack(sieve=True)``; needs dovecot-sieve as well)."""
+    reason = missing(sieve=True)
+    if reason:
+        unavailable(reason)
+    stack = MailStack(aliases={"hotline@vendor.example": ["support@vendor.example"]}, sieve=True)
+    try:
+        stack.start()
+    except MailStackUnavailable as e:
+        unavailable(f"the mail stack (with Sieve) did not start: {e}")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(name="mailstack_sieve")
+def mailstack_sieve_fixture(mailstack_sieve_session):
+    """The Sieve stack, reset for this test: no users, no mail, no scripts (they live in the homes)."""
+    mailstack_sieve_session.reset()
+    return mailstack_sieve_session
 
 
 # -- mailbridge's conversation Desk over the stack -----------------------------------------------------
