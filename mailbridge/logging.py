@@ -50,3 +50,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
     # Libraries log through the same handler, at INFO at most unless we debug.
     for noisy in ("imapclient", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(lvl if lvl <= logging.DEBUG else logging.WARNING)
+    # mail-parser warns of every MIME type it does not render ("Email content 'jpeg' not handled")
+    # and flufl.bounce logs a traceback whenever one of its detectors trips over a mail; the
+    # pipeline records what matters (defects, the mail's class) itself.
+    for chatty in ("mailparser", "flufl.bounce"):
+        logging.getLogger(chatty).setLevel(lvl if lvl <= logging.DEBUG else logging.ERROR)

@@ -4,6 +4,7 @@ and history, how a case's deadlines were computed, quarantine."""
 from __future__ import annotations
 
 import json
+import re
 
 from sqlalchemy import case, select
 
@@ -14,6 +15,16 @@ from mailbridge.store.models import Ticket
 
 # The cases a queue's list shows unless --status says otherwise: the ones still to be worked on.
 ACTIVE_STATUSES = ("new", "open", "pending")
+
+
+# What a terminal must not be handed from stored mail: control characters (escape sequences) and
+# Unicode direction and invisible formatting marks (a file name "gpj.exe" shown as "exe.jpg").
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: every control or direction character becomes "?"."""
+    return _UNPRINTABLE.sub("?", text)
 
 
 def _ts(dt) -> str:
@@ -61,7 +72,7 @@ def _queue_table(app, queue: str, status: str | None, limit: int) -> str:
                 f"{t.case_number:<12} {t.status:<8} {who[:32]:<32} {t.severity or '-':<5} {due:<20} "
                 f"{_ts(t.created_at):<20} {t.requester_email[:30]:<30} {t.subject[:60]}"
             )
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 def tickets_table(app, queue=None, status=None, limit=50) -> str:
@@ -79,7 +90,7 @@ def tickets_table(app, queue=None, status=None, limit=50) -> str:
                 f"{t.case_number:<12} {t.status:<8} {t.queue:<12} {t.language:<4} {_ts(t.created_at):<20} "
                 f"{t.requester_email[:30]:<30} {t.subject[:60]}"
             )
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 def ticket_detail(app, case_number: str) -> str | None:
@@ -150,7 +161,7 @@ def ticket_detail(app, case_number: str) -> str | None:
         for e in t.events:
             detail = ", ".join(f"{k}={v}" for k, v in e.detail.items() if v is not None)
             out.append(f"  {_ts(e.created_at)} {e.kind}  {detail}")
-        return "\n".join(out)
+        return printable("\n".join(out))
 
 
 def quarantine_table(app) -> str:
@@ -166,7 +177,7 @@ def quarantine_table(app) -> str:
             )
             lines.append(f"    subject: {q.subject or '-'}")
             lines.append(f"    reason: {q.reason}")
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 def noise_table(app, limit: int = 100) -> str:
@@ -189,7 +200,7 @@ def noise_table(app, limit: int = 100) -> str:
                 f"{a.email}: {'hard' if a.permanent else 'soft'} bounce {a.last_status or '-'}, "
                 f"{a.bounces} since {_ts(a.first_failed_at)}{until}"
             )
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 def sla_explanation(app, case_number: str) -> str | None:
