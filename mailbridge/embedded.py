@@ -1,7 +1,8 @@
 """Real mail servers on loopback for the demo, the tests and the benchmarks.
 
 - :class:`PymapServer`: pymap (an IMAP4rev1 server with IDLE, MOVE, UIDPLUS) with its in-memory
-  backend, in a subprocess of its own, on a free port of 127.0.0.1.
+  backend (or, given a directory, its Maildir backend, whose mailboxes and UIDVALIDITY survive a
+  restart), in a subprocess of its own, on a free port of 127.0.0.1.
 - :class:`SmtpSink`: aiosmtpd in a thread of this process, recording every message it accepts
   (envelope and bytes); optionally it answers with a temporary or permanent error, or goes away.
 
@@ -11,6 +12,7 @@ mailbridge reaches them only over TCP, exactly as it reaches a production server
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -52,22 +54,49 @@ def wait_for_port(port: int, timeout: float = START_TIMEOUT_SECONDS, proc: subpr
 
 
 class PymapServer:
-    """pymap with the in-memory ``dict`` backend and one user, in a subprocess."""
+    """pymap with one user, in a subprocess.
 
-    def __init__(self, user: str = "support", password: str = "secret", port: int | None = None):
+    Without ``maildir`` it uses the in-memory ``dict`` backend: a restart loses every mailbox (and
+    a recreated mailbox gets a new UIDVALIDITY). With ``maildir`` (a directory) it uses the Maildir
+    backend: mailboxes, UIDs and UIDVALIDITY persist across :meth:`restart`, as on a real server.
+    """
+
+    def __init__(
+        self, user: str = "support", password: str = "secret", port: int | None = None, maildir: Path | None = None
+    ):
         self.user = user
         self.password = password
         self.port = port or free_port()
         self.host = LOOPBACK
+        self.maildir = Path(maildir) if maildir is not None else None
         self.proc: subprocess.Popen | None = None
         self._log = None
+
+    def _maildir_users(self) -> None:
+        """pymap's Maildir backend reads its users from passwd/shadow-like files in the base directory."""
+        assert self.maildir is not None
+        self.maildir.mkdir(parents=True, exist_ok=True)
+        passwd, shadow = self.maildir / "pymap-etc-passwd", self.maildir / "pymap-etc-shadow"
+        if passwd.exists() and shadow.exists():
+            return
+        from pymap.config import IMAPConfig
+
+        # The same hash pymap itself would write (passlib's pbkdf2_sha256 when installed).
+        hashed = IMAPConfig._get_hash_context(None).hash(self.password)
+        # name:password:uid:gid:comment:home_dir:shell, CRLF as pymap writes it; home relative to the base.
+        passwd.write_text(f"{self.user}:::::{self.user}:\r\n", encoding="utf-8")
+        shadow.write_text(f"{self.user}:{hashed}\r\n", encoding="utf-8")
 
     def start(self) -> PymapServer:
         code = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; main()"
         services = ["--no-service=admin", "--no-service=managesieve", "--no-service=swim"]
         # "--opt=value" throughout: a password starting with "-" must not be read as an option.
         args = [sys.executable, "-c", code, f"--host={LOOPBACK}", f"--port={self.port}", "--no-tls", *services]
-        args += ["dict", f"--demo-user={self.user}", f"--demo-password={self.password}"]
+        if self.maildir is not None:
+            self._maildir_users()
+            args += ["maildir", str(self.maildir)]
+        else:
+            args += ["dict", f"--demo-user={self.user}", f"--demo-password={self.password}"]
         # pymap's log goes to a file: a pipe nobody reads would fill up and stall the server.
         self._log = tempfile.NamedTemporaryFile(prefix="pymap-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log, preexec_fn=die_with_parent)
@@ -103,7 +132,7 @@ class PymapServer:
             self._log = None
 
     def restart(self) -> None:
-        """Stop and start on the same port (the in-memory mailboxes are lost)."""
+        """Stop and start on the same port (the in-memory mailboxes are lost; Maildir ones are kept)."""
         self.stop()
         self.start()
 
@@ -152,6 +181,8 @@ class _Handler:
     received: list[ReceivedMail] = field(default_factory=list)
     # None: accept; otherwise an SMTP reply such as "451 4.3.0 try later" or "550 5.1.1 no such user".
     reply: str | None = None
+    # Seconds each DATA takes before the answer (a slow server; 0: answer at once).
+    delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     arrived: threading.Condition = field(init=False)
 
@@ -159,6 +190,8 @@ class _Handler:
         self.arrived = threading.Condition(self.lock)
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.reply is not None:
             return self.reply
         with self.arrived:
@@ -200,6 +233,10 @@ class SmtpSink:
     def set_reply(self, reply: str | None) -> None:
         """Make the server answer DATA with ``reply`` (e.g. a 4xx or 5xx) instead of accepting."""
         self.handler.reply = reply
+
+    def set_delay(self, seconds: float) -> None:
+        """Make every DATA take ``seconds`` before it is answered (a slow server)."""
+        self.handler.delay = seconds
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[ReceivedMail]:
         """Block until at least ``count`` messages were accepted (or ``timeout``); return them all."""

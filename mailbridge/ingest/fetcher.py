@@ -80,6 +80,22 @@ class ImapMailbox:
             with contextlib.suppress(Exception):
                 c.shutdown()
 
+    def reselect(self) -> None:
+        """SELECT the watched folder again on the open connection and take its UIDVALIDITY now.
+
+        Done at the start of every cycle: a folder deleted and recreated while we had it selected
+        has a new UIDVALIDITY, but not every server tells a client that still has the old one
+        selected. Dovecot disconnects it; pymap keeps serving the deleted folder's UIDs silently,
+        so without a fresh SELECT the new folder's mails would be read under the old UIDVALIDITY
+        or never at all. A SELECT on a selected connection closes the old selection without
+        expunging anything (RFC 3501 6.3.1).
+        """
+        try:
+            info = self._c().select_folder(self.account.folder)
+        except (IMAPClientError, OSError) as e:
+            raise FetchError(f"{type(e).__name__}: {e}") from e
+        self.uidvalidity = int(info[b"UIDVALIDITY"])
+
     def has(self, capability: str) -> bool:
         return capability.encode().upper() in self.capabilities
 

@@ -96,18 +96,22 @@ class AccountPoller:
                 idle=self.mailbox.has("IDLE"),
                 move=self.mailbox.has("MOVE"),
             )
+        else:
+            self.mailbox.reselect()  # a recreated folder shows its new UIDVALIDITY (see reselect)
         uidvalidity = self.mailbox.uidvalidity
         assert uidvalidity is not None
         try:
             with session_scope(self.factory) as s:
                 before = repo.mailbox_state(s, acc.name, acc.folder)
+                # Read now: set_uidvalidity updates this very (identity-mapped) object.
+                old_validity = before.uidvalidity if before is not None else None
                 last_uid = repo.set_uidvalidity(s, acc.name, acc.folder, uidvalidity, self.clock())
-            if before is not None and before.uidvalidity != uidvalidity:
+            if old_validity is not None and old_validity != uidvalidity:
                 log.warning(
                     "imap_uidvalidity_changed",
                     account=acc.name,
                     folder=acc.folder,
-                    old=before.uidvalidity,
+                    old=old_validity,
                     new=uidvalidity,
                 )
             # Committed before, not yet moved (the process died between commit and MOVE).
