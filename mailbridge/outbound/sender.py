@@ -7,12 +7,18 @@ each in its own small transaction. So after a crash exactly the rows still ``sen
 one per sender) may or may not have arrived: such a row is re-sent (same bytes, same Message-ID)
 after its lease ran out, and the ticket gets a ``mail_resent_unknown_outcome`` event saying so.
 Rows that were only ``claimed`` are simply sent later; they never left.
+
+The database may be away (locked past the busy timeout, the link broken) at any of these steps.
+Before a mail's exchange that only delays it: its claim runs out and it is sent later. After the
+server's answer the outcome is retried for a while (:data:`RECORD_RETRY_SECONDS`): giving up at once
+would leave a delivered mail ``sending`` and so send it a second time after the lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,9 +29,15 @@ import structlog
 from mailbridge.outbound.outbox import retry_at
 from mailbridge.settings import OutboxSettings, SmtpSettings, TlsMode
 from mailbridge.store import repositories as repo
-from mailbridge.store.db import session_scope
+from mailbridge.store.db import is_transient_db_error, session_scope
 
 log = structlog.get_logger(__name__)
+
+# How long the outcome of a finished SMTP exchange is retried while the database is away (seconds),
+# and the pauses between tries (doubling from the first to the longest).
+RECORD_RETRY_SECONDS = 30.0
+RECORD_RETRY_FIRST_DELAY = 0.2
+RECORD_RETRY_MAX_DELAY = 2.0
 
 # Connection-level failures: the server is away or the link broke; the mail stays queued.
 _CONNECTION_ERRORS = (
@@ -110,6 +122,30 @@ class OutboxSender:
             **({"error": error} if error else {}),
         )
 
+    async def _record_outcome(self, row, status: str, error: str | None = None) -> None:
+        """:meth:`_record` after an SMTP exchange, retried while the database is away: the server has
+        answered, and only this record keeps the mail from being sent again. Gives up (raises)
+        after :data:`RECORD_RETRY_SECONDS`; the row then stays ``sending`` and is re-sent with a
+        ``mail_resent_unknown_outcome`` event after its lease, as after a crash."""
+        deadline = time.monotonic() + RECORD_RETRY_SECONDS
+        delay = RECORD_RETRY_FIRST_DELAY
+        while True:
+            try:
+                await asyncio.to_thread(self._record, row, status, error)
+                return
+            except Exception as e:
+                if not is_transient_db_error(e) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "outbox_record_retry",
+                    outbox_id=row.id,
+                    status=status,
+                    error=str(e).splitlines()[0] if str(e) else type(e).__name__,
+                    retry_in=delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_MAX_DELAY)
+
     def _mark_sending(self, row) -> bool:
         with session_scope(self.factory) as s:
             return repo.outbox_mark_sending(s, row.id)
@@ -135,7 +171,15 @@ class OutboxSender:
     async def run_once(self) -> SendReport:
         """Claim and send one batch; returns what happened. Never raises for SMTP trouble."""
         report = SendReport()
-        rows = await asyncio.to_thread(self._claim)
+        try:
+            rows = await asyncio.to_thread(self._claim)
+        except Exception as e:
+            if not is_transient_db_error(e):
+                raise
+            # The database is away: nothing was claimed; the next run tries again.
+            log.warning("outbox_database_unavailable", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            report.errors.append(repr(e))
+            return report
         if not rows:
             return report
         try:
@@ -155,28 +199,34 @@ class OutboxSender:
                 if self.should_stop():
                     await asyncio.to_thread(self._release, [r.id for r in rows[i:]])
                     return report
-                if not await asyncio.to_thread(self._mark_sending, row):
-                    continue  # no longer ours (our lease ran out and another sender took it)
+                try:
+                    if not await asyncio.to_thread(self._mark_sending, row):
+                        continue  # no longer ours (our lease ran out and another sender took it)
+                except Exception as e:
+                    if not is_transient_db_error(e):
+                        raise
+                    # Nothing has left; the rest of the claim runs out and is sent later.
+                    log.warning("outbox_database_unavailable", error=str(e).splitlines()[0] or type(e).__name__)
+                    report.errors.append(repr(e))
+                    return report
                 try:
                     await smtp.sendmail(row.envelope_from, row.envelope_to, row.raw)
                 except aiosmtplib.SMTPRecipientsRefused as e:
                     codes = [r.code for r in e.recipients]
                     transient = all(400 <= c < 500 for c in codes)
-                    await asyncio.to_thread(self._record, row, "queued" if transient else "failed", str(e))
+                    await self._record_outcome(row, "queued" if transient else "failed", str(e))
                     report.retry += transient
                     report.failed += not transient
                 except aiosmtplib.SMTPResponseException as e:
                     transient = 400 <= e.code < 500
-                    await asyncio.to_thread(
-                        self._record, row, "queued" if transient else "failed", f"{e.code} {e.message}"
-                    )
+                    await self._record_outcome(row, "queued" if transient else "failed", f"{e.code} {e.message}")
                     report.retry += transient
                     report.failed += not transient
                     if e.code in (421,):  # RFC 5321 4.2.3: the server is closing the channel
                         await asyncio.to_thread(self._release, [r.id for r in rows[i + 1 :]])
                         return report
                 except _CONNECTION_ERRORS as e:
-                    await asyncio.to_thread(self._record, row, "queued", repr(e))
+                    await self._record_outcome(row, "queued", repr(e))
                     await asyncio.to_thread(self._release, [r.id for r in rows[i + 1 :]])
                     report.retry += 1
                     report.errors.append(repr(e))
@@ -184,10 +234,10 @@ class OutboxSender:
                 except aiosmtplib.SMTPException as e:
                     # Refused by the client library itself (e.g. SMTPUTF8 needed but not offered):
                     # this mail cannot be sent to this server as it is.
-                    await asyncio.to_thread(self._record, row, "failed", f"{type(e).__name__}: {e}")
+                    await self._record_outcome(row, "failed", f"{type(e).__name__}: {e}")
                     report.failed += 1
                 else:
-                    await asyncio.to_thread(self._record, row, "sent")
+                    await self._record_outcome(row, "sent")
                     report.sent += 1
         finally:
             try:
