@@ -1,0 +1,611 @@
+"""Faults the service survives: the IMAP server restarts mid-batch, the SMTP server is away for a
+while, the database is locked (SQLite) or unreachable (PostgreSQL, through a TCP proxy that is cut),
+and the watched mailbox is deleted and recreated with a new UIDVALIDITY.
+
+Everything is real: ``mailbridge run`` is a subprocess, pymap a subprocess, aiosmtpd a server on
+loopback, the database SQLite or PostgreSQL. The tests only read the database (counts, to decide when
+to inject a fault and when the service is done); the one exception is the SQLite lock of
+:func:`test_database_locked_or_unreachable_for_seconds`, which is the fault itself. The shared
+PostgreSQL server is never stopped: its outage is a proxy between mailbridge and it going away.
+
+At the end of every test each mail has exactly one ticket, each ticket exactly one acknowledgement
+that the SMTP server received (counted by Message-ID, duplicates included), and every raw mail is
+stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func
+from sqlalchemy import select as sql_select
+from sqlalchemy.engine import Engine, make_url
+
+from mailbridge.embedded import LOOPBACK, PymapServer, free_port
+from mailbridge.settings import load_settings
+from mailbridge.store.models import Event, Message, Outbox, Quarantine, RawMessage, Ticket
+from tests.conftest import IMAP_PASSWORD
+from tests.support import HOTLINE_ADDRESS, SUPPORT_ADDRESS, make_mail, write_config
+
+pytestmark = pytest.mark.slow
+
+# Bounds on every wait (seconds).
+START_TIMEOUT = 30.0
+WORK_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+POLL_SECONDS = 0.02
+# How long each fault lasts.
+OUTAGE_SECONDS = 4.0
+# How long the slow SMTP server of the database test takes per mail.
+SLOW_SMTP_SECONDS = 0.05
+
+
+# ------------------------------------------------------------------------------ the service
+
+
+class Service:
+    """One ``mailbridge run`` subprocess; its JSON log goes to a file the test reads."""
+
+    def __init__(self, config_path: Path, env: dict, log: Path):
+        self.log = log
+        with log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailbridge", "--config", str(config_path), "run"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    def lines(self) -> list[str]:
+        return self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def events(self) -> list[dict]:
+        """Every JSON object in the log (two may share a line; non-JSON text is skipped)."""
+        decoder = json.JSONDecoder()
+        out = []
+        for line in self.lines():
+            pos = 0
+            while pos < len(line):
+                try:
+                    ev, pos = decoder.raw_decode(line, pos)
+                except ValueError:
+                    break
+                if isinstance(ev, dict):
+                    out.append(ev)
+        return out
+
+    def named(self, name: str) -> list[dict]:
+        return [e for e in self.events() if e.get("event") == name]
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.lines()[-lines:])
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, what: str, check, timeout: float = WORK_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                pytest.fail(f"service exited with {self.proc.returncode} while waiting for {what}:\n{self.tail()}")
+            got = check()
+            if got:
+                return got
+            time.sleep(POLL_SECONDS)
+        pytest.fail(f"timed out after {timeout}s waiting for {what}:\n{self.tail()}")
+
+    def stay_alive(self, seconds: float, check=lambda: None) -> None:
+        """Wait ``seconds`` while the service must keep running; ``check()`` is called throughout."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            assert self.alive, f"service exited with {self.proc.returncode}:\n{self.tail()}"
+            check()
+            time.sleep(POLL_SECONDS * 5)
+
+    def stop(self) -> int:
+        """SIGTERM and wait (bounded); the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"service did not stop within {STOP_TIMEOUT}s of SIGTERM:\n{self.tail()}")
+
+    def kill(self) -> None:
+        if self.alive:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def service(imap_env, tmp_path):
+    """Start services with ``service(config_path)``; any still running at the end are killed."""
+    started: list[Service] = []
+
+    def start(config_path: Path) -> Service:
+        s = Service(config_path, imap_env, tmp_path / "service.log")
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.kill()
+
+
+@pytest.fixture
+def db(db_url):
+    engine = create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def make_config(
+    tmp_path: Path, *, imap_port: int, smtp_port: int, db_url: str, account_extra: str = "", extra: str = ""
+) -> Path:
+    """The shared test config (poll every 2 s, outbox every 1 s, 5 s leases)."""
+    return write_config(
+        tmp_path / "mailbridge.toml",
+        imap_port=imap_port,
+        smtp_port=smtp_port,
+        db_url=db_url,
+        var_dir=tmp_path / "var",
+        account_extra=account_extra,
+        extra=extra,
+    )
+
+
+# ------------------------------------------------------------------------------ mail and state
+
+
+def make_mails(n: int, tag: str, start: int = 0) -> list[tuple[str, bytes]]:
+    """``n`` distinct customer mails (Message-ID without <>, raw bytes), German and English mixed."""
+    out = []
+    for i in range(start, start + n):
+        if i % 2:
+            sender = (f"Jane Roe {i}", f"jane{i}@customer{i % 5}.example")
+            body = f"Hello,\n\nour nightly import job {i} stopped with a timeout.\n\nRegards\nJane"
+            subject, to = f"Import job {i} times out", SUPPORT_ADDRESS
+        else:
+            sender = (f"Jürgen Müller {i}", f"juergen{i}@kunde{i % 7}.example")
+            body = f"Guten Tag,\n\nder Drucker in Halle {i} druckt seit gestern nur noch leere Seiten.\n\nGruß\nJürgen"
+            subject, to = f"Drucker in Halle {i} defekt", HOTLINE_ADDRESS
+        mid = f"{tag}-{i}@{sender[1].split('@')[1]}"
+        out.append((mid, make_mail(subject=subject, body=body, sender=sender, to=to, message_id=f"<{mid}>")))
+    return out
+
+
+def append(imap, mails: list[bytes], folder: str = "INBOX") -> None:
+    c = imap.client()
+    try:
+        c.multiappend(folder, mails)
+    finally:
+        c.logout()
+
+
+def folder_message_ids(imap, folder: str) -> Counter:
+    """Message-IDs (without <>) of the mails in ``folder``, counted."""
+    c = imap.client()
+    try:
+        if not c.folder_exists(folder):
+            return Counter()
+        c.select_folder(folder, readonly=True)
+        uids = c.search("ALL")
+        data = c.fetch(uids, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
+    finally:
+        c.logout()
+    return Counter(
+        v[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split(":", 1)[1].strip().strip("<>") for v in data.values()
+    )
+
+
+def counts(engine: Engine) -> tuple[int, dict[str, int]]:
+    """(tickets, outbox rows by status); (0, {}) before the service created the schema."""
+    try:
+        with engine.connect() as c:
+            tickets = c.scalar(sql_select(func.count()).select_from(Ticket))
+            outbox = dict(c.execute(sql_select(Outbox.status, func.count()).group_by(Outbox.status)).all())
+    except Exception:
+        return 0, {}
+    return tickets, outbox
+
+
+def all_sent(engine: Engine, n: int) -> bool:
+    tickets, outbox = counts(engine)
+    return tickets >= n and outbox.get("sent", 0) >= n and not (set(outbox) - {"sent"})
+
+
+def check_exactly_once(
+    engine: Engine,
+    smtp_sink,
+    settings,
+    mids: list[str],
+    *,
+    flagged_resends_allowed: bool = False,
+    unknown_outcomes_allowed: bool = False,
+):
+    """Every mail one ticket, every ticket one acknowledgement the SMTP server received, every raw
+    mail stored (row and file). Returns (received Counter by Message-ID, outbox rows by id order).
+
+    Duplicates are counted, never hidden: with ``flagged_resends_allowed`` a Message-ID may arrive
+    more than once only as often as its outbox row was re-sent after a ``mail_resent_unknown_outcome``
+    event (the sender died in that mail's SMTP exchange, see outbound/sender.py; a row re-sent right
+    after a restart can be hit by the next kill too): at most 1 + its events. Otherwise every count
+    must be exactly 1; and unless ``unknown_outcomes_allowed`` no row may carry that event at all
+    (a broken database link can make the commit of a row's ``sending`` mark ambiguous: the sender
+    then cannot tell that the mail never left, so the row is, rightly, re-sent as of unknown outcome).
+    """
+    with engine.connect() as c:
+        tickets = c.execute(sql_select(Ticket.id, Ticket.serial, Ticket.requester_email)).all()
+        inbound = c.execute(
+            sql_select(Message.ticket_id, Message.message_id).where(
+                Message.direction == "in", Message.ticket_id.is_not(None)
+            )
+        ).all()
+        outbox = c.execute(
+            sql_select(
+                Outbox.id, Outbox.ticket_id, Outbox.kind, Outbox.status, Outbox.message_id, Outbox.envelope_to
+            ).order_by(Outbox.id)
+        ).all()
+        resent = c.execute(sql_select(Event.detail).where(Event.kind == "mail_resent_unknown_outcome")).all()
+        raws = c.execute(sql_select(RawMessage.path, RawMessage.disposition)).all()
+        quarantined = c.scalar(sql_select(func.count()).select_from(Quarantine))
+
+    n = len(mids)
+    assert len(tickets) == n, f"{len(tickets)} tickets for {n} mails"
+    first = settings.case_numbers.first_serial
+    assert sorted(t.serial for t in tickets) == list(range(first, first + n)), "a case number gap or collision"
+    assert Counter(m.message_id for m in inbound) == Counter(mids), "a mail has no ticket, or two"
+    assert len({m.ticket_id for m in inbound}) == n
+
+    assert len(outbox) == n and {o.kind for o in outbox} == {"ack"} and {o.status for o in outbox} == {"sent"}
+    assert sorted(o.ticket_id for o in outbox) == sorted(t.id for t in tickets), "a ticket without its ack, or two"
+
+    received = smtp_sink.received
+    got = Counter(r.message["Message-ID"].strip("<>") for r in received)
+    by_mid = {o.message_id: o for o in outbox}
+    assert set(got) == set(by_mid), "an acknowledgement is missing or a foreign mail was sent"
+    requester = {t.id: t.requester_email for t in tickets}
+    for r in received:
+        o = by_mid[r.message["Message-ID"].strip("<>")]
+        assert r.rcpt_tos == list(o.envelope_to) == [requester[o.ticket_id]]
+    doubled = {mid: k for mid, k in got.items() if k > 1}
+    if flagged_resends_allowed:
+        flagged = Counter(e.detail["outbox_id"] for e in resent)
+        unwarned = {mid: k for mid, k in doubled.items() if k > 1 + flagged[by_mid[mid].id]}
+        assert not unwarned, f"deliveries the ticket's history does not warn about: {unwarned}"
+    else:
+        assert not doubled, f"acknowledgements delivered more than once: {doubled}"
+        if not unknown_outcomes_allowed:
+            assert not resent, "a row was re-sent with an unknown first outcome (only a crash may cause that)"
+
+    assert len(raws) == n and {r.disposition for r in raws} == {"processed"}
+    missing = [r.path for r in raws if not (settings.var_dir / "raw" / r.path).is_file()]
+    assert not missing, f"raw files missing: {missing[:5]}"
+    assert quarantined == 0
+    return got, outbox
+
+
+# ------------------------------------------------------------------------------ a. IMAP restart
+
+
+@pytest.fixture
+def maildir_imap(tmp_path):
+    """pymap with its Maildir backend: a restart keeps the mailboxes, their UIDs and UIDVALIDITY."""
+    server = PymapServer(user="support", password=IMAP_PASSWORD, maildir=tmp_path / "maildir")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_imap_server_restarts_mid_batch(tmp_path, db_url, maildir_imap, smtp_sink, service, db):
+    """The IMAP server goes away while a batch of 150 mails is being ingested and comes back on the
+    same port with the same mailboxes: the service backs off, reconnects, moves what it had
+    committed but not yet moved, processes the rest; every mail has exactly one ticket and one
+    acknowledgement, and every mail is in Processed exactly once."""
+    n = 150
+    mails = make_mails(n, "imaprestart")
+    mids = [mid for mid, _ in mails]
+    append(maildir_imap, [raw for _, raw in mails])
+    cfg = make_config(tmp_path, imap_port=maildir_imap.port, smtp_port=smtp_sink.port, db_url=db_url)
+    settings = load_settings(cfg)
+    svc = service(cfg)
+
+    svc.wait("the first tickets", lambda: counts(db)[0] >= 15)
+    t0 = time.monotonic()
+    maildir_imap.stop()
+    stopped_after = time.monotonic() - t0
+    at_stop = counts(db)[0]
+    svc.stay_alive(OUTAGE_SECONDS)
+    maildir_imap.start()
+    assert svc.named("account_backoff"), "the outage went unnoticed"
+    svc.wait("all mails acknowledged", lambda: all_sent(db, n))
+    assert svc.stop() == 0
+
+    backoffs = svc.named("account_backoff")
+    print(
+        f"\n[{db.dialect.name}] IMAP server stopped ({stopped_after:.1f}s) at {at_stop}/{n} tickets; "
+        f"{len(backoffs)} backoffs, {len(svc.named('imap_connected'))} connections, "
+        f"{len(svc.named('imap_leftovers_moved'))} leftover moves"
+    )
+    assert at_stop < n, "the restart did not land in the middle of the batch"
+    assert len(svc.named("imap_connected")) >= 2
+    assert not svc.named("imap_uidvalidity_changed"), "the Maildir backend keeps UIDVALIDITY across restarts"
+    check_exactly_once(db, smtp_sink, settings, mids)
+    assert folder_message_ids(maildir_imap, "INBOX") == Counter()
+    assert folder_message_ids(maildir_imap, "Processed") == Counter(mids)
+
+
+# ------------------------------------------------------------------------------ b. SMTP away
+
+
+def test_smtp_server_away_then_back_sends_everything_once_in_order(
+    tmp_path, db_url, imap_server, smtp_sink, service, db
+):
+    """While the SMTP server is down, acknowledgements stay queued (no attempt is used up, the sender
+    keeps probing); when it is back they all go out once each, in the order they were queued."""
+    cfg = make_config(tmp_path, imap_port=imap_server.port, smtp_port=smtp_sink.port, db_url=db_url)
+    settings = load_settings(cfg)
+    before = make_mails(5, "smtp-before")
+    during = make_mails(30, "smtp-during", start=5)
+    svc = service(cfg)
+    append(imap_server, [raw for _, raw in before])
+    svc.wait("the first acknowledgements", lambda: all_sent(db, 5))
+
+    smtp_sink.stop()
+    down_at = time.monotonic()
+    append(imap_server, [raw for _, raw in during])
+    svc.wait("the acknowledgements to be queued", lambda: counts(db) == (35, {"sent": 5, "queued": 30}))
+
+    def still_queued():
+        _, outbox = counts(db)
+        assert outbox.get("sent") == 5, f"sent while the server was down: {outbox}"
+
+    svc.stay_alive(OUTAGE_SECONDS, still_queued)
+    probes = svc.named("smtp_unreachable")
+    with db.connect() as c:
+        waiting = c.execute(sql_select(Outbox.status, Outbox.attempts).where(Outbox.status != "sent")).all()
+    assert {(w.status, w.attempts) for w in waiting} == {("queued", 0)}, "an unreachable server used up attempts"
+    assert len(probes) >= 2, "the sender did not retry while the server was away"
+
+    smtp_sink.start()
+    down_for = time.monotonic() - down_at
+    back_at = time.monotonic()
+    svc.wait("all acknowledgements sent", lambda: all_sent(db, 35))
+    print(
+        f"\n[{db.dialect.name}] SMTP down {down_for:.1f}s, {len(probes)} probes; "
+        f"all 30 sent {time.monotonic() - back_at:.1f}s after it came back"
+    )
+    assert svc.stop() == 0
+
+    got, outbox = check_exactly_once(db, smtp_sink, settings, [mid for mid, _ in before + during])
+    assert sum(got.values()) == 35
+    queued_order = [o.message_id for o in outbox[5:]]
+    received_order = [r.message["Message-ID"].strip("<>") for r in smtp_sink.received[5:]]
+    assert received_order == queued_order, "not sent in the order queued"
+
+
+# ------------------------------------------------------------------------------ c. database
+
+
+class TcpProxy:
+    """A TCP relay from a loopback port to ``target``. :meth:`cut` drops every relayed connection
+    (RST) and stops listening, so new connections are refused, until :meth:`restore`."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._closed = threading.Event()
+        self.connections = 0
+        self._listen()
+        self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((LOOPBACK, self.port))
+        s.listen(64)
+        with self._lock:
+            self._listener = s
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            with self._lock:
+                listener = self._listener
+            if listener is None:
+                time.sleep(0.05)
+                continue
+            try:
+                if not select.select([listener], [], [], 0.1)[0]:
+                    continue
+                client, _ = listener.accept()
+            except (OSError, ValueError):  # closed by cut() under us
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._socks |= {client, upstream}
+                self.connections += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                self._drop(s)
+
+    def _drop(self, s: socket.socket) -> None:
+        with self._lock:
+            self._socks.discard(s)
+        with contextlib.suppress(OSError):
+            # Linger 0: close with RST, as a broken link or a crashed server would look.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            s.close()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            socks = list(self._socks)
+        if listener is not None:
+            listener.close()
+        for s in socks:
+            self._drop(s)
+
+    def restore(self) -> None:
+        self._listen()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.cut()
+        self._thread.join(5)
+
+
+def test_database_locked_or_unreachable_for_seconds(tmp_path, db_url, imap_server, smtp_sink, service, db):
+    """SQLite: another connection holds an exclusive lock for a few seconds while mails are being
+    ingested; PostgreSQL: the link to the server breaks for a few seconds (a proxy drops every
+    connection and refuses new ones). The service keeps running, retries, and when the database is
+    back every mail has exactly one ticket and one acknowledgement; nothing is lost or doubled.
+    A slow SMTP server makes the fault land while acknowledgements are being sent, too."""
+    n = 120
+    mails = make_mails(n, "dbfault")
+    proxy = None
+    service_url = db_url
+    if db.dialect.name == "postgresql":
+        u = make_url(db_url)
+        proxy = TcpProxy((u.host or LOOPBACK, u.port or 5432))
+        service_url = u.set(host=LOOPBACK, port=proxy.port).render_as_string(hide_password=False)
+    cfg = make_config(tmp_path, imap_port=imap_server.port, smtp_port=smtp_sink.port, db_url=service_url)
+    settings = load_settings(cfg)
+    append(imap_server, [raw for _, raw in mails])
+    # A slow SMTP server keeps the sender busy, so the fault also lands in the middle of sending:
+    # between the server's answer and the commit that records it, too.
+    smtp_sink.set_delay(SLOW_SMTP_SECONDS)
+
+    def sending():
+        tickets, outbox = counts(db)
+        return tickets >= 10 and outbox.get("sent", 0) >= 3
+
+    try:
+        svc = service(cfg)
+        svc.wait("the first acknowledgements", sending)
+        if proxy is None:
+            path = make_url(db_url).database
+            holder = sqlite3.connect(path, timeout=30, isolation_level=None)
+            try:
+                holder.execute("BEGIN EXCLUSIVE")
+                at_fault = counts(db)
+                svc.stay_alive(OUTAGE_SECONDS)
+                # The lock really held: nothing was committed meanwhile (WAL readers still read).
+                assert counts(db) == at_fault
+            finally:
+                holder.execute("COMMIT")
+                holder.close()
+        else:
+            proxy.cut()
+            at_fault = counts(db)
+            svc.stay_alive(OUTAGE_SECONDS)
+            proxy.restore()
+        svc.wait("all mails acknowledged", lambda: all_sent(db, n))
+        assert svc.stop() == 0
+    finally:
+        if proxy is not None:
+            proxy.close()
+
+    trouble = [
+        e
+        for e in svc.events()
+        if e.get("event") in ("account_backoff", "database_unavailable") or e.get("level") in ("error", "exception")
+    ]
+    print(
+        f"\n[{db.dialect.name}] fault at {at_fault[0]}/{n} tickets, outbox {at_fault[1]}; "
+        f"{len(trouble)} error/backoff log events, {len(svc.named('outbox_record_retry'))} outcome records retried"
+        + (f"; {proxy.connections} proxied connections" if proxy else "")
+    )
+    assert at_fault[0] < n or at_fault[1].get("sent", 0) < n, "the fault did not land while there was work"
+    if proxy is not None:
+        assert trouble, "the outage went unnoticed"
+    # No delivery twice; a row whose 'sending' mark was committed as the link broke is re-sent once
+    # with an unknown-outcome event, which is allowed here (it still arrives exactly once).
+    check_exactly_once(db, smtp_sink, settings, [mid for mid, _ in mails], unknown_outcomes_allowed=True)
+    assert folder_message_ids(imap_server, "Processed") == Counter(mid for mid, _ in mails)
+
+
+# ------------------------------------------------------------------------------ d. new UIDVALIDITY
+
+
+def test_mailbox_recreated_with_new_uidvalidity(tmp_path, db_url, imap_server, smtp_sink, service, db):
+    """The watched folder is deleted and created again (new UIDVALIDITY) with the same, already
+    processed mails in it, plus new ones, while the service runs: the old mails are recognised as
+    duplicates (no second ticket, no second acknowledgement) and moved away; the new ones become
+    tickets."""
+    folder = "Support"
+    c = imap_server.client()
+    try:
+        c.create_folder(folder)
+    finally:
+        c.logout()
+    cfg = make_config(
+        tmp_path,
+        imap_port=imap_server.port,
+        smtp_port=smtp_sink.port,
+        db_url=db_url,
+        account_extra=f'folder = "{folder}"',
+    )
+    settings = load_settings(cfg)
+    old = make_mails(20, "uidv-old")
+    new = make_mails(5, "uidv-new", start=20)
+    append(imap_server, [raw for _, raw in old], folder)
+    svc = service(cfg)
+    svc.wait("the first acknowledgements", lambda: all_sent(db, 20))
+    svc.wait("the folder to be emptied", lambda: not folder_message_ids(imap_server, folder))
+    [connected] = svc.named("imap_connected")
+
+    c = imap_server.client()
+    try:
+        c.delete_folder(folder)
+        c.create_folder(folder)
+        new_validity = c.select_folder(folder)[b"UIDVALIDITY"]
+        c.multiappend(folder, [raw for _, raw in old + new])
+    finally:
+        c.logout()
+    assert new_validity != connected["uidvalidity"]
+
+    svc.wait("the new mails acknowledged", lambda: all_sent(db, 25))
+    svc.wait("the folder to be emptied again", lambda: not folder_message_ids(imap_server, folder))
+    svc.stay_alive(3)  # time for a second ticket or acknowledgement to show up, if one were coming
+    assert svc.stop() == 0
+
+    [changed] = svc.named("imap_uidvalidity_changed")
+    assert changed["new"] == new_validity
+    check_exactly_once(db, smtp_sink, settings, [mid for mid, _ in old + new])
+    assert folder_message_ids(imap_server, "Processed") == Counter(mid for mid, _ in old + old + new)
+    dups = svc.named("mail_duplicate")
+    print(f"\n[{db.dialect.name}] UIDVALIDITY {connected['uidvalidity']} -> {new_validity}; {len(dups)} duplicates")
+    assert len(dups) == len(old)
