@@ -37,6 +37,8 @@ from mailbridge.embedded import LOOPBACK, PymapServer, free_port
 from mailbridge.settings import load_settings
 from mailbridge.store.models import Event, Message, Outbox, Quarantine, RawMessage, Ticket
 from tests.conftest import IMAP_PASSWORD
+from tests.integration.test_service import _append as append
+from tests.integration.test_service import _message_ids as folder_message_ids
 from tests.support import HOTLINE_ADDRESS, SUPPORT_ADDRESS, make_mail, write_config
 
 pytestmark = pytest.mark.slow
@@ -185,30 +187,6 @@ def make_mails(n: int, tag: str, start: int = 0) -> list[tuple[str, bytes]]:
         mid = f"{tag}-{i}@{sender[1].split('@')[1]}"
         out.append((mid, make_mail(subject=subject, body=body, sender=sender, to=to, message_id=f"<{mid}>")))
     return out
-
-
-def append(imap, mails: list[bytes], folder: str = "INBOX") -> None:
-    c = imap.client()
-    try:
-        c.multiappend(folder, mails)
-    finally:
-        c.logout()
-
-
-def folder_message_ids(imap, folder: str) -> Counter:
-    """Message-IDs (without <>) of the mails in ``folder``, counted."""
-    c = imap.client()
-    try:
-        if not c.folder_exists(folder):
-            return Counter()
-        c.select_folder(folder, readonly=True)
-        uids = c.search("ALL")
-        data = c.fetch(uids, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
-    finally:
-        c.logout()
-    return Counter(
-        v[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split(":", 1)[1].strip().strip("<>") for v in data.values()
-    )
 
 
 def counts(engine: Engine) -> tuple[int, dict[str, int]]:
