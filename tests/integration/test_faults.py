@@ -16,13 +16,9 @@ stored.
 from __future__ import annotations
 
 import contextlib
-import json
 import select
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -37,6 +33,7 @@ from mailbridge.embedded import LOOPBACK, PymapServer, free_port
 from mailbridge.settings import load_settings
 from mailbridge.store.models import Event, Message, Outbox, Quarantine, RawMessage, Ticket
 from tests.conftest import IMAP_PASSWORD
+from tests.integration.test_service import Service as ServiceBase
 from tests.integration.test_service import _append as append
 from tests.integration.test_service import _message_ids as folder_message_ids
 from tests.support import HOTLINE_ADDRESS, SUPPORT_ADDRESS, make_mail, write_config
@@ -57,57 +54,12 @@ SLOW_SMTP_SECONDS = 0.05
 # ------------------------------------------------------------------------------ the service
 
 
-class Service:
-    """One ``mailbridge run`` subprocess; its JSON log goes to a file the test reads."""
+class Service(ServiceBase):
+    """One ``mailbridge run`` subprocess (test_service's), with the longer bounds of fault tests and
+    a wait during which it must stay up."""
 
-    def __init__(self, config_path: Path, env: dict, log: Path):
-        self.log = log
-        with log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailbridge", "--config", str(config_path), "run"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-
-    def lines(self) -> list[str]:
-        return self.log.read_text(encoding="utf-8", errors="replace").splitlines()
-
-    def events(self) -> list[dict]:
-        """Every JSON object in the log (two may share a line; non-JSON text is skipped)."""
-        decoder = json.JSONDecoder()
-        out = []
-        for line in self.lines():
-            pos = 0
-            while pos < len(line):
-                try:
-                    ev, pos = decoder.raw_decode(line, pos)
-                except ValueError:
-                    break
-                if isinstance(ev, dict):
-                    out.append(ev)
-        return out
-
-    def named(self, name: str) -> list[dict]:
-        return [e for e in self.events() if e.get("event") == name]
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.lines()[-lines:])
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait(self, what: str, check, timeout: float = WORK_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive:
-                pytest.fail(f"service exited with {self.proc.returncode} while waiting for {what}:\n{self.tail()}")
-            got = check()
-            if got:
-                return got
-            time.sleep(POLL_SECONDS)
-        pytest.fail(f"timed out after {timeout}s waiting for {what}:\n{self.tail()}")
+    work_timeout = WORK_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
 
     def stay_alive(self, seconds: float, check=lambda: None) -> None:
         """Wait ``seconds`` while the service must keep running; ``check()`` is called throughout."""
@@ -116,20 +68,6 @@ class Service:
             assert self.alive, f"service exited with {self.proc.returncode}:\n{self.tail()}"
             check()
             time.sleep(POLL_SECONDS * 5)
-
-    def stop(self) -> int:
-        """SIGTERM and wait (bounded); the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"service did not stop within {STOP_TIMEOUT}s of SIGTERM:\n{self.tail()}")
-
-    def kill(self) -> None:
-        if self.alive:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture

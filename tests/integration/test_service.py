@@ -104,10 +104,19 @@ class Service:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.lines()[-lines:])
 
-    def wait(self, what: str, check, timeout: float = WORK_TIMEOUT):
+    # Bounds of wait() and stop(); a subclass may allow more.
+    work_timeout = WORK_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, what: str, check, timeout: float | None = None):
+        timeout = self.work_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if not self.alive:
                 pytest.fail(f"service exited with {self.proc.returncode} while waiting for {what}:\n{self.tail()}")
             got = check()
             if got:
@@ -122,14 +131,13 @@ class Service:
         """SIGTERM and wait (bounded); the exit code."""
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(STOP_TIMEOUT)
+            return self.proc.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"service did not stop within {STOP_TIMEOUT}s of SIGTERM:\n{self.tail()}")
+            self.kill()
+            pytest.fail(f"service did not stop within {self.stop_timeout}s of SIGTERM:\n{self.tail()}")
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
+        if self.alive:
             self.proc.kill()
             self.proc.wait()
 
