@@ -490,8 +490,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 app.upgrade_db()
                 _ = app.pipeline
-                app.detector.detect("Lizenzserver startet nicht", "Guten Tag, seit dem Update geht nichts.", "en")
-                app.detector.detect("Server does not start", "Hello, since the update nothing works.", "de")
+                app.detector.guess("Lizenzserver startet nicht", "Guten Tag, seit dem Update geht nichts.")
+                app.detector.guess("Server does not start", "Hello, since the update nothing works.")
                 startup_s = time.perf_counter() - t
 
                 profile = cProfile.Profile() if args.profile else None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from mailbridge.ingest.classify import LanguageDetector
+from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
 from mailbridge.ingest.prepare import Preparer

@@ -51,7 +51,6 @@ from enum import StrEnum
 from flufl.bounce import all_failures
 
 from mailbridge.domain import ParsedMail
-from mailbridge.ingest.classify import from_own_address
 from mailbridge.ingest.parser import decode_unstructured, normalize_message_id
 
 
@@ -627,9 +626,9 @@ def _forward_shape(mail: ParsedMail, s: _Signals) -> bool:
 
 
 def _classify(parsed: ParsedMail, raw: bytes, own: frozenset[str]) -> Classification:
-    own_verdict = from_own_address(parsed, own)
-    if own_verdict.hit:
-        return Classification(MailClass.OWN, own_verdict.reason, evidence=(own_verdict.reason,))
+    if parsed.from_ and parsed.from_.email in own:
+        reason = f"From is our own address {parsed.from_.email}"
+        return Classification(MailClass.OWN, reason, evidence=(reason,))
 
     s = _signals(parsed)
     ev = s.evidence

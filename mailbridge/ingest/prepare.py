@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from mailbridge.domain import ParsedMail
-from mailbridge.ingest.classify import LanguageDetector
+from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.parser import ParseError, parse_mail
 from mailbridge.processes import die_with_parent
 from mailbridge.store.rawstore import raw_store

@@ -13,10 +13,11 @@ from typing import Protocol
 import structlog
 
 from mailbridge.domain import ParsedMail, TicketStatus
-from mailbridge.ingest import classify, noise
+from mailbridge.ingest import noise
 from mailbridge.ingest.clocks import TrackClocks
 from mailbridge.ingest.context import InboundMail, MailContext
 from mailbridge.ingest.conversation import AgentCommands, ApplyReply, Identify
+from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.noise import MailClass
 from mailbridge.ingest.outgoing import Acknowledge, CommandErrors, NotifyAgents, OversizeNotice, Relay
@@ -159,7 +160,7 @@ class Classify:
 
     name = "classify"
 
-    def __init__(self, own: frozenset[str], detector: classify.LanguageDetector, max_bytes: int):
+    def __init__(self, own: frozenset[str], detector: LanguageDetector, max_bytes: int):
         self.own = own
         self.max_bytes = max_bytes
         self.detector = detector
@@ -213,7 +214,7 @@ class MatchCase:
 
     name = "match"
 
-    def __init__(self, matcher: Matcher, detector: classify.LanguageDetector):
+    def __init__(self, matcher: Matcher, detector: LanguageDetector):
         self.matcher = matcher
         self.detector = detector
 

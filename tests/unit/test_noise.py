@@ -77,6 +77,39 @@ def test_own_address_is_own():
     assert not c.personal
 
 
+@pytest.mark.parametrize(
+    ("sender", "hit"),
+    [
+        (("Vendor Support", SUPPORT_ADDRESS), True),
+        (("Vendor Support", "Support@Vendor.Example"), True),  # parser lower-cases, so case does not matter
+        (("", "hotline@vendor.example"), True),
+        (("Jürgen Müller", "juergen.mueller@kunde.example"), False),
+        (("Spoof", "support@vendor.example.evil.example"), False),
+        (("Spoof", "xsupport@vendor.example"), False),
+    ],
+)
+def test_from_own_address(sender, hit):
+    """Only an exact (case-insensitive) match of From against our addresses is a loop."""
+    c = classify(make_mail(sender=sender))
+    assert (c.kind is MailClass.OWN) is hit
+    if hit:
+        assert sender[1].lower() in c.reason
+
+
+def test_from_own_address_without_from():
+    """A mail without a usable From is not ours."""
+    raw = b"To: support@vendor.example\r\nSubject: x\r\n\r\nbody\r\n"
+    assert classify(raw).kind is not MailClass.OWN
+
+
+def test_own_address_only_in_display_name_is_not_ours():
+    """Our address in the display name of a foreign sender does not make the mail ours."""
+    raw = (
+        b'From: "support@vendor.example" <phish@evil.example>\r\nTo: support@vendor.example\r\nSubject: x\r\n\r\nb\r\n'
+    )
+    assert classify(raw).kind is not MailClass.OWN
+
+
 def test_ordinary_mail_does_not_reparse_raw(monkeypatch):
     """Only bounce candidates pay for parsing ``raw`` with the stdlib; ordinary mail never does."""
 

@@ -1,0 +1,40 @@
+"""The language of a customer's mail, among the configured languages (lingua).
+
+Whether a mail is automatic, a bounce or our own is decided in ``ingest/noise.py``.
+"""
+
+from __future__ import annotations
+
+from lingua import IsoCode639_1, LanguageDetectorBuilder
+
+# Below this many letters a language guess is noise; the queue's language is used instead.
+MIN_LETTERS_FOR_DETECTION = 12
+# How much of the text the detector reads: the opening of a mail decides its language.
+DETECTION_SAMPLE_CHARS = 2000
+
+
+class LanguageDetector:
+    """Detects the language of customer text among the configured languages only (lingua).
+
+    Restricting the candidates is what makes short support mails reliable: "Maschine steht" cannot
+    be mistaken for Dutch when only German and English are possible.
+    """
+
+    def __init__(self, languages: list[str]):
+        codes = [IsoCode639_1.from_str(code) for code in languages]
+        self._languages = list(languages)
+        if len(codes) >= 2:
+            self._detector = LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
+        else:
+            self._detector = None
+
+    def guess(self, subject: str, text: str) -> str | None:
+        """The language of ``subject`` + ``text`` among the configured ones; None when unsure."""
+        sample = f"{subject}\n{text}"[:DETECTION_SAMPLE_CHARS]
+        if self._detector is None or sum(ch.isalpha() for ch in sample) < MIN_LETTERS_FOR_DETECTION:
+            return None
+        lang = self._detector.detect_language_of(sample)
+        if lang is None:
+            return None
+        code = lang.iso_code_639_1.name.lower()
+        return code if code in self._languages else None
