@@ -16,11 +16,13 @@ from pathlib import Path
 import structlog
 
 from mailbridge.ingest.language import LanguageDetector
+from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
 from mailbridge.ingest.prepare import Preparer
 from mailbridge.ingest.references import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.ingest.steps import default_steps
+from mailbridge.outbound.guard import AutoMailGuard
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.sender import OutboxSender
 from mailbridge.outbound.templates import Templates
@@ -82,6 +84,11 @@ class App:
         self._pipeline: Pipeline | None = None
         self._secrets: list[bytes] | None = None
         self.deadlines = Deadlines(settings)
+        conv = settings.conversations
+        self.normalizer = SubjectNormalizer(
+            conv.reply_prefixes if conv.reply_prefixes is not None else DEFAULT_REPLY_PREFIXES
+        )
+        self._builder: MailBuilder | None = None
         self._escalations: Escalations | None = None
 
     # Built lazily: the language models take a moment to load and CLI queries do not need them.
@@ -96,11 +103,18 @@ class App:
         if self._pipeline is None:
             steps = default_steps(
                 self.settings,
-                self.templates,
-                self.detector,
-                self.attachment_store,
-                self.notification_secrets,
-                self.deadlines,
+                detector=self.detector,
+                attachments=self.attachment_store,
+                matcher=Matcher(
+                    self.settings.case_numbers.fmt,
+                    self.notification_secrets,
+                    frozenset(self.settings.conversations.public_domains),
+                ),
+                normalizer=self.normalizer,
+                builder=self.builder,
+                guard=AutoMailGuard(self.settings.auto_mail),
+                deadlines=self.deadlines,
+                escalations=self.escalations,
             )
             self._pipeline = Pipeline(self.session_factory, steps, self.clock)
         return self._pipeline
@@ -118,15 +132,19 @@ class App:
         return self._secrets
 
     @property
+    def builder(self) -> MailBuilder:
+        """Composes every mail we send (the pipeline's and the escalation job's)."""
+        if self._builder is None:
+            self._builder = MailBuilder(
+                self.templates, self.settings.case_numbers.fmt, self.normalizer, self.notification_secrets
+            )
+        return self._builder
+
+    @property
     def escalations(self) -> Escalations:
         """Builds and queues escalation mails (the job and the pipeline share the rules)."""
         if self._escalations is None:
-            conv = self.settings.conversations
-            normalizer = SubjectNormalizer(
-                conv.reply_prefixes if conv.reply_prefixes is not None else DEFAULT_REPLY_PREFIXES
-            )
-            builder = MailBuilder(self.templates, self.settings.case_numbers.fmt, normalizer, self.notification_secrets)
-            self._escalations = Escalations(self.settings, self.deadlines, builder)
+            self._escalations = Escalations(self.settings, self.deadlines, self.builder)
         return self._escalations
 
     def escalate(self) -> EscalationReport:

@@ -22,7 +22,7 @@ from datetime import datetime
 
 import structlog
 
-from mailbridge.ingest.context import MailContext
+from mailbridge.ingest.mail import InboundMail
 from mailbridge.settings import Settings
 from mailbridge.sla.calendar import add_business_time, add_calendar_time, business_time_between
 from mailbridge.sla.deadlines import Deadlines
@@ -49,10 +49,10 @@ class TrackClocks:
         self.deadlines = deadlines
         self.escalations = escalations
 
-    def __call__(self, ctx: MailContext) -> None:
-        if ctx.ignored or ctx.ticket is None:
+    def __call__(self, mail: InboundMail) -> None:
+        if mail.ticket is None:
             return
-        state = clock_state(ctx.session, ctx.ticket.id)
+        state = clock_state(mail.session, mail.ticket.id)
         assert state is not None
         ref, f = state
         cal = self.deadlines.calendar(ref.queue, ref.organisation)
@@ -64,11 +64,11 @@ class TrackClocks:
         ):
             return
         q = self.settings.queue(ref.queue)
-        now = ctx.now
+        now = mail.now
         values: dict = {}
         if ref.status == "pending" and q.pause_while_pending and f.paused_at is None:
             values["paused_at"] = now
-            ctx.event("clock_paused")
+            mail.event("clock_paused")
         elif ref.status != "pending" and f.paused_at is not None:
             paused = business_time_between(cal, f.paused_at, now)
             wall = now - f.paused_at
@@ -92,7 +92,7 @@ class TrackClocks:
                     values[col] = moved(at, target)
             values["paused_at"] = None
             values["paused_seconds"] = ref.paused_seconds + int(paused.total_seconds())
-            ctx.event(
+            mail.event(
                 "clock_resumed",
                 paused_since=f.paused_at.isoformat(),
                 paused_business_seconds=int(paused.total_seconds()),
@@ -106,23 +106,23 @@ class TrackClocks:
             and e["ticket_id"] == ref.id
             and e["detail"].get("old") in ("pending", "solved", "closed")
             and e["detail"].get("new") in ("new", "open")
-            for e in ctx.events
+            for e in mail.events
         )
-        if ctx.answered or (reactivated and ref.status in ("new", "open") and f.first_response_at is not None):
-            if ctx.answered:
+        if mail.answered or (reactivated and ref.status in ("new", "open") and f.first_response_at is not None):
+            if mail.answered:
                 values["last_answer_at"] = now
             values["update_started_at"] = now
             values["update_due"] = due(cal, now, level.follow_up) if level.follow_up else None
-        elif ctx.severity_changed and f.last_answer_at is not None:
+        elif mail.severity_changed and f.last_answer_at is not None:
             start = f.last_answer_at  # the start of the follow-up period (update_started_at)
             if level.follow_up:
                 # Moved by the pauses since that start, as they moved the old one.
-                pauses = pauses_from_events(repo.events_of(ctx.session, ref.id, ("clock_resumed",)))
+                pauses = pauses_from_events(repo.events_of(mail.session, ref.id, ("clock_resumed",)))
                 values["update_due"] = move_by_pauses(cal, due(cal, start, level.follow_up), pauses, after=start)
             else:
                 values["update_due"] = None
         if "update_due" in values and values["update_due"] != f.update_due:
-            ctx.event("follow_up_due", due=values["update_due"].isoformat() if values["update_due"] else None)
+            mail.event("follow_up_due", due=values["update_due"].isoformat() if values["update_due"] else None)
         # When the escalation job has to look next, from the clocks as this mail left them (one
         # UPDATE with the rest).
         after = replace(
@@ -130,8 +130,8 @@ class TrackClocks:
             **{FACT_OF_COLUMN.get(k, k): v for k, v in values.items() if k != "last_answer_at"},
         )
         values["next_escalation_at"] = self.escalations.next_check(ref, after, now)
-        repo.update_row(ctx.session, Ticket, ref.id, values)
-        if ctx.new_ticket and level.escalate_on_create:
+        repo.update_row(mail.session, Ticket, ref.id, values)
+        if mail.new_ticket and level.escalate_on_create:
             self.escalations.send(
-                ctx.session, ref, kind="created", stage=ON_CREATE, dedup_key=f"esc:{ref.id}:created", now=now
+                mail.session, ref, kind="created", stage=ON_CREATE, dedup_key=f"esc:{ref.id}:created", now=now
             )

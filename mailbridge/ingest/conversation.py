@@ -29,15 +29,16 @@ import structlog
 from mailbridge.domain import TicketStatus
 from mailbridge.ingest.authres import dkim_pass_domains
 from mailbridge.ingest.commands import parse_commands
-from mailbridge.ingest.context import MailContext
+from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.matcher import organisation_key
 from mailbridge.ingest.quoting import extract_new_text
+from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import STATUS_COMMANDS, ReplyEffect, customer_reply_effect, status_times
 from mailbridge.settings import Settings, ThirdPartyPolicy
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.recompute import move_by_pauses, pauses_from_events
 from mailbridge.store import repositories as repo
-from mailbridge.store.models import Ticket
+from mailbridge.vocabulary import AgentMode, AuthorRole, MessageKind
 
 log = structlog.get_logger(__name__)
 
@@ -52,68 +53,66 @@ class Identify:
         self.public = frozenset(settings.conversations.public_domains)
         self.authserv_id = settings.conversations.trusted_authserv_id
 
-    def __call__(self, ctx: MailContext) -> None:
-        t, p = ctx.ticket, ctx.parsed
-        if ctx.ignored or t is None:
+    def __call__(self, mail: InboundMail) -> None:
+        t, p = mail.ticket, mail.parsed
+        if t is None:
             return
-        assert p is not None and p.from_ is not None and ctx.match is not None
+        assert p is not None and p.from_ is not None and mail.match is not None
         sender = p.from_.email
         queue = self.settings.queue(t.queue)
-        people = repo.participants(ctx.session, t.id)
-        if ctx.ack_suppressed and ctx.kind == "customer":
-            ctx.kind = "auto"  # a bounce is already "bounce"
+        people = repo.participants(mail.session, t.id)
         if queue.is_agent(sender):
-            ctx.role = "agent"
+            mail.role = AuthorRole.AGENT
             dkim = bool(self.authserv_id) and sender.rsplit("@", 1)[-1] in dkim_pass_domains(
                 p.auth_results, self.authserv_id or ""
             )
-            if t.case_number in ctx.match.notification_cases:
-                ctx.agent_proof = "notification"
+            if t.case_number in mail.match.notification_cases:
+                mail.agent_proof = "notification"
             elif dkim:
-                ctx.agent_proof = "dkim"
-            self._agent_mode(ctx, queue, people)
-            if ctx.agent_proof is None and dkim:
-                ctx.agent_proof = "dkim"  # the notification was revoked, DKIM still proves the sender
-            if ctx.ack_suppressed:
+                mail.agent_proof = "dkim"
+            self._agent_mode(mail, queue, people)
+            if mail.agent_proof is None and dkim:
+                mail.agent_proof = "dkim"  # the notification was revoked, DKIM still proves the sender
+            if mail.machine_made:
                 pass  # an agent's out-of-office: stored, nothing else
-            elif ctx.agent_proof is None:
-                ctx.kind = "agent_unverified"
-                if not ctx.agent_notice:
-                    ctx.flags.append(
+            elif mail.agent_proof is None:
+                mail.kind = MessageKind.AGENT_UNVERIFIED
+                if not mail.agent_notice:
+                    mail.flags.append(
                         f"unverified agent mail: From is {sender}, but the mail neither answers a signed "
                         "notification of this case nor carries a trusted DKIM pass"
                     )
                 log.warning("agent_mail_unverified", sender=sender)
             else:
-                ctx.kind = "note" if ctx.agent_mode == "internal" else "agent"
+                mail.kind = MessageKind.NOTE if mail.agent_mode == AgentMode.INTERNAL else MessageKind.AGENT
             return
-        if ctx.match.notification_ids:
+        if mail.match.notification_ids:
             # Someone who is not an agent holds a signed notification id (a Bcc, a forward): it must
             # not prove anything any more. Revoking needs the id itself, so it gives nobody a lever.
-            repo.revoke_notifications(ctx.session, ctx.match.notification_ids, ctx.now)
-            ctx.event("notification_revoked", ids=ctx.match.notification_ids, reached=[sender])
-            ctx.flags.append(f"{sender} quoted a signed agent notification; it was revoked")
+            repo.revoke_notifications(mail.session, mail.match.notification_ids, mail.now)
+            mail.event("notification_revoked", ids=mail.match.notification_ids, reached=[sender])
+            mail.flags.append(f"{sender} quoted a signed agent notification; it was revoked")
         # A case opened through a web form (From: its noreply address) belongs to the Reply-To:
         # later mails are the requester's when they come from, or answer to, that address.
         author = p.reply_to[0].email if t.reply_to and p.reply_to else sender
         if author == t.answer_to or sender == t.answer_to:
-            ctx.role = "requester"
-        elif people.get(author) in ("requester", "customer"):
-            ctx.role = "customer"
-        elif people.get(author) == "colleague" or organisation_key(author, self.public) == organisation_key(
+            mail.role = AuthorRole.REQUESTER
+        elif people.get(author) in (AuthorRole.REQUESTER, AuthorRole.CUSTOMER):
+            mail.role = AuthorRole.CUSTOMER
+        elif people.get(author) == AuthorRole.COLLEAGUE or organisation_key(author, self.public) == organisation_key(
             t.answer_to, self.public
         ):
             # Same organisation: a customer for the lifecycle, but not copied on our answers (a
             # mail domain is weak evidence of who may read them).
-            ctx.role = "colleague"
+            mail.role = AuthorRole.COLLEAGUE
         else:
-            ctx.role = "third_party"
-            if not ctx.ack_suppressed:
-                ctx.kind = "third_party"
-                ctx.flags.append(f"unknown third party {author} referenced this case")
+            mail.role = AuthorRole.THIRD_PARTY
+            if not mail.machine_made:
+                mail.kind = MessageKind.THIRD_PARTY
+                mail.flags.append(f"unknown third party {author} referenced this case")
 
-    def _agent_mode(self, ctx: MailContext, queue, people: dict[str, str]) -> None:
-        """Where an agent's mail went decides what it is (``ctx.agent_mode``):
+    def _agent_mode(self, mail: InboundMail, queue, people: dict[str, str]) -> None:
+        """Where an agent's mail went decides what it is (``mail.agent_mode``):
 
         - ``direct``: to the customer (requester or a customer participant), the support address
           in Cc/Bcc — recorded, not sent again;
@@ -125,36 +124,37 @@ class Identify:
         the customer) is revoked: from then on replies quoting it prove nothing, and this mail
         applies nothing either.
         """
-        t, p = ctx.ticket, ctx.parsed
+        t, p = mail.ticket, mail.parsed
         assert t is not None and p is not None
         own = self.settings.own_addresses
+        ours = [is_ours(self.settings, a.email, queue) for a in [*p.to, *p.cc]]
         customers = {t.requester_email, t.answer_to} | {
-            e for e, r in people.items() if r in ("requester", "customer", "colleague")
+            e for e, r in people.items() if r in (AuthorRole.REQUESTER, AuthorRole.CUSTOMER, AuthorRole.COLLEAGUE)
         }
         recipients = [a.email for a in [*p.to, *p.cc] if a.email not in own]
-        team = set(queue.notify_addresses)
-        outsiders = [r for r in recipients if r not in customers and not queue.is_agent(r) and r not in team]
+        # Everyone outside (not ours) it reached, and those of them who are not the case's customers.
+        leaked_to = [a.email for a, o in zip([*p.to, *p.cc], ours, strict=True) if not o]
+        outsiders = [r for r in leaked_to if r not in customers]
         if any(r in customers for r in recipients):
-            ctx.agent_mode = "direct"
+            mail.agent_mode = AgentMode.DIRECT
         elif outsiders:
-            ctx.agent_mode = "external"
+            mail.agent_mode = AgentMode.EXTERNAL
         elif any(a.email in own for a in p.to):
-            ctx.agent_mode = "relay"
+            mail.agent_mode = AgentMode.RELAY
         else:
-            ctx.agent_mode = "internal"
-        leaked_to = [r for r in recipients if not queue.is_agent(r) and r not in team]
-        if ctx.agent_proof == "notification" and leaked_to:
-            assert ctx.match is not None
-            repo.revoke_notifications(ctx.session, ctx.match.notification_ids, ctx.now)
-            ctx.event("notification_revoked", ids=ctx.match.notification_ids, reached=leaked_to)
-            ctx.agent_proof = None
-            ctx.agent_notice = (
+            mail.agent_mode = AgentMode.INTERNAL
+        if mail.agent_proof == "notification" and leaked_to:
+            assert mail.match is not None
+            repo.revoke_notifications(mail.session, mail.match.notification_ids, mail.now)
+            mail.event("notification_revoked", ids=mail.match.notification_ids, reached=leaked_to)
+            mail.agent_proof = None
+            mail.agent_notice = (
                 f"your reply to the notification also went to {', '.join(leaked_to)}, who now hold its signed "
                 "Message-ID; that notification no longer proves anything, and nothing from this mail was applied. "
                 "Answer customers by replying to the notification only (mailbridge relays it), or directly "
                 "without commands."
             )
-            ctx.flags.append(f"a signed notification reached {', '.join(leaked_to)} and was revoked")
+            mail.flags.append(f"a signed notification reached {', '.join(leaked_to)} and was revoked")
             log.warning("notification_revoked", reached=leaked_to)
 
 
@@ -181,31 +181,29 @@ class ApplyReply:
             )
         return self._urgency[queue.name]
 
-    def __call__(self, ctx: MailContext) -> None:
-        t, p = ctx.ticket, ctx.parsed
-        if ctx.ignored or t is None or ctx.role == "agent" or ctx.ack_suppressed:
+    def __call__(self, mail: InboundMail) -> None:
+        t, p = mail.ticket, mail.parsed
+        if t is None or mail.role == AuthorRole.AGENT or mail.machine_made:
             return
         assert p is not None
-        if ctx.role == "third_party":
+        if mail.role == AuthorRole.THIRD_PARTY:
             if self.policy == ThirdPartyPolicy.NEW_TICKET:
                 # A case of its own; its acknowledgement says nothing of the case referenced.
-                ctx.link_from, ctx.link_reason, ctx.ticket = t, "third-party", None
-                ctx.kind, ctx.flags = "customer", []
-                ctx.routing.update({"rule": "new", "evidence": f"third party referenced {t.case_number}"})
+                mail.link_from, mail.link_reason, mail.ticket = t, "third-party", None
+                mail.kind, mail.flags = MessageKind.CUSTOMER, []
+                mail.routing.update({"rule": "new", "evidence": f"third party referenced {t.case_number}"})
             return
-        effect = customer_reply_effect(t.status, t.solved_at, ctx.now, self.window)
+        effect = customer_reply_effect(t.status, t.solved_at, mail.now, self.window)
         if effect is ReplyEffect.NEW_LINKED_CASE:
-            ctx.link_from, ctx.link_reason, ctx.ticket = t, "closed-case", None
-            ctx.routing.update(
+            mail.link_from, mail.link_reason, mail.ticket = t, "closed-case", None
+            mail.routing.update(
                 {"rule": "new-linked", "evidence": f"{t.case_number} is {t.status}; a new case follows it up"}
             )
             log.info("reply_to_closed_case", old_case=t.case_number)
             return
         if effect is ReplyEffect.REOPEN:
-            repo.update_row(
-                ctx.session, Ticket, t.id, {"status": TicketStatus.OPEN.value, **status_times("open", ctx.now)}
-            )
-            ctx.event(
+            mail.change_ticket({"status": TicketStatus.OPEN.value, **status_times("open", mail.now)})
+            mail.event(
                 "status_changed",
                 old=t.status,
                 new="open",
@@ -213,11 +211,10 @@ class ApplyReply:
                 reason="customer reply",
             )
             if t.status == TicketStatus.SOLVED:
-                ctx.event("reopened", by=p.from_.email if p.from_ else None)
-            ctx.ticket = repo.ticket_ref(ctx.session, ticket_id=t.id)
+                mail.event("reopened", by=p.from_.email if p.from_ else None)
         queue = self.settings.queue(t.queue)
-        if ctx.role == "colleague" and p.from_ is not None:
-            repo.add_participants(ctx.session, t.id, [(p.from_.email, p.from_.name, "colleague")], ctx.now)
+        if mail.role == AuthorRole.COLLEAGUE and p.from_ is not None:
+            repo.add_participants(mail.session, t.id, [(p.from_.email, p.from_.name, AuthorRole.COLLEAGUE)], mail.now)
         rx = self._urgency_re(queue)
         if rx is not None:
             texts = [p.new_text]
@@ -225,8 +222,8 @@ class ApplyReply:
                 texts.append(p.subject)  # a subject that only repeats the case's own is no new request
             words = list(dict.fromkeys(m.group(1).lower() for text in texts for m in rx.finditer(text or "")))
             if words:
-                ctx.urgency = words
-                ctx.event("urgency_requested", words=words, by=p.from_.email if p.from_ else None)
+                mail.urgency = words
+                mail.event("urgency_requested", words=words, by=p.from_.email if p.from_ else None)
 
 
 class AgentCommands:
@@ -243,13 +240,13 @@ class AgentCommands:
         self.settings = settings
         self.deadlines = deadlines
 
-    def _for_level(self, ctx: MailContext, t, key: str, customer):
+    def _for_level(self, mail: InboundMail, t, key: str, customer):
         """The due times of level ``key`` from the case's creation, moved by its pauses the way
         they moved the old ones (a pause after a due time had passed, or after the first response,
         does not move it; see sla/recompute.py)."""
         if not t.paused_seconds:
             return self.deadlines.for_level(t.queue, key, t.created_at, customer)
-        pauses = pauses_from_events(repo.events_of(ctx.session, t.id, ("clock_resumed",)))
+        pauses = pauses_from_events(repo.events_of(mail.session, t.id, ("clock_resumed",)))
         cal = self.deadlines.calendar(t.queue, t.organisation)
         if cal is None or sum(p.business_seconds for p in pauses) != t.paused_seconds:
             return self.deadlines.for_level(t.queue, key, t.created_at, customer, t.paused_seconds)
@@ -260,36 +257,36 @@ class AgentCommands:
             resolution_due=move_by_pauses(cal, base.resolution_due, pauses),
         )
 
-    def __call__(self, ctx: MailContext) -> None:
-        t, p = ctx.ticket, ctx.parsed
-        if ctx.ignored or t is None or ctx.role != "agent" or ctx.ack_suppressed:
+    def __call__(self, mail: InboundMail) -> None:
+        t, p = mail.ticket, mail.parsed
+        if t is None or mail.role != AuthorRole.AGENT or mail.machine_made:
             return
         assert p is not None and p.from_ is not None
         queue = self.settings.queue(t.queue)
         # The agent's own closing and signature stay in what is relayed; the quoted notification goes.
         text = extract_new_text(p.text, keep_signature=True)
         block = parse_commands(text, severity_levels=self.settings.severity_levels(queue), is_agent=queue.is_agent)
-        ctx.commands = block
-        if ctx.agent_proof is None:
+        mail.commands = block
+        if mail.agent_proof is None:
             if block.commands or block.errors:
-                ctx.event("commands_rejected", by=p.from_.email, reason="sender not proven")
+                mail.event("commands_rejected", by=p.from_.email, reason="sender not proven")
             return
         if block.errors:
-            ctx.kind = "agent_rejected"
-            ctx.event("commands_rejected", by=p.from_.email, errors=block.errors)
+            mail.kind = MessageKind.AGENT_REJECTED
+            mail.event("commands_rejected", by=p.from_.email, errors=block.errors)
             return
         by = p.from_.email
         status = t.status
         values: dict = {}
         for c in block.commands:
-            ctx.event("command", name=c.name, arg=c.arg, by=by)
+            mail.event("command", name=c.name, arg=c.arg, by=by)
             if c.name == "severity":
                 # The deadlines follow the new level, counted from the case's creation.
                 # (on the case's calendar, moved on by the time it was paused; no contract: none).
                 customer = self.deadlines.customer_of(t.queue, t.organisation, t.contract)
-                sla = self._for_level(ctx, t, c.arg, customer)
-                ctx.severity_changed = True
-                ctx.event(
+                sla = self._for_level(mail, t, c.arg, customer)
+                mail.severity_changed = True
+                mail.event(
                     "severity_changed",
                     old=values.get("severity", t.severity),
                     new=c.arg,
@@ -301,18 +298,17 @@ class AgentCommands:
                     severity=c.arg, first_response_due=sla.first_response_due, resolution_due=sla.resolution_due
                 )
             elif c.name == "assign":
-                ctx.event("assigned", old=values.get("assignee", t.assignee), new=c.arg, by=by)
+                mail.event("assigned", old=values.get("assignee", t.assignee), new=c.arg, by=by)
                 values["assignee"] = c.arg
             elif c.name == "note":
-                ctx.kind = "note"
+                mail.kind = MessageKind.NOTE
             elif c.name in STATUS_COMMANDS:
                 new = STATUS_COMMANDS[c.name].value
                 if new != status:
-                    ctx.event("status_changed", old=status, new=new, by=by, reason=f"#{c.name}")
-                    values.update({"status": new, **status_times(new, ctx.now)})
+                    mail.event("status_changed", old=status, new=new, by=by, reason=f"#{c.name}")
+                    values.update({"status": new, **status_times(new, mail.now)})
                     status = new
         if values:
-            values["updated_at"] = ctx.now
-            repo.update_row(ctx.session, Ticket, t.id, values)
-            ctx.ticket = repo.ticket_ref(ctx.session, ticket_id=t.id)
+            values["updated_at"] = mail.now
+            mail.change_ticket(values)
         log.info("agent_commands_applied", commands=[c.name for c in block.commands])

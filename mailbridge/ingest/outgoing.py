@@ -8,53 +8,78 @@ the case's first-response time, which the SLA clock reads.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import structlog
 
 from mailbridge.domain import Address, TicketStatus
 from mailbridge.ingest.commands import STATUS_COMMANDS
-from mailbridge.ingest.context import MailContext
+from mailbridge.ingest.mail import InboundMail
+from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import status_times
 from mailbridge.outbound.compose import OutgoingAttachment
-from mailbridge.outbound.guard import AutoMailGuard
+from mailbridge.outbound.guard import AutoMailGuard, Refusal
 from mailbridge.outbound.messages import Built, MailBuilder
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import repositories as repo
-from mailbridge.store.models import Message, Ticket
+from mailbridge.store.models import Message
 from mailbridge.store.repositories import ThreadParent
+from mailbridge.vocabulary import AGENTS_OWN, CUSTOMER_THREAD, AgentMode, AuthorRole, MessageKind
 
 log = structlog.get_logger(__name__)
 
-# Message kinds that make up the conversation with the customer (what a relay continues).
-CUSTOMER_THREAD_KINDS = ("customer", "ack", "relay")
+
+class AutoAnswers:
+    """Whether we may send an automatic mail (an acknowledgement, a size notice) to the sender of
+    this mail: the one place that decides it, asked by every step that sends one.
+
+    Never to machine-made mail (its class is not a person's: ``InboundMail.machine_made``), and
+    never past the guards on the recipient (``outbound/guard.py``: a hard-bounced address, the
+    per-recipient limits). What was held back is said by the returned reason."""
+
+    def __init__(self, guard: AutoMailGuard):
+        self.guard = guard
+
+    def refusal(self, mail: InboundMail, to: str, ticket_id: int | None) -> tuple[str, Refusal | None] | None:
+        """None when the mail may go; else (why, the guard's refusal or None for machine-made mail)."""
+        if mail.machine_made:
+            c = mail.mail_class
+            assert c is not None
+            return f"{c.kind.value} ({c.reason})", None
+        refusal = self.guard.check(mail.session, to, ticket_id, mail.now)
+        return (refusal.text(), refusal) if refusal is not None else None
+
+    def sent(self, mail: InboundMail, to: str, ticket_id: int | None, kind: MessageKind) -> None:
+        """Count an automatic mail against the recipient's limits."""
+        self.guard.record(mail.session, to, ticket_id, kind.value, mail.now)
 
 
-def _over_limit(ctx: MailContext, settings: Settings, kind: str) -> bool:
+def _over_limit(mail: InboundMail, settings: Settings, kind: MessageKind) -> bool:
     """True (and recorded) when the case already sent its hourly share of ``kind``."""
-    assert ctx.ticket is not None
+    assert mail.ticket is not None
     limit = settings.conversations.max_mails_per_case_per_hour
-    if repo.recent_outbound(ctx.session, ctx.ticket.id, (kind,), ctx.now - timedelta(hours=1)) < limit:
+    if repo.recent_outbound(mail.session, mail.ticket.id, (kind,), mail.now - timedelta(hours=1)) < limit:
         return False
-    ctx.event("mail_limit_reached", kind=kind, limit=limit)
+    mail.event("mail_limit_reached", kind=kind, limit=limit)
     log.warning("mail_limit_reached", kind=kind, limit=limit)
     return True
 
 
-def _enqueue(ctx: MailContext, built: Built, kind: str, dedup_key: str) -> int:
-    assert ctx.ticket is not None
+def _enqueue(mail: InboundMail, built: Built, kind: MessageKind, dedup_key: str) -> int:
+    assert mail.ticket is not None
     return enqueue(
-        ctx.session,
+        mail.session,
         built.out,
         kind=kind,
         dedup_key=dedup_key,
-        now=ctx.now,
-        ticket_id=ctx.ticket.id,
+        now=mail.now,
+        ticket_id=mail.ticket.id,
         in_reply_to=built.in_reply_to,
         references=built.references,
-        language=ctx.language,
+        language=mail.language,
         thread_index=built.thread_index,
     )
 
@@ -64,32 +89,32 @@ class Acknowledge:
 
     name = "acknowledge"
 
-    def __init__(self, builder: MailBuilder, settings: Settings, deadlines: Deadlines, guard: AutoMailGuard):
+    def __init__(self, builder: MailBuilder, deadlines: Deadlines, answers: AutoAnswers):
         self.builder = builder
-        self.settings = settings
         self.deadlines = deadlines
-        self.guard = guard
+        self.answers = answers
 
-    def __call__(self, ctx: MailContext) -> None:
-        if not ctx.new_ticket:
+    def __call__(self, mail: InboundMail) -> None:
+        if not mail.new_ticket:
             return
-        t, p, q = ctx.ticket, ctx.parsed, ctx.queue
+        t, p, q = mail.ticket, mail.parsed, mail.queue
         assert t is not None and p is not None and q is not None and p.from_ is not None
-        if ctx.ack_suppressed:
-            ctx.event("ack_suppressed", reason=ctx.ack_suppressed)
-            log.info("ack_suppressed", reason=ctx.ack_suppressed)
-            return
         # The address the case answers to (Ticket.reply_to: the first mail's Reply-To, else From).
         to = p.reply_to[0] if t.reply_to else p.from_
-        refusal = self.guard.check(ctx.session, to.email, t.id, ctx.now)
-        if refusal is not None:
-            ctx.event("auto_mail_suppressed", mail="ack", reason=refusal.reason, **refusal.detail)
-            ctx.flags.append(f"not acknowledged: {refusal.text()}")
-            log.warning("auto_mail_suppressed", mail="ack", reason=refusal.reason, to=to.email)
+        held = self.answers.refusal(mail, to.email, t.id)
+        if held is not None:
+            text, refusal = held
+            if refusal is None:  # machine-made
+                mail.event("ack_suppressed", reason=mail.machine_made)
+                log.info("ack_suppressed", reason=mail.machine_made)
+            else:
+                mail.event("auto_mail_suppressed", mail="ack", reason=refusal.reason, **refusal.detail)
+                mail.flags.append(f"not acknowledged: {text}")
+                log.warning("auto_mail_suppressed", mail="ack", reason=refusal.reason, to=to.email)
             return
         unknown = [
             {"number": u.number, "reason": u.reason, "suggestion": u.suggestion}
-            for u in (ctx.match.unknown if ctx.match else [])
+            for u in (mail.match.unknown if mail.match else [])
         ]
         built = self.builder.ack(
             t,
@@ -99,75 +124,74 @@ class Acknowledge:
             parent_refs=p.references,
             parent_index=p.header("thread-index"),
             attachments=[a.filename for a in p.attachments],
-            previous_case=ctx.link_from.case_number if ctx.link_reason == "closed-case" and ctx.link_from else None,
+            previous_case=mail.link_from.case_number if mail.link_reason == "closed-case" and mail.link_from else None,
             unknown=unknown,
-            severity=ctx.sla.level.label(t.language) if ctx.sla and ctx.sla.level else None,
+            severity=mail.sla.level.label(t.language) if mail.sla and mail.sla.level else None,
             first_response_due=(
-                self.deadlines.format(q.name, ctx.sla.first_response_due, t.language, t.organisation)
-                if ctx.sla and ctx.sla.first_response_due
+                self.deadlines.format(q.name, mail.sla.first_response_due, t.language, t.organisation)
+                if mail.sla and mail.sla.first_response_due
                 else None
             ),
-            no_contract=ctx.customer is not None and not ctx.customer.promised,
-            now=ctx.now,
+            no_contract=mail.customer is not None and not mail.customer.promised,
+            now=mail.now,
         )
-        outbox_id = _enqueue(ctx, built, "ack", f"ack:{t.case_number}")
-        self.guard.record(ctx.session, to.email, t.id, "ack", ctx.now)
-        ctx.event("ack_queued", outbox_id=outbox_id, message_id=built.out.message_id, to=to.email)
+        outbox_id = _enqueue(mail, built, MessageKind.ACK, f"ack:{t.case_number}")
+        self.answers.sent(mail, to.email, t.id, MessageKind.ACK)
+        mail.event("ack_queued", outbox_id=outbox_id, message_id=built.out.message_id, to=to.email)
 
 
 class OversizeNotice:
     """The short notice to the sender of a mail over ``ingest.max_message_bytes`` (called by
     Validate, which quarantines the mail): only for a person's mail, within the same guards as
-    acknowledgements; the quarantine reason says whether it went out."""
+    acknowledgements (``AutoAnswers``), from the queue the mail was written to (``Route``); the
+    quarantine reason says whether it went out."""
 
-    def __init__(self, builder: MailBuilder, settings: Settings, guard: AutoMailGuard):
+    def __init__(self, builder: MailBuilder, settings: Settings, answers: AutoAnswers):
         self.builder = builder
         self.settings = settings
-        self.guard = guard
+        self.answers = answers
 
-    def __call__(self, ctx: MailContext) -> None:
-        h, c = ctx.header_block, ctx.mail_class
-        assert ctx.quarantine is not None
-        stage, reason = ctx.quarantine
-        if h is None or h.from_ is None or c is None:
-            ctx.quarantine = (stage, f"{reason}; no notice: no sender address in the header block")
+    def __call__(self, mail: InboundMail) -> None:
+        h, out = mail.header_block, mail.outcome
+        assert out is not None and mail.queue is not None
+
+        def say(note: str) -> None:
+            mail.outcome = replace(out, reason=f"{out.reason}; {note}")
+
+        if h is None or h.from_ is None or mail.mail_class is None:
+            say("no notice: no sender address in the header block")
             return
-        if not c.personal:
-            ctx.quarantine = (stage, f"{reason}; no notice: {c.kind.value} ({c.reason})")
+        to, queue = h.from_, mail.queue
+        held = self.answers.refusal(mail, to.email, None)
+        if held is not None:
+            text, refusal = held
+            say(f"no notice: {text}")
+            if refusal is not None:
+                log.warning("auto_mail_suppressed", mail="oversize_notice", reason=refusal.reason, to=to.email)
             return
-        to = h.from_
-        refusal = self.guard.check(ctx.session, to.email, None, ctx.now)
-        if refusal is not None:
-            ctx.quarantine = (stage, f"{reason}; no notice: {refusal.text()}")
-            log.warning("auto_mail_suppressed", mail="oversize_notice", reason=refusal.reason, to=to.email)
-            return
-        queue = next(
-            (q for a in h.recipient_emails if (q := self.settings.queue_for_address(a)) is not None),
-            None,
-        ) or self.settings.default_queue_for(ctx.mail.account)
         built = self.builder.oversize_notice(
             queue,
             to,
             subject=h.subject,
-            size=len(ctx.mail.raw),
+            size=len(mail.raw),
             limit=self.settings.ingest.max_message_bytes,
             parent_id=h.message_id,
             parent_refs=h.references,
-            now=ctx.now,
+            now=mail.now,
         )
         enqueue(
-            ctx.session,
+            mail.session,
             built.out,
-            kind="oversize_notice",
-            dedup_key=f"oversize:{ctx.mail.sha256}",
-            now=ctx.now,
+            kind=MessageKind.OVERSIZE_NOTICE,
+            dedup_key=f"oversize:{mail.sha256}",
+            now=mail.now,
             ticket_id=None,
             in_reply_to=built.in_reply_to,
             references=built.references,
             language=queue.language,
         )
-        self.guard.record(ctx.session, to.email, None, "oversize_notice", ctx.now)
-        ctx.quarantine = (stage, f"{reason}; the sender {to.email} was told ({built.out.message_id})")
+        self.answers.sent(mail, to.email, None, MessageKind.OVERSIZE_NOTICE)
+        say(f"the sender {to.email} was told ({built.out.message_id})")
         log.info("oversize_notice_queued", to=to.email)
 
 
@@ -182,57 +206,57 @@ class Relay:
         self.builder = builder
         self.settings = settings
 
-    def __call__(self, ctx: MailContext) -> None:
-        t, p = ctx.ticket, ctx.parsed
-        if ctx.ignored or t is None or ctx.kind != "agent":
+    def __call__(self, mail: InboundMail) -> None:
+        t, p = mail.ticket, mail.parsed
+        if t is None or mail.kind != MessageKind.AGENT:
             return
-        assert p is not None and p.from_ is not None and ctx.commands is not None
+        assert p is not None and p.from_ is not None and mail.commands is not None
         queue = self.settings.queue(t.queue)
         by = p.from_.email
-        if ctx.agent_mode == "direct":
-            ctx.event("agent_replied_directly", by=by)
-        elif ctx.agent_mode == "external":
-            ctx.event("agent_wrote_elsewhere", by=by, to=[a.email for a in [*p.to, *p.cc]])
+        if mail.agent_mode == AgentMode.DIRECT:
+            mail.event("agent_replied_directly", by=by)
+        elif mail.agent_mode == AgentMode.EXTERNAL:
+            mail.event("agent_wrote_elsewhere", by=by, to=[a.email for a in [*p.to, *p.cc]])
             return
         else:
-            text = ctx.commands.text.strip()
+            text = mail.commands.text.strip()
             if not text:
-                if not ctx.commands.commands:
+                if not mail.commands.commands:
                     # Written below the quote, or only quote: say so rather than let the agent
                     # believe the customer was answered.
-                    ctx.agent_notice = (
+                    mail.agent_notice = (
                         "nothing was sent to the customer: we found no text of yours above the quoted "
                         "notification (write your answer at the top of the reply)"
                     )
-                    ctx.event("agent_reply_empty", by=by)
+                    mail.event("agent_reply_empty", by=by)
                 return
-            if not self._relay(ctx, queue, text):
+            if not self._relay(mail, queue, text):
                 return
-        ctx.answered = True
+        mail.answered = True
         values: dict = {}
         if t.first_response_at is None:
-            values["first_response_at"] = ctx.now
-            ctx.event("first_response", by=by, via=ctx.agent_mode)
-        status_set = any(c.name in STATUS_COMMANDS for c in ctx.commands.commands)
+            values["first_response_at"] = mail.now
+            mail.event("first_response", by=by, via=mail.agent_mode)
+        status_set = any(c.name in STATUS_COMMANDS for c in mail.commands.commands)
         if t.status == TicketStatus.NEW or (t.status in (TicketStatus.SOLVED, TicketStatus.CLOSED) and not status_set):
             # An agent answering a finished case without saying otherwise takes it up again; the
             # customer's answer then lands on this case, not on a new one.
-            values.update({"status": TicketStatus.OPEN.value, **status_times("open", ctx.now)})
-            ctx.event("status_changed", old=t.status, new="open", by=by, reason="agent reply")
+            values.update({"status": TicketStatus.OPEN.value, **status_times("open", mail.now)})
+            mail.event("status_changed", old=t.status, new="open", by=by, reason="agent reply")
         if values:
-            values["updated_at"] = ctx.now
-            repo.update_row(ctx.session, Ticket, t.id, values)
+            values["updated_at"] = mail.now
+            mail.change_ticket(values)
 
     @staticmethod
     def _parent(session, ticket_id: int) -> ThreadParent | None:
         """The newest message of the customer conversation, with the case's first mail (and its own
         ancestors) and our acknowledgement kept at the front of References: a colleague who started
         a thread of their own must not take the relay out of the requester's conversation."""
-        parent = repo.last_message(session, ticket_id, CUSTOMER_THREAD_KINDS)
+        parent = repo.last_message(session, ticket_id, CUSTOMER_THREAD)
         if parent is None:
             return None
-        first = repo.last_message(session, ticket_id, ("customer",), first=True)
-        ack = repo.last_message(session, ticket_id, ("ack",), first=True)
+        first = repo.last_message(session, ticket_id, (MessageKind.CUSTOMER,), first=True)
+        ack = repo.last_message(session, ticket_id, (MessageKind.ACK,), first=True)
         chain: list[str] = []
         if first is not None:
             chain += [*first.references, *([first.message_id] if first.message_id else [])]
@@ -241,23 +265,21 @@ class Relay:
         refs = list(dict.fromkeys([*chain, *parent.references]))
         return ThreadParent(parent.message_id, refs, parent.thread_index)
 
-    def _relay(self, ctx: MailContext, queue, text: str) -> bool:
+    def _relay(self, mail: InboundMail, queue, text: str) -> bool:
         """Queue the relay; False when the case's hourly cap held it back (the agent is told)."""
-        t, p = ctx.ticket, ctx.parsed
+        t, p = mail.ticket, mail.parsed
         assert t is not None and p is not None and p.from_ is not None
-        people = repo.participants(ctx.session, t.id)
-        own = self.settings.own_addresses
+        people = repo.participants(mail.session, t.id)
         cc = [
             Address("", e)
             for e, role in people.items()
-            if role == "customer"
+            if role == AuthorRole.CUSTOMER
             and e not in (t.requester_email, t.answer_to)
-            and e not in own
-            and not queue.is_agent(e)
+            and not is_ours(self.settings, e, queue)
         ]
         # Inline images with a Content-ID are the agent's signature logos, not files for the customer.
-        if _over_limit(ctx, self.settings, "relay"):
-            ctx.agent_notice = (
+        if _over_limit(mail, self.settings, MessageKind.RELAY):
+            mail.agent_notice = (
                 f"nothing was sent to the customer: case {t.case_number} already sent "
                 f"{self.settings.conversations.max_mails_per_case_per_hour} relayed replies in the last hour "
                 "(a guard against mail loops); send your answer again later or write to the customer directly"
@@ -275,12 +297,12 @@ class Relay:
             text=text,
             to=[Address(t.requester_name if t.answer_to == t.requester_email else "", t.answer_to)],
             cc=cc,
-            parent=self._parent(ctx.session, t.id),
+            parent=self._parent(mail.session, t.id),
             attachments=files,
-            now=ctx.now,
+            now=mail.now,
         )
-        outbox_id = _enqueue(ctx, built, "relay", f"relay:{ctx.message_id}")
-        ctx.event("relayed", outbox_id=outbox_id, by=p.from_.email, to=built.out.envelope_to, files=len(files))
+        outbox_id = _enqueue(mail, built, MessageKind.RELAY, f"relay:{mail.message_id}")
+        mail.event("relayed", outbox_id=outbox_id, by=p.from_.email, to=built.out.envelope_to, files=len(files))
         log.info("agent_reply_relayed", to=built.out.envelope_to)
         return True
 
@@ -294,14 +316,14 @@ class CommandErrors:
         self.builder = builder
         self.settings = settings
 
-    def __call__(self, ctx: MailContext) -> None:
-        t, p, block = ctx.ticket, ctx.parsed, ctx.commands
-        if t is None or ctx.role != "agent" or ctx.ack_suppressed:
+    def __call__(self, mail: InboundMail) -> None:
+        t, p, block = mail.ticket, mail.parsed, mail.commands
+        if t is None or mail.role != AuthorRole.AGENT or mail.machine_made:
             return
         assert p is not None and p.from_ is not None
-        verified = ctx.agent_proof is not None
-        if ctx.agent_notice:
-            errors = [ctx.agent_notice]
+        verified = mail.agent_proof is not None
+        if mail.agent_notice:
+            errors = [mail.agent_notice]
         elif block is None or not (block.commands or block.errors):
             return
         elif not verified:
@@ -321,10 +343,10 @@ class CommandErrors:
             verified=verified,
             parent_id=p.message_id,
             parent_refs=p.references,
-            now=ctx.now,
+            now=mail.now,
         )
-        outbox_id = _enqueue(ctx, built, "command_error", f"cmderr:{ctx.message_id}")
-        ctx.event("command_error_sent", outbox_id=outbox_id, to=p.from_.email, errors=errors)
+        outbox_id = _enqueue(mail, built, MessageKind.COMMAND_ERROR, f"cmderr:{mail.message_id}")
+        mail.event("command_error_sent", outbox_id=outbox_id, to=p.from_.email, errors=errors)
 
 
 class NotifyAgents:
@@ -336,52 +358,51 @@ class NotifyAgents:
         self.builder = builder
         self.settings = settings
 
-    def __call__(self, ctx: MailContext) -> None:
-        t, p = ctx.ticket, ctx.parsed
+    def __call__(self, mail: InboundMail) -> None:
+        t, p = mail.ticket, mail.parsed
         # Machine-made replies (out-of-office, robots) are stored without a word to anyone; a case
         # that such a mail opened is still announced, or nobody would know it exists.
-        auto_reply = ctx.ack_suppressed and not ctx.new_ticket
-        if ctx.ignored or t is None or auto_reply or ctx.kind in ("agent", "note", "agent_rejected"):
+        auto_reply = mail.machine_made and not mail.new_ticket
+        if t is None or auto_reply or mail.kind in AGENTS_OWN:
             return
         assert p is not None and p.from_ is not None
         queue = self.settings.queue(t.queue)
         if not queue.notify_addresses:
             return
-        if ctx.new_ticket:
+        if mail.new_ticket:
             event = "new"
-        elif ctx.kind == "third_party":
+        elif mail.kind == MessageKind.THIRD_PARTY:
             event = "third-party"
-        elif ctx.kind == "agent_unverified":
+        elif mail.kind == MessageKind.AGENT_UNVERIFIED:
             event = "unverified-agent"
-        elif any(e["kind"] == "reopened" for e in ctx.events):
+        elif any(e["kind"] == "reopened" for e in mail.events):
             event = "reopened"
         else:
             event = "reply"
         # A case opened by this mail has no earlier notification and nothing else changed it: the
         # three lookups below are for replies only (this runs for every new case).
-        if not ctx.new_ticket and _over_limit(ctx, self.settings, "notification"):
+        if not mail.new_ticket and _over_limit(mail, self.settings, MessageKind.NOTIFICATION):
             # Stored on the case and flagged, so agents looking at it see what was not announced.
             limit = self.settings.conversations.max_mails_per_case_per_hour
             flag = f"not notified: the case reached {limit} notifications in an hour"
-            repo.update_row(ctx.session, Message, ctx.message_id, {"flags": [*ctx.flags, flag]})
+            repo.update_row(mail.session, Message, mail.message_id, {"flags": [*mail.flags, flag]})
             return
-        ticket = t if ctx.new_ticket else (repo.ticket_ref(ctx.session, ticket_id=t.id) or t)
-        previous = None if ctx.new_ticket else repo.last_message(ctx.session, t.id, ("notification",))
+        previous = None if mail.new_ticket else repo.last_message(mail.session, t.id, (MessageKind.NOTIFICATION,))
         built = self.builder.notification(
-            ticket,
+            t,
             queue,
             event=event,
             sender=p.from_,
-            role=ctx.role,
+            role=mail.role,
             # A new case shows the whole mail (a forward's content is the request); a reply its new part.
-            text=p.text if ctx.new_ticket else (p.new_text or p.text),
-            flags=ctx.flags,
-            urgency=ctx.urgency,
+            text=p.text if mail.new_ticket else (p.new_text or p.text),
+            flags=mail.flags,
+            urgency=mail.urgency,
             attachments=[a.filename for a in p.attachments],
             previous=previous,
-            linked_case=ctx.link_from.case_number if ctx.link_from else None,
+            linked_case=mail.link_from.case_number if mail.link_from else None,
             severity_levels=self.settings.severity_levels(queue),
-            now=ctx.now,
+            now=mail.now,
         )
-        outbox_id = _enqueue(ctx, built, "notification", f"notify:{ctx.message_id}")
-        ctx.event("agents_notified", outbox_id=outbox_id, event=event, to=built.out.envelope_to)
+        outbox_id = _enqueue(mail, built, MessageKind.NOTIFICATION, f"notify:{mail.message_id}")
+        mail.event("agents_notified", outbox_id=outbox_id, event=event, to=built.out.envelope_to)

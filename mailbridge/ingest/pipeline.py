@@ -1,8 +1,9 @@
 """Runs the steps for one mail in one database transaction.
 
-Outcomes: ``processed`` (ticket created or updated), ``duplicate``, ``ignored`` (our own mail) or
-``quarantined`` (a step said so, or a step raised: the transaction is rolled back and a quarantine
-row naming the stage and the error is committed instead, so one bad mail never stops the rest).
+Each mail ends in one :class:`~mailbridge.vocabulary.Disposition`: ``processed`` unless a step
+finished the run early (``InboundMail.finish``: duplicate, ignored, noise; ``to_quarantine``), or a
+step raised: then the transaction is rolled back and a quarantine row naming the stage and the
+error is committed instead, so one bad mail never stops the rest.
 A database *connection* fault is not the mail's fault: it propagates as :class:`InfrastructureError`
 and the poller retries the mail later. Either way the mailbox's last UID advances in the same
 transaction that records the mail.
@@ -13,13 +14,16 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
-from mailbridge.ingest.steps import InboundMail, MailContext, Step
+from mailbridge.domain import ParsedMail
+from mailbridge.ingest.mail import InboundMail
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_integrity_error, is_transient_db_error, session_scope
 from mailbridge.store.models import Event, Quarantine, RawMessage
+from mailbridge.vocabulary import Disposition
 
 log = structlog.get_logger(__name__)
 
@@ -31,15 +35,29 @@ class InfrastructureError(Exception):
     """The database could not be reached or stayed locked; nothing was recorded for this mail."""
 
 
+class Step(Protocol):
+    """One stage: a ``name`` (in logs and quarantine reasons) and ``__call__(mail)``.
+
+    A step that sets ``records_kept = True`` also runs for a mail whose run was finished as one we
+    keep without a case (our own mail, unmatched noise): it records the message."""
+
+    name: str
+
+    def __call__(self, mail: InboundMail) -> None: ...
+
+
 class Pipeline:
     def __init__(self, session_factory, steps: list[Step], clock: Callable[[], datetime]):
         self.factory = session_factory
         self.steps = steps
         self.clock = clock
 
-    def process(self, mail: InboundMail) -> str:
-        """Process one mail; return its disposition. Raises InfrastructureError only."""
-        structlog.contextvars.bind_contextvars(account=mail.account, uid=mail.uid)
+    def process(self, mail: InboundMail) -> Disposition:
+        """Process one (prepared) mail; return its disposition. Raises InfrastructureError only."""
+        head = mail.head
+        structlog.contextvars.bind_contextvars(
+            account=mail.account, uid=mail.uid, message_id=head.message_id if head else None
+        )
         try:
             for attempt in range(INTEGRITY_RETRIES + 1):
                 try:
@@ -54,33 +72,33 @@ class Pipeline:
                     return self._quarantine_after_error(mail, e)
             raise AssertionError("unreachable")
         finally:
-            structlog.contextvars.unbind_contextvars("account", "uid", "message_id", "case", "stage")
+            structlog.contextvars.unbind_contextvars("account", "uid", "message_id", "case")
 
-    def _run(self, mail: InboundMail) -> str:
+    def _run(self, mail: InboundMail) -> Disposition:
         now = self.clock()
         with session_scope(self.factory) as session:
-            ctx = MailContext(mail=mail, session=session, now=now)
+            mail.begin(session, now)
             for step in self.steps:
-                ctx.stage = step.name
+                ended = mail.outcome
+                if ended is not None and not (ended.keeps_message and getattr(step, "records_kept", False)):
+                    continue
+                mail.stage = step.name
                 try:
-                    step(ctx)
+                    step(mail)
                 except Exception as e:
                     e.add_note(f"in pipeline step {step.name!r}")
                     e.stage = step.name  # type: ignore[attr-defined]
                     raise
-                if ctx.done:
-                    break
-            repo.insert_rows(session, Event, ctx.events)
-            if ctx.raw_id is not None and ctx.disposition != "processed":
-                repo.update_row(session, RawMessage, ctx.raw_id, {"disposition": ctx.disposition})
-            if ctx.quarantine is not None:
-                stage, reason = ctx.quarantine
-                self._add_quarantine(session, ctx.raw_id, stage, reason, ctx, now)
+            repo.insert_rows(session, Event, mail.events)
+            if mail.raw_id is not None and mail.disposition != Disposition.PROCESSED:
+                repo.update_row(session, RawMessage, mail.raw_id, {"disposition": mail.disposition.value})
+            if mail.outcome is not None and mail.outcome.disposition == Disposition.QUARANTINED:
+                assert mail.raw_id is not None and mail.outcome.stage is not None
+                self._add_quarantine(session, mail.raw_id, mail.outcome.stage, mail.outcome.reason, mail.head, now)
             repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
-        return ctx.disposition
+        return mail.disposition
 
-    def _add_quarantine(self, session, raw_id: int, stage: str, reason: str, ctx, now) -> None:
-        p = (ctx.parsed or ctx.header_block) if ctx is not None else None
+    def _add_quarantine(self, session, raw_id: int, stage: str, reason: str, p: ParsedMail | None, now) -> None:
         repo.insert_row(
             session,
             Quarantine,
@@ -97,7 +115,7 @@ class Pipeline:
         )
         log.warning("mail_quarantined", stage=stage, reason=reason[:500])
 
-    def _quarantine_after_error(self, mail: InboundMail, error: Exception) -> str:
+    def _quarantine_after_error(self, mail: InboundMail, error: Exception) -> Disposition:
         """A step raised: keep the raw mail, park it with the stage and error, move on."""
         stage = getattr(error, "stage", "pipeline")
         reason = f"{type(error).__name__} in step {stage}: {error}"
@@ -121,14 +139,14 @@ class Pipeline:
                         "folder": mail.folder,
                         "uidvalidity": mail.uidvalidity,
                         "uid": mail.uid,
-                        "disposition": "quarantined",
+                        "disposition": Disposition.QUARANTINED.value,
                         "received_at": now,
                     },
                 )
-                self._add_quarantine(session, raw_id, stage, reason, None, now)
+                self._add_quarantine(session, raw_id, stage, reason, mail.head, now)
                 repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
         except Exception as e:
             if is_transient_db_error(e):
                 raise InfrastructureError(str(e)) from e
             raise
-        return "quarantined"
+        return Disposition.QUARANTINED

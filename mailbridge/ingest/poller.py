@@ -25,12 +25,13 @@ from datetime import datetime
 import structlog
 
 from mailbridge.ingest.fetcher import FetchError, ImapMailbox
+from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.pipeline import InfrastructureError, Pipeline
 from mailbridge.ingest.prepare import Preparer
-from mailbridge.ingest.steps import InboundMail
 from mailbridge.settings import AccountSettings
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_transient_db_error, session_scope
+from mailbridge.vocabulary import Disposition
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +73,7 @@ class AccountPoller:
         self.retry_at = 0.0  # time.monotonic() before which we do not reconnect
 
     def _folder_for(self, disposition: str) -> str:
-        if disposition == "quarantined":
+        if disposition == Disposition.QUARANTINED:
             return self.account.quarantine_folder
         return self.account.processed_folder
 
@@ -123,7 +124,7 @@ class AccountPoller:
                 for uid in left:
                     # A UID at or below last_uid was committed; a duplicate leaves no raw row of its
                     # own, so "no record" means "duplicate" here.
-                    moves.setdefault(self._folder_for(disp.get(uid, "duplicate")), []).append(uid)
+                    moves.setdefault(self._folder_for(disp.get(uid, Disposition.DUPLICATE)), []).append(uid)
                 self._move(moves)
                 report.leftovers_moved = sum(len(v) for v in moves.values())
                 if report.leftovers_moved:
@@ -139,22 +140,12 @@ class AccountPoller:
         moves = {}
         try:
             for batch in self.mailbox.fetch_batches(uids):
-                for prep in self.preparer.prepare(batch):
-                    mail = InboundMail(
-                        raw=prep.raw,
-                        sha256=prep.sha256,
-                        raw_path=prep.raw_path,
-                        account=acc.name,
-                        folder=acc.folder,
-                        uidvalidity=uidvalidity,
-                        uid=prep.uid,
-                        parsed=prep.parsed,
-                        parse_error=prep.parse_error,
-                    )
+                fetched = (InboundMail(acc.name, acc.folder, uidvalidity, uid, raw) for uid, raw in batch)
+                for mail in self.preparer.prepare(fetched):
                     disposition = self.pipeline.process(mail)
                     report.fetched += 1
                     report.count(disposition)
-                    moves.setdefault(self._folder_for(disposition), []).append(prep.uid)
+                    moves.setdefault(self._folder_for(disposition), []).append(mail.uid)
                     if stop is not None and stop.is_set():
                         break
                 # One MOVE per fetched batch: what this batch committed leaves the folder.

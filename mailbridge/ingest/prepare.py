@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,6 +27,9 @@ from mailbridge.ingest.parser import ParseError, parse_mail
 from mailbridge.processes import die_with_parent
 from mailbridge.store.rawstore import raw_store
 
+if TYPE_CHECKING:  # the workers need not import the pipeline
+    from mailbridge.ingest.mail import InboundMail
+
 log = structlog.get_logger(__name__)
 
 # Batches smaller than this are prepared inline: the pool pays off on backlogs, not single mails.
@@ -34,39 +38,63 @@ POOL_MIN_BATCH = 8
 POOL_CHUNKSIZE = 4
 
 
-@dataclass
-class Prepared:
-    uid: int
-    raw: bytes
-    sha256: str
-    raw_path: str
-    parsed: ParsedMail | None
-    parse_error: str | None
-
-
 # Set in each worker process by _init_worker.
 _worker_var_dir: Path | None = None
 _worker_max_bytes: int = 0
 _worker_detector: LanguageDetector | None = None
 
 
-def prepare_one(
-    raw: bytes, var_dir: Path, max_bytes: int, detector: LanguageDetector | None
-) -> tuple[str, str, ParsedMail | None, str | None]:
-    """Store the raw bytes, parse them and detect the language: (sha256, raw path, parsed, error)."""
+# How far into a mail not parsed whole we look for the end of its header block (the rest is not read).
+MAX_HEADER_BLOCK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What preparing one mail found (returned across the process boundary, then put on the mail)."""
+
+    sha256: str
+    raw_path: str
+    oversize: bool
+    parsed: ParsedMail | None
+    parse_error: str | None
+    header_block: ParsedMail | None
+
+    def apply(self, mail: InboundMail) -> InboundMail:
+        mail.sha256, mail.raw_path, mail.oversize = self.sha256, self.raw_path, self.oversize
+        mail.parsed, mail.parse_error, mail.header_block = self.parsed, self.parse_error, self.header_block
+        return mail
+
+
+def prepare_one(raw: bytes, var_dir: Path, max_bytes: int, detector: LanguageDetector | None) -> Preparation:
+    """Store the raw bytes, then parse them and detect the language, unless the mail is over the
+    size limit (the one place that limit is checked: such a mail is never parsed whole)."""
     digest, rel = raw_store(var_dir).put(raw)
     if len(raw) > max_bytes:
-        return digest, rel, None, f"mail is {len(raw)} bytes, over the limit of {max_bytes}"
+        error = f"mail is {len(raw)} bytes, over the limit of {max_bytes}"
+        return Preparation(digest, rel, True, None, error, _header_block(raw))
     try:
         parsed = parse_mail(raw)
-        if detector is not None:
-            parsed.language = detector.guess(parsed.subject, parsed.text)
-            parsed.language_detected = True
-        return digest, rel, parsed, None
     except ParseError as e:
-        return digest, rel, None, f"unparseable: {e}"
+        return Preparation(digest, rel, False, None, f"unparseable: {e}", _header_block(raw))
     except Exception as e:  # a parser bug must not cost the mail: it is quarantined with the reason
-        return digest, rel, None, f"parser crashed: {type(e).__name__}: {e}"
+        return Preparation(digest, rel, False, None, f"parser crashed: {type(e).__name__}: {e}", _header_block(raw))
+    if detector is not None:
+        parsed.language = detector.guess(parsed.subject, parsed.text)
+        parsed.language_detected = True
+    return Preparation(digest, rel, False, parsed, None, None)
+
+
+def _header_block(raw: bytes) -> ParsedMail | None:
+    """The header block of a mail we did not parse whole, parsed alone: who sent it and whether it
+    is automatic. None when there is none."""
+    head = raw[:MAX_HEADER_BLOCK]
+    ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
+    if not ends:
+        return None
+    try:
+        return parse_mail(head[: min(ends)] + b"\r\n\r\n")
+    except Exception:  # the header block is a best effort; the mail is quarantined anyway
+        return None
 
 
 def _init_worker(var_dir: Path, max_bytes: int, languages: list[str]) -> None:
@@ -103,22 +131,22 @@ class Preparer:
             log.info("parse_pool_started", workers=self.workers)
         return self._pool
 
-    def _inline(self, items: list[tuple[int, bytes]]) -> Iterator[Prepared]:
-        for uid, raw in items:
+    def _inline(self, mails: list[InboundMail]) -> Iterator[InboundMail]:
+        for mail in mails:
             # Inline, the pipeline detects the language itself (with the detector it already has).
-            yield Prepared(uid, raw, *prepare_one(raw, self.var_dir, self.max_bytes, None))
+            yield prepare_one(mail.raw, self.var_dir, self.max_bytes, None).apply(mail)
 
-    def prepare(self, items: Iterable[tuple[int, bytes]]) -> Iterator[Prepared]:
-        """Yield a :class:`Prepared` per (uid, raw), in the order given."""
-        items = list(items)
+    def prepare(self, mails: Iterable[InboundMail]) -> Iterator[InboundMail]:
+        """Prepare each fetched mail and yield it, in the order given."""
+        items = list(mails)
         if self.workers <= 0 or len(items) < POOL_MIN_BATCH:
             yield from self._inline(items)
             return
         done = 0
         try:
-            results = self._get_pool().map(_prepare_in_worker, [raw for _, raw in items], chunksize=POOL_CHUNKSIZE)
-            for (uid, raw), result in zip(items, results, strict=True):
-                yield Prepared(uid, raw, *result)
+            results = self._get_pool().map(_prepare_in_worker, [m.raw for m in items], chunksize=POOL_CHUNKSIZE)
+            for mail, result in zip(items, results, strict=True):
+                yield result.apply(mail)
                 done += 1
         except BrokenProcessPool as e:
             # A worker died (killed, out of memory): the rest of the batch is prepared inline and

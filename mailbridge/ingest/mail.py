@@ -1,0 +1,164 @@
+"""The one carrier of an inbound mail, from fetch to commit: :class:`InboundMail`.
+
+The poller creates it with where the mail came from and its bytes; the preparer (``ingest/prepare.py``)
+adds the hash, the raw-store path and the parse; the pipeline's steps add their decisions. The
+decisions belong to one attempt at the mail's transaction: :meth:`InboundMail.begin` starts them
+afresh when the pipeline retries after a conflict.
+
+Every run ends in exactly one :class:`~mailbridge.vocabulary.Disposition`. A step that knows the
+outcome early says so with :meth:`InboundMail.finish` or :meth:`InboundMail.to_quarantine`; the
+pipeline then skips the remaining steps except those that record every kept mail (``records_kept``).
+Expected outcomes are values here, never exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from mailbridge.domain import ParsedMail
+from mailbridge.ingest.commands import CommandBlock
+from mailbridge.ingest.matcher import Match
+from mailbridge.ingest.noise import Classification
+from mailbridge.settings import QueueSettings
+from mailbridge.sla.deadlines import Assessment, Customer
+from mailbridge.store import repositories as repo
+from mailbridge.store.models import Ticket
+from mailbridge.store.repositories import TicketRef
+from mailbridge.vocabulary import AgentMode, AuthorRole, Disposition, MessageKind
+
+if TYPE_CHECKING:
+    from mailbridge.store.db import Session
+
+_SNAPSHOT_FIELDS = frozenset(f.name for f in fields(TicketRef))
+# What the mail carries from fetch and prepare; every other field is decided by one attempt at the
+# mail's transaction (reset by ``begin``).
+_CARRIED = frozenset(
+    {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
+    | {"header_block"}
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a mail's run ended before its last step: the disposition and why."""
+
+    disposition: Disposition
+    reason: str
+    # For a quarantined mail: the stage that refused it.
+    stage: str | None = None
+
+    @property
+    def keeps_message(self) -> bool:
+        """Our own mail and unmatched noise are still stored as messages (without a case)."""
+        return self.disposition in (Disposition.IGNORED, Disposition.NOISE)
+
+
+@dataclass(eq=False)
+class InboundMail:
+    # -- fetched (ingest/poller.py) --
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    raw: bytes
+    # -- prepared, before any transaction (ingest/prepare.py) --
+    sha256: str = ""
+    raw_path: str = ""
+    # Over ``ingest.max_message_bytes``: not parsed at all (decided once, in prepare_one).
+    oversize: bool = False
+    parsed: ParsedMail | None = None
+    parse_error: str | None = None
+    # A mail not parsed whole (too large, or the parser gave up): its header block alone, parsed
+    # (who sent it and whether it is automatic). None when it has none, or the mail was parsed.
+    header_block: ParsedMail | None = None
+
+    # -- decided by the steps, in one attempt at the mail's transaction --
+    session: Session | None = None
+    now: datetime | None = None
+    stage: str = ""  # the step running now, for logs and quarantine reasons
+    outcome: Outcome | None = None
+    raw_id: int | None = None
+    # What kind of mail it is (ingest/noise.py): a person's, an out-of-office reply, a bounce, …
+    mail_class: Classification | None = None
+    queue: QueueSettings | None = None
+    language: str | None = None
+    ticket: TicketRef | None = None
+    new_ticket: bool = False
+    message_id: int | None = None
+    # History entries of this mail, written with one executemany at the end of the transaction.
+    events: list[dict] = field(default_factory=list)
+    routing: dict = field(default_factory=dict)
+    # -- conversations (ingest/conversation.py) --
+    match: Match | None = None
+    role: AuthorRole = AuthorRole.REQUESTER
+    # An agent's mail proven by a signed notification or DKIM ("notification" / "dkim"); None: unproven.
+    agent_proof: str | None = None
+    # The message's kind on the case and why agents should look at it.
+    kind: MessageKind = MessageKind.CUSTOMER
+    flags: list[str] = field(default_factory=list)
+    # An agent's command block (its text is what may go to the customer).
+    commands: CommandBlock | None = None
+    # The case a new case follows up, and why ("closed-case" / "third-party").
+    link_from: TicketRef | None = None
+    link_reason: str | None = None
+    # The severity and deadlines a new case got, and the requester's organisation and contract.
+    sla: Assessment | None = None
+    customer: Customer | None = None
+    # An agent's answer reached the customer with this mail (relayed or sent directly): the
+    # first-response clock stops, the follow-up clock starts again.
+    answered: bool = False
+    # An agent changed the severity: the follow-up clock follows the new level.
+    severity_changed: bool = False
+    # Phrases with which a customer asked for more urgency.
+    urgency: list[str] = field(default_factory=list)
+    agent_mode: AgentMode | None = None
+    # Something the agent must be told although no command failed (a revoked notification, a
+    # reply with nothing to send).
+    agent_notice: str | None = None
+
+    def begin(self, session: Session, now: datetime) -> None:
+        """Start an attempt at the mail's transaction: every decision of an earlier attempt is gone."""
+        for f in fields(self):
+            if f.name not in _CARRIED:
+                setattr(self, f.name, f.default if f.default_factory is MISSING else f.default_factory())
+        self.session, self.now = session, now
+
+    @property
+    def head(self) -> ParsedMail | None:
+        """What we could read of the mail: the whole parse, else its header block."""
+        return self.parsed or self.header_block
+
+    @property
+    def machine_made(self) -> str | None:
+        """Why no person wrote this mail (its class is not a person's), or None.
+
+        The one rule behind "never answer machine-made mail": such a mail is never acknowledged,
+        relayed, allowed to change or reopen a case, or announced as a reply. Every step asks
+        this property; none reads the class for it."""
+        c = self.mail_class
+        return None if c is None or c.personal else c.reason
+
+    @property
+    def disposition(self) -> Disposition:
+        return self.outcome.disposition if self.outcome is not None else Disposition.PROCESSED
+
+    def finish(self, disposition: Disposition, reason: str) -> None:
+        """End the run here with ``disposition``: later steps are skipped (see ``records_kept``)."""
+        self.outcome = Outcome(disposition, reason)
+
+    def to_quarantine(self, stage: str, reason: str) -> None:
+        self.outcome = Outcome(Disposition.QUARANTINED, reason, stage)
+
+    def change_ticket(self, values: dict) -> None:
+        """Write ``values`` to this mail's ticket and keep the snapshot (``ticket``) in step with them:
+        the one way a step changes the case, so no later step reads a stale status."""
+        assert self.ticket is not None and self.session is not None
+        repo.update_row(self.session, Ticket, self.ticket.id, values)
+        self.ticket = replace(self.ticket, **{k: v for k, v in values.items() if k in _SNAPSHOT_FIELDS})
+
+    def event(self, kind: str, /, **detail) -> None:
+        """Add an entry to the ticket's history (the ticket of this mail)."""
+        assert self.ticket is not None
+        self.events.append({"ticket_id": self.ticket.id, "kind": kind, "detail": detail, "created_at": self.now})
