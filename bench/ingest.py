@@ -301,18 +301,19 @@ class Breakdown:
 
 
 class _TimedStep:
-    """A pipeline step with the same name, timed by a :class:`Breakdown`."""
+    """A pipeline step with the same name (and the same ``records_kept``), timed by a :class:`Breakdown`."""
 
     def __init__(self, step, breakdown: Breakdown):
         self.step = step
         self.name = step.name
+        self.records_kept = getattr(step, "records_kept", False)
         self.label = f"step {step.name}"
         self.breakdown = breakdown
 
-    def __call__(self, ctx) -> None:
+    def __call__(self, mail) -> None:
         frame, t0 = self.breakdown._enter()
         try:
-            self.step(ctx)
+            self.step(mail)
         finally:
             self.breakdown._exit(self.label, frame, t0)
 
