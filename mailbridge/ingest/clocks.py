@@ -22,6 +22,7 @@ from datetime import datetime
 
 import structlog
 
+from mailbridge.domain import TicketStatus
 from mailbridge.ingest.mail import InboundMail
 from mailbridge.settings import Settings
 from mailbridge.sla.calendar import add_business_time, add_calendar_time, business_time_between
@@ -33,6 +34,10 @@ from mailbridge.store import repositories as repo
 from mailbridge.store.models import Ticket
 
 log = structlog.get_logger(__name__)
+
+# A case someone is working on, and one that rests (waiting for the customer, or finished).
+ACTIVE = (TicketStatus.NEW, TicketStatus.OPEN)
+RESTING = (TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED)
 
 # Ticket columns this step sets → ClockFacts fields (the follow-up period's start is what the
 # clocks call last_answer_at).
@@ -63,13 +68,31 @@ class TrackClocks:
             or not self.deadlines.customer_of(ref.queue, ref.organisation, ref.contract).promised
         ):
             return
+        values = self._pause_or_resume(mail, ref, f, cal, level)
+        values.update(self._follow_up(mail, ref, f, cal, level))
+        # When the escalation job has to look next, from the clocks as this mail left them (one
+        # UPDATE with the rest).
+        after = replace(
+            f,
+            **{FACT_OF_COLUMN.get(k, k): v for k, v in values.items() if k != "last_answer_at"},
+        )
+        values["next_escalation_at"] = self.escalations.next_check(ref, after, mail.now)
+        repo.update_row(mail.session, Ticket, ref.id, values)
+        if mail.new_ticket and level.escalate_on_create:
+            self.escalations.send(
+                mail.session, ref, kind="created", stage=ON_CREATE, dedup_key=f"esc:{ref.id}:created", now=mail.now
+            )
+
+    def _pause_or_resume(self, mail: InboundMail, ref, f, cal, level) -> dict:
+        """Pause the clocks of a case that went pending (where the queue pauses), or resume them: every
+        due time still ahead at the pause moves on by the time the case waited."""
         q = self.settings.queue(ref.queue)
         now = mail.now
         values: dict = {}
-        if ref.status == "pending" and q.pause_while_pending and f.paused_at is None:
+        if ref.status == TicketStatus.PENDING and q.pause_while_pending and f.paused_at is None:
             values["paused_at"] = now
             mail.event("clock_paused")
-        elif ref.status != "pending" and f.paused_at is not None:
+        elif ref.status != TicketStatus.PENDING and f.paused_at is not None:
             paused = business_time_between(cal, f.paused_at, now)
             wall = now - f.paused_at
 
@@ -99,16 +122,23 @@ class TrackClocks:
                 paused_wall_seconds=int(wall.total_seconds()),
                 **{k: v.isoformat() for k, v in values.items() if k.endswith("_due") and v is not None},
             )
+        return values
+
+    def _follow_up(self, mail: InboundMail, ref, f, cal, level) -> dict:
+        """Restart the follow-up clock after an answer reached the customer, or a case became active
+        again; follow a severity change."""
+        now = mail.now
+        values: dict = {}
         # A case that became active again (reopened, or back from pending) owes its customer a new
         # follow-up from now on: the time it rested is nobody's delay.
         reactivated = any(
             e["kind"] == "status_changed"
             and e["ticket_id"] == ref.id
-            and e["detail"].get("old") in ("pending", "solved", "closed")
-            and e["detail"].get("new") in ("new", "open")
+            and e["detail"].get("old") in RESTING
+            and e["detail"].get("new") in ACTIVE
             for e in mail.events
         )
-        if mail.answered or (reactivated and ref.status in ("new", "open") and f.first_response_at is not None):
+        if mail.answered or (reactivated and ref.status in ACTIVE and f.first_response_at is not None):
             if mail.answered:
                 values["last_answer_at"] = now
             values["update_started_at"] = now
@@ -123,15 +153,4 @@ class TrackClocks:
                 values["update_due"] = None
         if "update_due" in values and values["update_due"] != f.update_due:
             mail.event("follow_up_due", due=values["update_due"].isoformat() if values["update_due"] else None)
-        # When the escalation job has to look next, from the clocks as this mail left them (one
-        # UPDATE with the rest).
-        after = replace(
-            f,
-            **{FACT_OF_COLUMN.get(k, k): v for k, v in values.items() if k != "last_answer_at"},
-        )
-        values["next_escalation_at"] = self.escalations.next_check(ref, after, now)
-        repo.update_row(mail.session, Ticket, ref.id, values)
-        if mail.new_ticket and level.escalate_on_create:
-            self.escalations.send(
-                mail.session, ref, kind="created", stage=ON_CREATE, dedup_key=f"esc:{ref.id}:created", now=now
-            )
+        return values

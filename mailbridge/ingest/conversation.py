@@ -202,11 +202,11 @@ class ApplyReply:
             log.info("reply_to_closed_case", old_case=t.case_number)
             return
         if effect is ReplyEffect.REOPEN:
-            mail.change_ticket({"status": TicketStatus.OPEN.value, **status_times("open", mail.now)})
+            mail.change_ticket({"status": TicketStatus.OPEN.value, **status_times(TicketStatus.OPEN, mail.now)})
             mail.event(
                 "status_changed",
                 old=t.status,
-                new="open",
+                new=TicketStatus.OPEN,
                 by=p.from_.email if p.from_ else None,
                 reason="customer reply",
             )

@@ -31,7 +31,7 @@ from mailbridge.vocabulary import AgentMode, AuthorRole, Disposition, MessageKin
 if TYPE_CHECKING:
     from mailbridge.store.db import Session
 
-_SNAPSHOT_FIELDS = frozenset(f.name for f in fields(TicketRef))
+TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 # What the mail carries from fetch and prepare; every other field is decided by one attempt at the
 # mail's transaction (reset by ``begin``).
 _CARRIED = frozenset(
@@ -156,7 +156,7 @@ class InboundMail:
         the one way a step changes the case, so no later step reads a stale status."""
         assert self.ticket is not None and self.session is not None
         repo.update_row(self.session, Ticket, self.ticket.id, values)
-        self.ticket = replace(self.ticket, **{k: v for k, v in values.items() if k in _SNAPSHOT_FIELDS})
+        self.ticket = replace(self.ticket, **{k: v for k, v in values.items() if k in TICKET_REF_FIELDS})
 
     def event(self, kind: str, /, **detail) -> None:
         """Add an entry to the ticket's history (the ticket of this mail)."""

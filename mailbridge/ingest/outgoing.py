@@ -241,8 +241,8 @@ class Relay:
         if t.status == TicketStatus.NEW or (t.status in (TicketStatus.SOLVED, TicketStatus.CLOSED) and not status_set):
             # An agent answering a finished case without saying otherwise takes it up again; the
             # customer's answer then lands on this case, not on a new one.
-            values.update({"status": TicketStatus.OPEN.value, **status_times("open", mail.now)})
-            mail.event("status_changed", old=t.status, new="open", by=by, reason="agent reply")
+            values.update({"status": TicketStatus.OPEN.value, **status_times(TicketStatus.OPEN, mail.now)})
+            mail.event("status_changed", old=t.status, new=TicketStatus.OPEN, by=by, reason="agent reply")
         if values:
             values["updated_at"] = mail.now
             mail.change_ticket(values)

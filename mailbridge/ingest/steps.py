@@ -16,7 +16,7 @@ from mailbridge.ingest import noise
 from mailbridge.ingest.clocks import TrackClocks
 from mailbridge.ingest.conversation import AgentCommands, ApplyReply, Identify
 from mailbridge.ingest.language import LanguageDetector
-from mailbridge.ingest.mail import InboundMail
+from mailbridge.ingest.mail import TICKET_REF_FIELDS, InboundMail
 from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.noise import MailClass
 from mailbridge.ingest.outgoing import Acknowledge, AutoAnswers, CommandErrors, NotifyAgents, OversizeNotice, Relay
@@ -255,20 +255,39 @@ class OpenTicket:
             return
         p = mail.parsed
         assert p is not None and p.from_ is not None and mail.queue is not None and mail.language
-        # The severity the mail asks for and the deadlines it sets (no scheme: no promise). The whole
-        # first mail counts: a forwarded error report is the request.
         reply_to = self._reply_to(p)
-        # The organisation of whoever the case answers to, and whether it has a response promise.
-        customer = self.deadlines.customer(mail.queue.name, reply_to or p.from_.email)
-        sla = self.deadlines.assess(mail.queue.name, p.subject, p.text, mail.now, customer)
-        mail.sla = sla
-        mail.customer = customer
+        # The organisation of whoever the case answers to, and whether it has a response promise;
+        # the severity the mail asks for and the deadlines it sets (no scheme: no promise). The
+        # whole first mail counts: a forwarded error report is the request.
+        mail.customer = self.deadlines.customer(mail.queue.name, reply_to or p.from_.email)
+        mail.sla = self.deadlines.assess(mail.queue.name, p.subject, p.text, mail.now, mail.customer)
+        values = self._row(mail, p, reply_to)
+        ticket_id = repo.insert_row(mail.session, Ticket, values)
+        mail.ticket = TicketRef(id=ticket_id, **{k: v for k, v in values.items() if k in TICKET_REF_FIELDS})
+        mail.new_ticket = True
+        mail.role = AuthorRole.REQUESTER
+        if mail.machine_made:
+            mail.flags.append(f"automatic mail ({mail.machine_made}): probably no request of a person")
+        structlog.contextvars.bind_contextvars(case=mail.ticket.case_number)
+        people = [(p.from_.email, p.from_.name, AuthorRole.REQUESTER)]
+        # Cc'd customers take part; our own addresses and the queue's agents do not.
+        people += [
+            (a.email, a.name, AuthorRole.CUSTOMER) for a in p.cc if not is_ours(self.settings, a.email, mail.queue)
+        ]
+        repo.add_participants(mail.session, ticket_id, people, mail.now, new_ticket=True)
+        self._history(mail, p.from_.email)
+        log.info("ticket_created", queue=mail.queue.name, language=mail.language, linked=values["linked_ticket_id"])
+
+    def _row(self, mail: InboundMail, p, reply_to: str | None) -> dict:
+        """The new ticket's row, with the next case number."""
+        assert mail.queue is not None and mail.customer is not None and mail.sla is not None
         serial = repo.allocate_serial(mail.session, self.fmt, self.first_serial)
         subject = p.subject
         if mail.link_from is not None:
             # The old case's tag and the reply prefixes are not part of the new case's subject.
             subject = self.normalizer.topic(subject, self.tag_re) or subject
-        values = {
+        sla, customer = mail.sla, mail.customer
+        return {
             "case_number": self.fmt.format(serial),
             "serial": serial,
             "queue": mail.queue.name,
@@ -287,35 +306,18 @@ class OpenTicket:
             "first_response_due": sla.first_response_due,
             "resolution_due": sla.resolution_due,
         }
-        ticket_id = repo.insert_row(mail.session, Ticket, values)
-        mail.ticket = TicketRef(
-            id=ticket_id,
-            **{k: values[k] for k in ("case_number", "queue", "status", "subject", "requester_email")},
-            requester_name=values["requester_name"],
-            language=values["language"],
-            created_at=mail.now,
-            linked_ticket_id=values["linked_ticket_id"],
-            reply_to=values["reply_to"],
-            severity=values["severity"],
-            organisation=customer.organisation,
-            contract=customer.contract,
-        )
-        mail.new_ticket = True
-        mail.role = AuthorRole.REQUESTER
-        if mail.machine_made:
-            mail.flags.append(f"automatic mail ({mail.machine_made}): probably no request of a person")
-        structlog.contextvars.bind_contextvars(case=mail.ticket.case_number)
-        people = [(p.from_.email, p.from_.name, AuthorRole.REQUESTER)]
-        for a in p.cc:
-            # Cc'd customers take part; our own addresses and the queue's agents do not.
-            if not is_ours(self.settings, a.email, mail.queue):
-                people.append((a.email, a.name, AuthorRole.CUSTOMER))
-        repo.add_participants(mail.session, ticket_id, people, mail.now, new_ticket=True)
+
+    @staticmethod
+    def _history(mail: InboundMail, requester: str) -> None:
+        """The new case's first events: created, its severity, and the link to the case it follows up."""
+        assert mail.queue is not None and mail.customer is not None and mail.sla is not None
+        assert mail.ticket is not None
+        customer, sla = mail.customer, mail.sla
         mail.event(
             "created",
             queue=mail.queue.name,
             language=mail.language,
-            requester=p.from_.email,
+            requester=requester,
             organisation=customer.organisation,
             contract=customer.contract,
             promised=customer.promised,
@@ -339,7 +341,6 @@ class OpenTicket:
                     "created_at": mail.now,
                 }
             )
-        log.info("ticket_created", queue=mail.queue.name, language=mail.language, linked=values["linked_ticket_id"])
 
 
 class StoreMessage:
