@@ -233,8 +233,18 @@ def _is_daemon(address: str) -> bool:
 
 @dataclass
 class _Signals:
-    """The cheap, header-only facts every rule reads (computed once per mail)."""
+    """What the rules read, computed once per mail: cheap header-only facts, our addresses and the
+    mail's bytes (which only the bounce rule reads again, and only for candidates).
 
+    ``evidence`` gathers the notes in the order they are made: the headers' here, then what the
+    bounce check saw (kept when the mail turns out no bounce). The forward and reply markers (Exchange
+    rule, redirect headers, X-Auto-Response-Suppress) are noted in ``marker_notes``: they follow that
+    evidence in the answers of the rules from the forwards on (:meth:`verdict`), and are not part of
+    a bounce's or machine report's evidence.
+    """
+
+    raw: bytes = b""
+    own: frozenset[str] = frozenset()
     from_addr: str = ""
     from_null: bool = False  # From: <> (some bounces have no sender address at all)
     from_daemon_name: bool = False  # "MAILER-DAEMON <>", "Mail Delivery System <…>"
@@ -244,7 +254,23 @@ class _Signals:
     auto_token: str = ""  # RFC 3834 keyword, lower case ("" when absent or "no")
     auto_comment: str = ""
     precedence: str = ""
+    # An anchored autoresponder subject prefix ("Automatic reply:", "Abwesenheitsnotiz:", …).
+    oof_prefix: bool = False
+    # Exchange's mailbox-rule markers: a rule made or passed on the mail; the rule owner's address.
+    exchange_rule: bool = False
+    rule_owner: str = ""
+    # The redirect headers present (Resent-*, X-Forwarded-To, …; _REDIRECT_HEADERS order).
+    redirect: tuple[str, ...] = ()
+    # "list-id" and/or "list-unsubscribe", when present.
+    list_headers: tuple[str, ...] = ()
+    # X-Auto-Response-Suppress ("" when absent).
+    suppress: str = ""
     evidence: list[str] = field(default_factory=list)
+    marker_notes: tuple[str, ...] = ()
+
+    def verdict(self, kind: MailClass, reason: str, *notes: str) -> Classification:
+        """A rule's answer: the evidence so far, the forward and reply markers, the rule's own notes."""
+        return Classification(kind, reason, evidence=(*self.evidence, *self.marker_notes, *notes))
 
     @property
     def null_sender(self) -> bool:
@@ -266,8 +292,8 @@ class _Signals:
         )
 
 
-def _signals(mail: ParsedMail) -> _Signals:
-    s = _Signals()
+def _signals(mail: ParsedMail, raw: bytes, own: frozenset[str]) -> _Signals:
+    s = _Signals(raw=raw, own=own)
     from_raw = _hv(mail, "from")
     s.from_addr = mail.from_.email if mail.from_ else _addr(from_raw)
     s.from_null = not s.from_addr and "<>" in from_raw.replace(" ", "")
@@ -294,7 +320,30 @@ def _signals(mail: ParsedMail) -> _Signals:
         s.evidence.append(f"mailer-daemon Return-Path {s.return_path}")
     elif _is_daemon(s.from_addr):
         s.evidence.append(f"postmaster From {s.from_addr}")
+    s.oof_prefix = bool(_OOF_SUBJECT_PREFIX_RE.match(s.subject))
+    _markers(mail, s)
     return s
+
+
+def _markers(mail: ParsedMail, s: _Signals) -> None:
+    """The forward and reply markers: Exchange's mailbox rules, redirects, lists, X-Auto-Response-Suppress."""
+    notes = []
+    loop = _hv(mail, _EXCHANGE_RULE_LOOP)
+    if loop:
+        notes.append(f"X-MS-Exchange-Inbox-Rules-Loop: {loop[:60]}")
+        s.rule_owner = _addr(loop)
+    if "mailbox rules agent" in _hv(mail, _EXCHANGE_SOURCE).lower():
+        notes.append("X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent")
+    if _hv(mail, _EXCHANGE_AUTOFORWARDED).lower() == "true":
+        notes.append("X-MS-Exchange-Organization-AutoForwarded: true")
+    s.exchange_rule = bool(notes)
+    s.redirect = tuple(h for h in _REDIRECT_HEADERS if mail.header(h) is not None)
+    notes.extend(f"{h}: {_hv(mail, h)[:60]}" for h in s.redirect)
+    s.list_headers = tuple(h for h in ("list-id", "list-unsubscribe") if mail.header(h) is not None)
+    s.suppress = _hv(mail, "x-auto-response-suppress")
+    if s.suppress:
+        notes.append(f"X-Auto-Response-Suppress: {s.suppress}")
+    s.marker_notes = tuple(notes)
 
 
 # --- Bounces -------------------------------------------------------------------------------------
@@ -501,7 +550,6 @@ def _detect_bounce(mail: ParsedMail, raw: bytes, s: _Signals) -> Classification 
     bounce_subject = bool(_BOUNCE_SUBJECT_RE.match(s.subject))
     failed_header = _hv(mail, "x-failed-recipients")
     exchange_ndr = mail.header("x-ms-exchange-message-is-ndr") is not None
-    oof_subject = bool(_OOF_SUBJECT_PREFIX_RE.match(s.subject))
     if facts.is_report or facts.has_status_part:
         evidence.append("multipart/report; report-type=delivery-status")
     if bounce_subject:
@@ -534,7 +582,7 @@ def _detect_bounce(mail: ParsedMail, raw: bytes, s: _Signals) -> Classification 
         structured
         or exchange_ndr
         or bool(failed_header)
-        or ((origin or subject_says) and score >= 2 and not oof_subject)
+        or ((origin or subject_says) and score >= 2 and not s.oof_prefix)
     )
     if not is_bounce:
         return None
@@ -600,24 +648,6 @@ def _looks_oof(mail: ParsedMail, s: _Signals) -> bool:
     return bool(_OOF_WORDS_RE.search(opening))
 
 
-def _exchange_rule_made(mail: ParsedMail, evidence: list[str]) -> tuple[bool, str]:
-    """Whether an Exchange mailbox rule made or passed on this mail, and the rule owner's address."""
-    loop = _hv(mail, _EXCHANGE_RULE_LOOP)
-    source = _hv(mail, _EXCHANGE_SOURCE)
-    autofwd = _hv(mail, _EXCHANGE_AUTOFORWARDED).lower()
-    made = False
-    if loop:
-        evidence.append(f"X-MS-Exchange-Inbox-Rules-Loop: {loop[:60]}")
-        made = True
-    if "mailbox rules agent" in source.lower():
-        evidence.append("X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent")
-        made = True
-    if autofwd == "true":
-        evidence.append("X-MS-Exchange-Organization-AutoForwarded: true")
-        made = True
-    return made, _addr(loop) if loop else ""
-
-
 def _forward_shape(mail: ParsedMail, s: _Signals) -> bool:
     """A forward by its form: a forward subject prefix or an attached message."""
     if _FORWARD_SUBJECT_RE.match(s.subject):
@@ -630,7 +660,7 @@ def _classify(parsed: ParsedMail, raw: bytes, own: frozenset[str]) -> Classifica
         reason = f"From is our own address {parsed.from_.email}"
         return Classification(MailClass.OWN, reason, evidence=(reason,))
 
-    s = _signals(parsed)
+    s = _signals(parsed, raw, own)
     ev = s.evidence
 
     # 2. Bounces (the only rule that reads ``raw`` again, and only for candidates).
@@ -647,15 +677,9 @@ def _classify(parsed: ParsedMail, raw: bytes, own: frozenset[str]) -> Classifica
         return Classification(MailClass.AUTO_REPLY, f"multipart/report; report-type={rtype}", evidence=tuple(ev))
 
     # 3. Forwards made by the customer's rules.
-    exchange_rule, rule_owner = _exchange_rule_made(parsed, ev)
-    redirect = [h for h in _REDIRECT_HEADERS if parsed.header(h) is not None]
-    for h in redirect:
-        ev.append(f"{h}: {_hv(parsed, h)[:60]}")
-    has_list = [h for h in ("list-id", "list-unsubscribe") if parsed.header(h) is not None]
-    xars = _hv(parsed, "x-auto-response-suppress")
-    if xars:
-        ev.append(f"X-Auto-Response-Suppress: {xars}")
-    oof_prefix = bool(_OOF_SUBJECT_PREFIX_RE.match(s.subject))
+    ev.extend(s.marker_notes)
+    exchange_rule, rule_owner, redirect, has_list = s.exchange_rule, s.rule_owner, s.redirect, s.list_headers
+    xars, oof_prefix = s.suppress, s.oof_prefix
 
     if s.auto_token == "auto-forwarded" and not has_list:
         # Not an RFC 3834 keyword, but forwarders use it; list servers do too for their fan-out
