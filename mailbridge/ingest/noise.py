@@ -216,6 +216,10 @@ _REDIRECT_HEADERS = ("resent-from", "resent-sender", "x-sieve-redirected-from", 
 _EXCHANGE_RULE_LOOP = "x-ms-exchange-inbox-rules-loop"
 _EXCHANGE_SOURCE = "x-ms-exchange-generated-message-source"
 _EXCHANGE_AUTOFORWARDED = "x-ms-exchange-organization-autoforwarded"
+# RFC 2919 List-Id and RFC 2369 List-Unsubscribe, in the order a list mail's reason names them.
+_LIST_HEADERS = ("list-id", "list-unsubscribe")
+# MS-OXCMAIL 2.1.3.2.20 (see the module docstring: no marker on its own).
+_SUPPRESS = "x-auto-response-suppress"
 # Precedence values (RFC 2076 3.9; RFC 3834 section 2 names bulk, junk and list).
 _LIST_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 # RFC 3463 enhanced status code, with the class digit captured.
@@ -260,7 +264,7 @@ def _is_daemon(address: str) -> bool:
     return local in _DAEMON_LOCALPARTS
 
 
-@dataclass
+@dataclass(slots=True)
 class _Signals:
     """What the rules read, computed once per mail: cheap header-only facts, our addresses and the
     mail's bytes (which only the bounce rule reads again, and only for candidates).
@@ -356,22 +360,28 @@ def _signals(mail: ParsedMail, raw: bytes, own: frozenset[str]) -> _Signals:
 
 def _markers(mail: ParsedMail, s: _Signals) -> None:
     """The forward and reply markers: Exchange's mailbox rules, redirects, lists, X-Auto-Response-Suppress."""
-    notes = []
-    loop = _hv(mail, _EXCHANGE_RULE_LOOP)
-    if loop:
-        notes.append(f"X-MS-Exchange-Inbox-Rules-Loop: {loop[:60]}")
-        s.rule_owner = _addr(loop)
-    if "mailbox rules agent" in _hv(mail, _EXCHANGE_SOURCE).lower():
+    # Every mail pays for this: the header dict is read directly (its names are lower case), and
+    # absent headers, the usual case, cost one lookup each.
+    headers = mail.headers
+    notes: list[str] = []
+    if _EXCHANGE_RULE_LOOP in headers:
+        loop = _hv(mail, _EXCHANGE_RULE_LOOP)
+        if loop:
+            notes.append(f"X-MS-Exchange-Inbox-Rules-Loop: {loop[:60]}")
+            s.rule_owner = _addr(loop)
+    if _EXCHANGE_SOURCE in headers and "mailbox rules agent" in _hv(mail, _EXCHANGE_SOURCE).lower():
         notes.append("X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent")
-    if _hv(mail, _EXCHANGE_AUTOFORWARDED).lower() == "true":
+    if _EXCHANGE_AUTOFORWARDED in headers and _hv(mail, _EXCHANGE_AUTOFORWARDED).lower() == "true":
         notes.append("X-MS-Exchange-Organization-AutoForwarded: true")
     s.exchange_rule = bool(notes)
-    s.redirect = tuple(h for h in _REDIRECT_HEADERS if mail.header(h) is not None)
-    notes.extend(f"{h}: {_hv(mail, h)[:60]}" for h in s.redirect)
-    s.list_headers = tuple(h for h in ("list-id", "list-unsubscribe") if mail.header(h) is not None)
-    s.suppress = _hv(mail, "x-auto-response-suppress")
-    if s.suppress:
-        notes.append(f"X-Auto-Response-Suppress: {s.suppress}")
+    s.redirect = tuple([h for h in _REDIRECT_HEADERS if h in headers])
+    for h in s.redirect:
+        notes.append(f"{h}: {_hv(mail, h)[:60]}")
+    s.list_headers = tuple([h for h in _LIST_HEADERS if h in headers])
+    if _SUPPRESS in headers:
+        s.suppress = _hv(mail, _SUPPRESS)
+        if s.suppress:
+            notes.append(f"X-Auto-Response-Suppress: {s.suppress}")
     s.marker_notes = tuple(notes)
 
 
