@@ -136,6 +136,8 @@ _COMMENT_RE = re.compile(r"\(([^()]*)\)")
 _DAEMON_LOCALPARTS = frozenset(
     {"mailer-daemon", "mailer_daemon", "mailerdaemon", "mail-daemon", "postmaster", "mdaemon"}
 )
+# Display names of mailer daemons ("MAILER-DAEMON <>", "Mail Delivery System <…>").
+_DAEMON_NAME_RE = re.compile(r"mailer[-_ ]?daemon|mail delivery (?:system|subsystem)", re.IGNORECASE)
 # Subjects that MTAs give their bounces, anchored at the start so that a person's "FW: Undeliverable"
 # (a customer asking about a bounce) does not match. Postfix, Sendmail, Exim, qmail, Exchange, Gmail,
 # Domino, German/French Exchange.
@@ -330,8 +332,8 @@ def _signals(mail: ParsedMail, raw: bytes, own: frozenset[str]) -> _Signals:
     from_raw = _hv(mail, "from")
     s.from_addr = mail.from_.email if mail.from_ else _addr(from_raw)
     s.from_null = not s.from_addr and "<>" in from_raw.replace(" ", "")
-    s.from_daemon_name = bool(re.search(r"mailer[-_ ]?daemon|mail delivery (?:system|subsystem)", from_raw, re.I))
-    if mail.header("return-path") is not None:
+    s.from_daemon_name = bool(_DAEMON_NAME_RE.search(from_raw))
+    if "return-path" in mail.headers:
         s.return_path = _addr(_hv(mail, "return-path"))
     s.subject = mail.subject or ""
     s.content_type = _hv(mail, "content-type").lower()
@@ -398,8 +400,8 @@ def _bounce_candidate(mail: ParsedMail, s: _Signals) -> bool:
         or s.daemon_sender
         or bool(_BOUNCE_SUBJECT_RE.match(s.subject))
         or bool(_CANDIDATE_SUBJECT_RE.match(s.subject))
-        or mail.header("x-failed-recipients") is not None
-        or mail.header("x-ms-exchange-message-is-ndr") is not None
+        or "x-failed-recipients" in mail.headers
+        or "x-ms-exchange-message-is-ndr" in mail.headers
     )
 
 
