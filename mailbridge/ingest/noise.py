@@ -4,33 +4,59 @@ Every inbound mail gets one :class:`MailClass`, stored on its raw row and messag
 ``human`` and ``auto_forwarded`` mail may open a case, be acknowledged, reopen or notify;
 bounces are matched to the mail of ours they bounce (``Bounce.original_message_ids``).
 
-Interface used by the pipeline (``ingest/steps.py``); the detection rules live here. The order of
-the rules is the order of the evidence's strength, and when in doubt a mail stays a person's: a lost
-customer request is worse than one acknowledgement sent to an autoresponder.
+Interface used by the pipeline (``ingest/steps.py``); the detection rules live here, each a small
+function named below, walked in this order by ``RULES``: the first rule that answers decides. The order
+is the order of the evidence's strength, and when in doubt a mail stays a person's: a lost customer
+request is worse than one acknowledgement sent to an autoresponder.
 
-1. **own** — From is one of our addresses (a loop).
-2. **bounce** — a delivery-status notification (RFC 3464 ``multipart/report;
+Machine-made mail:
+
+1. ``own_address`` — From is one of our addresses (a loop): **own**.
+2. ``bounce`` — a delivery-status notification (RFC 3464 ``multipart/report;
    report-type=delivery-status``, read with the stdlib), Exchange's ``X-MS-Exchange-Message-Is-Ndr``,
    Exim's ``X-Failed-Recipients``; or, without any of those, a mail from a machine (null return path,
    MAILER-DAEMON/postmaster) or with a bounce subject plus one more sign: flufl.bounce's detectors
    (qmail, Exim, Postfix without DSN, AOL, Yahoo, …), the usual bounce wording, a returned message.
-   Hard when a recipient failed permanently (``Action: failed``, 5.x.x), soft when only delayed
-   (``Action: delayed``, 4.x.x). ``raw`` is parsed a second time only for such candidates (cheap
-   header checks decide that). A DSN reporting only success is an auto-reply.
-3. **auto_forwarded** — a person's mail that the *customer's* server forwarded by rule and, doing so,
-   marked automatic: Exchange's mailbox-rule markers with a forward's shape (FW/WG/TR… subject or an
-   attached message) or a redirect's (From is not the rule owner); ``Auto-Submitted: auto-forwarded``;
-   Resent-* + ``auto-generated`` + a forward's shape. It must still become a ticket. Forwards that
-   mark nothing (Gmail's X-Forwarded-To, Sieve redirect) keep the class of what they forward.
-4. **out_of_office / auto_reply** — RFC 3834 ``Auto-Submitted``, ``X-Autoreply``/``X-Autorespond``,
-   ``Precedence: auto_reply``, Apple's ``X-Apple-Action: VACATION``, ``X-Mailer: vacation``,
-   Exchange's rule-made replies (loop header), null sender + ``X-Auto-Response-Suppress``, other
-   ``multipart/report`` (MDN, ARF); out-of-office when the reply says so (subject words in several
-   languages, the ``(vacation)`` comment, RFC 5230's "Auto:" subject, the opening words). The
-   anchored autoresponder subject prefixes ("Automatic reply:", "Abwesenheitsnotiz:", …) decide alone.
-5. **list** — ``List-Id`` (RFC 2919), ``List-Unsubscribe`` (RFC 2369), ``Precedence: bulk/junk/list``.
-6. a null return path (RFC 5321 4.5.5) or a MAILER-DAEMON From without anything above: **auto_reply**.
-7. otherwise **human**.
+   **hard_bounce** when a recipient failed permanently (``Action: failed``, 5.x.x), **soft_bounce**
+   when only delayed (``Action: delayed``, 4.x.x). ``raw`` is parsed a second time only for such
+   candidates (cheap header checks decide that). A DSN reporting only success is an **auto_reply**.
+3. ``machine_report`` — any other ``multipart/report`` (MDN, ARF): **auto_reply**.
+
+A person's mail that the *customer's* server forwarded by rule and, doing so, marked automatic:
+**auto_forwarded**: it must still become a ticket. Forwards that mark nothing (Gmail's
+X-Forwarded-To, Sieve redirect) keep the class of what they forward.
+
+4. ``auto_submitted_forward`` — ``Auto-Submitted: auto-forwarded`` without list headers (list
+   servers mark their fan-out copies so).
+5. ``exchange_rule_forward`` — Exchange's mailbox-rule markers with a forward's shape (FW/WG/TR…
+   subject or an attached message), unless the subject is an autoresponder's.
+6. ``exchange_rule_redirect`` — the markers with a redirect's shape: From is not the rule owner
+   (and no auto-reply); **list** when it is list mail.
+7. ``resent_forward`` — Resent-* (or another redirect header) + ``auto-generated`` + a forward's
+   shape, without list headers.
+
+Automatic replies: **out_of_office** when the reply says so (subject words in several languages,
+the ``(vacation)`` comment, RFC 5230's "Auto:" subject, the opening words), else **auto_reply**.
+
+8. ``auto_reply_marker`` — RFC 3834 ``Auto-Submitted``, ``X-Autoreply``/``X-Autorespond``,
+   ``Precedence: auto_reply``.
+9. ``apple_vacation`` — Apple's ``X-Apple-Action: VACATION``: **out_of_office**.
+10. ``vacation_program`` — ``X-Mailer: vacation`` (BSD vacation(1)): **out_of_office**.
+11. ``exchange_rule_reply`` — Exchange's mailbox-rule markers on a mail that is no forward (an OOF
+    or a "reply using a template" rule).
+12. ``null_sender_oof`` — a null sender + ``X-Auto-Response-Suppress`` or an autoresponder subject
+    prefix (Exchange on-premises OOF without Auto-Submitted).
+13. ``notes_auto_subject`` — Lotus Notes' "AUTO: … out of the office" subject: **out_of_office**.
+14. ``oof_subject_prefix`` — the anchored autoresponder subject prefixes ("Automatic reply:",
+    "Abwesenheitsnotiz:", …) decide alone: **out_of_office**.
+
+Lists, other machines, people:
+
+15. ``list_headers`` — ``List-Id`` (RFC 2919), ``List-Unsubscribe`` (RFC 2369): **list**.
+16. ``list_precedence`` — ``Precedence: bulk/junk/list``: **list**.
+17. ``null_sender_or_daemon`` — a null return path (RFC 5321 4.5.5) or a MAILER-DAEMON From without
+    anything above: **auto_reply**.
+18. ``human`` — otherwise: **human**.
 
 ``X-Auto-Response-Suppress`` (MS-OXCMAIL 2.1.3.2.20) alone is *not* enough: Outlook puts it on
 ordinary mail too ("do not send me auto-replies"); Jitbit lost "tens of perfectly good emails" by
@@ -44,7 +70,7 @@ import email
 import email.message
 import email.parser
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -110,6 +136,8 @@ _COMMENT_RE = re.compile(r"\(([^()]*)\)")
 _DAEMON_LOCALPARTS = frozenset(
     {"mailer-daemon", "mailer_daemon", "mailerdaemon", "mail-daemon", "postmaster", "mdaemon"}
 )
+# Display names of mailer daemons ("MAILER-DAEMON <>", "Mail Delivery System <…>").
+_DAEMON_NAME_RE = re.compile(r"mailer[-_ ]?daemon|mail delivery (?:system|subsystem)", re.IGNORECASE)
 # Subjects that MTAs give their bounces, anchored at the start so that a person's "FW: Undeliverable"
 # (a customer asking about a bounce) does not match. Postfix, Sendmail, Exim, qmail, Exchange, Gmail,
 # Domino, German/French Exchange.
@@ -190,6 +218,10 @@ _REDIRECT_HEADERS = ("resent-from", "resent-sender", "x-sieve-redirected-from", 
 _EXCHANGE_RULE_LOOP = "x-ms-exchange-inbox-rules-loop"
 _EXCHANGE_SOURCE = "x-ms-exchange-generated-message-source"
 _EXCHANGE_AUTOFORWARDED = "x-ms-exchange-organization-autoforwarded"
+# RFC 2919 List-Id and RFC 2369 List-Unsubscribe, in the order a list mail's reason names them.
+_LIST_HEADERS = ("list-id", "list-unsubscribe")
+# MS-OXCMAIL 2.1.3.2.20 (see the module docstring: no marker on its own).
+_SUPPRESS = "x-auto-response-suppress"
 # Precedence values (RFC 2076 3.9; RFC 3834 section 2 names bulk, junk and list).
 _LIST_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 # RFC 3463 enhanced status code, with the class digit captured.
@@ -210,6 +242,9 @@ _DELAY_RE = re.compile(
 BOUNCE_TEXT_CHARS = 20_000
 # How much of the text opening decides whether an automatic reply is an out-of-office one.
 OOF_TEXT_CHARS = 400
+# RFC 5230 5.3: Sieve vacation's default subject is "Auto: " + the original subject; Lotus Notes
+# writes "AUTO: Smith, John is out of the office".
+_AUTO_SUBJECT_RE = re.compile(r"^\s*auto\s*:", re.IGNORECASE)
 
 
 def _hv(mail: ParsedMail, name: str) -> str:
@@ -231,10 +266,20 @@ def _is_daemon(address: str) -> bool:
     return local in _DAEMON_LOCALPARTS
 
 
-@dataclass
+@dataclass(slots=True)
 class _Signals:
-    """The cheap, header-only facts every rule reads (computed once per mail)."""
+    """What the rules read, computed once per mail: cheap header-only facts, our addresses and the
+    mail's bytes (which only the bounce rule reads again, and only for candidates).
 
+    ``evidence`` gathers the notes in the order they are made: the headers' here, then what the
+    bounce check saw (kept when the mail turns out no bounce). The forward and reply markers (Exchange
+    rule, redirect headers, X-Auto-Response-Suppress) are noted in ``marker_notes``: they follow that
+    evidence in the answers of the rules from the forwards on (:meth:`verdict`), and are not part of
+    a bounce's or machine report's evidence.
+    """
+
+    raw: bytes = b""
+    own: frozenset[str] = frozenset()
     from_addr: str = ""
     from_null: bool = False  # From: <> (some bounces have no sender address at all)
     from_daemon_name: bool = False  # "MAILER-DAEMON <>", "Mail Delivery System <…>"
@@ -244,7 +289,23 @@ class _Signals:
     auto_token: str = ""  # RFC 3834 keyword, lower case ("" when absent or "no")
     auto_comment: str = ""
     precedence: str = ""
+    # An anchored autoresponder subject prefix ("Automatic reply:", "Abwesenheitsnotiz:", …).
+    oof_prefix: bool = False
+    # Exchange's mailbox-rule markers: a rule made or passed on the mail; the rule owner's address.
+    exchange_rule: bool = False
+    rule_owner: str = ""
+    # The redirect headers present (Resent-*, X-Forwarded-To, …; _REDIRECT_HEADERS order).
+    redirect: tuple[str, ...] = ()
+    # "list-id" and/or "list-unsubscribe", when present.
+    list_headers: tuple[str, ...] = ()
+    # X-Auto-Response-Suppress ("" when absent).
+    suppress: str = ""
     evidence: list[str] = field(default_factory=list)
+    marker_notes: tuple[str, ...] = ()
+
+    def verdict(self, kind: MailClass, reason: str, *notes: str) -> Classification:
+        """A rule's answer: the evidence so far, the forward and reply markers, the rule's own notes."""
+        return Classification(kind, reason, evidence=(*self.evidence, *self.marker_notes, *notes))
 
     @property
     def null_sender(self) -> bool:
@@ -266,13 +327,13 @@ class _Signals:
         )
 
 
-def _signals(mail: ParsedMail) -> _Signals:
-    s = _Signals()
+def _signals(mail: ParsedMail, raw: bytes, own: frozenset[str]) -> _Signals:
+    s = _Signals(raw=raw, own=own)
     from_raw = _hv(mail, "from")
     s.from_addr = mail.from_.email if mail.from_ else _addr(from_raw)
     s.from_null = not s.from_addr and "<>" in from_raw.replace(" ", "")
-    s.from_daemon_name = bool(re.search(r"mailer[-_ ]?daemon|mail delivery (?:system|subsystem)", from_raw, re.I))
-    if mail.header("return-path") is not None:
+    s.from_daemon_name = bool(_DAEMON_NAME_RE.search(from_raw))
+    if "return-path" in mail.headers:
         s.return_path = _addr(_hv(mail, "return-path"))
     s.subject = mail.subject or ""
     s.content_type = _hv(mail, "content-type").lower()
@@ -294,7 +355,36 @@ def _signals(mail: ParsedMail) -> _Signals:
         s.evidence.append(f"mailer-daemon Return-Path {s.return_path}")
     elif _is_daemon(s.from_addr):
         s.evidence.append(f"postmaster From {s.from_addr}")
+    s.oof_prefix = bool(_OOF_SUBJECT_PREFIX_RE.match(s.subject))
+    _markers(mail, s)
     return s
+
+
+def _markers(mail: ParsedMail, s: _Signals) -> None:
+    """The forward and reply markers: Exchange's mailbox rules, redirects, lists, X-Auto-Response-Suppress."""
+    # Every mail pays for this: the header dict is read directly (its names are lower case), and
+    # absent headers, the usual case, cost one lookup each.
+    headers = mail.headers
+    notes: list[str] = []
+    if _EXCHANGE_RULE_LOOP in headers:
+        loop = _hv(mail, _EXCHANGE_RULE_LOOP)
+        if loop:
+            notes.append(f"X-MS-Exchange-Inbox-Rules-Loop: {loop[:60]}")
+            s.rule_owner = _addr(loop)
+    if _EXCHANGE_SOURCE in headers and "mailbox rules agent" in _hv(mail, _EXCHANGE_SOURCE).lower():
+        notes.append("X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent")
+    if _EXCHANGE_AUTOFORWARDED in headers and _hv(mail, _EXCHANGE_AUTOFORWARDED).lower() == "true":
+        notes.append("X-MS-Exchange-Organization-AutoForwarded: true")
+    s.exchange_rule = bool(notes)
+    s.redirect = tuple([h for h in _REDIRECT_HEADERS if h in headers])
+    for h in s.redirect:
+        notes.append(f"{h}: {_hv(mail, h)[:60]}")
+    s.list_headers = tuple([h for h in _LIST_HEADERS if h in headers])
+    if _SUPPRESS in headers:
+        s.suppress = _hv(mail, _SUPPRESS)
+        if s.suppress:
+            notes.append(f"X-Auto-Response-Suppress: {s.suppress}")
+    s.marker_notes = tuple(notes)
 
 
 # --- Bounces -------------------------------------------------------------------------------------
@@ -310,8 +400,8 @@ def _bounce_candidate(mail: ParsedMail, s: _Signals) -> bool:
         or s.daemon_sender
         or bool(_BOUNCE_SUBJECT_RE.match(s.subject))
         or bool(_CANDIDATE_SUBJECT_RE.match(s.subject))
-        or mail.header("x-failed-recipients") is not None
-        or mail.header("x-ms-exchange-message-is-ndr") is not None
+        or "x-failed-recipients" in mail.headers
+        or "x-ms-exchange-message-is-ndr" in mail.headers
     )
 
 
@@ -501,7 +591,6 @@ def _detect_bounce(mail: ParsedMail, raw: bytes, s: _Signals) -> Classification 
     bounce_subject = bool(_BOUNCE_SUBJECT_RE.match(s.subject))
     failed_header = _hv(mail, "x-failed-recipients")
     exchange_ndr = mail.header("x-ms-exchange-message-is-ndr") is not None
-    oof_subject = bool(_OOF_SUBJECT_PREFIX_RE.match(s.subject))
     if facts.is_report or facts.has_status_part:
         evidence.append("multipart/report; report-type=delivery-status")
     if bounce_subject:
@@ -534,7 +623,7 @@ def _detect_bounce(mail: ParsedMail, raw: bytes, s: _Signals) -> Classification 
         structured
         or exchange_ndr
         or bool(failed_header)
-        or ((origin or subject_says) and score >= 2 and not oof_subject)
+        or ((origin or subject_says) and score >= 2 and not s.oof_prefix)
     )
     if not is_bounce:
         return None
@@ -593,29 +682,10 @@ def _looks_oof(mail: ParsedMail, s: _Signals) -> bool:
         return True
     if s.auto_comment and _OOF_WORDS_RE.search(s.auto_comment):
         return True
-    # RFC 5230 5.3: Sieve vacation's default subject is "Auto: " + the original subject.
-    if re.match(r"^\s*auto\s*:", s.subject, re.IGNORECASE):
+    if _AUTO_SUBJECT_RE.match(s.subject):
         return True
     opening = (mail.new_text or mail.text or "")[:OOF_TEXT_CHARS]
     return bool(_OOF_WORDS_RE.search(opening))
-
-
-def _exchange_rule_made(mail: ParsedMail, evidence: list[str]) -> tuple[bool, str]:
-    """Whether an Exchange mailbox rule made or passed on this mail, and the rule owner's address."""
-    loop = _hv(mail, _EXCHANGE_RULE_LOOP)
-    source = _hv(mail, _EXCHANGE_SOURCE)
-    autofwd = _hv(mail, _EXCHANGE_AUTOFORWARDED).lower()
-    made = False
-    if loop:
-        evidence.append(f"X-MS-Exchange-Inbox-Rules-Loop: {loop[:60]}")
-        made = True
-    if "mailbox rules agent" in source.lower():
-        evidence.append("X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent")
-        made = True
-    if autofwd == "true":
-        evidence.append("X-MS-Exchange-Organization-AutoForwarded: true")
-        made = True
-    return made, _addr(loop) if loop else ""
 
 
 def _forward_shape(mail: ParsedMail, s: _Signals) -> bool:
@@ -625,124 +695,212 @@ def _forward_shape(mail: ParsedMail, s: _Signals) -> bool:
     return any(a.content_type.lower() in ("message/rfc822", "message/global") for a in mail.attachments)
 
 
-def _classify(parsed: ParsedMail, raw: bytes, own: frozenset[str]) -> Classification:
-    if parsed.from_ and parsed.from_.email in own:
-        reason = f"From is our own address {parsed.from_.email}"
+def _reply(mail: ParsedMail, s: _Signals, marker: str, *notes: str) -> Classification:
+    """An automatic reply found by ``marker``: out_of_office when it says so, else auto_reply."""
+    if _looks_oof(mail, s):
+        return s.verdict(MailClass.OUT_OF_OFFICE, f"{marker}; out-of-office wording", *notes)
+    return s.verdict(MailClass.AUTO_REPLY, marker, *notes)
+
+
+# --- The rules, in the module docstring's order --------------------------------------------------
+# Each takes the parsed mail and its signals and answers with a Classification, or None to pass the
+# mail on to the next rule.
+
+Rule = Callable[[ParsedMail, _Signals], Classification | None]
+
+
+def own_address(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """From is one of our addresses (a loop): own."""
+    if mail.from_ and mail.from_.email in s.own:
+        reason = f"From is our own address {mail.from_.email}"
         return Classification(MailClass.OWN, reason, evidence=(reason,))
+    return None
 
-    s = _signals(parsed)
-    ev = s.evidence
 
-    # 2. Bounces (the only rule that reads ``raw`` again, and only for candidates).
-    if _bounce_candidate(parsed, s):
-        found = _detect_bounce(parsed, raw, s)
+def bounce(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """A delivery-status notification or a mailer's bounce: hard_bounce or soft_bounce."""
+    # The only rule that reads ``raw`` again, and only for candidates.
+    if not _bounce_candidate(mail, s):
+        return None
+    return _detect_bounce(mail, s.raw, s)
+
+
+def machine_report(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """Any other multipart/report (MDN RFC 8098, ARF RFC 5965, …): a notification, auto_reply."""
+    if not s.content_type.startswith("multipart/report"):
+        return None
+    m = re.search(r"report-type\s*=\s*\"?([\w.-]+)", s.content_type)
+    reason = f"multipart/report; report-type={m.group(1) if m else 'unknown'}"
+    # Machine-made: the forward and reply markers are no evidence of it.
+    return Classification(MailClass.AUTO_REPLY, reason, evidence=(*s.evidence, reason))
+
+
+def auto_submitted_forward(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """``Auto-Submitted: auto-forwarded`` without list headers: auto_forwarded."""
+    # Not an RFC 3834 keyword, but forwarders use it; list servers do too for their fan-out copies
+    # (then List-Id is there, and the mail is list mail).
+    if s.auto_token == "auto-forwarded" and not s.list_headers:
+        return s.verdict(MailClass.AUTO_FORWARDED, "Auto-Submitted: auto-forwarded")
+    return None
+
+
+def exchange_rule_forward(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """Exchange's mailbox-rule markers with a forward's shape (FW subject, attached mail): auto_forwarded."""
+    if s.exchange_rule and not s.oof_prefix and _forward_shape(mail, s):
+        return s.verdict(MailClass.AUTO_FORWARDED, "Exchange mailbox rule forward (FW subject / attached mail)")
+    return None
+
+
+def exchange_rule_redirect(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """Exchange's mailbox-rule markers on a mail From someone else than the rule owner: auto_forwarded (or list)."""
+    # Redirect: Exchange keeps the original author in From; the loop header names the mailbox whose
+    # rule sent it on. A reply made by a rule comes From the rule owner.
+    if not (s.exchange_rule and not s.oof_prefix and s.rule_owner and s.from_addr):
+        return None
+    if s.rule_owner == s.from_addr or s.auto_token == "auto-replied":
+        return None
+    if s.list_headers or s.precedence in _LIST_PRECEDENCE:
+        return s.verdict(MailClass.LIST, f"list mail redirected via {s.rule_owner}")
+    return s.verdict(MailClass.AUTO_FORWARDED, f"Exchange mailbox rule redirect via {s.rule_owner}")
+
+
+def resent_forward(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """Resent-* (or another redirect header) + ``auto-generated`` + a forward's shape: auto_forwarded."""
+    if s.redirect and s.auto_token == "auto-generated" and not s.list_headers and _forward_shape(mail, s):
+        return s.verdict(MailClass.AUTO_FORWARDED, "forwarded by rule (auto-generated forward)")
+    return None
+
+
+def auto_reply_marker(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """RFC 3834 Auto-Submitted, X-Autoreply/X-Autorespond, Precedence: auto_reply: out_of_office or auto_reply."""
+    if s.auto_token and s.auto_token != "auto-forwarded":
+        return _reply(mail, s, f"Auto-Submitted: {s.auto_token}")
+    for name in ("x-autoreply", "x-autorespond"):
+        value = _hv(mail, name)
+        if value and value.lower() not in ("no", "false", "0"):
+            marker = f"{name}: {value[:40]}"
+            return _reply(mail, s, marker, marker)
+    if s.precedence == "auto_reply":
+        return _reply(mail, s, "Precedence: auto_reply")
+    return None
+
+
+def apple_vacation(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """Apple Mail's ``X-Apple-Action: VACATION``: out_of_office."""
+    if _hv(mail, "x-apple-action").upper() == "VACATION":
+        return s.verdict(MailClass.OUT_OF_OFFICE, "X-Apple-Action: VACATION", "X-Apple-Action: VACATION")
+    return None
+
+
+def vacation_program(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """``X-Mailer: vacation``, the classic BSD vacation(1) program: out_of_office."""
+    # MIT IS&T KB "well-behaved auto-responder".
+    if _hv(mail, "x-mailer").lower().startswith("vacation"):
+        return s.verdict(MailClass.OUT_OF_OFFICE, "X-Mailer: vacation", "X-Mailer: vacation")
+    return None
+
+
+def exchange_rule_reply(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """Exchange's mailbox-rule markers on a mail that is no forward (OOF, template reply): reply by wording."""
+    if s.exchange_rule:
+        return _reply(mail, s, "Exchange mailbox rule reply")
+    return None
+
+
+def null_sender_oof(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """A null sender + X-Auto-Response-Suppress or an autoresponder subject prefix: out_of_office or auto_reply."""
+    # Exchange on-premises OOF without Auto-Submitted. X-Auto-Response-Suppress alone is no marker
+    # (see the module docstring).
+    if s.null_sender and (s.suppress or s.oof_prefix):
+        return _reply(mail, s, "null sender" + (" + X-Auto-Response-Suppress" if s.suppress else ""))
+    return None
+
+
+def notes_auto_subject(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """Lotus Notes/Domino's "AUTO: Smith, John is out of the office (returning …)": out_of_office."""
+    if _AUTO_SUBJECT_RE.match(s.subject) and _OOF_WORDS_RE.search(s.subject):
+        note = f"out-of-office subject {s.subject[:60]!r}"
+        return s.verdict(MailClass.OUT_OF_OFFICE, "AUTO: out-of-office subject", note)
+    return None
+
+
+def oof_subject_prefix(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """An anchored autoresponder subject prefix ("Automatic reply:") alone: out_of_office."""
+    # The subject in the form autoresponders write it. A person would write "Re: …" or words, not
+    # this prefix with its colon.
+    if s.oof_prefix:
+        note = f"out-of-office subject {s.subject[:60]!r}"
+        return s.verdict(MailClass.OUT_OF_OFFICE, "out-of-office subject", note)
+    return None
+
+
+def list_headers(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """List-Id (RFC 2919) or List-Unsubscribe (RFC 2369): list."""
+    if s.list_headers:
+        notes = [f"{h}: {_hv(mail, h)[:60]}" for h in s.list_headers]
+        return s.verdict(MailClass.LIST, f"{s.list_headers[0]} header", *notes)
+    return None
+
+
+def list_precedence(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """``Precedence: bulk``, ``junk`` or ``list`` (RFC 2076, RFC 3834): list."""
+    if s.precedence in _LIST_PRECEDENCE:
+        return s.verdict(MailClass.LIST, f"Precedence: {s.precedence}")
+    return None
+
+
+def null_sender_or_daemon(mail: ParsedMail, s: _Signals) -> Classification | None:
+    """A null return path or a MAILER-DAEMON From, without anything above: auto_reply."""
+    # Null reverse-path (RFC 5321 4.5.5) is for notifications, and MAILER-DAEMON is no person, even
+    # without a bounce form. (postmaster@ is: an administrator may write from it.)
+    if s.null_sender:
+        return s.verdict(MailClass.AUTO_REPLY, "Return-Path: <> (null sender)")
+    if s.daemon_from:
+        return s.verdict(MailClass.AUTO_REPLY, "mailer-daemon From")
+    return None
+
+
+def human(mail: ParsedMail, s: _Signals) -> Classification:
+    """No automatic marker: a person's mail, human."""
+    return s.verdict(MailClass.HUMAN, "no automatic marker")
+
+
+RULES: tuple[Rule, ...] = (
+    own_address,
+    bounce,
+    machine_report,
+    auto_submitted_forward,
+    exchange_rule_forward,
+    exchange_rule_redirect,
+    resent_forward,
+    auto_reply_marker,
+    apple_vacation,
+    vacation_program,
+    exchange_rule_reply,
+    null_sender_oof,
+    notes_auto_subject,
+    oof_subject_prefix,
+    list_headers,
+    list_precedence,
+    null_sender_or_daemon,
+    human,
+)
+
+
+def _classify(parsed: ParsedMail, raw: bytes, own: frozenset[str]) -> Classification:
+    """The first answer of ``RULES``, in order."""
+    s = _signals(parsed, raw, own)
+    for rule in RULES:
+        found = rule(parsed, s)
         if found is not None:
             return found
-
-    # Other machine reports: MDNs (RFC 8098), ARF feedback (RFC 5965), … — notifications, not people.
-    if s.content_type.startswith("multipart/report"):
-        m = re.search(r"report-type\s*=\s*\"?([\w.-]+)", s.content_type)
-        rtype = m.group(1) if m else "unknown"
-        ev.append(f"multipart/report; report-type={rtype}")
-        return Classification(MailClass.AUTO_REPLY, f"multipart/report; report-type={rtype}", evidence=tuple(ev))
-
-    # 3. Forwards made by the customer's rules.
-    exchange_rule, rule_owner = _exchange_rule_made(parsed, ev)
-    redirect = [h for h in _REDIRECT_HEADERS if parsed.header(h) is not None]
-    for h in redirect:
-        ev.append(f"{h}: {_hv(parsed, h)[:60]}")
-    has_list = [h for h in ("list-id", "list-unsubscribe") if parsed.header(h) is not None]
-    xars = _hv(parsed, "x-auto-response-suppress")
-    if xars:
-        ev.append(f"X-Auto-Response-Suppress: {xars}")
-    oof_prefix = bool(_OOF_SUBJECT_PREFIX_RE.match(s.subject))
-
-    if s.auto_token == "auto-forwarded" and not has_list:
-        # Not an RFC 3834 keyword, but forwarders use it; list servers do too for their fan-out
-        # copies (then List-Id is there, and the mail is list mail).
-        return Classification(MailClass.AUTO_FORWARDED, "Auto-Submitted: auto-forwarded", evidence=tuple(ev))
-    if exchange_rule and not oof_prefix:
-        if _forward_shape(parsed, s):
-            return Classification(
-                MailClass.AUTO_FORWARDED,
-                "Exchange mailbox rule forward (FW subject / attached mail)",
-                evidence=tuple(ev),
-            )
-        if rule_owner and s.from_addr and rule_owner != s.from_addr and s.auto_token != "auto-replied":
-            # Redirect: Exchange keeps the original author in From; the loop header names the
-            # mailbox whose rule sent it on. A reply made by a rule comes From the rule owner.
-            if has_list or s.precedence in _LIST_PRECEDENCE:
-                return Classification(MailClass.LIST, f"list mail redirected via {rule_owner}", evidence=tuple(ev))
-            return Classification(
-                MailClass.AUTO_FORWARDED, f"Exchange mailbox rule redirect via {rule_owner}", evidence=tuple(ev)
-            )
-    if redirect and s.auto_token == "auto-generated" and _forward_shape(parsed, s) and not has_list:
-        return Classification(
-            MailClass.AUTO_FORWARDED, "forwarded by rule (auto-generated forward)", evidence=tuple(ev)
-        )
-
-    # 4. Automatic replies.
-    reply_marker = ""
-    if s.auto_token and s.auto_token != "auto-forwarded":
-        reply_marker = f"Auto-Submitted: {s.auto_token}"
-    else:
-        for name in ("x-autoreply", "x-autorespond"):
-            value = _hv(parsed, name)
-            if value and value.lower() not in ("no", "false", "0"):
-                reply_marker = f"{name}: {value[:40]}"
-                ev.append(reply_marker)
-                break
-    if not reply_marker and s.precedence == "auto_reply":
-        reply_marker = "Precedence: auto_reply"
-    apple = _hv(parsed, "x-apple-action").upper()
-    if not reply_marker and apple == "VACATION":
-        ev.append("X-Apple-Action: VACATION")
-        return Classification(MailClass.OUT_OF_OFFICE, "X-Apple-Action: VACATION", evidence=tuple(ev))
-    if not reply_marker and _hv(parsed, "x-mailer").lower().startswith("vacation"):
-        # The classic BSD vacation(1) program (MIT IS&T KB "well-behaved auto-responder").
-        reply_marker = "X-Mailer: vacation"
-        ev.append(reply_marker)
-        return Classification(MailClass.OUT_OF_OFFICE, reply_marker, evidence=tuple(ev))
-    if not reply_marker and exchange_rule:
-        # An Exchange rule made it and it is no forward: an OOF or a "reply using a template" rule.
-        reply_marker = "Exchange mailbox rule reply"
-    if not reply_marker and s.null_sender and (xars or oof_prefix):
-        # Exchange on-premises OOF without Auto-Submitted: null sender + suppress header / subject.
-        reply_marker = "null sender" + (" + X-Auto-Response-Suppress" if xars else "")
-    if reply_marker:
-        if _looks_oof(parsed, s):
-            return Classification(MailClass.OUT_OF_OFFICE, f"{reply_marker}; out-of-office wording", evidence=tuple(ev))
-        return Classification(MailClass.AUTO_REPLY, reply_marker, evidence=tuple(ev))
-    if re.match(r"^\s*auto\s*:", s.subject, re.IGNORECASE) and _OOF_WORDS_RE.search(s.subject):
-        # Lotus Notes/Domino: "AUTO: Smith, John is out of the office (returning …)".
-        ev.append(f"out-of-office subject {s.subject[:60]!r}")
-        return Classification(MailClass.OUT_OF_OFFICE, "AUTO: out-of-office subject", evidence=tuple(ev))
-    if oof_prefix:
-        # The subject alone, in the form autoresponders write it ("Automatic reply: …"). A person
-        # would write "Re: …" or words, not this prefix with its colon.
-        ev.append(f"out-of-office subject {s.subject[:60]!r}")
-        return Classification(MailClass.OUT_OF_OFFICE, "out-of-office subject", evidence=tuple(ev))
-
-    # 5. Mailing lists and bulk mail.
-    if has_list:
-        for h in has_list:
-            ev.append(f"{h}: {_hv(parsed, h)[:60]}")
-        return Classification(MailClass.LIST, f"{has_list[0]} header", evidence=tuple(ev))
-    if s.precedence in _LIST_PRECEDENCE:
-        return Classification(MailClass.LIST, f"Precedence: {s.precedence}", evidence=tuple(ev))
-    if s.null_sender or s.daemon_from:
-        # Null reverse-path (RFC 5321 4.5.5) is for notifications, and MAILER-DAEMON is no person,
-        # even without a bounce form. (postmaster@ is: an administrator may write from it.)
-        reason = "Return-Path: <> (null sender)" if s.null_sender else "mailer-daemon From"
-        return Classification(MailClass.AUTO_REPLY, reason, evidence=tuple(ev))
-
-    return Classification(MailClass.HUMAN, "no automatic marker", evidence=tuple(ev))
+    raise AssertionError("the last rule, human, always answers")
 
 
 def classify_mail(parsed: ParsedMail, raw: bytes, own: frozenset[str]) -> Classification:
     """The class of one inbound mail. Never raises (a broken DSN is still a bounce if it looks like one)."""
     try:
         return _classify(parsed, raw, own)
-    except Exception as e:  # pragma: no cover - every risky step is wrapped; this is the last net
+    except Exception as e:  # every risky step is wrapped; this is the last net
         # A person's mail must not be lost to a classifier bug: it stays human, with the error on record.
         return Classification(MailClass.HUMAN, f"classification failed: {type(e).__name__}: {e}")

@@ -7,6 +7,7 @@ Each rule of ``ingest/noise.py`` has at least one test here that fails when the 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -135,6 +136,126 @@ def test_cost_per_ordinary_mail_is_small():
         classify_mail(parsed, raw, OWN)
     per_mail = (time.perf_counter() - started) / n
     assert per_mail < 0.0005, f"{per_mail * 1e6:.0f} µs per mail"
+
+
+# --- The rule walk --------------------------------------------------------------------------------
+
+# The order of noise.RULES, as the module docstring lists it. Changing the order is a deliberate act:
+# this list, RULES and the docstring change together.
+RULE_ORDER = (
+    "own_address",
+    "bounce",
+    "machine_report",
+    "auto_submitted_forward",
+    "exchange_rule_forward",
+    "exchange_rule_redirect",
+    "resent_forward",
+    "auto_reply_marker",
+    "apple_vacation",
+    "vacation_program",
+    "exchange_rule_reply",
+    "null_sender_oof",
+    "notes_auto_subject",
+    "oof_subject_prefix",
+    "list_headers",
+    "list_precedence",
+    "null_sender_or_daemon",
+    "human",
+)
+
+
+def test_rules_run_in_the_order_the_docstring_lists():
+    """RULES is the module docstring's numbered list, one to one and in order: a rule added, removed
+    or moved without its docstring entry (or the other way round) fails here."""
+    listed = re.findall(r"^(\d+)\. ``(\w+)``", noise.__doc__ or "", re.MULTILINE)
+    assert [int(n) for n, _ in listed] == list(range(1, len(listed) + 1))
+    assert tuple(name for _, name in listed) == RULE_ORDER
+    assert tuple(rule.__name__ for rule in noise.RULES) == RULE_ORDER
+
+
+def test_each_rule_has_a_one_line_doc():
+    """Each rule says in one line what it recognises and what it answers."""
+    for rule in noise.RULES:
+        doc = (rule.__doc__ or "").strip()
+        assert doc, rule.__name__
+        assert "\n" not in doc, rule.__name__
+
+
+def test_ordinary_mail_passes_every_rule_to_human():
+    """Every rule passes a plain customer mail on (None); only the last, ``human``, answers."""
+    raw = make_mail()
+    parsed = parse_mail(raw)
+    s = noise._signals(parsed, raw, OWN)
+    answered = [rule.__name__ for rule in noise.RULES if rule(parsed, s) is not None]
+    assert answered == ["human"]
+
+
+def test_first_answer_wins(monkeypatch):
+    """The walk stops at the first rule that answers; the rules after it are not asked."""
+    asked = []
+
+    def rule(name, answer):
+        def check(mail, s):
+            asked.append(name)
+            return answer
+
+        return check
+
+    first = Classification(MailClass.LIST, "first")
+    later = Classification(MailClass.HUMAN, "later")
+    monkeypatch.setattr(noise, "RULES", (rule("a", None), rule("b", first), rule("c", later)))
+    assert classify(make_mail()) is first
+    assert asked == ["a", "b"]
+
+
+def test_a_failing_rule_leaves_the_mail_human(monkeypatch):
+    """classify_mail never raises: a bug in a rule keeps the mail a person's, the error as reason."""
+
+    def broken(mail, s):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(noise, "RULES", (broken, *noise.RULES))
+    c = classify(make_mail(headers={"Auto-Submitted": "auto-replied"}))
+    assert c.kind is MailClass.HUMAN
+    assert c.reason.startswith("classification failed: KeyError")
+
+
+def test_evidence_accumulates_in_the_order_of_the_walk():
+    """The answering rule's evidence carries what came before it: the header markers, what the
+    bounce check saw on a candidate that is no bounce, the forward and reply markers, then its own."""
+    raw = make_mail(
+        subject="Undeliverable: Lizenzserver",
+        headers={
+            "Precedence": "bulk",
+            "X-Forwarded-To": "support@vendor.example",
+            "X-Auto-Response-Suppress": "All",
+            "List-Id": "<forum.kunde.example>",
+        },
+    )
+    c = classify(raw)
+    assert (c.kind, c.reason) == (MailClass.LIST, "list-id header")
+    assert c.evidence == (
+        "Precedence: bulk",
+        "bounce subject 'Undeliverable: Lizenzserver'",
+        "x-forwarded-to: support@vendor.example",
+        "X-Auto-Response-Suppress: All",
+        "list-id: <forum.kunde.example>",
+    )
+
+
+def test_own_address_beats_bounce_markers():
+    """Our own address decides first: a mail From us that looks like a bounce is a loop (own)."""
+    raw = make_mail(
+        sender=("Vendor Support", SUPPORT_ADDRESS), subject="Undeliverable: Lizenz", headers={"Return-Path": "<>"}
+    )
+    assert classify(raw).kind is MailClass.OWN
+
+
+def test_oof_subject_prefix_beats_list_headers():
+    """An "Automatic reply:" from a system that adds List-Unsubscribe to everything (CRMs, helpdesks)
+    is an out-of-office reply, not list mail."""
+    raw = make_mail(subject="Automatic reply: Lizenzserver", headers={"List-Unsubscribe": "<mailto:leave@crm.example>"})
+    assert classify(raw).kind is MailClass.OUT_OF_OFFICE
 
 
 # --- RFC 3834 Auto-Submitted and the older autoresponder markers ----------------------------------
