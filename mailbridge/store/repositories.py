@@ -395,7 +395,8 @@ def message_ids_of_rows(session: Session, row_ids: set[int]) -> dict[int, str]:
     """The Message-ID of each of the ``messages`` rows ``row_ids``."""
     if not row_ids:
         return {}
-    return dict(session.execute(select(Message.id, Message.message_id).where(Message.id.in_(row_ids))).tuples())
+    rows = session.execute(select(Message.id, Message.message_id).where(Message.id.in_(row_ids)))
+    return {row_id: message_id for row_id, message_id in rows}
 
 
 def add_event(session: Session, ticket: Ticket | int, kind: str, now: datetime, **detail) -> None:
