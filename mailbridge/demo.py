@@ -692,19 +692,13 @@ def _classify(app, received: list[ReceivedMail]) -> list[SentMail]:
     inbound ``messages`` row (``notify:<id>``, ``relay:<id>``, ``cmderr:<id>``)."""
     if not received:
         return []  # and the service may not have created its tables yet
-    from sqlalchemy import select
-
+    from mailbridge.store import repositories as repo
     from mailbridge.store.db import session_scope
-    from mailbridge.store.models import Message, Outbox, Ticket
 
     with session_scope(app.session_factory) as s:
-        query = select(Outbox.message_id, Outbox.kind, Outbox.dedup_key, Ticket.case_number).outerjoin(
-            Ticket, Outbox.ticket_id == Ticket.id
-        )
-        rows = {_bare(mid): (kind, dedup, case) for mid, kind, dedup, case in s.execute(query)}
+        rows = {_bare(mid): (kind, dedup, case) for mid, kind, dedup, case in repo.outbox_mails(s)}
         row_ids = {int(ref) for _, dedup, _ in rows.values() if (ref := dedup.partition(":")[2]).isdigit()}
-        by_row = select(Message.id, Message.message_id).where(Message.id.in_(row_ids))
-        inbound = {i: _bare(mid) for i, mid in s.execute(by_row)} if row_ids else {}
+        inbound = {i: _bare(mid) for i, mid in repo.message_ids_of_rows(s, row_ids).items()}
     out = []
     for r in received:
         m = r.message

@@ -17,6 +17,11 @@ from stdnum import damm
 DEFAULT_PREFIX = "C"
 DEFAULT_DIGITS = 7
 
+#: The first line of every notification mail to agents (outbound writes it). Everything from the line
+#: that contains its core text on is cut from a reply (``ingest/quoting.py``), so a notification is
+#: never relayed even if quote detection fails.
+REPLY_MARKER = "##- Bitte oberhalb dieser Zeile antworten / Please type your reply above this line -##"
+
 
 class TicketStatus(enum.StrEnum):
     """Lifecycle of a ticket: new → open → pending (waiting for the customer) → solved → closed.

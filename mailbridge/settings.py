@@ -29,9 +29,17 @@ from pydantic import (
     model_validator,
 )
 
+from mailbridge.business_calendar import BusinessCalendar
 from mailbridge.domain import CaseNumberFormat
-from mailbridge.sla.calendar import BusinessCalendar
-from mailbridge.sla.policy import DEFAULT_STAGES, Recipients, SeverityLevel, SeverityScheme, Stage, Target, TargetKind
+from mailbridge.policy_types import (
+    DEFAULT_STAGES,
+    Recipients,
+    SeverityLevel,
+    SeverityScheme,
+    Stage,
+    Target,
+    TargetKind,
+)
 
 DEFAULT_VAR_DIR = "var"
 DEFAULT_LANGUAGES = ("de", "en")

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import re
 
-from sqlalchemy import case, select
-
 from mailbridge.outbound import compose as comp
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import session_scope
-from mailbridge.store.models import Ticket
 
 # The cases a queue's list shows unless --status says otherwise: the ones still to be worked on.
 ACTIVE_STATUSES = ("new", "open", "pending")
@@ -31,17 +28,10 @@ def _ts(dt) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%SZ") if dt else "-"
 
 
-def queue_order(app, queue: str):
-    """The working order of a queue (seed 003): cases with a contract first, then by severity (the
-    scheme's order, most severe first; no severity last), then by arrival (oldest first)."""
-    levels = app.settings.severity_levels(app.settings.queue(queue)) if _known(app, queue) else []
-    # A level the scheme does not know (any more) after the known ones, no level at all last.
-    severity = case(
-        (Ticket.severity.is_(None), len(levels) + 1),
-        *((Ticket.severity == key, i) for i, key in enumerate(levels)),
-        else_=len(levels),
-    )
-    return (case((Ticket.contract.is_(None), 1), else_=0), severity, Ticket.created_at, Ticket.id)
+def severity_order(app, queue: str) -> list[str]:
+    """The severity levels of a queue's scheme, most severe first (none for an unknown queue): the
+    working order of its list (:func:`mailbridge.store.repositories.queue_worklist`)."""
+    return app.settings.severity_levels(app.settings.queue(queue)) if _known(app, queue) else []
 
 
 def _known(app, queue: str) -> bool:
@@ -51,14 +41,7 @@ def _known(app, queue: str) -> bool:
 def _queue_table(app, queue: str, status: str | None, limit: int) -> str:
     statuses = (status,) if status else ACTIVE_STATUSES
     with session_scope(app.session_factory) as s:
-        rows = list(
-            s.scalars(
-                select(Ticket)
-                .where(Ticket.queue == queue, Ticket.status.in_(statuses))
-                .order_by(*queue_order(app, queue))
-                .limit(limit)
-            )
-        )
+        rows = repo.queue_worklist(s, queue, statuses, severity_order(app, queue), limit)
         if not rows:
             return f"no {'/'.join(statuses)} tickets in queue {queue}"
         lines = [
@@ -77,7 +60,7 @@ def _queue_table(app, queue: str, status: str | None, limit: int) -> str:
 
 def tickets_table(app, queue=None, status=None, limit=50) -> str:
     """The newest tickets; with ``queue``, that queue's active cases in working order
-    (:func:`queue_order`)."""
+    (:func:`mailbridge.store.repositories.queue_worklist`)."""
     if queue:
         return _queue_table(app, queue, status, limit)
     with session_scope(app.session_factory) as s:

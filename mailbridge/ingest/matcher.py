@@ -25,12 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Session
-
 from mailbridge.domain import CaseNumberFormat, ParsedMail
 from mailbridge.ingest.references import case_number_candidates, near_misses
 from mailbridge.outbound.tokens import case_for_notification_id
 from mailbridge.store import repositories as repo
+from mailbridge.store.db import Session
 from mailbridge.store.repositories import TicketRef
 
 # Candidates looked at per mail part: a mail listing hundreds of numbers is not a reply to each.

@@ -26,11 +26,10 @@ from mailparser_reply import EmailReplyParser
 from mailparser_reply.constants import MAIL_LANGUAGES
 from mailparser_reply.parser import EmailMessage
 
+from mailbridge.domain import REPLY_MARKER  # noqa: F401 - defined there (outbound writes it); re-exported
+
 logger = logging.getLogger(__name__)
 
-#: The first line of every notification mail to agents. Everything from the line that contains its
-#: core text on is cut from a reply, so a notification is never relayed even if quote detection fails.
-REPLY_MARKER = "##- Bitte oberhalb dieser Zeile antworten / Please type your reply above this line -##"
 
 # The analysed text is capped: a reply's new part is at the top, and every regex below (and the
 # library's) then has a bounded input.

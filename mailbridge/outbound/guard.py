@@ -19,12 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from mailbridge.settings import AutoMailSettings
-from mailbridge.store import repositories as repo
-from mailbridge.store.models import AddressHealth, AutoMail
+from mailbridge.store import automail
+from mailbridge.store.db import Session
 
 
 @dataclass(frozen=True)
@@ -52,24 +49,20 @@ class AutoMailGuard:
 
     def check(self, session: Session, recipient: str, ticket_id: int | None, now: datetime) -> Refusal | None:
         """None when an automatic mail to ``recipient`` (about case ``ticket_id``) may go now."""
-        health = session.get(AddressHealth, recipient)
-        if health is not None and health.suppressed_until is not None and health.suppressed_until > now:
+        held = automail.suppression(session, recipient, now)
+        if held is not None:
             return Refusal(
                 "address_failing",
                 {
                     "address": recipient,
-                    "status": health.last_status,
-                    "since": health.last_failed_at.isoformat(),
-                    "until": health.suppressed_until.isoformat(),
+                    "status": held.status,
+                    "since": held.since.isoformat(),
+                    "until": held.until.isoformat(),
                 },
             )
         if not self._window:
             return None
-        rows = session.execute(
-            select(AutoMail.created_at, AutoMail.ticket_id).where(
-                AutoMail.recipient == recipient, AutoMail.created_at > now - self._window
-            )
-        ).all()
+        rows = automail.auto_mails_since(session, recipient, now - self._window)
         for scope, tiers in (("ticket", self.settings.per_ticket), ("recipient", self.settings.per_recipient)):
             mine = [at for at, tid in rows if scope == "recipient" or (tid == ticket_id and ticket_id is not None)]
             for tier in tiers:
@@ -90,9 +83,7 @@ class AutoMailGuard:
 
     def record(self, session: Session, recipient: str, ticket_id: int | None, kind: str, now: datetime) -> None:
         """Count an automatic mail that was queued."""
-        repo.insert_row(
-            session, AutoMail, {"recipient": recipient, "ticket_id": ticket_id, "kind": kind, "created_at": now}
-        )
+        automail.add_auto_mail(session, recipient, ticket_id, kind, now)
 
     # -- bounces -----------------------------------------------------------------------------------
 
@@ -113,32 +104,13 @@ class AutoMailGuard:
             if permanent and self.settings.hard_bounce_suppress_days > 0
             else None
         )
-        row = session.get(AddressHealth, address, with_for_update=True)
-        if row is None:
-            session.add(
-                AddressHealth(
-                    email=address,
-                    state="failing",
-                    permanent=permanent,
-                    bounces=1,
-                    last_status=status,
-                    last_reason=reason[:2000],
-                    first_failed_at=now,
-                    last_failed_at=now,
-                    suppressed_until=until,
-                    last_ticket_id=ticket_id,
-                )
-            )
-        else:
-            row.state = "failing"
-            row.permanent = row.permanent or permanent
-            row.bounces += 1
-            row.last_status = status
-            row.last_reason = reason[:2000]
-            row.last_failed_at = now
-            row.last_ticket_id = ticket_id
-            if until is not None:
-                row.suppressed_until = max(until, row.suppressed_until or until)
-            until = row.suppressed_until
-        session.flush()
-        return until
+        return automail.mark_failing(
+            session,
+            address,
+            permanent=permanent,
+            status=status,
+            reason=reason,
+            ticket_id=ticket_id,
+            now=now,
+            suppress_until=until,
+        )

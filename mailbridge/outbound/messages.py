@@ -16,14 +16,13 @@ from datetime import datetime
 
 from babel.numbers import format_decimal
 
-from mailbridge.domain import Address, CaseNumberFormat
-from mailbridge.ingest.quoting import REPLY_MARKER
-from mailbridge.ingest.references import SubjectNormalizer
+from mailbridge.domain import REPLY_MARKER, Address, CaseNumberFormat
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.threadindex import thread_index_reply, thread_index_root
 from mailbridge.outbound.tokens import case_for_notification_id, notification_message_id
 from mailbridge.settings import QueueSettings
 from mailbridge.store.repositories import ThreadParent, TicketRef
+from mailbridge.subjects import SubjectNormalizer
 
 # RFC 3834 3.1.7: a reply made by a program to a specific mail; a program's own report is
 # "auto-generated" (notifications and error reports to agents).

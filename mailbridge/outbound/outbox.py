@@ -10,10 +10,9 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from sqlalchemy.orm import Session
-
 from mailbridge.outbound.compose import Outgoing
 from mailbridge.store import repositories as repo
+from mailbridge.store.db import Session
 from mailbridge.store.models import Message, Outbox
 
 

@@ -18,9 +18,6 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from babel.dates import format_datetime, format_timedelta
-from sqlalchemy import and_, func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.outbox import enqueue
@@ -28,12 +25,11 @@ from mailbridge.settings import DigestSettings, Settings
 from mailbridge.sla.calendar import add_business_time
 from mailbridge.sla.clock import ClockName
 from mailbridge.sla.deadlines import Deadlines
-from mailbridge.store.db import session_scope
-from mailbridge.store.models import Ticket
+from mailbridge.store import sla_queries as sq
+from mailbridge.store.db import IntegrityError, Session, session_scope
 
 log = structlog.get_logger(__name__)
 
-ACTIVE = ("new", "open", "pending")
 TIME_FORMAT = {"de": "EEE dd.MM. HH:mm zzz", "en": "EEE d MMM HH:mm zzz"}
 # At most this many cases per list and queue; the totals are always given.
 MAX_LINES = 50
@@ -86,16 +82,6 @@ class Digest:
         return sum(q.at_risk_total for q in self.queues)
 
 
-# Running clocks as SQL: (clock, due column, extra condition). Paused cases are not counted.
-def _clock_conditions():
-    running = and_(Ticket.status.in_(ACTIVE), Ticket.paused_at.is_(None))
-    return (
-        (ClockName.FIRST_RESPONSE, Ticket.first_response_due, and_(running, Ticket.first_response_at.is_(None))),
-        (ClockName.UPDATE, Ticket.update_due, and_(running, Ticket.status.in_(("new", "open")))),
-        (ClockName.RESOLUTION, Ticket.resolution_due, running),
-    )
-
-
 class Digests:
     def __init__(self, settings: Settings, deadlines: Deadlines, templates):
         self.settings = settings
@@ -109,7 +95,6 @@ class Digests:
         lang = d.language
         queues = [q for q in self.settings.queues if d.queues is None or q.name in d.queues]
         out = []
-        conn = session.connection()
         for q in queues:
             qd = QueueDigest(q.name, q.display_name)
             scheme = self.deadlines.scheme(q.name)
@@ -131,21 +116,11 @@ class Digests:
             far = max(horizons.values(), default=now)
             breached: list[tuple[datetime, str, Line]] = []
             at_risk: list[tuple[datetime, str, Line]] = []
-            cols = (
-                Ticket.case_number,
-                Ticket.subject,
-                Ticket.organisation,
-                Ticket.severity,
-                Ticket.status,
-                Ticket.created_at,
-            )
-            for clock, due_col, cond in _clock_conditions():
-                rows = conn.execute(
-                    select(*cols, due_col)
-                    .where(Ticket.queue == q.name, cond, due_col.is_not(None), due_col <= far)
-                    .order_by(due_col)
-                ).all()
-                for case, subject, org, sev, status, _created, due in rows:
+            # The running clocks (paused cases are not counted).
+            for clock in (ClockName.FIRST_RESPONSE, ClockName.UPDATE, ClockName.RESOLUTION):
+                for case, subject, org, sev, status, _created, due in sq.running_clock_due(
+                    session, q.name, clock.value, far
+                ):
                     cal = self.deadlines.calendar(q.name, org)
                     tz = cal.tz if cal else None
                     name = self.deadlines.calendar_name(q.name, org)
@@ -164,23 +139,18 @@ class Digests:
             qd.breached = [line for *_, line in sorted(breached)][:MAX_LINES]
             qd.at_risk = [line for *_, line in sorted(at_risk)][:MAX_LINES]
             qd.breached_total, qd.at_risk_total = len(breached), len(at_risk)
-            active = and_(Ticket.queue == q.name, Ticket.status.in_(ACTIVE))
-            qd.active = conn.execute(select(func.count()).where(active)).scalar_one()
-            sev_rows = conn.execute(select(Ticket.severity, func.count()).where(active).group_by(Ticket.severity)).all()
+            qd.active = sq.active_count(session, q.name)
+            sev_rows = sq.active_by_severity(session, q.name)
             qd.by_severity = [
                 (label(k), n) for k, n in sorted(sev_rows, key=lambda r: (order.get(r[0], len(order)), r[0] or ""))
             ]
-            org_rows = conn.execute(
-                select(Ticket.organisation, func.count()).where(active).group_by(Ticket.organisation)
-            ).all()
+            org_rows = sq.active_by_organisation(session, q.name)
             qd.by_organisation = sorted(
                 ((o or ("(ohne Zuordnung)" if lang == "de" else "(none)"), n) for o, n in org_rows),
                 key=lambda r: (-r[1], r[0]),
             )
             if d.oldest:
-                for case, subject, org, sev, status, created in conn.execute(
-                    select(*cols).where(active).order_by(Ticket.created_at, Ticket.id).limit(d.oldest)
-                ):
+                for case, subject, org, sev, status, created in sq.oldest_active(session, q.name, d.oldest):
                     cal = self.deadlines.calendar(q.name, org)
                     qd.oldest.append(
                         Line(

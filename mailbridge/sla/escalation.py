@@ -20,9 +20,6 @@ from datetime import datetime
 
 import structlog
 from babel.dates import format_datetime
-from sqlalchemy import bindparam, exists, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.outbox import enqueue
@@ -31,9 +28,11 @@ from mailbridge.sla.clock import ClockFacts, ClockName, Firing, next_escalation
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.policy import Recipients, Stage
 from mailbridge.store import repositories as repo
-from mailbridge.store.db import session_scope
-from mailbridge.store.models import Event, Outbox, Ticket
+from mailbridge.store import sla_queries as sq
+from mailbridge.store.db import IntegrityError, Session, session_scope
+from mailbridge.store.models import Event
 from mailbridge.store.repositories import ThreadParent, TicketRef
+from mailbridge.store.sla_queries import CLOCK_COLUMNS  # noqa: F401 - re-exported (bench/escalation.py)
 
 log = structlog.get_logger(__name__)
 
@@ -49,15 +48,7 @@ AGENT_THREAD_KINDS = ("notification", "escalation")
 # How the job and agents read times ("Mo., 23.11.2026, 10:00 MEZ").
 INTERNAL_FORMATS = {"de": "EEE, dd.MM.yyyy, HH:mm zzz", "en": "EEE, d MMM yyyy, HH:mm zzzz"}
 
-# A TicketRef's columns, then what the clocks need besides.
-CLOCK_COLUMNS = (
-    *repo.TICKET_REF_COLS,
-    Ticket.first_response_due,
-    Ticket.update_due,
-    Ticket.update_started_at,  # the start of the follow-up period (ClockFacts.last_answer_at)
-    Ticket.resolution_due,
-    Ticket.paused_at,
-)
+# A row of sq.CLOCK_COLUMNS: a TicketRef's columns, then what the clocks need besides.
 _REF_FIELDS = len(repo.TICKET_REF_COLS)
 
 
@@ -79,10 +70,7 @@ def _split(row) -> tuple[TicketRef, ClockFacts]:
 
 
 def clock_state(session: Session, ticket_id: int, *, lock: bool = False) -> tuple[TicketRef, ClockFacts] | None:
-    stmt = select(*CLOCK_COLUMNS).where(Ticket.id == ticket_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = session.connection().execute(stmt).first()
+    row = sq.clock_row(session, ticket_id, lock=lock)
     return _split(row) if row is not None else None
 
 
@@ -122,7 +110,7 @@ class Escalations:
         if state is None:
             return None
         next_at = self.next_check(*state, now)
-        session.connection().execute(update(Ticket).where(Ticket.id == ticket_id).values(next_escalation_at=next_at))
+        sq.set_next_escalation(session, ticket_id, next_at)
         return next_at
 
     # -- mails ----------------------------------------------------------------------------------
@@ -171,7 +159,7 @@ class Escalations:
         if queued is not None:
             if dedup_key in queued:
                 return None
-        elif session.connection().execute(select(exists().where(Outbox.dedup_key == dedup_key))).scalar():
+        elif sq.outbox_key_exists(session, dedup_key):
             return None
         q = self.settings.queue(ref.queue)
         to = self.recipients(ref, stage.to)
@@ -295,15 +283,7 @@ class Escalations:
                 return report
 
     def _batch(self, s: Session, now: datetime, batch: int, skip_locked: bool, report: Report) -> int:
-        stmt = (
-            select(*CLOCK_COLUMNS)
-            .where(Ticket.next_escalation_at <= now)
-            .order_by(Ticket.next_escalation_at, Ticket.id)
-            .limit(batch)
-        )
-        if skip_locked:
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = s.connection().execute(stmt).all()
+        rows = sq.due_clock_rows(s, now, batch, skip_locked=skip_locked)
         updates = []
         todo: list[tuple[TicketRef, Firing]] = []
         for row in rows:
@@ -312,7 +292,7 @@ class Escalations:
             for p in sorted((p for p in plans if p.send is not None), key=lambda p: p.send.at):
                 assert p.send is not None
                 todo.append((ref, p.send))
-            updates.append({"_id": ref.id, "_next": next_at})
+            updates.append((ref.id, next_at))
         # What the mails need, looked up for the whole batch at once.
         queued = repo.existing_outbox_keys(s, [f.key(ref.id) for ref, f in todo])
         todo = [(ref, f) for ref, f in todo if f.key(ref.id) not in queued]
@@ -325,10 +305,6 @@ class Escalations:
                 if left[ref.id]:
                     # Another stage of this case follows in the batch: it threads under this one.
                     parents[ref.id] = repo.last_message(s, ref.id, AGENT_THREAD_KINDS)
-        if updates:
-            s.connection().execute(
-                update(Ticket).where(Ticket.id == bindparam("_id")).values(next_escalation_at=bindparam("_next")),
-                updates,
-            )
+        sq.set_next_escalations(s, updates)
         report.visited += len(rows)
         return len(rows)

@@ -29,13 +29,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import select
 
 from mailbridge.settings import Settings
 from mailbridge.sla.calendar import BusinessCalendar, add_business_time
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.policy import due
 from mailbridge.store import repositories as repo
+from mailbridge.store import sla_queries as sq
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import Event, Ticket
 
@@ -227,26 +227,6 @@ def _json(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-_COLUMNS = (
-    Ticket.id,
-    Ticket.case_number,
-    Ticket.queue,
-    Ticket.severity,
-    Ticket.reply_to,
-    Ticket.requester_email,
-    Ticket.created_at,
-    Ticket.first_response_at,
-    Ticket.update_started_at,  # the start of the follow-up period (ClockFacts.last_answer_at)
-    Ticket.paused_at,
-    Ticket.paused_seconds,
-    Ticket.organisation,
-    Ticket.contract,
-    Ticket.first_response_due,
-    Ticket.resolution_due,
-    Ticket.update_due,
-)
-
-
 def recompute(
     *,
     settings: Settings,
@@ -265,26 +245,12 @@ def recompute(
     last_id = 0
     while True:
         with session_scope(session_factory) as s:
-            stmt = (
-                select(*_COLUMNS)
-                .where(Ticket.status.not_in(FINISHED), Ticket.id > last_id)
-                .order_by(Ticket.id)
-                .limit(batch)
-            )
-            if not dry_run:
-                # The pipeline locks a case's row while a mail changes it (PostgreSQL): neither may
-                # overwrite what the other just wrote.
-                stmt = stmt.with_for_update()
-            rows = s.connection().execute(stmt).all()
+            # Locked unless dry: the pipeline locks a case's row while a mail changes it
+            # (PostgreSQL): neither may overwrite what the other just wrote.
+            rows = sq.cases_after(s, last_id, batch, except_status=FINISHED, lock=not dry_run)
             if not rows:
                 break
-            history: dict[int, list[tuple[str, dict, datetime]]] = {r.id: [] for r in rows}
-            for tid, kind, detail, at in s.connection().execute(
-                select(Event.ticket_id, Event.kind, Event.detail, Event.created_at)
-                .where(Event.ticket_id.in_(list(history)), Event.kind.in_(PAUSE_EVENTS))
-                .order_by(Event.id)
-            ):
-                history[tid].append((kind, detail, at))
+            history = sq.events_by_ticket(s, [r.id for r in rows], PAUSE_EVENTS)
             for r in rows:
                 _one(s, r, history[r.id], queues, deadlines, escalations, now, report)
         last_id = rows[-1].id

@@ -13,7 +13,21 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+
+# For the layers above the store, which import nothing from SQLAlchemy: ``Session`` for annotations,
+# ``IntegrityError`` for the unique-key races they settle (two instances queueing the same mail).
+__all__ = [
+    "IntegrityError",
+    "Session",
+    "is_integrity_error",
+    "is_postgres",
+    "is_transient_db_error",
+    "make_engine",
+    "make_session_factory",
+    "session_scope",
+]
 
 # How long a SQLite writer waits for the lock before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -83,6 +97,4 @@ def is_transient_db_error(exc: BaseException) -> bool:
 
 
 def is_integrity_error(exc: BaseException) -> bool:
-    from sqlalchemy.exc import IntegrityError
-
     return isinstance(exc, IntegrityError)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, selectinload
 
@@ -361,6 +361,42 @@ def list_tickets(session: Session, queue: str | None = None, status: str | None 
     if status:
         q = q.where(Ticket.status == status)
     return list(session.scalars(q))
+
+
+def queue_worklist(
+    session: Session, queue: str, statuses: tuple[str, ...], severity_keys: list[str], limit: int
+) -> list[Ticket]:
+    """A queue's cases of ``statuses`` in working order (seed 003): cases with a contract first, then
+    by severity in the order of ``severity_keys`` (the scheme's, most severe first; a level the
+    scheme does not know (any more) after the known ones, no level at all last), then by arrival
+    (oldest first)."""
+    severity = case(
+        (Ticket.severity.is_(None), len(severity_keys) + 1),
+        *((Ticket.severity == key, i) for i, key in enumerate(severity_keys)),
+        else_=len(severity_keys),
+    )
+    order = (case((Ticket.contract.is_(None), 1), else_=0), severity, Ticket.created_at, Ticket.id)
+    return list(
+        session.scalars(
+            select(Ticket).where(Ticket.queue == queue, Ticket.status.in_(statuses)).order_by(*order).limit(limit)
+        )
+    )
+
+
+def outbox_mails(session: Session) -> list[tuple[str, str, str, str | None]]:
+    """(Message-ID, kind, dedup key, case number or None) of every mail in the outbox."""
+    query = select(Outbox.message_id, Outbox.kind, Outbox.dedup_key, Ticket.case_number).outerjoin(
+        Ticket, Outbox.ticket_id == Ticket.id
+    )
+    return [(mid, kind, dedup, case_number) for mid, kind, dedup, case_number in session.execute(query)]
+
+
+def message_ids_of_rows(session: Session, row_ids: set[int]) -> dict[int, str]:
+    """The Message-ID of each of the ``messages`` rows ``row_ids``."""
+    if not row_ids:
+        return {}
+    rows = session.execute(select(Message.id, Message.message_id).where(Message.id.in_(row_ids)))
+    return {row_id: message_id for row_id, message_id in rows}
 
 
 def add_event(session: Session, ticket: Ticket | int, kind: str, now: datetime, **detail) -> None:

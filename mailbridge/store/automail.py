@@ -1,0 +1,93 @@
+"""What the automatic-mail guard (``outbound/guard.py``) reads and writes: the health of the addresses
+our mail bounced from (``address_health``) and the automatic mails counted per recipient
+(``auto_mails``). Callers own the transaction; the rules (how long to suppress, which limits) stay in
+the guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailbridge.store.models import AddressHealth, AutoMail
+from mailbridge.store.repositories import insert_row
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An address automatic mail must not go to until ``until`` (it hard-bounced)."""
+
+    address: str
+    status: str | None
+    since: datetime
+    until: datetime
+
+
+def suppression(session: Session, address: str, now: datetime) -> Suppression | None:
+    """Why automatic mail to ``address`` is suppressed at ``now``; None: it is not."""
+    health = session.get(AddressHealth, address)
+    if health is None or health.suppressed_until is None or health.suppressed_until <= now:
+        return None
+    return Suppression(address, health.last_status, health.last_failed_at, health.suppressed_until)
+
+
+def auto_mails_since(session: Session, recipient: str, since: datetime) -> list[tuple[datetime, int | None]]:
+    """(created_at, ticket_id) of the automatic mails to ``recipient`` after ``since``."""
+    stmt = select(AutoMail.created_at, AutoMail.ticket_id).where(
+        AutoMail.recipient == recipient, AutoMail.created_at > since
+    )
+    rows = session.execute(stmt).all()
+    return [(at, tid) for at, tid in rows]
+
+
+def add_auto_mail(session: Session, recipient: str, ticket_id: int | None, kind: str, now: datetime) -> None:
+    insert_row(session, AutoMail, {"recipient": recipient, "ticket_id": ticket_id, "kind": kind, "created_at": now})
+
+
+def mark_failing(
+    session: Session,
+    address: str,
+    *,
+    permanent: bool,
+    status: str | None,
+    reason: str,
+    ticket_id: int | None,
+    now: datetime,
+    suppress_until: datetime | None,
+) -> datetime | None:
+    """Record a bounce from ``address`` (its row locked, created on the first one); automatic mail
+    to it stays suppressed until the later of ``suppress_until`` and what an earlier bounce set.
+    Returns until when it is suppressed now (None: not)."""
+    row = session.get(AddressHealth, address, with_for_update=True)
+    until = suppress_until
+    if row is None:
+        session.add(
+            AddressHealth(
+                email=address,
+                state="failing",
+                permanent=permanent,
+                bounces=1,
+                last_status=status,
+                last_reason=reason[:2000],
+                first_failed_at=now,
+                last_failed_at=now,
+                suppressed_until=until,
+                last_ticket_id=ticket_id,
+            )
+        )
+    else:
+        row.state = "failing"
+        row.permanent = row.permanent or permanent
+        row.bounces += 1
+        row.last_status = status
+        row.last_reason = reason[:2000]
+        row.last_failed_at = now
+        row.last_ticket_id = ticket_id
+        if until is not None:
+            row.suppressed_until = max(until, row.suppressed_until or until)
+        until = row.suppressed_until
+    session.flush()
+    return until
