@@ -20,7 +20,6 @@ from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
 from mailbridge.ingest.prepare import Preparer
-from mailbridge.ingest.references import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.ingest.steps import default_steps
 from mailbridge.outbound.guard import AutoMailGuard
 from mailbridge.outbound.messages import MailBuilder
@@ -35,6 +34,7 @@ from mailbridge.store import migrate
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_postgres, make_engine, make_session_factory, session_scope
 from mailbridge.store.rawstore import attachment_store, raw_store
+from mailbridge.subjects import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 
 log = structlog.get_logger(__name__)
 

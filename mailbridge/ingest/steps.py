@@ -21,7 +21,6 @@ from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.noise import MailClass
 from mailbridge.ingest.outgoing import Acknowledge, AutoAnswers, CommandErrors, NotifyAgents, OversizeNotice, Relay
 from mailbridge.ingest.pipeline import Step
-from mailbridge.ingest.references import SubjectNormalizer
 from mailbridge.ingest.routing import is_ours, route
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.guard import AutoMailGuard
@@ -33,6 +32,7 @@ from mailbridge.store import repositories as repo
 from mailbridge.store.models import AttachmentRow, Message, RawMessage, Ticket
 from mailbridge.store.rawstore import ContentStore
 from mailbridge.store.repositories import TicketRef
+from mailbridge.subjects import SubjectNormalizer
 from mailbridge.vocabulary import AuthorRole, Disposition, MessageKind
 
 log = structlog.get_logger(__name__)
