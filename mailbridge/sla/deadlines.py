@@ -12,6 +12,7 @@ from babel.dates import format_datetime
 
 from mailbridge.settings import Settings
 from mailbridge.sla.calendar import BusinessCalendar, add_business_time
+from mailbridge.sla.hours import SupportHours, describe
 from mailbridge.sla.policy import SeverityLevel, SeverityScheme, due
 
 # How a deadline reads in an acknowledgement ("bis spätestens Montag, 23.11.2026, 13:00 Uhr MEZ").
@@ -126,3 +127,12 @@ class Deadlines:
         tz = cal.tz if cal is not None else None
         lang = language if language in DEADLINE_FORMATS else "en"
         return format_datetime(at, DEADLINE_FORMATS[lang], locale=lang, tzinfo=tz)
+
+    def support_hours(
+        self, queue: str, organisation: str | None, language: str, now: datetime, until: datetime | None
+    ) -> SupportHours | None:
+        """The support hours of the calendar that applies to this customer (its organisation's, else the
+        queue's) in ``language``, as valid at ``now`` (MEZ or MESZ), with the closure days up to
+        ``until`` (the promised first response; None: no closures). None when there is no calendar."""
+        cal = self.calendar(queue, organisation)
+        return describe(cal, language, now, until) if cal is not None else None
