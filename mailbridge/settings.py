@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from mailbridge.business_calendar import BusinessCalendar
+from mailbridge.checklist import ChecklistItem
 from mailbridge.domain import CaseNumberFormat
 from mailbridge.policy_types import (
     DEFAULT_STAGES,
@@ -224,8 +225,15 @@ class QueueSettings(_Model):
     notify: list[str] | None = None
     # The levels #severity accepts.
     severity_levels: Annotated[list[str], Field(min_length=1)] = list(DEFAULT_SEVERITY_LEVELS)
-    # Phrases with which a customer asks for more urgency; the request is shown to agents.
+    # Phrases with which a customer asks for more urgency, besides the requests mailbridge understands
+    # in any wording (ingest/urgency.py); the request is shown to agents.
     urgency_words: list[str] = list(DEFAULT_URGENCY_WORDS)
+    # A customer's request for a more severe level (one the mail names) takes effect: the severity
+    # goes up, the deadlines are recomputed and the customer is told (seed 004). Else agents decide.
+    customer_may_raise: bool = False
+    # The information a request should contain (seed 000's "Basisinformationen"): the acknowledgement
+    # asks for what is missing, and later mails that supply it are recorded (mailbridge/checklist.py).
+    checklist: list[ChecklistItem] = []
     # The [[calendars]] entry whose business hours and holidays the queue's deadlines count in.
     calendar: str | None = None
     # The [[severity_schemes]] entry: levels, the words that detect them, response targets. With a
@@ -267,6 +275,9 @@ class QueueSettings(_Model):
                 if a in self.addresses:
                     # A notification to ourselves would come back as a new mail: a loop.
                     raise _KeyedError(key, f"{a} is one of this queue's own addresses")
+        keys = [item.key for item in self.checklist]
+        if len(keys) != len(set(keys)):
+            raise _KeyedError("checklist", f"item keys must be unique: {', '.join(sorted(keys))}")
         return self
 
     @property

@@ -44,6 +44,7 @@ class MessageKind(StrEnum):
     NOTIFICATION = "notification"
     COMMAND_ERROR = "command_error"
     OVERSIZE_NOTICE = "oversize_notice"
+    SEVERITY_NOTICE = "severity_notice"  # the customer's request raised the case's severity
     ESCALATION = "escalation"
     DIGEST = "digest"
 

@@ -33,6 +33,7 @@ from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.matcher import organisation_key
 from mailbridge.ingest.quoting import extract_new_text
 from mailbridge.ingest.routing import is_ours
+from mailbridge.ingest.urgency import find_urgency
 from mailbridge.lifecycle import STATUS_COMMANDS, ReplyEffect, customer_reply_effect, status_times
 from mailbridge.settings import Settings, ThirdPartyPolicy
 from mailbridge.sla.deadlines import Deadlines
@@ -158,17 +159,58 @@ class Identify:
             log.warning("notification_revoked", reached=leaked_to)
 
 
+def change_severity(mail: InboundMail, deadlines: Deadlines, key: str, by: str, values: dict, **why) -> None:
+    """Level ``key`` for the mail's case, by ``by``: the due times follow it, counted from the case's
+    creation on its calendar and moved by its pauses the way they moved the old ones (a pause after a
+    due time had passed, or after the first response, does not move it; see sla/recompute.py); no
+    contract, no due times. The columns go into ``values`` (the caller writes them with the rest);
+    the history says who and why. The one way a case's severity changes after it was opened."""
+    t = mail.ticket
+    assert t is not None
+    customer = deadlines.customer_of(t.queue, t.organisation, t.contract)
+    if not t.paused_seconds:
+        sla = deadlines.for_level(t.queue, key, t.created_at, customer)
+    else:
+        pauses = pauses_from_events(repo.events_of(mail.session, t.id, ("clock_resumed",)))
+        cal = deadlines.calendar(t.queue, t.organisation)
+        if cal is None or sum(p.business_seconds for p in pauses) != t.paused_seconds:
+            sla = deadlines.for_level(t.queue, key, t.created_at, customer, t.paused_seconds)
+        else:
+            base = deadlines.for_level(t.queue, key, t.created_at, customer)
+            sla = replace(
+                base,
+                first_response_due=move_by_pauses(
+                    cal, base.first_response_due, pauses, answered_at=t.first_response_at
+                ),
+                resolution_due=move_by_pauses(cal, base.resolution_due, pauses),
+            )
+    mail.severity_changed = True
+    mail.event(
+        "severity_changed",
+        old=values.get("severity", t.severity),
+        new=key,
+        by=by,
+        first_response_due=sla.first_response_due.isoformat() if sla.first_response_due else None,
+        resolution_due=sla.resolution_due.isoformat() if sla.resolution_due else None,
+        **why,
+    )
+    values.update(severity=key, first_response_due=sla.first_response_due, resolution_due=sla.resolution_due)
+
+
 class ApplyReply:
-    """What a customer's or third party's mail does to its case (``mailbridge.lifecycle``); a
-    customer's request for more urgency is noted for agents."""
+    """What a customer's or third party's mail does to its case (``mailbridge.lifecycle``). A
+    customer's request for more urgency (``ingest/urgency.py``, in any wording, or one of the queue's
+    ``urgency_words``) is noted for agents; where the queue lets customers raise the level
+    (``customer_may_raise``) and the mail names a more severe one, the case gets it."""
 
     name = "apply_reply"
 
-    def __init__(self, settings: Settings, normalizer):
+    def __init__(self, settings: Settings, normalizer, deadlines: Deadlines):
         self.settings = settings
         self.window = timedelta(days=settings.conversations.reopen_window_days)
         self.policy = settings.conversations.third_party
         self.normalizer = normalizer
+        self.deadlines = deadlines
         self._urgency: dict[str, re.Pattern] = {}
 
     def _urgency_re(self, queue) -> re.Pattern | None:
@@ -215,15 +257,38 @@ class ApplyReply:
         queue = self.settings.queue(t.queue)
         if mail.role == AuthorRole.COLLEAGUE and p.from_ is not None:
             repo.add_participants(mail.session, t.id, [(p.from_.email, p.from_.name, AuthorRole.COLLEAGUE)], mail.now)
+        self._note_urgency(mail, queue)
+
+    def _note_urgency(self, mail: InboundMail, queue) -> None:
+        t, p = mail.ticket, mail.parsed
+        assert t is not None and p is not None and p.from_ is not None
+        # A subject that only repeats the case's own is no new request.
+        new_subject = self.normalizer.strip_prefixes(p.subject).lower() not in t.subject.lower()
+        subject = p.subject if new_subject else ""
+        scheme = self.deadlines.scheme(t.queue)
+        levels = scheme.levels if scheme is not None else ()
+        request = find_urgency(p.new_text or "", subject, levels)
+        words = list(request.phrases) if request is not None else []
         rx = self._urgency_re(queue)
         if rx is not None:
-            texts = [p.new_text]
-            if self.normalizer.strip_prefixes(p.subject).lower() not in t.subject.lower():
-                texts.append(p.subject)  # a subject that only repeats the case's own is no new request
-            words = list(dict.fromkeys(m.group(1).lower() for text in texts for m in rx.finditer(text or "")))
-            if words:
-                mail.urgency = words
-                mail.event("urgency_requested", words=words, by=p.from_.email if p.from_ else None)
+            found = (m.group(1) for text in (p.new_text, subject) for m in rx.finditer(text or ""))
+            words += [w for w in found if not any(w.lower() in x.lower() for x in words)]
+        if not words:
+            return
+        words = list(dict.fromkeys(w.lower() for w in words))
+        level = request.level if request is not None and request.explicit else None
+        mail.urgency = words
+        mail.event("urgency_requested", words=words, by=p.from_.email, **({"level": level} if level else {}))
+        if level is None or not queue.customer_may_raise or scheme is None:
+            return
+        order = [lv.key for lv in scheme.levels]  # the most severe first
+        if t.severity in order and order.index(level) >= order.index(t.severity):
+            return  # not more severe than the case already is
+        values: dict = {"updated_at": mail.now}
+        change_severity(mail, self.deadlines, level, p.from_.email, values, reason="customer request")
+        mail.customer_raised = True
+        mail.change_ticket(values)
+        log.info("severity_raised_by_customer", old=t.severity, new=level)
 
 
 class AgentCommands:
@@ -239,23 +304,6 @@ class AgentCommands:
     def __init__(self, settings: Settings, deadlines: Deadlines):
         self.settings = settings
         self.deadlines = deadlines
-
-    def _for_level(self, mail: InboundMail, t, key: str, customer):
-        """The due times of level ``key`` from the case's creation, moved by its pauses the way
-        they moved the old ones (a pause after a due time had passed, or after the first response,
-        does not move it; see sla/recompute.py)."""
-        if not t.paused_seconds:
-            return self.deadlines.for_level(t.queue, key, t.created_at, customer)
-        pauses = pauses_from_events(repo.events_of(mail.session, t.id, ("clock_resumed",)))
-        cal = self.deadlines.calendar(t.queue, t.organisation)
-        if cal is None or sum(p.business_seconds for p in pauses) != t.paused_seconds:
-            return self.deadlines.for_level(t.queue, key, t.created_at, customer, t.paused_seconds)
-        base = self.deadlines.for_level(t.queue, key, t.created_at, customer)
-        return replace(
-            base,
-            first_response_due=move_by_pauses(cal, base.first_response_due, pauses, answered_at=t.first_response_at),
-            resolution_due=move_by_pauses(cal, base.resolution_due, pauses),
-        )
 
     def __call__(self, mail: InboundMail) -> None:
         t, p = mail.ticket, mail.parsed
@@ -281,22 +329,7 @@ class AgentCommands:
         for c in block.commands:
             mail.event("command", name=c.name, arg=c.arg, by=by)
             if c.name == "severity":
-                # The deadlines follow the new level, counted from the case's creation.
-                # (on the case's calendar, moved on by the time it was paused; no contract: none).
-                customer = self.deadlines.customer_of(t.queue, t.organisation, t.contract)
-                sla = self._for_level(mail, t, c.arg, customer)
-                mail.severity_changed = True
-                mail.event(
-                    "severity_changed",
-                    old=values.get("severity", t.severity),
-                    new=c.arg,
-                    by=by,
-                    first_response_due=sla.first_response_due.isoformat() if sla.first_response_due else None,
-                    resolution_due=sla.resolution_due.isoformat() if sla.resolution_due else None,
-                )
-                values.update(
-                    severity=c.arg, first_response_due=sla.first_response_due, resolution_due=sla.resolution_due
-                )
+                change_severity(mail, self.deadlines, c.arg, by, values)
             elif c.name == "assign":
                 mail.event("assigned", old=values.get("assignee", t.assignee), new=c.arg, by=by)
                 values["assignee"] = c.arg

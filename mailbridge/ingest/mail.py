@@ -111,8 +111,11 @@ class InboundMail:
     answered: bool = False
     # An agent changed the severity: the follow-up clock follows the new level.
     severity_changed: bool = False
-    # Phrases with which a customer asked for more urgency.
+    # Phrases with which a customer asked for more urgency, and whether that raised the severity.
     urgency: list[str] = field(default_factory=list)
+    customer_raised: bool = False
+    # The case's checklist of required information after this mail (ingest/information.py).
+    checklist: dict | None = None
     agent_mode: AgentMode | None = None
     # Something the agent must be told although no command failed (a revoked notification, a
     # reply with nothing to send).

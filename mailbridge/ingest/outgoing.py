@@ -84,6 +84,21 @@ def _enqueue(mail: InboundMail, built: Built, kind: MessageKind, dedup_key: str)
     )
 
 
+def _checklist_view(queue, state: dict | None, language: str) -> list[dict]:
+    """The queue's checklist as the case has it: label (in ``language``), given, evidence."""
+    if not state:
+        return []
+    return [
+        {"label": i.label(language), "given": state[i.key]["given"], "evidence": state[i.key].get("evidence")}
+        for i in queue.checklist
+        if i.key in state
+    ]
+
+
+def _checklist_labels(queue, state: dict | None, language: str, *, given: bool) -> list[str]:
+    return [c["label"] for c in _checklist_view(queue, state, language) if c["given"] is given]
+
+
 class Acknowledge:
     """The acknowledgement of a new case, to the customer (never for machine-made mail)."""
 
@@ -116,6 +131,11 @@ class Acknowledge:
             {"number": u.number, "reason": u.reason, "suggestion": u.suggestion}
             for u in (mail.match.unknown if mail.match else [])
         ]
+        # The hours of the calendar this customer's deadlines count in, and the days we are closed
+        # before the promised first response.
+        hours = self.deadlines.support_hours(
+            q.name, t.organisation, t.language, mail.now, mail.sla.first_response_due if mail.sla else None
+        )
         built = self.builder.ack(
             t,
             q,
@@ -133,6 +153,9 @@ class Acknowledge:
                 else None
             ),
             no_contract=mail.customer is not None and not mail.customer.promised,
+            missing=_checklist_labels(q, mail.checklist, t.language, given=False),
+            support_hours=hours.text if hours is not None else None,
+            closures=[c.text for c in hours.closures] if hours is not None else [],
             now=mail.now,
         )
         outbox_id = _enqueue(mail, built, MessageKind.ACK, f"ack:{t.case_number}")
@@ -193,6 +216,44 @@ class OversizeNotice:
         self.answers.sent(mail, to.email, None, MessageKind.OVERSIZE_NOTICE)
         say(f"the sender {to.email} was told ({built.out.message_id})")
         log.info("oversize_notice_queued", to=to.email)
+
+
+class ConfirmRaise:
+    """The customer hears that their request raised the case's severity (``customer_may_raise``),
+    within the guards of every automatic mail (``AutoAnswers``)."""
+
+    name = "confirm_raise"
+
+    def __init__(self, builder: MailBuilder, settings: Settings, deadlines: Deadlines, answers: AutoAnswers):
+        self.builder = builder
+        self.settings = settings
+        self.deadlines = deadlines
+        self.answers = answers
+
+    def __call__(self, mail: InboundMail) -> None:
+        t, p = mail.ticket, mail.parsed
+        if not mail.customer_raised or t is None or p is None or p.from_ is None:
+            return
+        to = p.from_
+        held = self.answers.refusal(mail, to.email, t.id)
+        if held is not None:
+            mail.flags.append(f"the customer was not told of the raised severity: {held[0]}")
+            return
+        level = self.deadlines.level(t.queue, t.severity)
+        due = repo.ticket_due(mail.session, t.id) if t.first_response_at is None else None
+        built = self.builder.severity_raised(
+            t,
+            self.settings.queue(t.queue),
+            to,
+            level=level.label(t.language) if level is not None else (t.severity or ""),
+            first_response_due=self.deadlines.format(t.queue, due, t.language, t.organisation) if due else None,
+            parent_id=p.message_id,
+            parent_refs=p.references,
+            now=mail.now,
+        )
+        outbox_id = _enqueue(mail, built, MessageKind.SEVERITY_NOTICE, f"raised:{mail.message_id}")
+        self.answers.sent(mail, to.email, t.id, MessageKind.SEVERITY_NOTICE)
+        mail.event("severity_notice_queued", outbox_id=outbox_id, to=to.email, severity=t.severity)
 
 
 class Relay:
@@ -402,6 +463,8 @@ class NotifyAgents:
             previous=previous,
             linked_case=mail.link_from.case_number if mail.link_from else None,
             severity_levels=self.settings.severity_levels(queue),
+            checklist=_checklist_view(queue, mail.checklist, t.language),
+            raised_to=t.severity if mail.customer_raised else None,
             now=mail.now,
         )
         outbox_id = _enqueue(mail, built, MessageKind.NOTIFICATION, f"notify:{mail.message_id}")

@@ -15,11 +15,20 @@ from mailbridge.domain import TicketStatus
 from mailbridge.ingest import noise
 from mailbridge.ingest.clocks import TrackClocks
 from mailbridge.ingest.conversation import AgentCommands, ApplyReply, Identify
+from mailbridge.ingest.information import CheckInformation
 from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.mail import TICKET_REF_FIELDS, InboundMail
 from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.noise import MailClass
-from mailbridge.ingest.outgoing import Acknowledge, AutoAnswers, CommandErrors, NotifyAgents, OversizeNotice, Relay
+from mailbridge.ingest.outgoing import (
+    Acknowledge,
+    AutoAnswers,
+    CommandErrors,
+    ConfirmRaise,
+    NotifyAgents,
+    OversizeNotice,
+    Relay,
+)
 from mailbridge.ingest.pipeline import Step
 from mailbridge.ingest.routing import is_ours, route
 from mailbridge.outbound import compose as comp
@@ -436,11 +445,13 @@ def default_steps(
         MatchCase(matcher, detector),
         RecordNoise(guard),
         Identify(settings),
-        ApplyReply(settings, normalizer),
+        ApplyReply(settings, normalizer, deadlines),
         OpenTicket(settings.case_numbers.fmt, settings.case_numbers.first_serial, normalizer, settings, deadlines),
         AgentCommands(settings, deadlines),
         StoreMessage(attachments),
+        CheckInformation(settings, normalizer),
         Acknowledge(builder, deadlines, answers),
+        ConfirmRaise(builder, settings, deadlines, answers),
         Relay(builder, settings),
         CommandErrors(builder, settings),
         NotifyAgents(builder, settings),

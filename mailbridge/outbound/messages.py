@@ -133,9 +133,14 @@ class MailBuilder:
         severity: str | None = None,
         first_response_due: str | None = None,
         no_contract: bool = False,
+        missing: list[str] | None = None,
+        support_hours: str | None = None,
+        closures: list[str] | None = None,
     ) -> Built:
         """The acknowledgement of a new case, to the customer, in the case's language; with the
-        severity understood and the first-response deadline when the queue promises one."""
+        severity understood and the first-response deadline when the queue promises one, the support
+        hours (and the days we are closed before that deadline), and the labels of the information
+        the request still lacks (with a block to fill in by replying)."""
         tctx = {
             "case_number": ticket.case_number,
             "subject": ticket.subject,
@@ -149,6 +154,9 @@ class MailBuilder:
             "severity": severity,
             "first_response_due": first_response_due,
             "no_contract": no_contract,
+            "missing": list(missing or []),
+            "support_hours": support_hours,
+            "closures": list(closures or []),
         }
         lang = ticket.language
         subject = comp.tagged_subject(ticket.case_number, self.templates.render(lang, "ack.subject.j2", **tctx).strip())
@@ -184,8 +192,12 @@ class MailBuilder:
         linked_case: str | None,
         severity_levels: list[str],
         now: datetime,
+        checklist: list[dict] | None = None,
+        raised_to: str | None = None,
     ) -> Built:
         """Tell the queue's agents about a new case or a reply; its Message-ID is signed for the case.
+        ``checklist``: the case's required information ({label, given, evidence}); ``raised_to``: the
+        level the customer's request raised the case to.
 
         ``event``: new | reply | reopened | third-party | unverified-agent.
         """
@@ -209,8 +221,50 @@ class MailBuilder:
             "linked_case": linked_case,
             "severity_levels": severity_levels,
             "queue_name": queue.display_name,
+            "checklist": list(checklist or []),
+            "raised_to": raised_to,
         }
         return self._to_agents(ticket, queue, "notification", tctx, queue.notify_addresses, previous, now, mid)
+
+    def severity_raised(
+        self,
+        ticket: TicketRef,
+        queue: QueueSettings,
+        to: Address,
+        *,
+        level: str,
+        first_response_due: str | None,
+        parent_id: str | None,
+        parent_refs: list[str],
+        now: datetime,
+    ) -> Built:
+        """Tell the customer that their request raised the case's severity (``customer_may_raise``)."""
+        tctx = {
+            "case_number": ticket.case_number,
+            "subject": ticket.subject,
+            "requester_name": ticket.requester_name,
+            "queue_name": queue.display_name,
+            "support_address": queue.address,
+            "severity": level,
+            "first_response_due": first_response_due,
+        }
+        lang = ticket.language
+        subject = self.templates.render(lang, "severity_raised.subject.j2", **tctx).strip()
+        return self._compose(
+            ticket,
+            parent_id=parent_id,
+            parent_refs=parent_refs,
+            parent_index=None,
+            now=now,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(to.name, to.email)],
+            subject=comp.tagged_subject(ticket.case_number, subject),
+            text=self.templates.render(lang, "severity_raised.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_REPLIED,
+            language=lang,
+        )
 
     def relay(
         self,

@@ -115,6 +115,10 @@ class Ticket(Base):
     next_escalation_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     # The earlier case this one follows up (a customer wrote about a closed case).
     linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    # The queue's checklist of required information (mailbridge/checklist.py) as the case's mails
+    # gave it: {item key: {"given": bool, "evidence": str | None, "message_id": int | None}}, the
+    # message being the first inbound message that gave it. None: the queue has no checklist.
+    checklist: Mapped[dict | None] = mapped_column(JSON)
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     events: Mapped[list[Event]] = relationship(back_populates="ticket", order_by="Event.id")

@@ -253,6 +253,16 @@ def close_solved(session: Session, solved_before: datetime, now: datetime) -> li
     return [(r[0], r[1]) for r in rows]
 
 
+def ticket_due(session: Session, ticket_id: int) -> datetime | None:
+    """The case's first-response due time."""
+    return _conn(session).execute(select(Ticket.first_response_due).where(Ticket.id == ticket_id)).scalar_one_or_none()
+
+
+def ticket_checklist(session: Session, ticket_id: int) -> dict | None:
+    """The case's checklist state (Ticket.checklist)."""
+    return _conn(session).execute(select(Ticket.checklist).where(Ticket.id == ticket_id)).scalar_one_or_none()
+
+
 def events_of(session: Session, ticket_id: int, kinds: tuple[str, ...]) -> list[tuple[str, dict, datetime]]:
     """The ticket's history entries of ``kinds``, oldest first, as (kind, detail, created_at)."""
     rows = _conn(session).execute(

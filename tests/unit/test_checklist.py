@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from mailbridge.ingest.checklist import ChecklistItem, evaluate, missing
+from mailbridge.checklist import ChecklistItem, evaluate, missing
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "checklists.toml.example"
