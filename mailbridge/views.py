@@ -111,6 +111,18 @@ def ticket_detail(app, case_number: str) -> str | None:
                 + (f"; next escalation check {_ts(t.next_escalation_at)}" if t.next_escalation_at else "")
                 + f"  (mailbridge sla explain {t.case_number})"
             )
+        if t.checklist:
+            out.append("  information:")
+            queue = next((q for q in app.settings.queues if q.name == t.queue), None)
+            labels = {i.key: i.label("en") for i in (queue.checklist if queue else [])}
+            sent = {m.id: m for m in t.messages}
+            for key, item in t.checklist.items():
+                if not item.get("given"):
+                    out.append(f"    [ ] {labels.get(key, key)}: missing")
+                    continue
+                m = sent.get(item.get("message_id"))
+                source = f" (mail of {_ts(m.created_at)} <{m.message_id}>)" if m is not None else ""
+                out.append(f"    [x] {labels.get(key, key)}: {item.get('evidence') or 'given'}{source}")
         if t.linked_ticket is not None:
             out.append(f"  follows up {t.linked_ticket.case_number} ({t.linked_ticket.subject})")
         if t.participants:
