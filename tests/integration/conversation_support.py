@@ -148,6 +148,7 @@ def make_desk(tmp_path, imap_server, smtp_sink, db_url, *, queue_extra: str = QU
     path = write_config(
         tmp_path / "mailbridge.toml",
         imap_port=imap_server.port,
+        imap_user=imap_server.user,
         smtp_port=smtp_sink.port,
         db_url=db_url,
         var_dir=tmp_path / "var",
