@@ -47,8 +47,24 @@ def pytest_configure(config):
     )
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: two workers per core, the tests mostly wait on I/O (servers, subprocesses)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return min(8, 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Skip the PostgreSQL cases at collection when there is no PostgreSQL: no fixture runs for them."""
+    """Keep the tests of one private mail stack on one xdist worker (it starts once per worker that
+    uses it); skip the PostgreSQL cases at collection when there is no PostgreSQL: no fixture runs
+    for them."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "mailstack_sieve_session" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("mailstack-sieve"))
+        elif "mailstack_session" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("mailstack"))
     if os.environ.get(PG_ENV):
         return
     skip = pytest.mark.skip(reason=f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +17,7 @@ from mailbridge.ingest.references import (
     case_number_candidates,
     near_misses,
 )
+from tests.support import python_steps
 
 DEFAULT = CaseNumberFormat()
 NORMALIZER = SubjectNormalizer()
@@ -34,18 +34,7 @@ STEPS_BASE = 1_000
 
 def _bounded(fn, text: str, *args):
     """Call ``fn(text, *args)``; fail when it takes more than STEPS_PER_CHAR Python steps per character."""
-    steps = 0
-
-    def tracer(frame, event, arg):
-        nonlocal steps
-        steps += 1
-        return tracer
-
-    sys.settrace(tracer)
-    try:
-        result = fn(text, *args)
-    finally:
-        sys.settrace(None)
+    result, steps = python_steps(fn, text, *args)
     assert steps <= STEPS_PER_CHAR * len(text) + STEPS_BASE, f"{steps} steps for {len(text)} characters"
     return result
 
