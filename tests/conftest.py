@@ -18,8 +18,10 @@ Every test gets its own database, IMAP account and SMTP server:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -54,17 +56,10 @@ def pytest_xdist_auto_num_workers(config):
     return min(8, 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Keep the tests of one private mail stack on one xdist worker (it starts once per worker that
-    uses it); skip the PostgreSQL cases at collection when there is no PostgreSQL: no fixture runs
-    for them."""
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "mailstack_sieve_session" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("mailstack-sieve"))
-        elif "mailstack_session" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("mailstack"))
+    """The long tests first, so that no worker starts one of them when the others are done; skip the
+    PostgreSQL cases at collection when there is no PostgreSQL: no fixture runs for them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if os.environ.get(PG_ENV):
         return
     skip = pytest.mark.skip(reason=f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)")
@@ -72,6 +67,41 @@ def pytest_collection_modifyitems(config, items):
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("db_url") == "postgresql":
             item.add_marker(skip)
+
+
+# Test files whose tests share something expensive per worker: a private Dovecot/Postfix stack, or a
+# module-scoped fixture (the parsed corpus, a TLS pymap). Their tests go to one worker each.
+_TESTS = Path(__file__).parent
+_MAILSTACK_FILES = {"tests/integration/test_mailstack.py", "tests/integration/test_mailstack_noise.py"}
+_MODULE_FIXTURE_FILES = {
+    path.relative_to(_TESTS.parent).as_posix()
+    for path in _TESTS.rglob("test_*.py")
+    if re.search(r"fixture\(\s*scope=\"(module|class)\"", path.read_text(encoding="utf-8"))
+}
+
+
+def _xdist_scope(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    if path in _MAILSTACK_FILES:
+        return "mailstack"
+    if path in _MODULE_FIXTURE_FILES:
+        return path
+    return nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup: like ``load`` (test by test to whichever worker is free), except that each
+    file of _MAILSTACK_FILES / _MODULE_FIXTURE_FILES stays on one worker. (xdist's own xdist_group
+    marks do nothing with pytest 9.2: they rename item._nodeid, which node ids no longer come from.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _xdist_scope(nodeid)
+
+    return Scheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -327,8 +327,7 @@ def test_mailbox_recreated_with_new_uidvalidity(tmp_path, db_url, imap_server, s
         c.logout()
     cfg = make_config(
         tmp_path,
-        imap_port=imap_server.port,
-        imap_user=imap_server.user,
+        imap=imap_server,
         smtp_port=smtp_sink.port,
         db_url=db_url,
         account_extra=f'folder = "{folder}"',
