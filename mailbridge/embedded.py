@@ -53,22 +53,53 @@ def wait_for_port(port: int, timeout: float = START_TIMEOUT_SECONDS, proc: subpr
     raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout}s")
 
 
+# pymap's dict backend knows one user. With ``provision_prefix`` it also creates, at its first
+# login, any user whose name starts with the prefix, with the server's password: one server can
+# then serve many independent accounts (the test suite gives each test its own).
+_PROVISIONING = """
+from pymap.backend.dict import Login
+from pymap.user import Passwords, UserMetadata
+
+_authenticate = Login.authenticate
+
+async def authenticate(self, credentials):
+    name = credentials.authcid
+    if name.startswith(PREFIX) and name not in self.users_dict:
+        hashed = await Passwords(self.config).hash_password(self.config.demo_password)
+        self.users_dict[name] = UserMetadata(self.config, name, password=hashed)
+    return await _authenticate(self, credentials)
+
+Login.authenticate = authenticate
+"""
+
+
 class PymapServer:
     """pymap with one user, in a subprocess.
 
     Without ``maildir`` it uses the in-memory ``dict`` backend: a restart loses every mailbox (and
     a recreated mailbox gets a new UIDVALIDITY). With ``maildir`` (a directory) it uses the Maildir
     backend: mailboxes, UIDs and UIDVALIDITY persist across :meth:`restart`, as on a real server.
+
+    ``provision_prefix`` (dict backend only): users whose login name starts with it are created at
+    their first login, with ``password``; :meth:`account` hands out such a user.
     """
 
     def __init__(
-        self, user: str = "support", password: str = "secret", port: int | None = None, maildir: Path | None = None
+        self,
+        user: str = "support",
+        password: str = "secret",
+        port: int | None = None,
+        maildir: Path | None = None,
+        provision_prefix: str | None = None,
     ):
+        if provision_prefix is not None and maildir is not None:
+            raise ValueError("provision_prefix needs the dict backend (no maildir)")
         self.user = user
         self.password = password
         self.port = port or free_port()
         self.host = LOOPBACK
         self.maildir = Path(maildir) if maildir is not None else None
+        self.provision_prefix = provision_prefix
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -89,6 +120,8 @@ class PymapServer:
 
     def start(self) -> PymapServer:
         code = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; main()"
+        if self.provision_prefix is not None:
+            code = f"PREFIX = {self.provision_prefix!r}\n{_PROVISIONING}\n{code}"
         services = ["--no-service=admin", "--no-service=managesieve", "--no-service=swim"]
         # "--opt=value" throughout: a password starting with "-" must not be read as an option.
         args = [sys.executable, "-c", code, f"--host={LOOPBACK}", f"--port={self.port}", "--no-tls", *services]
@@ -136,18 +169,18 @@ class PymapServer:
         self.stop()
         self.start()
 
-    def client(self):
+    def client(self, user: str | None = None):
         """A logged-in imapclient connection (for seeding and inspecting the mailbox)."""
         from imapclient import IMAPClient
 
         c = IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
         c._imap.debug = 0
-        c.login(self.user, self.password)
+        c.login(user or self.user, self.password)
         return c
 
-    def append(self, messages: list[bytes], folder: str = "INBOX") -> None:
+    def append(self, messages: list[bytes], folder: str = "INBOX", user: str | None = None) -> None:
         """Deliver ``messages`` into ``folder`` with IMAP APPEND, as an MTA's local delivery would."""
-        c = self.client()
+        c = self.client(user)
         try:
             # MULTIAPPEND (RFC 3502): one command for all; single APPENDs stall on Nagle + delayed ACK.
             if messages and c.has_capability("MULTIAPPEND"):
@@ -158,11 +191,56 @@ class PymapServer:
         finally:
             c.logout()
 
+    def account(self, user: str) -> PymapAccount:
+        """A user of this server (see ``provision_prefix``) with the server's interface for one account."""
+        if self.provision_prefix is None or not user.startswith(self.provision_prefix):
+            raise ValueError(f"{user!r} is not a provisioned user (prefix {self.provision_prefix!r})")
+        return PymapAccount(self, user)
+
     def __enter__(self) -> PymapServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class PymapAccount:
+    """One user of a shared :class:`PymapServer`: the same ``host``/``port``/``user``/``password``,
+    ``client()`` and ``append()`` as a server of its own, but no stop or restart (others use it)."""
+
+    def __init__(self, server: PymapServer, user: str):
+        self.server, self.user = server, user
+        self.host, self.port, self.password = server.host, server.port, server.password
+
+    def client(self):
+        return self.server.client(self.user)
+
+    def append(self, messages: list[bytes], folder: str = "INBOX") -> None:
+        self.server.append(messages, folder, user=self.user)
+
+    def clear(self) -> None:
+        """Delete every mail of this user (the shared server keeps its memory small)."""
+        c = self.client()
+        try:
+            for flags, _delim, name in c.list_folders():
+                if b"\\Noselect" in flags:
+                    continue
+                c.select_folder(name)
+                uids = c.search("ALL")
+                if uids:
+                    c.delete_messages(uids)
+                    c.expunge()
+                c.close_folder()
+        finally:
+            c.logout()
+
+    def log_tail(self, limit: int = 2000) -> str:
+        return self.server.log_tail(limit)
+
+    def _shared(self, *_args, **_kwargs):
+        raise RuntimeError("a shared pymap cannot be stopped or restarted: use a PymapServer of the test's own")
+
+    start = stop = restart = _shared
 
 
 @dataclass

@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -15,7 +16,7 @@ from mailbridge.app import App
 from mailbridge.settings import load_settings
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import Event, Message, Ticket
-from tests.support import SUPPORT_ADDRESS, write_config
+from tests.support import SUPPORT_ADDRESS, make_mail, write_config
 
 AGENT = ("Anna Agent", "anna.agent@vendor.example")
 AGENT2 = ("Bert Agent", "bert.agent@vendor.example")
@@ -148,6 +149,7 @@ def make_desk(tmp_path, imap_server, smtp_sink, db_url, *, queue_extra: str = QU
     path = write_config(
         tmp_path / "mailbridge.toml",
         imap_port=imap_server.port,
+        imap_user=imap_server.user,
         smtp_port=smtp_sink.port,
         db_url=db_url,
         var_dir=tmp_path / "var",
@@ -162,6 +164,82 @@ def make_desk(tmp_path, imap_server, smtp_sink, db_url, *, queue_extra: str = QU
 
 def to(sent: list[Sent], address: str) -> list[Sent]:
     return [m for m in sent if address in m.rcpt_tos]
+
+
+# -- the SLA desk of the escalation tests (also used by the hostile-mail tests) ---------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+CHIEF = "leitung@vendor.example"
+CUSTOMER2 = ("Petra Kunde", "petra@stadtwerke.example")
+
+SLA = f"""
+{NRW_CALENDAR}
+[[severity_schemes]]
+name = "std"
+default = "3"
+[[severity_schemes.stages]]
+at = 50
+to = "assignee"
+[[severity_schemes.stages]]
+at = 100
+to = "escalation"
+urgent = true
+[[severity_schemes.levels]]
+key = "1"
+label_de = "Fehlerklasse 1"
+label_en = "Severity 1"
+words = ["Systemstillstand"]
+first_response = {{ business_hours = 4 }}
+reescalate_every = {{ business_hours = 2 }}
+[[severity_schemes.levels]]
+key = "2"
+label_de = "Fehlerklasse 2"
+label_en = "Severity 2"
+words = ["Störung"]
+first_response = {{ calendar_hours = 24 }}
+[[severity_schemes.levels]]
+key = "3"
+label_de = "Fehlerklasse 3"
+label_en = "Severity 3"
+first_response = {{ business_days = 2 }}
+
+[[digests]]
+name = "morgens"
+recipients = ["{CHIEF}"]
+cron = "0 8 * * mon-fri"
+timezone = "Europe/Berlin"
+calendar = "nrw"
+at_risk_hours = 4
+oldest = 5
+"""
+
+
+def berlin(*args) -> datetime:
+    return datetime(*args, tzinfo=BERLIN).astimezone(UTC)
+
+
+def sla_desk(tmp_path, imap_server, smtp_sink, db_url, sla: str = SLA):
+    """A desk whose queue counts in the nrw calendar with the std scheme; managers: CHIEF."""
+    return make_desk(
+        tmp_path,
+        imap_server,
+        smtp_sink,
+        db_url,
+        queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
+        conversations=sla,
+    )
+
+
+def answer_note(desk, note: Sent, text: str) -> list[Sent]:
+    nid = note.header("Message-ID")
+    return desk.deliver(
+        make_mail(
+            subject=f"AW: {note.header('Subject')}",
+            body=text,
+            sender=AGENT,
+            headers={"In-Reply-To": nid, "References": nid},
+        )
+    )
 
 
 __all__ = ["SUPPORT_ADDRESS"]

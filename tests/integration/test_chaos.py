@@ -33,19 +33,13 @@ from sqlalchemy import func, select
 from mailbridge.settings import load_settings
 from mailbridge.store.models import Event, RawMessage
 from mailbridge.store.rawstore import raw_store, sha256_hex
-from tests.integration.test_faults import (
-    Service,
-    all_sent,
-    check_exactly_once,
-    counts,
-    db,  # noqa: F401 - fixture
-    folder_message_ids,
-    make_config,
-    make_mails,
-)
 from tests.support import PG_ENV
+from tests.support.faults import all_sent, check_exactly_once, counts, make_config, make_mails
+from tests.support.service import FaultService as Service
+from tests.support.service import message_ids as folder_message_ids
 
-pytestmark = pytest.mark.slow
+# The service creates the schema at its first start, as in production: an empty database.
+pytestmark = [pytest.mark.slow, pytest.mark.empty_database]
 
 SEED_ENV = "MAILBRIDGE_CHAOS_SEED"
 BOTH_ENV = "MAILBRIDGE_CHAOS_ALL_DATABASES"
@@ -112,7 +106,10 @@ def _wait_started(svc: Service, deadline: float) -> bool:
     return False
 
 
-def test_random_sigkills_while_1000_mails_flow(tmp_path, db_url, imap_server, smtp_sink, imap_env, db):  # noqa: F811
+# Its own bounds (START_TIMEOUT per start, FINISH_TIMEOUT) decide; pytest-timeout only catches a
+# hang, and 20+ service starts take longer than its default on a busy 2-core machine.
+@pytest.mark.timeout(900)
+def test_random_sigkills_while_1000_mails_flow(tmp_path, db_url, imap_server, smtp_sink, imap_env, db):
     """At least 20 SIGKILLs at random moments while 1,000 mails arrive and are ingested and
     acknowledged; after the last restart: one ticket per mail, one received acknowledgement per
     ticket (a second one only where the history records an unknown first outcome), every raw mail
@@ -128,9 +125,7 @@ def test_random_sigkills_while_1000_mails_flow(tmp_path, db_url, imap_server, sm
     mails = make_mails(N_MAILS, "chaos")
     mids = [mid for mid, _ in mails]
     raws = [raw for _, raw in mails]
-    cfg = make_config(
-        tmp_path, imap_port=imap_server.port, smtp_port=smtp_sink.port, db_url=db_url, extra=INGEST_CONFIG
-    )
+    cfg = make_config(tmp_path, imap=imap_server, smtp_port=smtp_sink.port, db_url=db_url, extra=INGEST_CONFIG)
     settings = load_settings(cfg)
     imap_server.append(raws[:INITIAL_MAILS])
     feeder = Feeder(imap_server, raws[INITIAL_MAILS:], random.Random(rng.random()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -19,6 +20,7 @@ def _run(config_path, *args):
     return result.exit_code, result.output
 
 
+@pytest.mark.empty_database
 def test_db_upgrade_is_idempotent(config_path):
     """`db upgrade` creates the schema and can run again on an up-to-date database."""
     for _ in range(2):

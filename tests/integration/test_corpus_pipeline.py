@@ -101,6 +101,7 @@ def test_corpus_through_the_pipeline(tmp_path, imap_server, smtp_sink, imap_env,
     path = write_config(
         tmp_path / "mailbridge.toml",
         imap_port=imap_server.port,
+        imap_user=imap_server.user,
         smtp_port=smtp_sink.port,
         db_url=f"sqlite:///{tmp_path / 'corpus.db'}",
         var_dir=tmp_path / "var",

@@ -26,7 +26,8 @@ from mailbridge.settings import load_settings
 from mailbridge.store.models import Event, Message, Outbox, RawMessage, Ticket
 from tests.support import HOTLINE_ADDRESS, SUPPORT_ADDRESS, make_mail
 
-pytestmark = pytest.mark.slow
+# The service creates the schema at its first start, as in production: an empty database.
+pytestmark = [pytest.mark.slow, pytest.mark.empty_database]
 
 N_MAILS = 200
 # Kill once at least this many tickets are committed (and fewer than all of them).

@@ -4,8 +4,7 @@ checked where it arrives: at the real SMTP server. A case answered in time gets 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -14,74 +13,24 @@ from mailbridge.app import App
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import Outbox
 from mailbridge.views import ticket_detail
-from tests.integration.conversation_support import AGENT, NRW_CALENDAR, QUEUE_EXTRA, TEAM, Sent, make_desk, to
+from tests.integration.conversation_support import (
+    AGENT,
+    CHIEF,
+    CUSTOMER2,
+    SLA,
+    TEAM,
+    Sent,
+    answer_note,
+    berlin,
+    sla_desk,
+    to,
+)
 from tests.support import make_mail
-
-BERLIN = ZoneInfo("Europe/Berlin")
-CHIEF = "leitung@vendor.example"
-CUSTOMER2 = ("Petra Kunde", "petra@stadtwerke.example")
-
-SLA = f"""
-{NRW_CALENDAR}
-[[severity_schemes]]
-name = "std"
-default = "3"
-[[severity_schemes.stages]]
-at = 50
-to = "assignee"
-[[severity_schemes.stages]]
-at = 100
-to = "escalation"
-urgent = true
-[[severity_schemes.levels]]
-key = "1"
-label_de = "Fehlerklasse 1"
-label_en = "Severity 1"
-words = ["Systemstillstand"]
-first_response = {{ business_hours = 4 }}
-reescalate_every = {{ business_hours = 2 }}
-[[severity_schemes.levels]]
-key = "2"
-label_de = "Fehlerklasse 2"
-label_en = "Severity 2"
-words = ["Störung"]
-first_response = {{ calendar_hours = 24 }}
-[[severity_schemes.levels]]
-key = "3"
-label_de = "Fehlerklasse 3"
-label_en = "Severity 3"
-first_response = {{ business_days = 2 }}
-
-[[digests]]
-name = "morgens"
-recipients = ["{CHIEF}"]
-cron = "0 8 * * mon-fri"
-timezone = "Europe/Berlin"
-calendar = "nrw"
-at_risk_hours = 4
-oldest = 5
-"""
-
-
-def berlin(*args) -> datetime:
-    return datetime(*args, tzinfo=BERLIN).astimezone(UTC)
-
-
-def _desk(tmp_path, imap_server, smtp_sink, db_url, sla: str = SLA):
-    """A desk whose queue counts in the nrw calendar with the std scheme; managers: CHIEF."""
-    return make_desk(
-        tmp_path,
-        imap_server,
-        smtp_sink,
-        db_url,
-        queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
-        conversations=sla,
-    )
 
 
 @pytest.fixture
 def desk(tmp_path, imap_server, smtp_sink, db_url, imap_env):
-    d = _desk(tmp_path, imap_server, smtp_sink, db_url)
+    d = sla_desk(tmp_path, imap_server, smtp_sink, db_url)
     yield d
     d.app.close()
 
@@ -93,18 +42,6 @@ def _case(sent: list[Sent]) -> str:
 
 def _about(sent: list[Sent], case: str) -> list[Sent]:
     return [m for m in sent if f"[{case}]" in m.header("Subject")]
-
-
-def _answer(desk, note: Sent, text: str) -> list[Sent]:
-    nid = note.header("Message-ID")
-    return desk.deliver(
-        make_mail(
-            subject=f"AW: {note.header('Subject')}",
-            body=text,
-            sender=AGENT,
-            headers={"In-Reply-To": nid, "References": nid},
-        )
-    )
 
 
 def test_warning_breach_reescalation_and_digest_and_none_for_a_case_answered_in_time(desk):
@@ -119,7 +56,7 @@ def test_warning_breach_reescalation_and_digest_and_none_for_a_case_answered_in_
     # 10:00: Anna answers the second case from the notification: its first response is in time.
     desk.clock.now = berlin(2026, 11, 23, 10, 0)
     (note,) = to(sent, TEAM)
-    relayed = _answer(desk, note, "Guten Tag,\n\nwir schauen uns das sofort an.\n\nAnna")
+    relayed = answer_note(desk, note, "Guten Tag,\n\nwir schauen uns das sofort an.\n\nAnna")
     assert to(relayed, CUSTOMER2[1])
     assert desk.ticket(in_time).first_response_at == berlin(2026, 11, 23, 10, 0)
 
@@ -229,7 +166,7 @@ def test_a_pending_case_pauses_its_clock_and_the_deadline_moves_by_the_paused_bu
     # 10:00: Anna asks an internal question and sets the case pending (nothing reaches the
     # customer, so the first-response clock still runs — but paused).
     desk.clock.now = berlin(2026, 11, 23, 10, 0)
-    _answer(desk, note, "#pending\n#note\nWarten auf Logdateien vom Kunden")
+    answer_note(desk, note, "#pending\n#note\nWarten auf Logdateien vom Kunden")
     t = desk.ticket(case)
     assert t.status == "pending" and t.paused_at == berlin(2026, 11, 23, 10, 0) and t.next_escalation_at is None
     detail = ticket_detail(desk.app, case)
@@ -251,7 +188,7 @@ def test_a_pending_case_pauses_its_clock_and_the_deadline_moves_by_the_paused_bu
     # #severity 3 counts its target (2 business days: Wednesday 09:00) from the creation and moves
     # it by the same pause, as it moved the old one: Wednesday 17:00.
     desk.clock.now = berlin(2026, 11, 24, 9, 30)
-    _answer(desk, note, "#severity 3\n#note\nDoch nur eine Linie.")
+    answer_note(desk, note, "#severity 3\n#note\nDoch nur eine Linie.")
     t = desk.ticket(case)
     assert t.severity == "3" and t.first_response_due == berlin(2026, 11, 25, 17, 0)
 
@@ -260,7 +197,7 @@ def test_escalate_on_create_reaches_the_managers_in_the_mails_own_transaction(
     tmp_path, imap_server, smtp_sink, db_url, imap_env
 ):
     sla = SLA.replace('words = ["Systemstillstand"]', 'words = ["Systemstillstand"]\nescalate_on_create = true')
-    d = _desk(tmp_path, imap_server, smtp_sink, db_url, sla)
+    d = sla_desk(tmp_path, imap_server, smtp_sink, db_url, sla)
     try:
         d.clock.now = berlin(2026, 11, 23, 9, 0)
         sent = d.deliver(make_mail(subject="Systemstillstand Linie 3", body="Alles steht."))
@@ -301,7 +238,7 @@ def test_an_agent_answers_the_customer_by_replying_to_a_warning_and_the_managers
     desk.clock.now = berlin(2026, 11, 23, 11, 0)
     (warn,) = desk.escalate()
     assert warn.header("Message-ID").startswith("<mbn.")
-    relayed = _answer(desk, warn, "Guten Tag,\n\nwir sind dran.\n\nAnna")
+    relayed = answer_note(desk, warn, "Guten Tag,\n\nwir sind dran.\n\nAnna")
     (answer,) = to(relayed, "juergen.mueller@kunde.example")
     assert "wir sind dran" in answer.text and "##-" not in answer.text
     t = desk.ticket(case)
@@ -355,7 +292,7 @@ def test_three_instances_running_the_job_at_once_send_each_stage_once(desk):
 
 
 def _pending(desk, note: Sent) -> None:
-    _answer(desk, note, "#pending\n#note\nWarten auf Logdateien vom Kunden")
+    answer_note(desk, note, "#pending\n#note\nWarten auf Logdateien vom Kunden")
 
 
 def _customer_reply(desk, case: str) -> None:
@@ -424,14 +361,14 @@ def test_a_reopened_case_owes_a_new_follow_up_from_then_on(tmp_path, imap_server
         'label_en = "Severity 3"\nfirst_response = { business_days = 2 }\nfollow_up = { business_hours = 8 }',
     )
     assert sla != SLA
-    d = _desk(tmp_path, imap_server, smtp_sink, db_url, sla)
+    d = sla_desk(tmp_path, imap_server, smtp_sink, db_url, sla)
     try:
         d.clock.now = berlin(2026, 11, 23, 9, 0)
         sent = d.deliver(make_mail(subject="Frage zur Lizenz", body="Wie verlängere ich?"))
         case = _case(sent)
         (note,) = to(sent, TEAM)
         d.clock.now = berlin(2026, 11, 23, 9, 30)
-        _answer(d, note, "#solve\nGuten Tag,\n\nso geht es: …\n\nAnna")
+        answer_note(d, note, "#solve\nGuten Tag,\n\nso geht es: …\n\nAnna")
         t = d.ticket(case)
         assert t.status == "solved" and t.update_due == berlin(2026, 11, 24, 8, 30) and t.next_escalation_at is None
         d.clock.now = berlin(2026, 11, 26, 10, 0)

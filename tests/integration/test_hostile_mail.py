@@ -20,8 +20,7 @@ from sqlalchemy import func, select
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import AttachmentRow, Quarantine, RawMessage, Ticket
 from mailbridge.views import ticket_detail
-from tests.integration.conversation_support import TEAM, to
-from tests.integration.test_escalations import CHIEF, _answer, _desk, berlin
+from tests.integration.conversation_support import CHIEF, TEAM, answer_note, berlin, sla_desk, to
 from tests.support import SUPPORT_ADDRESS
 
 VICTIM = "victim@evil.example"
@@ -38,7 +37,7 @@ FORBIDDEN = ("\x1b", "\u202e", "\u2066", "\x00", "\x9b")
 
 @pytest.fixture
 def desk(tmp_path, imap_server, smtp_sink, db_url, imap_env):
-    d = _desk(tmp_path, imap_server, smtp_sink, db_url)
+    d = sla_desk(tmp_path, imap_server, smtp_sink, db_url)
     yield d
     d.app.close()
 
@@ -93,7 +92,7 @@ def test_crlf_in_subject_and_name_never_creates_a_header_in_any_mail_we_send(des
         assert "\r" not in t.requester_name and "\n" not in t.requester_name
 
     # The agent answers: the relay goes to the customer with their (hostile) name in To.
-    relayed = _answer(desk, notes[0], "Guten Tag,\n\nwir kümmern uns.\n\nAnna")
+    relayed = answer_note(desk, notes[0], "Guten Tag,\n\nwir kümmern uns.\n\nAnna")
     assert to(relayed, CUSTOMER_ADDR)
     # 13:00: the other case's first response is overdue: the breach goes to the managers.
     desk.clock.now = berlin(2026, 11, 23, 13, 0)

@@ -28,6 +28,7 @@ def _folders(imap):
         c.logout()
 
 
+@pytest.mark.own_imap_server
 def test_new_uidvalidity_processes_nothing_twice(app, imap_server):
     """The mailbox is recreated (new UIDVALIDITY) with the same mails in it plus a new one: only the
     new one becomes a ticket, the others are recognised as duplicates and moved away."""
@@ -79,6 +80,7 @@ def test_crash_between_commit_and_move_moves_leftovers_by_their_disposition(app,
     assert _folders(imap_server) == {"INBOX": 0, "Processed": 2, "Quarantine": 1}
 
 
+@pytest.mark.own_imap_server
 def test_imap_server_away_backs_off_and_recovers(app, imap_server):
     """A dead IMAP server puts the account into backoff (no exception escapes); when the server is
     back, the next tick after the backoff processes the mail."""

@@ -3,6 +3,7 @@ migration can be taken back down, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -11,6 +12,9 @@ from sqlalchemy import inspect
 from mailbridge.store.db import make_engine
 from mailbridge.store.migrate import alembic_config, current_revision, upgrade
 from mailbridge.store.models import Base
+
+# These tests run the migrations themselves, on an empty database.
+pytestmark = pytest.mark.empty_database
 
 
 def test_migrated_schema_matches_the_models_and_downgrades_cleanly(db_url):

@@ -249,10 +249,22 @@ def test_mail_from_our_own_address_is_never_a_customer_mail(desk):
     assert (raw.disposition, raw.mail_class) == ("ignored", "own")
 
 
-def test_unmarked_autoresponder_is_stopped_by_the_per_recipient_limit(desk):
+# A smaller first per-recipient tier than the default (30 in 10 minutes, checked in
+# tests/unit/test_auto_mail_guard.py), so the loop test reaches it in 6 rounds instead of 31.
+LOOP_LIMIT = 5
+LOOP_LIMIT_CONFIG = f"""
+[auto_mail]
+per_recipient = [{{ max = {LOOP_LIMIT}, minutes = 10 }}, {{ max = 120, minutes = 60 }}, {{ max = 360, minutes = 600 }}]
+"""
+
+
+def test_unmarked_autoresponder_is_stopped_by_the_per_recipient_limit(
+    tmp_path, imap_server, smtp_sink, db_url, imap_env
+):
     """Two autoresponders against each other: mailbridge, and a robot that answers every mail it
     gets with a new mail (new subject, no references, no markers), so every answer opens a case.
-    The per-recipient limit (30 in 10 minutes) ends the exchange."""
+    The per-recipient limit (configured: 5 in 10 minutes) ends the exchange."""
+    desk = make_desk(tmp_path, imap_server, smtp_sink, db_url, conversations=LOOP_LIMIT_CONFIG)
     robot = ("Ticket Robot", "robot@helpdesk.other.example")
     sent = desk.deliver(make_mail(sender=robot, subject="Request 1"))
     rounds, total_to_robot = 0, 0
@@ -266,10 +278,11 @@ def test_unmarked_autoresponder_is_stopped_by_the_per_recipient_limit(desk):
         ]
         sent = desk.deliver(*answers)
     assert not to(sent, robot[1]), "the exchange did not stop"
-    assert total_to_robot == 30
+    assert total_to_robot == LOOP_LIMIT
+    assert len(desk.tickets()) == LOOP_LIMIT + 1  # every robot mail opened a case; the last one got no answer
     last = desk.tickets()[-1]
     (supp,) = [d for k, d in desk.events(last.case_number) if k == "auto_mail_suppressed"]
-    assert (supp["reason"], supp["scope"], supp["max"], supp["minutes"]) == ("limit", "recipient", 30, 10)
+    assert (supp["reason"], supp["scope"], supp["max"], supp["minutes"]) == ("limit", "recipient", LOOP_LIMIT, 10)
 
 
 def test_rfc3834_autoresponder_exchange_stops_after_one_round(desk):

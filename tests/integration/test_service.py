@@ -7,8 +7,6 @@ the database is only read, never written, by the tests.
 
 from __future__ import annotations
 
-import json
-import signal
 import subprocess
 import sys
 import time
@@ -16,13 +14,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from mailbridge.embedded import free_port
 from mailbridge.store.models import Event, Message, Outbox, Ticket
 from tests.support import HOTLINE_ADDRESS, IMAP_PASSWORD_ENV, SUPPORT_ADDRESS, make_mail, write_config
+from tests.support.service import Service, append, message_ids, start_services
 
-pytestmark = pytest.mark.slow
+# The service creates the schema at its first start, as in production: an empty database.
+pytestmark = [pytest.mark.slow, pytest.mark.empty_database]
 
 # Bounds on every wait (seconds).
 START_TIMEOUT = 30.0
@@ -51,6 +51,7 @@ def _config(
     path = write_config(
         tmp_path / "mailbridge.toml",
         imap_port=imap_server.port,
+        imap_user=imap_server.user,
         smtp_port=smtp_sink.port,
         db_url=db_url,
         var_dir=tmp_path / "var",
@@ -65,126 +66,10 @@ def _config(
     return path
 
 
-class Service:
-    """One ``mailbridge run`` subprocess with its log file."""
-
-    def __init__(self, config_path: Path, env: dict, log: Path):
-        self.log = log
-        with log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailbridge", "--config", str(config_path), "run"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-
-    def lines(self) -> list[str]:
-        return self.log.read_text(encoding="utf-8", errors="replace").splitlines()
-
-    def events(self) -> list[dict]:
-        """Every JSON object in the log, also where two were written onto one line (structlog's
-        print() and the stdlib handler share no lock, so a line can hold two objects); text that is
-        no JSON at all is skipped."""
-        decoder = json.JSONDecoder()
-        out = []
-        for line in self.lines():
-            pos = 0
-            while pos < len(line):
-                try:
-                    ev, pos = decoder.raw_decode(line, pos)
-                except ValueError:
-                    break
-                if isinstance(ev, dict):
-                    out.append(ev)
-        return out
-
-    def named(self, name: str) -> list[dict]:
-        return [e for e in self.events() if e.get("event") == name]
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.lines()[-lines:])
-
-    # Bounds of wait() and stop(); a subclass may allow more.
-    work_timeout = WORK_TIMEOUT
-    stop_timeout = STOP_TIMEOUT
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait(self, what: str, check, timeout: float | None = None):
-        timeout = self.work_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive:
-                pytest.fail(f"service exited with {self.proc.returncode} while waiting for {what}:\n{self.tail()}")
-            got = check()
-            if got:
-                return got
-            time.sleep(POLL_SECONDS)
-        pytest.fail(f"timed out after {timeout}s waiting for {what}:\n{self.tail()}")
-
-    def wait_started(self) -> None:
-        self.wait("service_started", lambda: self.named("service_started"), START_TIMEOUT)
-
-    def stop(self) -> int:
-        """SIGTERM and wait (bounded); the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"service did not stop within {self.stop_timeout}s of SIGTERM:\n{self.tail()}")
-
-    def kill(self) -> None:
-        if self.alive:
-            self.proc.kill()
-            self.proc.wait()
-
-    def backoffs(self, account: str) -> list[dict]:
-        return [e for e in self.named("account_backoff") if e.get("account") == account]
-
-    def assert_no_backoff(self, account: str) -> None:
-        """A healthy account on a healthy server never fails a cycle, also not while stopping."""
-        errors = [e["error"] for e in self.backoffs(account)]
-        assert not errors, f"account {account!r} backed off: {errors}"
-
-    def assert_stopped_cleanly(self) -> None:
-        """``service_stopped`` is the last word, after every fetch run and the sender ended
-        (``service_jobs_finished``, logged once the IMAP thread pool is joined); until then a fetch
-        cycle may still be using its IMAP connection and the database."""
-        names = [e.get("event") for e in self.events()]
-        assert "service_stopped" in names, self.tail()
-        assert "service_jobs_finished" in names, self.tail()
-        assert names.index("service_jobs_finished") < names.index("service_stopped"), (
-            "service_stopped was logged (and IMAP connections closed) before the scheduler's jobs ended"
-        )
-        assert not self.errors()
-
-    def errors(self) -> list[dict]:
-        return [e for e in self.events() if e.get("level") in ("error", "critical", "exception")]
-
-
 @pytest.fixture
 def service(imap_env, tmp_path):
     """Start services with ``service(config_path)``; any still running at the end are killed."""
-    started: list[Service] = []
-
-    def start(config_path: Path) -> Service:
-        s = Service(config_path, imap_env, tmp_path / "service.log")
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.kill()
-
-
-@pytest.fixture
-def db(db_url):
-    engine = create_engine(db_url)
-    yield engine
-    engine.dispose()
+    yield from start_services(Service, imap_env, tmp_path / "service.log")
 
 
 def _counts(engine) -> tuple[int, dict[str, int]]:
@@ -200,30 +85,6 @@ def _counts(engine) -> tuple[int, dict[str, int]]:
 def _all_sent(engine, n: int) -> bool:
     tickets, outbox = _counts(engine)
     return tickets >= n and outbox.get("sent", 0) >= n and not (outbox.get("queued") or outbox.get("sending"))
-
-
-def _append(imap_server, mails: list[bytes], folder: str = "INBOX") -> None:
-    c = imap_server.client()
-    try:
-        c.multiappend(folder, mails)
-    finally:
-        c.logout()
-
-
-def _message_ids(imap_server, folder: str) -> Counter:
-    """Message-IDs (without <>) of the mails in ``folder``, counted."""
-    c = imap_server.client()
-    try:
-        if not c.folder_exists(folder):
-            return Counter()
-        c.select_folder(folder, readonly=True)
-        uids = c.search("ALL")
-        data = c.fetch(uids, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
-    finally:
-        c.logout()
-    return Counter(
-        v[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split(":", 1)[1].strip().strip("<>") for v in data.values()
-    )
 
 
 def _inbound_ids(engine) -> Counter:
@@ -253,14 +114,14 @@ def test_idle_acknowledges_a_new_mail_within_seconds(tmp_path, db_url, imap_serv
     """With a 60 s poll interval, a mail that arrives while the service waits is acknowledged within
     10 s: the server's IDLE push (RFC 2177) started the cycle, not the timer."""
     cfg = _config(tmp_path, imap_server, smtp_sink, db_url, poll_interval=IDLE_POLL_INTERVAL)
-    _append(imap_server, [_mail(0, "idle")[1]])  # the first cycle processes this one, then IDLEs
+    append(imap_server, [_mail(0, "idle")[1]])  # the first cycle processes this one, then IDLEs
     svc = service(cfg)
     svc.wait_started()
     assert len(smtp_sink.wait_for(1, timeout=WORK_TIMEOUT)) == 1, svc.tail()
     # The cycle that processed the first mail is over; from here the poller waits in IDLE.
     svc.wait("the first cycle to end", lambda: svc.named("imap_cycle_done"))
 
-    _append(imap_server, [_mail(1, "idle")[1]])
+    append(imap_server, [_mail(1, "idle")[1]])
     appended = time.monotonic()
     received = smtp_sink.wait_for(2, timeout=IDLE_LATENCY_LIMIT)
     latency = time.monotonic() - appended
@@ -289,7 +150,7 @@ def test_sigterm_mid_batch_stops_cleanly_and_a_restart_finishes(config_path, ima
 
     # In the INBOX before the start, so that the first cycle is busy with them when SIGTERM comes
     # (and no IDLE push is involved: that is the IDLE test's business).
-    _append(imap_server, [raw for _, raw in mails])
+    append(imap_server, [raw for _, raw in mails])
     svc = service(config_path)
     svc.wait("the first tickets", lambda: _counts(db)[0] >= 1)
     assert svc.stop() == 0
@@ -299,7 +160,7 @@ def test_sigterm_mid_batch_stops_cleanly_and_a_restart_finishes(config_path, ima
     svc.assert_no_backoff("main")
 
     done = _inbound_ids(db)
-    inbox, processed = _message_ids(imap_server, "INBOX"), _message_ids(imap_server, "Processed")
+    inbox, processed = message_ids(imap_server, "INBOX"), message_ids(imap_server, "Processed")
     tickets, outbox = _counts(db)
     print(f"\n[{db.dialect.name}] SIGTERM: {tickets} of {n} mails done, {sum(inbox.values())} left; outbox {outbox}")
     assert 0 < tickets < n, "the stop did not land in the middle of the batch"
@@ -316,8 +177,8 @@ def test_sigterm_mid_batch_stops_cleanly_and_a_restart_finishes(config_path, ima
     svc.assert_no_backoff("main")
 
     assert _inbound_ids(db) == all_ids
-    assert _message_ids(imap_server, "INBOX") == Counter()
-    assert _message_ids(imap_server, "Processed") == all_ids
+    assert message_ids(imap_server, "INBOX") == Counter()
+    assert message_ids(imap_server, "Processed") == all_ids
     with db.connect() as c:
         ack_ids = c.scalars(select(Outbox.message_id)).all()
         resent = c.scalar(select(func.count()).select_from(Event).where(Event.kind == "mail_resent_unknown_outcome"))
@@ -354,7 +215,7 @@ account = "dead"
     n = 6
     svc = service(cfg)
     svc.wait_started()
-    _append(imap_server, [_mail(i, "good")[1] for i in range(n)])
+    append(imap_server, [_mail(i, "good")[1] for i in range(n)])
 
     def progress():
         failures = [e["failures"] for e in svc.backoffs("dead")]

@@ -234,6 +234,7 @@ def test_recompute_applies_a_changed_config_and_dry_run_changes_nothing(desk, tm
     second = write_config(
         tmp_path / "second.toml",
         imap_port=imap_server.port,
+        imap_user=imap_server.user,
         smtp_port=smtp_sink.port,
         db_url=desk.app.settings.database_url,
         var_dir=tmp_path / "var",
@@ -288,6 +289,7 @@ def test_tickets_list_orders_a_queue_by_contract_severity_and_arrival(desk, tmp_
     early = write_config(
         tmp_path / "early.toml",
         imap_port=imap_server.port,
+        imap_user=imap_server.user,
         smtp_port=smtp_sink.port,
         db_url=desk.app.settings.database_url,
         var_dir=tmp_path / "var",

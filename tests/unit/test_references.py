@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -18,21 +17,25 @@ from mailbridge.ingest.references import (
     case_number_candidates,
     near_misses,
 )
+from tests.support import python_steps
 
 DEFAULT = CaseNumberFormat()
 NORMALIZER = SubjectNormalizer()
 VALID = DEFAULT.format(100000)  # C1000002
 # The tag pattern the pipeline passes to ``topic`` (steps.py, messages.py).
 TAG_RE = re.compile(r"\[?\s*C[\s-]?\d{7}\s*\]?", re.IGNORECASE | re.ASCII)
-# Far above what the linear code needs (~0.1 s), far below what a quadratic one would take on 100 kB.
-TIME_LIMIT_S = 2.0
+# Work bound of the linear code: Python steps (calls, lines, returns, as sys.settrace counts them)
+# per input character. The code needs at most ~10 on the pathological inputs below; a quadratic
+# loop would need tens of thousands per character on 100 kB. A count, not a clock: it does not
+# depend on the machine or its load. (The regex engine's own work is not counted: it runs in C.)
+STEPS_PER_CHAR = 20
+STEPS_BASE = 1_000
 
 
-def _fast(fn, *args):
-    """Call ``fn`` and fail when it takes longer than ``TIME_LIMIT_S``."""
-    started = time.perf_counter()
-    result = fn(*args)
-    assert time.perf_counter() - started < TIME_LIMIT_S
+def _bounded(fn, text: str, *args):
+    """Call ``fn(text, *args)``; fail when it takes more than STEPS_PER_CHAR Python steps per character."""
+    result, steps = python_steps(fn, text, *args)
+    assert steps <= STEPS_PER_CHAR * len(text) + STEPS_BASE, f"{steps} steps for {len(text)} characters"
     return result
 
 
@@ -247,8 +250,8 @@ def test_default_prefixes_are_all_usable_and_unique():
 )
 def test_pathological_subjects_are_handled_in_linear_time(subject):
     """100 kB of repeated prefixes, tags, brackets or near-prefixes finish quickly and do not raise."""
-    _fast(NORMALIZER.strip_prefixes, subject)
-    _fast(NORMALIZER.topic, subject, TAG_RE)
+    _bounded(NORMALIZER.strip_prefixes, subject)
+    _bounded(NORMALIZER.topic, subject, TAG_RE)
 
 
 def test_a_huge_stack_of_prefixes_is_fully_stripped():
@@ -294,7 +297,7 @@ def test_topic_without_pattern_is_strip_prefixes():
 def test_topic_with_many_tags_is_linear():
     """Thousands of alternating case tags and prefixes are removed quickly."""
     subject = "[C1000002] Re: " * 10_000 + "Drucker" + " [C1000002]" * 10_000
-    assert _fast(NORMALIZER.topic, subject, TAG_RE) == "Drucker"
+    assert _bounded(NORMALIZER.topic, subject, TAG_RE) == "Drucker"
 
 
 # -- case_number_candidates ------------------------------------------------------------------------
@@ -419,7 +422,7 @@ def test_kelvin_sign_is_not_a_k():
 )
 def test_pathological_texts_are_handled_in_linear_time(text):
     """100 kB of numbers, addresses or URL fragments finish quickly."""
-    _fast(case_number_candidates, text, DEFAULT)
+    _bounded(case_number_candidates, text, DEFAULT)
 
 
 # -- near_misses -----------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ from sqlalchemy.engine import make_url
 
 PG_ENV = "MAILBRIDGE_TEST_POSTGRES_URL"
 IMAP_PASSWORD_ENV = "MB_TEST_IMAP_PASSWORD"
+IMAP_PASSWORD = "s3cret-imap"
+# Users of the shared pymap (conftest's imap_server) are created at their first login.
+IMAP_USER_PREFIX = "t-"
 SUPPORT_ADDRESS = "support@vendor.example"
 HOTLINE_ADDRESS = "hotline@vendor.example"
 
@@ -125,24 +128,83 @@ def make_mail(
     return msg.as_bytes(policy=SMTP)  # CRLF line ends, as mail is on the wire (RFC 5322 2.1)
 
 
-@contextmanager
-def postgres_database():
-    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+def _pg_admin() -> tuple[str, object]:
+    url = make_url(os.environ[PG_ENV])
+    return url.set(drivername="postgresql").render_as_string(hide_password=False), url
+
+
+def _drop_database(dsn: str, name: str) -> None:
     import psycopg
 
-    base = os.environ[PG_ENV]
-    url = make_url(base)
-    admin = url.set(drivername="postgresql")
-    name = f"mb_test_{uuid.uuid4().hex[:12]}"
-    dsn = admin.render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@contextmanager
+def postgres_database(template: str | None = None):
+    """A fresh PostgreSQL database for one test (empty, or a copy of ``template``); dropped afterwards."""
+    import psycopg
+
+    dsn, url = _pg_admin()
+    name = f"mb_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        _drop_database(dsn, name)
+
+
+@contextmanager
+def postgres_template():
+    """A PostgreSQL database migrated to the newest revision (Alembic, as ``db upgrade`` does), to copy
+    with ``CREATE DATABASE … TEMPLATE``; its name. Nothing may stay connected to it."""
+    from mailbridge.store.db import make_engine
+    from mailbridge.store.migrate import upgrade
+
+    with postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+        yield make_url(url).database
+
+
+def migrated_sqlite_file(path: Path) -> Path:
+    """``path``, a SQLite database migrated to the newest revision (Alembic, as ``db upgrade`` does)."""
+    from mailbridge.store.db import make_engine
+    from mailbridge.store.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    return path
+
+
+def python_steps(fn, *args):
+    """``(fn(*args), steps)``: the Python steps (calls, lines, returns, exceptions, as ``sys.settrace``
+    counts them) the call took. A measure of work that, unlike a clock, does not depend on the machine
+    or its load; C code (the regex engine, ``bytes.split``) counts as one step per call into it."""
+    import sys
+
+    steps = 0
+
+    def tracer(frame, event, arg):
+        nonlocal steps
+        steps += 1
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        result = fn(*args)
+    finally:
+        sys.settrace(previous)
+    return result, steps
