@@ -8,7 +8,6 @@ Each rule of ``ingest/noise.py`` has at least one test here that fails when the 
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from mailbridge.ingest import noise
 from mailbridge.ingest.noise import BOUNCES, PERSONAL, Classification, MailClass, classify_mail
 from mailbridge.ingest.parser import parse_mail
-from tests.support import SUPPORT_ADDRESS, make_mail
+from tests.support import SUPPORT_ADDRESS, make_mail, python_steps
 
 OWN = frozenset({SUPPORT_ADDRESS, "hotline@vendor.example"})
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
@@ -125,17 +124,14 @@ def test_ordinary_mail_does_not_reparse_raw(monkeypatch):
 
 
 def test_cost_per_ordinary_mail_is_small():
-    """Classifying an ordinary (already parsed) mail costs well under a millisecond (about 25 µs
-    measured on 2 cores; parse_mail itself takes about 1.3 ms)."""
+    """Classifying an ordinary (already parsed) mail is a small fraction of parsing it: counted in
+    Python steps (deterministic, whatever the machine's load), not timed. Measured: about 340 steps
+    to classify against about 10,000 to parse."""
     raw = make_mail()
-    parsed = parse_mail(raw)
-    classify_mail(parsed, raw, OWN)
-    n = 2000
-    started = time.perf_counter()
-    for _ in range(n):
-        classify_mail(parsed, raw, OWN)
-    per_mail = (time.perf_counter() - started) / n
-    assert per_mail < 0.0005, f"{per_mail * 1e6:.0f} µs per mail"
+    parsed, parse_steps = python_steps(parse_mail, raw)
+    c, steps = python_steps(classify_mail, parsed, raw, OWN)
+    assert c.kind is MailClass.HUMAN
+    assert steps < 1000 and steps * 10 < parse_steps, (steps, parse_steps)
 
 
 # --- The rule walk --------------------------------------------------------------------------------
