@@ -396,3 +396,139 @@ def test_004_ptc_urgency_levels_phrases_and_half_days(open_example):
     assert t.first_response_due == datetime(2026, 12, 28, 9, 0, tzinfo=BERLIN)
     assert "eingestuft als: Äußerst kritisch – Arbeit unterbrochen" in ack.text
     assert "bis spätestens Montag, 28.12.2026, 09:00 Uhr MEZ" in ack.text
+
+
+# -- What customers are told (issue 14): missing information, support hours, urgency in their words --
+
+
+def _reply(desk: ExampleDesk, ack: Sent, sender: tuple[str, str], at: datetime, body: str) -> list[Sent]:
+    """The customer answers the acknowledgement at ``at``."""
+    desk.clock.now = at.astimezone(UTC)
+    mail = make_mail(
+        subject="AW: " + ack.header("Subject"),
+        body=body,
+        sender=sender,
+        to=desk.app.settings.queues[0].address,
+        date=at,
+        headers={"In-Reply-To": ack.header("Message-ID"), "References": ack.header("Message-ID")},
+    )
+    return desk.deliver(mail)
+
+
+def test_000_ack_asks_for_exactly_the_missing_information_and_states_the_support_hours(open_example):
+    """Seed 000's "Basisinformationen": a mail naming the error and the machine number is asked for
+    the products and versions, the IT contact and the application contact, in German, with lines to
+    fill in; the acknowledgement states the hours of the customer's contract partner (Bavaria) and
+    that 6 January, before the promised answer, is a holiday there. A reply naming the versions marks
+    that item given, from that mail; agents and `tickets show` see the list."""
+    desk = open_example("000_dmg_mori_digital_support.toml")
+    customer = ("Xaver Huber", "x.huber@allgaeu-praezision.example")
+    t, ack, sent = desk.new_case(
+        datetime(2027, 1, 5, 16, 0, tzinfo=BERLIN),
+        customer,
+        "Maschine steht: Lizenzserver nicht erreichbar",
+        "Guten Tag,\n\nunsere Maschine 12670331 bleibt seit heute früh beim Hochfahren stehen. Die Steuerung "
+        'zeigt die Fehlermeldung "Lizenzserver nicht erreichbar" und lässt sich nicht weiter bedienen. Wir '
+        "haben den Rechner bereits neu gestartet, leider ohne Erfolg. Betriebsverhindernder Fehler.\n\n"
+        "Mit freundlichen Grüßen\nXaver Huber\nAllgäuer Präzisionsteile GmbH\n",
+    )
+    text = ack.text
+    asked = text.split("fehlen uns noch diese Angaben:", 1)[1].split("Bitte antworten Sie", 1)[0]
+    assert [line.strip("- ").strip() for line in asked.strip().splitlines()] == [
+        "Involvierte Produkte (wenn möglich Versionsstand)",
+        "Ansprechpartner IT",
+        "Ansprechpartner Anwendung",
+    ]
+    assert "Maschinennummer" not in text and "Fehlerbeschreibung" not in text
+    assert "\nAnsprechpartner IT:" in text.replace("\r\n", "\n")  # the block to fill in
+    assert (
+        "Unsere Supportzeiten: Mo–Fr 09:00–17:00 Uhr (MEZ), an gesetzlichen Feiertagen in Bayern geschlossen." in text
+    )
+    assert "Am Mittwoch, 6. Januar 2027 (Heilige Drei Könige) sind wir nicht erreichbar." in text
+    assert t.checklist is not None and [k for k, v in t.checklist.items() if v["given"]] == [
+        "error_description",
+        "machine_number",
+    ]
+    (note,) = [m for m in sent if m.mail_from == ack.mail_from and m is not ack]
+    assert "[x] Maschinennummer: Maschine 12670331" in note.text
+    assert "[ ] Ansprechpartner IT – fehlt" in note.text
+
+    sent = _reply(
+        desk,
+        ack,
+        customer,
+        datetime(2027, 1, 7, 9, 30, tzinfo=BERLIN),
+        "Guten Tag,\n\nhier die Versionen: CELOS 1.6.2, Sinumerik Operate 4.95.\n\nGruß\nXaver Huber\n",
+    )
+    t = desk.ticket(t.case_number)
+    assert t.checklist["products_versions"]["given"] is True
+    assert [k for k, v in t.checklist.items() if not v["given"]] == ["it_contact", "application_contact"]
+    given = [d for kind, d in desk.events(t.case_number) if kind == "information_given"]
+    assert [d["items"] for d in given] == [["products_versions"]]
+    assert given[0]["message_id"] == t.checklist["products_versions"]["message_id"] is not None
+    (note,) = to(sent, "customer-support-managers@dmgmori.example")
+    assert "[x] Involvierte Produkte (wenn möglich Versionsstand)" in note.text
+
+    from mailbridge.views import ticket_detail
+
+    shown = ticket_detail(desk.app, t.case_number)
+    assert "[x] Products involved (with versions if possible): " in shown and "(mail of " in shown
+    assert "[ ] IT contact: missing" in shown
+
+
+def test_004_a_customer_raises_the_urgency_in_their_own_words_and_nicht_dringend_raises_nothing(open_example):
+    """Seed 004 lets customers raise the level (customer_may_raise): "Bitte erhöhen Sie die
+    Dringlichkeit auf äußerst kritisch" on an open case makes it level 1 with the deadline of level 1
+    (2 business hours from the case's creation), the customer is told and the agents see it; a mail
+    saying "nicht dringend" raises nothing and asks for nothing."""
+    desk = open_example("004_ptc_lizenzverwaltung.toml")
+    customer = ("Stefan Wagner", "s.wagner@fahrzeugbau-ingolstadt.example")
+    # Level 3 (the default: no level named), Monday 23.11.2026 09:00: 1 business day → Tue 09:00.
+    t, ack, _ = desk.new_case(
+        datetime(2026, 11, 23, 9, 0, tzinfo=BERLIN),
+        customer,
+        "Lizenz lässt sich nicht aktivieren",
+        "Guten Tag,\n\nunsere neue Lizenz für SCN 8812345 lässt sich nicht aktivieren.\n\nMit freundlichen Grüßen\n"
+        "Stefan Wagner\n",
+    )
+    assert (t.severity, t.first_response_due) == ("3", datetime(2026, 11, 24, 9, 0, tzinfo=BERLIN))
+
+    calm = _reply(
+        desk,
+        ack,
+        customer,
+        datetime(2026, 11, 23, 9, 20, tzinfo=BERLIN),
+        "Guten Tag,\n\ndas ist nicht dringend, keine Eile. Die Host-ID reiche ich nach.\n\nGruß\nStefan Wagner\n",
+    )
+    assert desk.ticket(t.case_number).severity == "3"
+    assert not [k for k, _ in desk.events(t.case_number) if k in ("urgency_requested", "severity_changed")]
+    assert to(calm, customer[1]) == []
+    assert all("DRINGLICHKEIT" not in m.text for m in calm)
+
+    sent = _reply(
+        desk,
+        ack,
+        customer,
+        datetime(2026, 11, 23, 10, 0, tzinfo=BERLIN),
+        "Guten Tag,\n\ninzwischen steht die ganze Konstruktion. Bitte erhöhen Sie die Dringlichkeit auf "
+        "äußerst kritisch.\n\nGruß\nStefan Wagner\n",
+    )
+    t = desk.ticket(t.case_number)
+    # Level 1: 2 business hours from the creation (09:00) → 11:00 the same day.
+    assert (t.severity, t.first_response_due) == ("1", datetime(2026, 11, 23, 11, 0, tzinfo=BERLIN))
+    events = dict(desk.events(t.case_number))
+    assert events["urgency_requested"]["level"] == "1"
+    assert events["severity_changed"] == {
+        "old": "3",
+        "new": "1",
+        "by": customer[1],
+        "reason": "customer request",
+        "first_response_due": "2026-11-23T10:00:00+00:00",
+        "resolution_due": None,
+    }
+    (told,) = to(sent, customer[1])
+    assert "erhöht auf: Äußerst kritisch – Arbeit unterbrochen" in told.text
+    assert "bis spätestens Montag, 23.11.2026, 11:00 Uhr MEZ" in told.text
+    assert told.header("Auto-Submitted") == "auto-replied"
+    (note,) = to(sent, "lm-europa@ptc.example")
+    assert "DER KUNDE HAT DIE DRINGLICHKEIT ERHÖHT" in note.text and "jetzt Stufe 1" in note.text
