@@ -16,6 +16,7 @@ is formatted for the language ("1.000 Anhänge", "1,000 attachments").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -71,6 +72,21 @@ class Templates:
 PLURAL_FORMS = ("zero", "one", "two", "few", "many", "other")
 
 
+@functools.lru_cache(maxsize=1024)
+def _plural_form(language: str, n: int) -> str:
+    """babel's plural category of ``n`` in ``language`` ("one", "other", …)."""
+    return _locale(language).plural_form(n)
+
+
+@functools.lru_cache(maxsize=64)
+def _locale(language: str) -> Locale:
+    """babel's locale of ``language`` (parsed once: it is on every acknowledgement's path)."""
+    try:
+        return Locale.parse(language.replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        return Locale.parse("en")
+
+
 def plural(language: str, n, one: str, other: str, *, number: bool = True, **forms: str) -> str:
     """``n`` with the word form babel's plural rules of ``language`` choose: ``plural("de", 2, "Anhang",
     "Anhänge")`` → "2 Anhänge". Forms other than ``one`` and ``other`` come by keyword; a missing one
@@ -86,10 +102,10 @@ def plural(language: str, n, one: str, other: str, *, number: bool = True, **for
         n = len(n)
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"plural: {n!r} is not a whole number")
-    try:
-        locale = Locale.parse(language.replace("-", "_"))
-    except (ValueError, UnknownLocaleError):
-        locale = Locale.parse("en")
     words = {**forms, "one": one, "other": other}
-    word = words.get(locale.plural_form(n), other)
-    return f"{format_decimal(n, locale=locale)} {word}" if number else word
+    word = words.get(_plural_form(language, n), other)
+    if not number:
+        return word
+    # Below 1,000 every locale with our templates writes the number as Python does (no separators).
+    shown = str(n) if 0 <= n < 1000 else format_decimal(n, locale=_locale(language))
+    return f"{shown} {word}"
