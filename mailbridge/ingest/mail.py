@@ -128,6 +128,21 @@ class InboundMail:
                 setattr(self, f.name, f.default if f.default_factory is MISSING else f.default_factory())
         self.session, self.now = session, now
 
+    def raw_row(self, disposition: Disposition, received_at: datetime) -> dict:
+        """The raw-message row: where the bytes are, which mailbox and UID they came from, the class."""
+        return {
+            "sha256": self.sha256,
+            "size": len(self.raw),
+            "path": self.raw_path,
+            "account": self.account,
+            "folder": self.folder,
+            "uidvalidity": self.uidvalidity,
+            "uid": self.uid,
+            "disposition": disposition.value,
+            "received_at": received_at,
+            "mail_class": self.mail_class.kind.value if self.mail_class else None,
+        }
+
     @property
     def head(self) -> ParsedMail | None:
         """What we could read of the mail: the whole parse, else its header block."""

@@ -128,21 +128,8 @@ class Pipeline:
         now = self.clock()
         try:
             with session_scope(self.factory) as session:
-                raw_id = repo.insert_row(
-                    session,
-                    RawMessage,
-                    {
-                        "sha256": mail.sha256,
-                        "size": len(mail.raw),
-                        "path": mail.raw_path,
-                        "account": mail.account,
-                        "folder": mail.folder,
-                        "uidvalidity": mail.uidvalidity,
-                        "uid": mail.uid,
-                        "disposition": Disposition.QUARANTINED.value,
-                        "received_at": now,
-                    },
-                )
+                # The class, when the failed attempt got that far (it depends on the bytes alone).
+                raw_id = repo.insert_row(session, RawMessage, mail.raw_row(Disposition.QUARANTINED, now))
                 self._add_quarantine(session, raw_id, stage, reason, mail.head, now)
                 repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
         except Exception as e:

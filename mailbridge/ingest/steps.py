@@ -91,23 +91,8 @@ class RecordRaw:
     name = "record_raw"
 
     def __call__(self, mail: InboundMail) -> None:
-        mail.raw_id = repo.insert_row(
-            mail.session,
-            RawMessage,
-            {
-                "sha256": mail.sha256,
-                "size": len(mail.raw),
-                "path": mail.raw_path,
-                "account": mail.account,
-                "folder": mail.folder,
-                "uidvalidity": mail.uidvalidity,
-                "uid": mail.uid,
-                # Corrected at the end of the transaction if the mail went elsewhere.
-                "disposition": Disposition.PROCESSED.value,
-                "received_at": mail.now,
-                "mail_class": mail.mail_class.kind.value if mail.mail_class else None,
-            },
-        )
+        # The disposition is corrected at the end of the transaction if the mail went elsewhere.
+        mail.raw_id = repo.insert_row(mail.session, RawMessage, mail.raw_row(Disposition.PROCESSED, mail.now))
 
 
 class Route:
