@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from mailbridge.ingest.language import LanguageDetector
+from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
@@ -35,6 +36,7 @@ from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_postgres, make_engine, make_session_factory, session_scope
 from mailbridge.store.rawstore import attachment_store, raw_store
 from mailbridge.subjects import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
+from mailbridge.vocabulary import Disposition
 
 log = structlog.get_logger(__name__)
 
@@ -169,6 +171,35 @@ class App:
         for _, case in closed:
             log.info("ticket_closed", case=case, reason="reopen window over")
         return [case for _, case in closed]
+
+    def requeue(self, quarantine_id: int) -> Disposition:
+        """Run a quarantined mail through the pipeline again (after its cause was fixed): from its
+        stored raw bytes, as the mail it is, so deduplication lets it through. Its quarantine row
+        records the outcome in the same transaction; a mail that fails again stays quarantined with
+        the new reason. Raises LookupError (no such row) or ValueError (not open)."""
+        with session_scope(self.session_factory) as s:
+            q = repo.quarantine_row(s, quarantine_id)
+            if q is None:
+                raise LookupError(f"no quarantined mail #{quarantine_id}")
+            if q.status != "open":
+                raise ValueError(f"quarantined mail #{quarantine_id} is {q.status} ({q.outcome or '-'})")
+            r = q.raw
+            mail = InboundMail(r.account, r.folder, r.uidvalidity, r.uid, self.raw_store.get(r.path), requeue_of=r.id)
+        (mail,) = self.preparer.prepare([mail])
+        disposition = self.pipeline.process(mail)
+        log.info("quarantine_requeued", quarantine_id=quarantine_id, disposition=disposition.value)
+        return disposition
+
+    def discard(self, quarantine_id: int) -> None:
+        """Mark a quarantined mail as dealt with, without processing it (its raw bytes stay)."""
+        with session_scope(self.session_factory) as s:
+            q = repo.quarantine_row(s, quarantine_id)
+            if q is None:
+                raise LookupError(f"no quarantined mail #{quarantine_id}")
+            if q.status != "open":
+                raise ValueError(f"quarantined mail #{quarantine_id} is {q.status} ({q.outcome or '-'})")
+            repo.resolve_quarantine(s, q.raw_id, "discarded", "discarded", self.clock())
+        log.info("quarantine_discarded", quarantine_id=quarantine_id)
 
     def upgrade_db(self) -> None:
         migrate.upgrade(self.engine)

@@ -186,6 +186,88 @@ def quarantine_list(ctx: click.Context) -> None:
     click.echo(views.quarantine_table(app))
 
 
+@quarantine.command("show")
+@click.argument("quarantine_id", type=int)
+@click.pass_context
+def quarantine_show(ctx: click.Context, quarantine_id: int) -> None:
+    """A quarantined mail: stage, reason, where its raw bytes are, its headers."""
+    from mailbridge import views
+
+    app = _app(ctx.parent)
+    out = views.quarantine_detail(app, quarantine_id)
+    if out is None:
+        raise click.ClickException(f"no quarantined mail #{quarantine_id}")
+    click.echo(out)
+
+
+@quarantine.command("requeue")
+@click.argument("quarantine_id", type=int, required=False)
+@click.option("--all", "all_", is_flag=True, help="Every open quarantined mail.")
+@click.option("--stage", help="With --all: only those refused at this stage (size, parse, validate, a step).")
+@click.pass_context
+def quarantine_requeue(ctx: click.Context, quarantine_id: int | None, all_: bool, stage: str | None) -> None:
+    """Run quarantined mail through the pipeline again, once its cause is fixed."""
+    from mailbridge.store import repositories as repo
+    from mailbridge.store.db import session_scope
+
+    if (quarantine_id is None) == (not all_):
+        raise click.UsageError("name one quarantined mail (ID) or --all")
+    if stage is not None and not all_:
+        raise click.UsageError("--stage goes with --all")
+    app = _app(ctx.parent)
+    if all_:
+        with session_scope(app.session_factory) as s:
+            ids = repo.open_quarantine_ids(s, stage)
+    else:
+        ids = [quarantine_id]
+    failed = 0
+    for qid in ids:
+        try:
+            disposition = app.requeue(qid)
+        except (LookupError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+        failed += disposition == "quarantined"
+        click.echo(f"#{qid}: {disposition}")
+    app.close()
+    if not ids:
+        click.echo("nothing to requeue")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(ids)} quarantined again (mailbridge quarantine show ID)")
+
+
+@quarantine.command("discard")
+@click.argument("quarantine_id", type=int)
+@click.pass_context
+def quarantine_discard(ctx: click.Context, quarantine_id: int) -> None:
+    """Mark a quarantined mail as dealt with, without processing it (its raw bytes are kept)."""
+    app = _app(ctx.parent)
+    try:
+        app.discard(quarantine_id)
+    except (LookupError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"#{quarantine_id}: discarded")
+
+
+@quarantine.command("export")
+@click.argument("quarantine_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True, help="The .eml file.")
+@click.pass_context
+def quarantine_export(ctx: click.Context, quarantine_id: int, output: str) -> None:
+    """Write a quarantined mail's raw bytes, exactly as received, to a file."""
+    from mailbridge.store import repositories as repo
+    from mailbridge.store.db import session_scope
+
+    app = _app(ctx.parent)
+    with session_scope(app.session_factory) as s:
+        q = repo.quarantine_row(s, quarantine_id)
+        if q is None:
+            raise click.ClickException(f"no quarantined mail #{quarantine_id}")
+        path = q.raw.path
+    data = app.raw_store.get(path)
+    Path(output).write_bytes(data)
+    click.echo(f"#{quarantine_id}: {len(data)} bytes written to {output}")
+
+
 @cli.group()
 def noise() -> None:
     """Auto-replies and bounces that belong to no case, and failing addresses."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 
 from mailbridge.outbound import compose as comp
 from mailbridge.store import repositories as repo
@@ -173,6 +175,32 @@ def quarantine_table(app) -> str:
             lines.append(f"    subject: {q.subject or '-'}")
             lines.append(f"    reason: {q.reason}")
         return printable("\n".join(lines))
+
+
+def quarantine_detail(app, quarantine_id: int) -> str | None:
+    """One quarantined mail: why, where its raw bytes are, and its header block as received."""
+    with session_scope(app.session_factory) as s:
+        q = repo.quarantine_row(s, quarantine_id)
+        if q is None:
+            return None
+        raw = q.raw
+        path = app.raw_store.root / raw.path
+        out = [
+            f"#{q.id}  {q.status}" + (f" ({q.outcome}, {_ts(q.resolved_at)})" if q.outcome else ""),
+            f"  stage {q.stage}, quarantined {_ts(q.created_at)}",
+            f"  reason: {q.reason}",
+            f"  from {q.sender or '-'}, Message-ID <{q.message_id or '-'}>",
+            f"  subject: {q.subject or '-'}",
+            f"  mailbox {raw.account}/{raw.folder} UID {raw.uid} (UIDVALIDITY {raw.uidvalidity})",
+            f"  raw: {path} ({raw.size} bytes, sha256 {raw.sha256})",
+            "",
+            "headers:",
+        ]
+        data = app.raw_store.get(raw.path)
+    headers = BytesHeaderParser(policy=compat32).parsebytes(data)
+    for name, value in headers.items():
+        out.append(f"  {name}: {' '.join(str(value).split())[:300]}")
+    return printable("\n".join(out))
 
 
 def noise_table(app, limit: int = 100) -> str:

@@ -36,7 +36,7 @@ TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 # mail's transaction (reset by ``begin``).
 _CARRIED = frozenset(
     {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
-    | {"header_block"}
+    | {"header_block", "requeue_of"}
 )
 
 
@@ -73,6 +73,9 @@ class InboundMail:
     # A mail not parsed whole (too large, or the parser gave up): its header block alone, parsed
     # (who sent it and whether it is automatic). None when it has none, or the mail was parsed.
     header_block: ParsedMail | None = None
+    # A quarantined mail an operator runs again (``mailbridge quarantine requeue``): its raw row. It
+    # is this very mail, so deduplication passes it; the mailbox's state is not touched.
+    requeue_of: int | None = None
 
     # -- decided by the steps, in one attempt at the mail's transaction --
     session: Session | None = None

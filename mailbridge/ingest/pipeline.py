@@ -95,10 +95,18 @@ class Pipeline:
             if mail.outcome is not None and mail.outcome.disposition == Disposition.QUARANTINED:
                 assert mail.raw_id is not None and mail.outcome.stage is not None
                 self._add_quarantine(session, mail.raw_id, mail.outcome.stage, mail.outcome.reason, mail.head, now)
-            repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
+            elif mail.requeue_of is not None:
+                # In the same transaction as what the mail did: a requeue is never applied twice.
+                repo.resolve_quarantine(session, mail.requeue_of, "requeued", mail.disposition.value, now)
+            if mail.requeue_of is None:
+                repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
         return mail.disposition
 
     def _add_quarantine(self, session, raw_id: int, stage: str, reason: str, p: ParsedMail | None, now) -> None:
+        if repo.quarantine_of_raw(session, raw_id):
+            repo.requarantine(session, raw_id, stage, reason, now)  # a requeued mail failed again
+            log.warning("mail_quarantined", stage=stage, reason=reason[:500], again=True)
+            return
         repo.insert_row(
             session,
             Quarantine,
@@ -129,9 +137,15 @@ class Pipeline:
         try:
             with session_scope(self.factory) as session:
                 # The class, when the failed attempt got that far (it depends on the bytes alone).
-                raw_id = repo.insert_row(session, RawMessage, mail.raw_row(Disposition.QUARANTINED, now))
+                row = mail.raw_row(Disposition.QUARANTINED, now)
+                if mail.requeue_of is not None:
+                    raw_id = mail.requeue_of
+                    repo.update_row(session, RawMessage, raw_id, {"disposition": row["disposition"]})
+                else:
+                    raw_id = repo.insert_row(session, RawMessage, row)
                 self._add_quarantine(session, raw_id, stage, reason, mail.head, now)
-                repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
+                if mail.requeue_of is None:
+                    repo.advance_last_uid(session, mail.account, mail.folder, mail.uidvalidity, mail.uid, now)
         except Exception as e:
             if is_transient_db_error(e):
                 raise InfrastructureError(str(e)) from e

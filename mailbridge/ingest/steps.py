@@ -55,7 +55,7 @@ class Deduplicate:
 
     def __call__(self, mail: InboundMail) -> None:
         mid = mail.parsed.message_id if mail.parsed is not None else None
-        dup = repo.find_duplicate(mail.session, mail.sha256, mid)
+        dup = repo.find_duplicate(mail.session, mail.sha256, mid, besides=mail.requeue_of)
         if dup is not None:
             dup_id, dup_disposition = dup
             mail.finish(Disposition.DUPLICATE, f"same as raw message {dup_id} ({dup_disposition})")
@@ -92,7 +92,12 @@ class RecordRaw:
 
     def __call__(self, mail: InboundMail) -> None:
         # The disposition is corrected at the end of the transaction if the mail went elsewhere.
-        mail.raw_id = repo.insert_row(mail.session, RawMessage, mail.raw_row(Disposition.PROCESSED, mail.now))
+        row = mail.raw_row(Disposition.PROCESSED, mail.now)
+        if mail.requeue_of is not None:  # run again: its row is there (where the bytes are, since when)
+            mail.raw_id = mail.requeue_of
+            repo.update_row(mail.session, RawMessage, mail.raw_id, {k: row[k] for k in ("disposition", "mail_class")})
+        else:
+            mail.raw_id = repo.insert_row(mail.session, RawMessage, row)
 
 
 class Route:

@@ -348,6 +348,9 @@ class Quarantine(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     # open | requeued | discarded
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
+    # What became of it when an operator requeued (the new disposition) or discarded it, and when.
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     raw: Mapped[RawMessage] = relationship()
 

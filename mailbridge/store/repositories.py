@@ -429,13 +429,57 @@ _DUP_BY_MSGID = (
 )
 
 
-def find_duplicate(session: Session, sha256: str, message_id: str | None) -> tuple[int, str] | None:
+def find_duplicate(
+    session: Session, sha256: str, message_id: str | None, *, besides: int | None = None
+) -> tuple[int, str] | None:
     """(raw id, disposition) of the earlier copy of this mail: the same bytes, or an inbound mail
-    with the same Message-ID. Prebuilt column queries: this runs for every mail."""
-    row = _conn(session).execute(_DUP_BY_SHA, {"sha": sha256}).first()
+    with the same Message-ID. Prebuilt column queries: this runs for every mail. ``besides``: a raw
+    row that is this very mail (a quarantined one run again) and does not count."""
+    if besides is not None:
+        by_sha = _DUP_BY_SHA.where(RawMessage.id != besides)
+        by_mid = _DUP_BY_MSGID.where(RawMessage.id != besides)
+    else:
+        by_sha, by_mid = _DUP_BY_SHA, _DUP_BY_MSGID
+    row = _conn(session).execute(by_sha, {"sha": sha256}).first()
     if row is None and message_id:
-        row = _conn(session).execute(_DUP_BY_MSGID, {"mid": message_id}).first()
+        row = _conn(session).execute(by_mid, {"mid": message_id}).first()
     return (row[0], row[1]) if row is not None else None
+
+
+# ---------------------------------------------------------------- quarantine
+
+
+def quarantine_row(session: Session, quarantine_id: int) -> Quarantine | None:
+    """A quarantine row with its raw-message row."""
+    return session.get(Quarantine, quarantine_id)
+
+
+def open_quarantine_ids(session: Session, stage: str | None = None) -> list[int]:
+    q = select(Quarantine.id).where(Quarantine.status == "open").order_by(Quarantine.id)
+    if stage is not None:
+        q = q.where(Quarantine.stage == stage)
+    return list(session.scalars(q))
+
+
+def quarantine_of_raw(session: Session, raw_id: int) -> int | None:
+    """The id of the raw row's quarantine row, if it has one."""
+    return session.scalar(select(Quarantine.id).where(Quarantine.raw_id == raw_id))
+
+
+def requarantine(session: Session, raw_id: int, stage: str, reason: str, now: datetime) -> None:
+    """A requeued mail failed again: its row says why now, and stays open."""
+    _conn(session).execute(
+        update(Quarantine)
+        .where(Quarantine.raw_id == raw_id)
+        .values(stage=stage, reason=reason[:4000], created_at=now, status="open", outcome=None, resolved_at=None)
+    )
+
+
+def resolve_quarantine(session: Session, raw_id: int, status: str, outcome: str, now: datetime) -> None:
+    """The quarantined mail was requeued (with this outcome) or discarded."""
+    _conn(session).execute(
+        update(Quarantine).where(Quarantine.raw_id == raw_id).values(status=status, outcome=outcome, resolved_at=now)
+    )
 
 
 def ticket_for_message_ids(session: Session, ids: list[str]) -> TicketRef | None:
