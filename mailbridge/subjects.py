@@ -278,3 +278,14 @@ class SubjectNormalizer:
                 continue
             break
         return start, end
+
+
+def case_tag_pattern(case_number: str) -> re.Pattern[str]:
+    """The tag of one case as subjects carry it (``[C1000002]``, ``[c-1000002]``, ``[ C1000002 ]``).
+
+    For the topic of a case's own mails: only *its* tag is ours to remove. A number the customer
+    typed ("Frage zu C1000005", a mistyped or another system's number) is part of the topic.
+    """
+    m = re.fullmatch(r"(\D*)(\d+)", case_number.strip())
+    prefix, digits = (m.group(1), m.group(2)) if m else (case_number.strip(), "")
+    return re.compile(rf"\[ ?{re.escape(prefix)}[ -]?{re.escape(digits)} ?\]", re.IGNORECASE | re.ASCII)

@@ -35,12 +35,11 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import contextlib
 import re
 from datetime import datetime
 from email import policy as email_policy
 from email.errors import HeaderParseError
-from email.header import decode_header, make_header
+from email.header import decode_header
 
 import html2text
 import mailparser
@@ -132,8 +131,46 @@ def _addresses(pairs) -> list[Address]:
         name, email = (pair[0] or "", pair[1] or "") if len(pair) == 2 else ("", str(pair))
         email = email.strip().lower()
         if "@" in email and len(email) <= MAX_ADDRESS_CHARS and not _BAD_ADDRESS_RE.search(email):
-            out.append(Address(name=one_line(name, MAX_NAME_CHARS), email=email))
+            out.append(Address(name=display_name(name), email=email))
     return out
+
+
+# RFC 2047 section 2: an encoded word (no white space inside); section 6.2: white space between
+# two adjacent encoded words is not part of the text. A run is matched as a whole, every quantifier
+# stops at "?" or white space, so the scan is linear.
+_ENCODED_WORD = r"=\?[^?\s]{1,75}\?[bBqQ]\?[^?\s]*\?="
+_ENCODED_RUN_RE = re.compile(rf"{_ENCODED_WORD}(?:[ \t]+{_ENCODED_WORD})*")
+_ENCODED_WORD_RE = re.compile(_ENCODED_WORD)
+
+
+def _decode_word(word: str) -> str:
+    """One encoded word as text (its charset's superset when the bytes do not fit), else as it is."""
+    try:
+        [(data, charset)] = decode_header(word)
+    except (ValueError, HeaderParseError, LookupError, UnicodeError):
+        return word
+    if isinstance(data, str):
+        return data
+    text, _ = decode_text(data, (charset or "utf-8").split("*", 1)[0])
+    return word if text is None else text
+
+
+def _decode_run(run: re.Match[str]) -> str:
+    return "".join(_decode_word(word) for word in _ENCODED_WORD_RE.findall(run.group()))
+
+
+def display_name(name: str | None) -> str:
+    """A display name as one line of text, its encoded words decoded.
+
+    mail-parser leaves an encoded word undecoded when its text holds a control character (CR/LF:
+    ``=?utf-8?b?RXZlDQpFeGFtcGxl?=`` is "Eve\\r\\nExample"), when it is quoted or when it touches
+    the ``<``; the address was already taken apart, so decoding the name here cannot change which
+    mailbox it is. Control characters become spaces, runs of white space one space, trimmed.
+    """
+    name = name or ""
+    if "=?" in name:
+        name = _ENCODED_RUN_RE.sub(_decode_run, name)
+    return " ".join(one_line(name).split())[:MAX_NAME_CHARS].rstrip()
 
 
 # Text controls that have no place in a mail's text: C0 (but TAB, LF, CR), DEL, and the C1 range,
@@ -404,10 +441,8 @@ def _fallback_addresses(raw: str | None) -> list[Address]:
     angle = next(iter(reversed(list(_ANGLE_ADDR_RE.finditer(value)))), None)
     if angle is None:
         return _addresses([("", value)]) if _BARE_ADDR_RE.fullmatch(value) else []
-    name = value[: angle.start()].strip().strip('"')
-    with contextlib.suppress(LookupError, UnicodeError, ValueError, HeaderParseError):
-        name = str(make_header(decode_header(name)))
-    return _addresses([(name, angle.group(1))])
+    # The phrase is decoded by _addresses (display_name), once.
+    return _addresses([(value[: angle.start()].strip().strip('"'), angle.group(1))])
 
 
 _HEADER_END_RE = re.compile(rb"\r?\n\r?\n|\r\r")
