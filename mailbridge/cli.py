@@ -284,6 +284,46 @@ def noise_list(ctx: click.Context, limit: int) -> None:
     click.echo(views.noise_table(app, limit))
 
 
+@cli.group()
+def suppressions() -> None:
+    """Addresses no automatic mail goes to after a hard bounce, and failing ones."""
+
+
+@suppressions.command("list")
+@click.pass_context
+def suppressions_list(ctx: click.Context) -> None:
+    """Suppressed and failing addresses: state, since, until, bounces, last status and reason, last case."""
+    from mailbridge import views
+
+    app = _app(ctx.parent)
+    click.echo(views.suppressions_table(app))
+
+
+@suppressions.command("lift")
+@click.argument("address")
+@click.option("--by", default=None, help="Who lifts it, for the case history (default: the login name).")
+@click.pass_context
+def suppressions_lift(ctx: click.Context, address: str, by: str | None) -> None:
+    """End the suppression of ADDRESS now: the next automatic mail to it goes out. Recorded on the
+    address's last case; an address that is not suppressed is an error (exit 1)."""
+    import getpass
+
+    from mailbridge.outbound.guard import AutoMailGuard, NotSuppressed
+    from mailbridge.store.db import session_scope
+
+    app = _app(ctx.parent)
+    who = by or getpass.getuser()
+    try:
+        with session_scope(app.session_factory) as s:
+            before = AutoMailGuard(app.settings.auto_mail).lift(s, address, by=who, now=app.clock())
+    except NotSuppressed as e:
+        click.echo(f"mailbridge: {e}", err=True)
+        sys.exit(1)
+    on = f"; recorded on case {before.last_case}" if before.last_case else ""
+    until = before.suppressed_until.strftime("%Y-%m-%d %H:%M:%SZ") if before.suppressed_until else "-"
+    click.echo(f"{before.address}: suppression lifted by {who} (was until {until}){on}")
+
+
 @cli.command()
 @click.option(
     "--keep",

@@ -1,5 +1,5 @@
 """Plain-text views for the CLI: ticket lists (a queue's in working order), one ticket with messages
-and history, how a case's deadlines were computed, quarantine."""
+and history, how a case's deadlines were computed, quarantine, suppressed and failing addresses."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from mailbridge.outbound import compose as comp
+from mailbridge.store import automail
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import session_scope
 
@@ -268,3 +269,36 @@ def sla_explanation(app, case_number: str) -> str | None:
     )
     expected = dues_for(deadlines, clocks, pauses_from_events(events, facts.paused_at))
     return explain_case(facts, terms, events, app.clock(), expected)
+
+
+def suppressions_table(app) -> str:
+    """The addresses our mail bounced from and nothing lifted since: suppressed ones (a hard bounce;
+    no automatic mail until UNTIL) first, then failing ones (soft bounces, or a suppression that ran
+    out), with bounce count, last status and reason, and the case of the mail that bounced last."""
+    now = app.clock()
+    with session_scope(app.session_factory) as s:
+        rows = automail.failing(s)
+    if not rows:
+        return "no address is suppressed or failing"
+    rows.sort(key=lambda h: not h.suppressed(now))  # stable: newest bounce first within each group
+    header = ("ADDRESS", "STATE", "SINCE", "UNTIL", "BOUNCES", "STATUS", "LAST CASE")
+    table = [
+        (
+            h.address,
+            "suppressed" if h.suppressed(now) else "failing",
+            _ts(h.since),
+            _ts(h.suppressed_until) if h.suppressed(now) else "-",
+            str(h.bounces),
+            h.last_status or "-",
+            h.last_case or "-",
+        )
+        for h in rows
+    ]
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    for h, r in zip(rows, table, strict=True):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        lines.append(f"    last bounce {_ts(h.last_failed_at)}: {comp.header_safe(h.last_reason or '-', 200)}")
+    suppressed = sum(1 for h in rows if h.suppressed(now))
+    lines.append(f"{suppressed} suppressed, {len(rows) - suppressed} failing")
+    return printable("\n".join(lines))

@@ -26,11 +26,16 @@ command        aliases                                          argument
 ``#note``      ``#notiz``                                       none (the whole mail is an internal note)
 =============  ===============================================  =========================================
 
-**Errors** (one English message per offending line, naming it): an unknown command (with a
-suggestion), a missing, superfluous or invalid argument, two status commands that contradict each
-other (``#pending`` and ``#solve``), two different severities or assignees. Repeating the same command
+**Errors** (one message per offending line, naming it): an unknown command (with a suggestion), a
+missing, superfluous or invalid argument, two status commands that contradict each other
+(``#pending`` and ``#solve``), two different severities or assignees. Repeating the same command
 with the same argument is harmless and kept once. The parser returns the valid commands *and* the
 errors; rejecting the whole block when there is any error is the caller's policy.
+
+**Reasons in the agents' language.** Each error is a :class:`Reason`: a string (its English text, as
+stored in events and logs) that knows its kind and values, so the error mail to an agent says it in
+the mail's own language (:meth:`Reason.say`). The catalogue of these texts is
+:data:`mailbridge.outbound.messages.REASONS` (outbound, so the error mail can use it).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from mailbridge.outbound.messages import Reason
 
 # Canonical command names and the kind of argument each takes.
 _ARG_SEVERITY = "severity level"
@@ -100,20 +107,17 @@ class CommandBlock:
     """The result of :func:`parse_commands`.
 
     ``text`` is the mail text without the command block (what may be relayed); ``errors`` are
-    human-readable messages, each naming the offending line.
+    :class:`Reason` texts (English as strings, :meth:`Reason.say` for another language), each
+    naming the offending line.
     """
 
     commands: list[Command]
-    errors: list[str]
+    errors: list[Reason]
     text: str
 
 
 def _short(text: str, limit: int = _QUOTE_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _quote(line: str) -> str:
-    return f'line "{_short(line)}"'
 
 
 def _is_command_line(stripped: str) -> bool:
@@ -134,18 +138,20 @@ def _address(arg: str) -> str | None:
     return arg.lower() if _ADDRESS_RE.fullmatch(arg) else None
 
 
-def _unknown(name: str, line: str) -> str:
+def _unknown(name: str, line: str) -> Reason:
     close = difflib.get_close_matches(name.casefold(), list(_LOOKUP), n=1, cutoff=0.75)
-    hint = f", did you mean #{_LOOKUP[close[0]]}?" if close else ""
-    return f"{_quote(line)}: unknown command #{_short(name, 30)}{hint} (known: {_KNOWN})"
+    values = {"line": _short(line), "name": _short(name, 30), "known": _KNOWN}
+    if close:
+        return Reason("unknown_command_suggest", suggestion=_LOOKUP[close[0]], **values)
+    return Reason("unknown_command", **values)
 
 
 def _parse_line(
     line: str, severity_levels: Sequence[str], is_agent: Callable[[str], bool]
-) -> tuple[Command | None, str | None]:
+) -> tuple[Command | None, Reason | None]:
     m = _COMMAND_RE.fullmatch(line)
     if m is None:  # cannot happen for a command line; kept so a change to the rules fails safe
-        return None, f"{_quote(line)}: not a command"
+        return None, Reason("not_a_command", line=_short(line))
     written = m.group("name")
     name = _LOOKUP.get(unicodedata.normalize("NFC", written).casefold())
     arg = (m.group("arg") or "").strip() or None
@@ -154,29 +160,30 @@ def _parse_line(
     kind = COMMANDS[name]
     if kind is None:
         if arg is not None:
-            return None, f"{_quote(line)}: #{name} takes no argument"
+            return None, Reason("takes_no_argument", line=_short(line), name=name)
         return Command(name, None, line), None
     if arg is None:
-        return None, f"{_quote(line)}: #{name} needs an argument ({kind})"
+        need = "needs_severity" if kind == _ARG_SEVERITY else "needs_agent"
+        return None, Reason(need, line=_short(line), name=name)
     if kind == _ARG_SEVERITY:
         levels = {str(level).casefold(): str(level) for level in severity_levels}
         level = levels.get(arg.casefold())
         if level is None:
             known = ", ".join(str(level) for level in severity_levels)
-            return None, f"{_quote(line)}: unknown severity {_short(arg, 30)!r} (known: {known})"
+            return None, Reason("unknown_severity", line=_short(line), arg=repr(_short(arg, 30)), known=known)
         return Command(name, level, line), None
     address = _address(arg)
     if address is None:
-        return None, f"{_quote(line)}: #{name} needs one e-mail address, got {_short(arg, 60)!r}"
+        return None, Reason("not_an_address", line=_short(line), name=name, arg=repr(_short(arg, 60)))
     if not is_agent(address):
-        return None, f"{_quote(line)}: {_short(address, 60)} is not an agent of this queue"
+        return None, Reason("not_an_agent", line=_short(line), address=_short(address, 60))
     return Command(name, address, line), None
 
 
-def _conflicts(commands: list[Command]) -> tuple[list[Command], list[str]]:
+def _conflicts(commands: list[Command]) -> tuple[list[Command], list[Reason]]:
     """Drop exact repeats; report contradicting status commands, severities and assignees."""
     kept: list[Command] = []
-    errors: list[str] = []
+    errors: list[Reason] = []
     seen: dict[str, Command] = {}  # slot → first command in it
     for c in commands:
         slot = "status" if c.name in STATUS_COMMANDS else c.name
@@ -185,8 +192,7 @@ def _conflicts(commands: list[Command]) -> tuple[list[Command], list[str]]:
             seen[slot] = c
             kept.append(c)
         elif (first.name, first.arg) != (c.name, c.arg):
-            what = {"status": "status commands", "severity": "severities", "assign": "assignees"}[slot]
-            errors.append(f"{_quote(c.line)}: contradicts {_quote(first.line)} (two different {what} in one mail)")
+            errors.append(Reason(f"conflict_{slot}", line=_short(c.line), first=_short(first.line)))
     return kept, errors
 
 
@@ -206,7 +212,7 @@ def parse_commands(text: str, *, severity_levels: Sequence[str], is_agent: Calla
     """
     lines = (text or "").splitlines(keepends=True)
     commands: list[Command] = []
-    errors: list[str] = []
+    errors: list[Reason] = []
     seen_command = False
     count = 0
     end = len(lines)
@@ -222,7 +228,7 @@ def parse_commands(text: str, *, severity_levels: Sequence[str], is_agent: Calla
         seen_command = True
         count += 1
         if count > MAX_COMMAND_LINES:
-            errors.append(f"more than {MAX_COMMAND_LINES} command lines; the rest were not read")
+            errors.append(Reason("too_many_lines", limit=MAX_COMMAND_LINES))
             end = len(lines)
             break
         command, error = _parse_line(stripped, severity_levels, is_agent)

@@ -6,7 +6,8 @@ Two guards, both recorded rather than silent:
 - **Failing addresses.** A bounce of one of our mails marks its recipients as failing
   (``address_health``); after a hard bounce (a permanent failure) no automatic mail goes there for
   ``auto_mail.hard_bounce_suppress_days``. Mail that arrives from the address meanwhile does not
-  lift it: a forged sender is exactly how backscatter starts.
+  lift it: a forged sender is exactly how backscatter starts; an operator can
+  (``mailbridge suppressions lift``, :meth:`AutoMailGuard.lift`), recorded on the address's last case.
 - **Tiered limits** per recipient and case and per recipient overall (``auto_mail.per_ticket`` /
   ``per_recipient``): an autoresponder that does not mark its replies as automatic, and answers
   each acknowledgement with a mail that opens a new case, is stopped by them.
@@ -19,9 +20,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import structlog
+
 from mailbridge.settings import AutoMailSettings
 from mailbridge.store import automail
 from mailbridge.store.db import Session
+from mailbridge.store.repositories import add_event
+
+log = structlog.get_logger(__name__)
+
+
+class NotSuppressed(Exception):
+    """Lifting an address whose automatic mail is not suppressed; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -114,3 +124,37 @@ class AutoMailGuard:
             now=now,
             suppress_until=until,
         )
+
+    # -- by hand ---------------------------------------------------------------------------------------
+
+    def lift(self, session: Session, address: str, *, by: str, now: datetime) -> automail.Health:
+        """End the suppression of ``address`` now (an operator knows the mailbox works again): the
+        next automatic mail goes out. Recorded as ``address_lifted`` on the address's last case and
+        logged. Raises :class:`NotSuppressed` for an address that never bounced or is not
+        suppressed (a soft bounce, expired or already lifted): nothing to lift is an error, not a
+        silent success. Returns the address's health as it was before."""
+        address = address.strip().lower()
+        before = automail.health(session, address, lock=True)
+        if before is None:
+            raise NotSuppressed(f"{address}: no mail of ours bounced from this address; nothing is suppressed")
+        if not before.suppressed(now):
+            why = (
+                "its suppression was lifted"
+                if before.state == automail.LIFTED
+                else "it bounced softly (failing, not suppressed)"
+                if before.suppressed_until is None
+                else f"its suppression ended {before.suppressed_until.isoformat()}"
+            )
+            raise NotSuppressed(f"{address}: automatic mail to it is not suppressed ({why})")
+        automail.lift(session, address, now)
+        detail = {
+            "address": address,
+            "by": by,
+            "at": now.isoformat(),
+            "was_until": before.suppressed_until.isoformat() if before.suppressed_until else None,
+            "status": before.last_status,
+        }
+        if before.last_ticket_id is not None:
+            add_event(session, before.last_ticket_id, "address_lifted", now, **detail)
+        log.info("address_lifted", case=before.last_case, **detail)
+        return before

@@ -7,10 +7,15 @@ Every mail carries the case tag in its subject and Outlook's ``Thread-Topic``/``
 agents carry a Message-ID signed for their case (``outbound/tokens.py``): an agent's reply to one
 proves where it comes from. Customer text reaches templates only as data (sandboxed Jinja2,
 autoescaped HTML).
+
+**Languages.** A mail to the customer is in the case's language; a mail to agents or managers
+(notification, escalation, command error) is in the queue's language, the agents' — all of it: the
+reasons an error mail gives come from :data:`REASONS` in that language (:class:`Reason`, :func:`say`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +33,141 @@ from mailbridge.subjects import SubjectNormalizer, case_tag_pattern
 # "auto-generated" (notifications and error reports to agents).
 AUTO_REPLIED = "auto-replied"
 AUTO_GENERATED = "auto-generated"
+
+
+# The texts told to an agent about a mail of theirs, by kind and language. English is the fallback
+# for a language without its own text. Values are inserted as given (quoted lines already shortened).
+REASONS: dict[str, dict[str, str]] = {
+    "not_a_command": {
+        "en": 'line "{line}": not a command',
+        "de": 'Zeile "{line}": kein Befehl',
+    },
+    "unknown_command": {
+        "en": 'line "{line}": unknown command #{name} (known: {known})',
+        "de": 'Zeile "{line}": unbekannter Befehl #{name} (bekannt: {known})',
+    },
+    "unknown_command_suggest": {
+        "en": 'line "{line}": unknown command #{name}, did you mean #{suggestion}? (known: {known})',
+        "de": 'Zeile "{line}": unbekannter Befehl #{name}, meinten Sie #{suggestion}? (bekannt: {known})',
+    },
+    "takes_no_argument": {
+        "en": 'line "{line}": #{name} takes no argument',
+        "de": 'Zeile "{line}": #{name} hat kein Argument',
+    },
+    "needs_severity": {
+        "en": 'line "{line}": #{name} needs an argument (severity level)',
+        "de": 'Zeile "{line}": #{name} braucht ein Argument (eine Schwere)',
+    },
+    "needs_agent": {
+        "en": 'line "{line}": #{name} needs an argument (agent address)',
+        "de": 'Zeile "{line}": #{name} braucht ein Argument (die Adresse eines Agenten)',
+    },
+    "unknown_severity": {
+        "en": 'line "{line}": unknown severity {arg} (known: {known})',
+        "de": 'Zeile "{line}": unbekannte Schwere {arg} (bekannt: {known})',
+    },
+    "not_an_address": {
+        "en": 'line "{line}": #{name} needs one e-mail address, got {arg}',
+        "de": 'Zeile "{line}": #{name} braucht genau eine E-Mail-Adresse, nicht {arg}',
+    },
+    "not_an_agent": {
+        "en": 'line "{line}": {address} is not an agent of this queue',
+        "de": 'Zeile "{line}": {address} ist kein Agent dieser Queue',
+    },
+    "conflict_status": {
+        "en": 'line "{line}": contradicts line "{first}" (two different status commands in one mail)',
+        "de": 'Zeile "{line}": widerspricht Zeile "{first}" (zwei verschiedene Status-Befehle in einer Mail)',
+    },
+    "conflict_severity": {
+        "en": 'line "{line}": contradicts line "{first}" (two different severities in one mail)',
+        "de": 'Zeile "{line}": widerspricht Zeile "{first}" (zwei verschiedene Schweren in einer Mail)',
+    },
+    "conflict_assign": {
+        "en": 'line "{line}": contradicts line "{first}" (two different assignees in one mail)',
+        "de": 'Zeile "{line}": widerspricht Zeile "{first}" (zwei verschiedene Zuweisungen in einer Mail)',
+    },
+    "too_many_lines": {
+        "en": "more than {limit} command lines; the rest were not read",
+        "de": "mehr als {limit} Befehlszeilen; der Rest wurde nicht gelesen",
+    },
+    # Notices of the pipeline's other steps (ingest/outgoing.py, ingest/conversation.py).
+    "no_text": {
+        "en": "nothing was sent to the customer: we found no text of yours above the quoted notification "
+        "(write your answer at the top of the reply)",
+        "de": "an den Kunden wurde nichts gesendet: über der zitierten Benachrichtigung stand kein Text von "
+        "Ihnen (schreiben Sie Ihre Antwort oben in die Antwortmail)",
+    },
+    "relay_cap": {
+        "en": "nothing was sent to the customer: case {case} already sent {limit} relayed replies in the last "
+        "hour (a guard against mail loops); send your answer again later or write to the customer directly",
+        "de": "an den Kunden wurde nichts gesendet: Fall {case} hat in der letzten Stunde schon {limit} "
+        "weitergeleitete Antworten gesendet (ein Schutz gegen Mail-Schleifen); senden Sie Ihre Antwort "
+        "später noch einmal oder schreiben Sie dem Kunden direkt",
+    },
+    "not_proven": {
+        "en": "this mail is not proven to come from you: it does not answer a notification of this case "
+        "(reply to the notification mail to use commands)",
+        "de": "diese Mail ist nicht als Ihre nachgewiesen: sie antwortet auf keine Benachrichtigung zu diesem "
+        "Fall (antworten Sie auf die Benachrichtigung, um Befehle zu verwenden)",
+    },
+    "notification_leaked": {
+        "en": "your reply to the notification also went to {to}, who now hold its signed Message-ID; that "
+        "notification no longer proves anything, and nothing from this mail was applied. Answer customers by "
+        "replying to the notification only (mailbridge relays it), or directly without commands.",
+        "de": "Ihre Antwort auf die Benachrichtigung ging auch an {to}, die nun ihre signierte Message-ID "
+        "haben; diese Benachrichtigung beweist nichts mehr, und aus dieser Mail wurde nichts ausgeführt. "
+        "Antworten Sie Kunden nur über die Benachrichtigung (mailbridge leitet weiter) oder direkt ohne "
+        "Befehle.",
+    },
+}
+
+
+class Reason(str):
+    """A text told to an agent: its English text as the string, plus its kind and values, so that
+    :meth:`say` can give it in another language. Compares, hashes and serialises as the English text."""
+
+    kind: str
+    values: dict[str, str]
+
+    def __new__(cls, kind: str, /, **values: object) -> Reason:
+        texts = REASONS[kind]
+        strs = {k: str(v) for k, v in values.items()}
+        self = super().__new__(cls, texts["en"].format(**strs))
+        self.kind, self.values = kind, strs
+        return self
+
+    def say(self, language: str) -> str:
+        texts = REASONS[self.kind]
+        return texts.get(language, texts["en"]).format(**self.values)
+
+    def __reduce__(self):  # pickling (the prepare pool) keeps kind and values
+        return (_reason, (self.kind, self.values))
+
+
+def _reason(kind: str, values: dict[str, str]) -> Reason:
+    return Reason(kind, **values)
+
+
+def _english_pattern(text: str) -> re.Pattern[str]:
+    # "…{name}…" → "…(?P<name>.+?)…", everything else literal.
+    parts = re.split(r"\{(\w+)\}", text)
+    return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)" for i, p in enumerate(parts)), re.DOTALL)
+
+
+_ENGLISH = [(kind, _english_pattern(texts["en"])) for kind, texts in REASONS.items()]
+
+
+def say(text: str, language: str) -> str:
+    """``text`` told to an agent in ``language``: a :class:`Reason` in its own words; a plain string
+    that is a catalogue text in English (a notice made before :class:`Reason` existed) recognised and
+    translated; any other text as it is."""
+    if isinstance(text, Reason):
+        return text.say(language)
+    for kind, pattern in _ENGLISH:
+        m = pattern.fullmatch(text)
+        if m is not None:
+            return Reason(kind, **m.groupdict()).say(language)
+    return text
 
 
 @dataclass(frozen=True)
@@ -365,9 +505,10 @@ class MailBuilder:
         parent_refs: list[str],
         now: datetime,
     ) -> Built:
-        """Tell an agent that the commands of their mail were not applied, and why."""
-        tctx = {"case_number": ticket.case_number, "errors": errors, "verified": verified}
+        """Tell an agent that the commands of their mail were not applied, and why; all of it in the
+        queue's language (the agents'), each reason said in it by :func:`say`."""
         lang = queue.language
+        tctx = {"case_number": ticket.case_number, "errors": [say(e, lang) for e in errors], "verified": verified}
         return self._compose(
             ticket,
             parent_id=parent_id,
@@ -403,7 +544,8 @@ class MailBuilder:
 
         ``facts``: what the template shows (kind, clock, stage, due, severity, organisation, …).
         ``signed``: False when it goes to someone who is not an agent (a manager): then its
-        Message-ID proves nothing.
+        Message-ID proves nothing, and the mail says a reply does not reach the customer instead of
+        inviting one (no reply marker, no commands).
         """
         domain = queue.address.rsplit("@", 1)[-1]
         tctx = {
@@ -415,6 +557,7 @@ class MailBuilder:
             "requester": ticket.answer_to,
             "queue_name": queue.display_name,
             **facts,
+            "signed": signed,
         }
         mid = notification_message_id(ticket.case_number, domain, self.secrets[0]) if signed else None
         return self._to_agents(ticket, queue, "escalation", tctx, to, previous, now, mid)

@@ -12,8 +12,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailbridge.store.models import AddressHealth, AutoMail
+from mailbridge.store.models import AddressHealth, AutoMail, Ticket
 from mailbridge.store.repositories import insert_row
+
+# address_health.state: a bounce was recorded and nothing lifted it since; "lifted": an operator
+# ended its suppression by hand (``mailbridge suppressions lift``). A new bounce makes it failing again.
+FAILING = "failing"
+LIFTED = "lifted"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,72 @@ def suppression(session: Session, address: str, now: datetime) -> Suppression | 
     if health is None or health.suppressed_until is None or health.suppressed_until <= now:
         return None
     return Suppression(address, health.last_status, health.last_failed_at, health.suppressed_until)
+
+
+@dataclass(frozen=True)
+class Health:
+    """One address our mail bounced from, as the operator sees it; ``last_case`` is the case number
+    of the mail that bounced last (None: it belonged to no case)."""
+
+    address: str
+    state: str
+    permanent: bool
+    bounces: int
+    last_status: str | None
+    last_reason: str | None
+    since: datetime
+    last_failed_at: datetime
+    suppressed_until: datetime | None
+    last_ticket_id: int | None
+    last_case: str | None
+
+    def suppressed(self, now: datetime) -> bool:
+        return self.suppressed_until is not None and self.suppressed_until > now
+
+
+def _health(row: AddressHealth, case: str | None) -> Health:
+    return Health(
+        row.email,
+        row.state,
+        row.permanent,
+        row.bounces,
+        row.last_status,
+        row.last_reason,
+        row.first_failed_at,
+        row.last_failed_at,
+        row.suppressed_until,
+        row.last_ticket_id,
+        case,
+    )
+
+
+def failing(session: Session) -> list[Health]:
+    """Every address still failing (suppressed or not; not the lifted ones), the latest bounce first."""
+    stmt = (
+        select(AddressHealth, Ticket.case_number)
+        .outerjoin(Ticket, Ticket.id == AddressHealth.last_ticket_id)
+        .where(AddressHealth.state == FAILING)
+        .order_by(AddressHealth.last_failed_at.desc(), AddressHealth.email)
+    )
+    return [_health(row, case) for row, case in session.execute(stmt).all()]
+
+
+def health(session: Session, address: str, *, lock: bool = False) -> Health | None:
+    """The health of ``address`` (None: our mail never bounced from it)."""
+    row = session.get(AddressHealth, address, with_for_update=lock)
+    if row is None:
+        return None
+    case = session.get(Ticket, row.last_ticket_id).case_number if row.last_ticket_id is not None else None
+    return _health(row, case)
+
+
+def lift(session: Session, address: str, now: datetime) -> None:
+    """End the suppression of ``address`` at ``now``; the row and its counts stay as history."""
+    row = session.get(AddressHealth, address, with_for_update=True)
+    assert row is not None
+    row.state = LIFTED
+    row.suppressed_until = now
+    session.flush()
 
 
 def auto_mails_since(session: Session, recipient: str, since: datetime) -> list[tuple[datetime, int | None]]:
@@ -67,7 +138,7 @@ def mark_failing(
         session.add(
             AddressHealth(
                 email=address,
-                state="failing",
+                state=FAILING,
                 permanent=permanent,
                 bounces=1,
                 last_status=status,
@@ -79,7 +150,7 @@ def mark_failing(
             )
         )
     else:
-        row.state = "failing"
+        row.state = FAILING
         row.permanent = row.permanent or permanent
         row.bounces += 1
         row.last_status = status
