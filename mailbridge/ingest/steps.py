@@ -41,7 +41,7 @@ from mailbridge.store import repositories as repo
 from mailbridge.store.models import AttachmentRow, Message, RawMessage, Ticket
 from mailbridge.store.rawstore import ContentStore
 from mailbridge.store.repositories import TicketRef
-from mailbridge.subjects import SubjectNormalizer
+from mailbridge.subjects import SubjectNormalizer, case_tag_pattern
 from mailbridge.vocabulary import AuthorRole, Disposition, MessageKind
 
 log = structlog.get_logger(__name__)
@@ -239,7 +239,6 @@ class OpenTicket:
         self.normalizer = normalizer
         self.settings = settings
         self.deadlines = deadlines
-        self.tag_re = fmt.tag_pattern()
 
     def _reply_to(self, p) -> str | None:
         """The first mail's Reply-To when it names someone else (a web form's noreply sender)."""
@@ -283,8 +282,9 @@ class OpenTicket:
         serial = repo.allocate_serial(mail.session, self.fmt, self.first_serial)
         subject = p.subject
         if mail.link_from is not None:
-            # The old case's tag and the reply prefixes are not part of the new case's subject.
-            subject = self.normalizer.topic(subject, self.tag_re) or subject
+            # The old case's tag and the reply prefixes are not part of the new case's subject (a
+            # number the customer typed is: only the old case's own tag goes).
+            subject = self.normalizer.topic(subject, case_tag_pattern(mail.link_from.case_number)) or subject
         sla, customer = mail.sla, mail.customer
         return {
             "case_number": self.fmt.format(serial),
