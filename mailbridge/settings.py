@@ -196,6 +196,9 @@ class AccountSettings(_Server):
     poll_interval: Annotated[float, Field(gt=0, le=1740)] = 30.0
     # UIDs per UID FETCH; larger batches amortise round trips on a backlog.
     fetch_batch: Annotated[int, Field(gt=0, le=5000)] = 200
+    # After a permanent fault (login refused, TLS certificate not trusted): retry this often
+    # (seconds) instead of the short transient backoff, so a fix on the server heals without a restart.
+    permanent_fault_retry: Annotated[float, Field(gt=0, le=86400)] = 300.0
 
     @model_validator(mode="after")
     def _folders_distinct(self) -> AccountSettings:
@@ -702,6 +705,8 @@ class LoggingSettings(_Model):
     level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     format: str = "auto"
+    # While a fetch cycle works a backlog, a backlog_progress line this often (seconds).
+    progress_interval: Annotated[float, Field(gt=0)] = 30.0
 
     @field_validator("format")
     @classmethod
@@ -716,6 +721,44 @@ class LoggingSettings(_Model):
         if v.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError("must be one of debug, info, warning, error")
         return v.lower()
+
+
+class AlertSettings(_Model):
+    """Mail to the operators when mailbridge is unwell (``mailbridge/alerts.py`` decides when)."""
+
+    # Who gets alert mails; empty: no alert mails (``mailbridge status`` still shows everything).
+    recipients: list[str] = []
+    language: str = "en"
+    # The zone of the times in alert mails and `mailbridge status`; unset: the first queue's
+    # calendar's zone, else UTC.
+    timezone: str | None = None
+    # An account failing this long (minutes) is alerted; a login or TLS fault at once.
+    account_failing_minutes: Annotated[float, Field(gt=0)] = 10
+    # SMTP failing (or a queued mail retried) this long (minutes) is alerted.
+    outbox_failing_minutes: Annotated[float, Field(gt=0)] = 10
+    # More than this many mails quarantined within repeat_minutes is alerted.
+    quarantine_growth: Annotated[int, Field(ge=0)] = 10
+    # At most one alert mail per condition in this many minutes while it lasts.
+    repeat_minutes: Annotated[float, Field(gt=0)] = 240
+    # How often the conditions are evaluated (seconds).
+    interval: Annotated[float, Field(gt=0)] = 60
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, v: list[str]) -> list[str]:
+        return [_address(a) for a in v]
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{v!r} is not a time zone (e.g. Europe/Berlin)") from None
+        return v
 
 
 class Settings(_Model):
@@ -737,6 +780,7 @@ class Settings(_Model):
     digests: list[DigestSettings] = []
     sla: SlaSettings = SlaSettings()
     logging: LoggingSettings = LoggingSettings()
+    alerts: AlertSettings = AlertSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
 
@@ -805,6 +849,11 @@ class Settings(_Model):
         names = [d.name for d in self.digests]
         if len(set(names)) != len(names):
             raise ValueError("digests: duplicate name")
+        if self.alerts.language not in self.ingest.languages:
+            raise _KeyedError("alerts.language", f"{self.alerts.language!r} is not in ingest.languages")
+        for a in self.alerts.recipients:
+            if a in owner:
+                raise _KeyedError("alerts.recipients", f"{a} is a support address of queue {owner[a]!r} (a mail loop)")
         for i, a in enumerate(self.accounts):
             if a.default_queue is not None and a.default_queue not in queues:
                 raise _KeyedError(f"accounts[{i}].default_queue", f"no queue named {a.default_queue!r}")
@@ -866,6 +915,15 @@ class Settings(_Model):
     def queue_for_address(self, address: str) -> QueueSettings | None:
         address = address.lower()
         return next((q for q in self.queues if address in q.addresses), None)
+
+    @property
+    def operator_timezone(self) -> str:
+        """The zone of times shown to operators (alerts, status): ``alerts.timezone``, else the
+        first queue's calendar's zone, else UTC."""
+        if self.alerts.timezone:
+            return self.alerts.timezone
+        cal = next((q.calendar for q in self.queues if q.calendar), None)
+        return next((c.timezone for c in self.calendars if c.name == cal), "UTC")
 
 
 class _KeyedError(ValueError):
