@@ -355,3 +355,53 @@ class Quarantine(Base):
     raw: Mapped[RawMessage] = relationship()
 
     __table_args__ = (UniqueConstraint("raw_id", name="uq_quarantine_raw"),)
+
+
+class AccountHealth(Base):
+    """How an IMAP account fared at its last cycle, written by the running service (per cycle and
+    per failure, not per mail); read by ``mailbridge status`` and the alert job. Several instances
+    on one database write the same row: the last writer wins."""
+
+    __tablename__ = "account_health"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connected: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # idle | polling (None before the first connection)
+    mode: Mapped[str | None] = mapped_column(String(16))
+    last_fetch_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The current failure streak: the last error, its kind (transient | login | tls) and the time
+    # of its first failure; all None while the account works.
+    last_error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(16))
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # New mails found in the watched folder at the start of the last cycle.
+    waiting: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class JobHealth(Base):
+    """The last run of a scheduled job (escalate, close_solved, digest:<name>, outbox): when it
+    ran, when it last succeeded, and its last error (None once it succeeds again)."""
+
+    __tablename__ = "job_health"
+
+    job: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # The first failure of the current streak; None while the job works.
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AlertState(Base):
+    """One alert condition (``account:<name>``, ``outbox``, ``quarantine``): firing since when,
+    when its last mail went out, how many were sent in this firing; ``firing_since`` None: normal."""
+
+    __tablename__ = "alert_state"
+
+    condition: Mapped[str] = mapped_column(String(128), primary_key=True)
+    firing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # What the last evaluation found (the facts of the alert mail).
+    detail: Mapped[dict | None] = mapped_column(JSON)
