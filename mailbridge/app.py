@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 
+from mailbridge.alerts import Alerts
 from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.matcher import Matcher
@@ -158,6 +159,10 @@ class App:
         d = next(d for d in self.settings.digests if d.name == name)
         return Digests(self.settings, self.deadlines, self.templates).send(self.session_factory, d, self.clock())
 
+    def check_alerts(self) -> int:
+        """One run of the alert job at the app's clock (``alerts.py``); the number of mails queued."""
+        return len(Alerts(self.settings, self.templates).run_once(self.session_factory, self.clock()))
+
     def close_solved(self) -> list[str]:
         """Close solved cases whose reopen window has passed; return their case numbers."""
         now = self.clock()
@@ -214,6 +219,7 @@ class App:
             self.preparer,
             self.clock,
             on_progress,
+            progress_interval=self.settings.logging.progress_interval,
         )
 
     def sender(self, should_stop: Callable[[], bool] = lambda: False) -> OutboxSender:

@@ -14,10 +14,11 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 
 import structlog
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailbridge.settings import AccountSettings, TlsMode
 
@@ -30,8 +31,43 @@ _NEW_MAIL_RE = re.compile(rb"^\* \d+ (EXISTS|RECENT)\b", re.IGNORECASE)
 _BYE_RE = re.compile(rb"^\* BYE\b", re.IGNORECASE)
 
 
+class FaultKind(StrEnum):
+    """Why an account cannot fetch. Only ``transient`` faults may heal by themselves soon; the others
+    need a person (a password, a certificate) and are retried slowly (``permanent_fault_retry``)."""
+
+    TRANSIENT = "transient"  # refused, timeout, BYE, the link broke, the database away
+    LOGIN = "login"  # the server refused the login (LoginError, AUTHENTICATIONFAILED)
+    TLS = "tls"  # the server's certificate did not verify (untrusted, expired, wrong name)
+
+    @property
+    def permanent(self) -> bool:
+        return self is not FaultKind.TRANSIENT
+
+
 class FetchError(Exception):
-    """The IMAP server refused or the connection broke; the account backs off and retries."""
+    """The IMAP server refused or the connection broke; the account backs off and retries.
+
+    ``kind`` says whether waiting helps (:class:`FaultKind`); ``server_says`` is the server's or the
+    TLS library's own words, for the log and the alert mail."""
+
+    def __init__(self, message: str, kind: FaultKind = FaultKind.TRANSIENT, server_says: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.server_says = server_says if server_says is not None else message
+
+
+def classify_fault(e: BaseException) -> FaultKind:
+    """The one place that decides whether an IMAP connection fault is permanent (see FaultKind).
+
+    imapclient raises LoginError for a NO to LOGIN (RFC 3501 6.2.3; RFC 5530 names the code
+    AUTHENTICATIONFAILED); the ssl module raises SSLCertVerificationError for an untrusted or expired
+    certificate and for a host name that does not match it. Everything else may pass by itself.
+    """
+    if isinstance(e, LoginError) or "AUTHENTICATIONFAILED" in str(e).upper():
+        return FaultKind.LOGIN
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return FaultKind.TLS
+    return FaultKind.TRANSIENT
 
 
 class ImapMailbox:
@@ -66,7 +102,7 @@ class ImapMailbox:
                     log.info("imap_folder_created", folder=folder)
             info = client.select_folder(a.folder)
         except (IMAPClientError, OSError, ssl.SSLError) as e:
-            raise FetchError(f"{type(e).__name__}: {e}") from e
+            raise FetchError(f"{type(e).__name__}: {e}", classify_fault(e), str(e)) from e
         self.client = client
         self.uidvalidity = int(info[b"UIDVALIDITY"])
 

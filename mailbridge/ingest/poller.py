@@ -10,7 +10,14 @@ Invariants (see :class:`~mailbridge.store.models.MailboxState`):
   the raw bytes keeps the mails of the recreated folder from being processed twice.
 
 A fetch error or an unreachable database ends the cycle; the account backs off and retries
-while other accounts keep working.
+while other accounts keep working. A permanent fault (the login refused, the server's certificate
+not trusted; ``fetcher.classify_fault``) is logged as an error and retried only every
+``permanent_fault_retry`` seconds: a person has to act, and once they have the account heals
+without a restart.
+
+The account's health (connected, IDLE or polling, last fetch, the failure streak, mails waiting) is
+written once per cycle and once per failure (``store/health.py``), for ``mailbridge status`` and the
+alert job. A cycle that works a backlog logs ``backlog_progress`` every ``progress_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -24,11 +31,12 @@ from datetime import datetime
 
 import structlog
 
-from mailbridge.ingest.fetcher import FetchError, ImapMailbox
+from mailbridge.ingest.fetcher import FaultKind, FetchError, ImapMailbox
 from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.pipeline import InfrastructureError, Pipeline
 from mailbridge.ingest.prepare import Preparer
 from mailbridge.settings import AccountSettings
+from mailbridge.store import health
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_transient_db_error, session_scope
 from mailbridge.vocabulary import Disposition
@@ -45,6 +53,8 @@ class CycleReport:
     fetched: int = 0
     dispositions: dict[str, int] = field(default_factory=dict)
     leftovers_moved: int = 0
+    # New mails in the watched folder when the cycle began.
+    waiting: int = 0
 
     def count(self, disposition: str) -> None:
         self.dispositions[disposition] = self.dispositions.get(disposition, 0) + 1
@@ -61,8 +71,10 @@ class AccountPoller:
         preparer: Preparer,
         clock: Callable[[], datetime],
         on_progress: Callable[[], None] = lambda: None,
+        progress_interval: float = 30.0,
     ):
         self.account = account
+        self.progress_interval = progress_interval
         self.pipeline = pipeline
         self.factory = session_factory
         self.preparer = preparer
@@ -135,9 +147,11 @@ class AccountPoller:
             raise
 
         uids = self.mailbox.uids_after(last_uid)
+        report.waiting = len(uids)
         if not uids:
             return report
         moves = {}
+        progress = _Progress(acc.name, len(uids), self.progress_interval) if len(uids) > acc.fetch_batch else None
         try:
             for batch in self.mailbox.fetch_batches(uids):
                 fetched = (InboundMail(acc.name, acc.folder, uidvalidity, uid, raw) for uid, raw in batch)
@@ -145,6 +159,8 @@ class AccountPoller:
                     disposition = self.pipeline.process(mail)
                     report.fetched += 1
                     report.count(disposition)
+                    if progress is not None:
+                        progress.update(report.fetched)
                     moves.setdefault(self._folder_for(disposition), []).append(mail.uid)
                     if stop is not None and stop.is_set():
                         break
@@ -178,8 +194,8 @@ class AccountPoller:
                 stop.wait(self.retry_at - now)
                 continue
             try:
-                self.cycle(stop)
-                self.failures = 0
+                report = self.cycle(stop)
+                self._healthy(report)
                 left = end - time.monotonic()
                 if left <= 0 or stop.is_set():
                     return
@@ -191,22 +207,84 @@ class AccountPoller:
                 log.exception("account_cycle_crashed", account=self.account.name)
                 self._failed(e)
 
+    @property
+    def mode(self) -> str:
+        """How new mail is noticed: IMAP IDLE when configured and offered, else polling."""
+        return "idle" if self.account.idle and self.mailbox.has("IDLE") else "polling"
+
+    def _healthy(self, report: CycleReport) -> None:
+        if self.failures:
+            log.info("account_recovered", account=self.account.name, failures=self.failures)
+        self.failures = 0
+        mode, name = self.mode, self.account.name
+        self._record(lambda s, now: health.account_ok(s, name, now, mode=mode, waiting=report.waiting))
+
     def _failed(self, e: Exception) -> None:
         self.mailbox.close()
         self.failures += 1
-        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1))
-        delay *= random.uniform(0.8, 1.2)
+        kind = e.kind if isinstance(e, FetchError) else FaultKind.TRANSIENT
+        acc = self.account
+        if kind.permanent:
+            delay = acc.permanent_fault_retry
+            said = e.server_says if isinstance(e, FetchError) else str(e)
+            log.error(
+                f"imap_{kind}_failed",
+                account=acc.name,
+                host=acc.host,
+                port=acc.port,
+                user=acc.user,
+                error=said[:300],
+                failures=self.failures,
+                retry_in=round(delay, 1),
+            )
+        else:
+            delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1))
+            delay *= random.uniform(0.8, 1.2)
+            log.warning(
+                "account_backoff",
+                account=acc.name,
+                error=str(e)[:300],
+                failures=self.failures,
+                retry_in=round(delay, 1),
+            )
         self.retry_at = time.monotonic() + delay
-        log.warning(
-            "account_backoff",
-            account=self.account.name,
-            error=str(e)[:300],
-            failures=self.failures,
-            retry_in=round(delay, 1),
-        )
+        error = str(e).splitlines()[0][:500] if str(e) else type(e).__name__
+        self._record(lambda s, now: health.account_failed(s, acc.name, now, error=error, kind=kind.value))
+
+    def _record(self, write: Callable) -> None:
+        """Write the account's health row; the database being away costs only this row."""
+        try:
+            with session_scope(self.factory) as s:
+                write(s, self.clock())
+        except Exception as e:
+            log.warning("account_health_not_recorded", account=self.account.name, error=str(e).splitlines()[0][:200])
 
     def close(self) -> None:
         self.mailbox.close()
+
+
+class _Progress:
+    """``backlog_progress`` lines while one cycle works through more than one fetch batch."""
+
+    def __init__(self, account: str, total: int, interval: float):
+        self.account, self.total, self.interval = account, total, interval
+        self.started = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval or done >= self.total:
+            return
+        self.last = now
+        rate = done / (now - self.started) if now > self.started else 0.0
+        remaining = self.total - done
+        log.info(
+            "backlog_progress",
+            account=self.account,
+            done=done,
+            remaining=remaining,
+            rate=round(rate, 1),
+            eta_seconds=round(remaining / rate) if rate > 0 else None,
+        )
 
 
 __all__ = ["AccountPoller", "CycleReport"]
