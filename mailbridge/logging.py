@@ -9,8 +9,62 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import timedelta
 
 import structlog
+
+# APScheduler 3 logs sentences (``Execution of job "Service._tick …" skipped: maximum number of running
+# instances reached (1)``). Its known ones become events with fields: (start of the format string,
+# event, level or None to keep the record's own).
+_APSCHEDULER_EVENTS = (
+    # Expected: a fetch run that works a long backlog outlasts its interval; the next one waits.
+    ('Execution of job "%s" skipped: maximum number of running', "job_skipped", logging.DEBUG),
+    ('Run time of job "%s" was missed by', "job_missed", logging.WARNING),
+    ('Job "%s" raised an exception', "job_failed", None),
+    ("Error running job %s", "job_failed", None),
+)
+
+
+def _job_id(arg) -> str:
+    return str(getattr(arg, "id", arg))
+
+
+class _ApschedulerEvents(logging.Filter):
+    """Turns APScheduler's known sentences into structured events (``job_skipped`` at debug,
+    ``job_missed``, ``job_failed`` with the job id) before the handler formats them; a record demoted
+    below the configured level is dropped. Anything else passes unchanged."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("apscheduler") or not isinstance(record.msg, str):
+            return True
+        for start, event, level in _APSCHEDULER_EVENTS:
+            if not record.msg.startswith(start):
+                continue
+            args = record.args if isinstance(record.args, tuple) else ()
+            fields: dict = {"job": _job_id(args[0]) if args else None}
+            if event == "job_skipped" and len(args) > 1:
+                fields["max_instances"] = args[1]
+            if event == "job_missed" and len(args) > 1 and isinstance(args[1], timedelta):
+                fields["late_seconds"] = round(args[1].total_seconds(), 1)
+            record.msg, record.args = event, ()
+            record.mailbridge_fields = fields
+            if level is not None:
+                record.levelno, record.levelname = level, logging.getLevelName(level)
+            return record.levelno >= self.level
+        return True
+
+
+def _record_fields(logger, method_name, event_dict):
+    """Fields a filter attached to a stdlib record (see _ApschedulerEvents) become event fields."""
+    record = event_dict.get("_record")
+    fields = getattr(record, "mailbridge_fields", None)
+    if fields:
+        event_dict.update(fields)
+    return event_dict
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> None:
@@ -41,9 +95,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
                 structlog.processors.format_exc_info,
                 renderer,
             ],
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, _record_fields, *shared],
         )
     )
+    handler.addFilter(_ApschedulerEvents(lvl))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(lvl)
