@@ -10,6 +10,11 @@
 - ``escalate``: every ``sla.escalation_interval`` seconds (60), the escalation job (``sla/escalation.py``);
   it starts at once, so stages that fell due while the service was down go out first, in order.
 - ``digest:<name>``: a cron job per ``[[digests]]`` entry, in the digest's time zone.
+- ``alerts``: every ``alerts.interval`` seconds (when ``alerts.recipients`` is set), the alert job
+  (``alerts.py``): alert and back-to-normal mails to the operators.
+
+Every job's run is recorded in ``job_health`` (``store/health.py``) for ``mailbridge status``; the
+outbox's only when its state changes (SMTP starts or stops failing) or once a minute, not per run.
 
 SIGTERM/SIGINT set a stop flag: an IDLE wait returns, a cycle finishes the mail it is on (its
 transaction commits or rolls back as a whole) and moves what was committed, the outbox finishes
@@ -32,6 +37,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbridge.app import App
+from mailbridge.store import health
+from mailbridge.store.db import session_scope
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +46,12 @@ log = structlog.get_logger(__name__)
 FETCH_WINDOW_SLACK_SECONDS = 0.2
 # How long a stop waits for running fetch cycles (a cycle stops after the mail it is on).
 STOP_TIMEOUT_SECONDS = 120.0
+# The outbox's health row is written when its state changes, else at most this often (seconds).
+OUTBOX_HEALTH_SECONDS = 60.0
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 class Service:
@@ -54,6 +67,28 @@ class Service:
         self._active_ticks = 0
         self._imap_executor: ThreadPoolExecutor | None = None
         self._ticks_done = threading.Condition()
+        # The outbox's last recorded state (None: not yet recorded) and when it was written.
+        self._outbox_error: str | None = None
+        self._outbox_recorded_at: float | None = None
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _record_job(self, job: str, error: str | None = None) -> None:
+        """One run of ``job`` in ``job_health``; the database being away costs only this row."""
+        try:
+            with session_scope(self.app.session_factory) as s:
+                health.job_ran(s, job, self.app.clock(), error)
+        except Exception as e:
+            log.warning("job_health_not_recorded", job=job, error=_first_line(e)[:200])
+
+    async def _record_outbox(self, error: str | None) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        changed = self._outbox_recorded_at is None or (error is None) != (self._outbox_error is None)
+        if not changed and now - self._outbox_recorded_at < OUTBOX_HEALTH_SECONDS:
+            return
+        self._outbox_error, self._outbox_recorded_at = error, now
+        await asyncio.to_thread(self._record_job, "outbox", error)
 
     # -- outbox ------------------------------------------------------------------------------
 
@@ -64,6 +99,8 @@ class Service:
             while not self.stop_event.is_set():
                 self._sender_again = False
                 report = await self._sender.run_once()
+                if report.sent or report.errors:
+                    await self._record_outbox(report.errors[-1][:500] if report.errors else None)
                 busy = report.sent or report.failed or (report.retry and not report.errors)
                 if not (busy or self._sender_again):
                     return
@@ -108,8 +145,8 @@ class Service:
         s = self.app.settings
         self.loop = asyncio.get_running_loop()
         accounts = len(s.accounts)
-        # One thread per account, one each for the lifecycle, escalation and digest jobs.
-        self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 3)
+        # One thread per account, one each for the lifecycle, escalation, digest and alert jobs.
+        self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 4)
         self.scheduler = AsyncIOScheduler(
             executors={"default": AsyncIOExecutor(), "imap": self._imap_executor},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
@@ -155,6 +192,15 @@ class Service:
                 id=f"digest:{d.name}",
                 executor="imap",
             )
+        if s.alerts.recipients:
+            self.scheduler.add_job(
+                self._alerts,
+                "interval",
+                seconds=s.alerts.interval,
+                id="alerts",
+                executor="imap",
+                next_run_time=now,
+            )
 
     def _escalate(self) -> None:
         if self.stop_event.is_set():
@@ -162,8 +208,10 @@ class Service:
         try:
             report = self.app.escalate()
         except Exception as e:  # the database is away: the next run catches up
-            log.warning("escalation_failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.warning("escalation_failed", error=_first_line(e))
+            self._record_job("escalate", _first_line(e))
             return
+        self._record_job("escalate")
         if report.sent:
             self.wake_sender()
 
@@ -174,14 +222,33 @@ class Service:
             if self.app.send_digest(name) is not None:
                 self.wake_sender()
         except Exception as e:
-            log.warning("digest_failed", digest=name, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.warning("digest_failed", digest=name, error=_first_line(e))
+            self._record_job(f"digest:{name}", _first_line(e))
+            return
+        self._record_job(f"digest:{name}")
 
     def _close_solved(self) -> None:
         if not self.stop_event.is_set():
             try:
                 self.app.close_solved()
             except Exception as e:  # the database is away: the next run tries again
-                log.warning("close_solved_failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+                log.warning("close_solved_failed", error=_first_line(e))
+                self._record_job("close_solved", _first_line(e))
+                return
+            self._record_job("close_solved")
+
+    def _alerts(self) -> None:
+        if self.stop_event.is_set():
+            return
+        try:
+            queued = self.app.check_alerts()
+        except Exception as e:  # the database is away: the account's own alert says so later
+            log.warning("alerts_failed", error=_first_line(e))
+            self._record_job("alerts", _first_line(e))
+            return
+        self._record_job("alerts")
+        if queued:
+            self.wake_sender()
 
     async def run(self, install_signals: bool = True) -> None:
         self.app.upgrade_db()
