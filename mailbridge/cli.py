@@ -338,6 +338,42 @@ def demo(keep: Path | None) -> None:
     sys.exit(run_demo(keep))
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help='Print a JSON document (with "status": ok|warning|critical).')
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Health of the running desk: accounts (connected, IDLE or polling, last fetch, error and since
+    when, mails waiting), the outbox (pending, retrying, failed, oldest pending mail, last SMTP
+    error), open quarantined mails, the jobs' last runs, the schema revision. Times in the
+    calendar's zone ([alerts] timezone).
+
+    \b
+    Exit codes (Nagios style):
+      0 OK
+      1 WARNING: the service never ran here; an account failing for less than
+        alerts.account_failing_minutes or never fetched; SMTP failing for less than
+        alerts.outbox_failing_minutes; mails failed for good within alerts.repeat_minutes;
+        open quarantined mails; a job whose last run failed; the schema behind the newest
+      2 CRITICAL: an account's login refused or its TLS certificate untrusted; an account
+        failing longer than alerts.account_failing_minutes; SMTP failing, or a mail being
+        retried, longer than alerts.outbox_failing_minutes; no schema
+    """
+    import json
+
+    from mailbridge import status as health_status
+
+    app = _app(ctx)
+    try:
+        st = health_status.collect(app)
+    finally:
+        app.close()
+    if as_json:
+        click.echo(json.dumps(health_status.as_json(st), indent=2, ensure_ascii=False))
+    else:
+        click.echo(health_status.render(st), nl=False)
+    sys.exit(st.exit_code)
+
+
 def main() -> None:
     cli(prog_name="mailbridge")
 
