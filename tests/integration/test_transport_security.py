@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -229,7 +230,7 @@ def test_default_config_refuses_self_signed_servers_and_logs_the_certificate_err
         _cycle_logged(app)
     finally:
         app.close()
-    imap_fail = [e for e in _events(log_lines) if e.get("event") == "account_backoff"]
+    imap_fail = [e for e in _events(log_lines) if e.get("event") == "imap_tls_failed"]
     assert imap_fail and "certificate verify failed" in imap_fail[0]["error"]
     _no_secret_anywhere(log_lines, IMAP_PASSWORD, SMTP_PASSWORD)
 
@@ -275,6 +276,50 @@ def test_ca_file_trusts_a_private_ca_and_no_password_is_ever_logged(
     finally:
         app.close()
     events = _events(log_lines)
-    assert [e for e in events if e.get("event") == "account_backoff"]
+    assert [e for e in events if e.get("event") == "imap_login_failed" and e["level"] == "error"]
     assert [e for e in events if e.get("event") == "smtp_auth_failed"]
     _no_secret_anywhere(log_lines, IMAP_PASSWORD, SMTP_PASSWORD, WRONG_IMAP_PASSWORD)
+
+
+def test_an_untrusted_certificate_is_an_error_retried_slowly_and_an_alert(
+    tmp_path, tls_imap, smtp_sink, monkeypatch, log_lines
+):
+    """The IMAP server's certificate is self-signed and not trusted: imap_tls_failed at error level
+    with the TLS library's words, one attempt per permanent_fault_retry (not the fast backoff), and
+    an alert mail to the operators that names the host and what to do."""
+    monkeypatch.setenv(IMAP_ENV, IMAP_PASSWORD)
+    path = _config(tmp_path, tls_imap, smtp_sink.port, imap_ca=None, smtp_ca=None)
+    text = path.read_text().replace("timeout = 10\n[[queues]]", "timeout = 10\npermanent_fault_retry = 600\n[[queues]]")
+    # Plain SMTP to the test's sink (no SMTP login), and an operator to alert.
+    text = text.split("[smtp]")[0] + (
+        f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_sink.port}\ntls = "none"\n'
+        '[alerts]\nrecipients = ["it-ops@vendor-it.example"]\n'
+    )
+    path.write_text(text)
+    app = App(load_settings(path))
+    app.upgrade_db()
+    try:
+        poller = app.poller("main")
+        t0 = time.monotonic()
+        poller.tick(3.0, threading.Event())  # retry_at lies beyond the window: the run ends at once
+        poller.tick(3.0, threading.Event())  # the next run of the job: still waiting, no new attempt
+        elapsed = time.monotonic() - t0
+        poller.close()
+        assert app.check_alerts() == 1
+        assert app.check_alerts() == 0  # once per period
+        assert asyncio.run(app.sender().run_once()).sent == 1
+    finally:
+        app.close()
+    failed = [e for e in _events(log_lines) if e.get("event") == "imap_tls_failed"]
+    assert len(failed) == 1 and elapsed < 2.5
+    assert failed[0]["level"] == "error" and failed[0]["retry_in"] == 600
+    assert "certificate verify failed" in failed[0]["error"] and failed[0]["host"] == "127.0.0.1"
+    assert not [e for e in _events(log_lines) if e.get("event") == "account_backoff"]
+    (mail,) = smtp_sink.received
+    assert mail.rcpt_tos == ["it-ops@vendor-it.example"]
+    msg = mail.message
+    assert msg["Subject"] == "[mailbridge] TLS certificate of 127.0.0.1 not trusted"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    body = " ".join(msg.get_body(("plain",)).get_content().split())
+    assert "certificate verify failed" in body and "retries every 10 minutes" in body
+    assert "check the server's certificate (host name, expiry date, the issuing CA)" in body
