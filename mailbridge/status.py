@@ -178,14 +178,15 @@ def _cell(text: str | None, width: int = 160) -> Text:
     return Text(printable(text or "-")[:width])
 
 
-def render(st: Status, width: int = 120) -> str:
+def render(st: Status, width: int = 140) -> str:
     """The human view: a summary line, the problems, then accounts, outbox, quarantine, jobs."""
     buf = io.StringIO()
     console = Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False)
     console.print(Text(f"mailbridge: {st.level.value.upper()}   ({st.now.astimezone(st.zone):%Y-%m-%d %H:%M %Z})"))
     for f in st.findings:
         since = f" since {_when(st, f.since)}" if f.since else ""
-        console.print(Text(f"  {f.level.value.upper():8} {f.condition}: {printable(f.summary)[:200]}{since}"))
+        line = f"  {f.level.value.upper():8} {f.condition}: {printable(f.summary)[:200]}{since}"
+        console.print(Text(line), soft_wrap=True)
     console.print(
         Text(f"schema: {st.schema_current or 'none'} (newest {st.schema_newest})"),
     )
@@ -193,7 +194,7 @@ def render(st: Status, width: int = 120) -> str:
         return buf.getvalue()
     t = Table(title="accounts", box=box.SIMPLE, title_justify="left")
     for col in ("account", "state", "mode", "last fetch", "waiting", "error", "failing since"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col != "error")
     for a in st.accounts:
         if not a["seen"]:
             t.add_row(a["name"], "never ran", "-", "never", "-", "-", "-")
@@ -223,7 +224,7 @@ def render(st: Status, width: int = 120) -> str:
     console.print(t)
     t = Table(title="jobs", box=box.SIMPLE, title_justify="left")
     for col in ("job", "last run", "last success", "error"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col != "error")
     for j in st.jobs:
         t.add_row(j["job"], _when(st, j["last_run"]), _when(st, j["last_success"]), _cell(j["error"], 50))
     console.print(t)

@@ -7,6 +7,7 @@ RFC 4315 (UIDPLUS), RFC 2177 (IDLE).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import re
 import select
@@ -56,6 +57,23 @@ class FetchError(Exception):
         self.server_says = server_says if server_says is not None else message
 
 
+def server_words(e: BaseException) -> str:
+    """What the server (or the TLS library) said, as text: imapclient's LoginError carries the
+    server's bytes (``b'[AUTHENTICATIONFAILED] Invalid credentials.'``)."""
+    arg = e.args[0] if len(e.args) == 1 else None
+    if isinstance(arg, bytes):
+        return arg.decode("utf-8", "replace")
+    text = str(e)
+    if len(text) > 3 and text[:2] in ("b'", 'b"') and text[-1] == text[1]:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+    return text
+
+
 def classify_fault(e: BaseException) -> FaultKind:
     """The one place that decides whether an IMAP connection fault is permanent (see FaultKind).
 
@@ -102,7 +120,7 @@ class ImapMailbox:
                     log.info("imap_folder_created", folder=folder)
             info = client.select_folder(a.folder)
         except (IMAPClientError, OSError, ssl.SSLError) as e:
-            raise FetchError(f"{type(e).__name__}: {e}", classify_fault(e), str(e)) from e
+            raise FetchError(f"{type(e).__name__}: {e}", classify_fault(e), server_words(e)) from e
         self.client = client
         self.uidvalidity = int(info[b"UIDVALIDITY"])
 

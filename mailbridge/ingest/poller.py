@@ -248,7 +248,9 @@ class AccountPoller:
                 retry_in=round(delay, 1),
             )
         self.retry_at = time.monotonic() + delay
-        error = str(e).splitlines()[0][:500] if str(e) else type(e).__name__
+        # A permanent fault is shown in the server's own words (status, the alert mail).
+        text = e.server_says if kind.permanent and isinstance(e, FetchError) else str(e)
+        error = text.splitlines()[0][:500] if text else type(e).__name__
         self._record(lambda s, now: health.account_failed(s, acc.name, now, error=error, kind=kind.value))
 
     def _record(self, write: Callable) -> None:
