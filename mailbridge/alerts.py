@@ -292,8 +292,8 @@ class Alerts:
             "lasted": format_timedelta(now - since, locale=lang, threshold=1.1) if since else "",
             "retry": format_timedelta(timedelta(seconds=retry), locale=lang) if retry else "",
             "repeat": format_timedelta(timedelta(minutes=cfg.repeat_minutes), locale=lang, threshold=1.1),
-            "account_minutes": cfg.account_failing_minutes,
-            "outbox_minutes": cfg.outbox_failing_minutes,
+            "account_for": format_timedelta(timedelta(minutes=cfg.account_failing_minutes), locale=lang),
+            "outbox_for": format_timedelta(timedelta(minutes=cfg.outbox_failing_minutes), locale=lang),
         }
         subject = self.templates.render(lang, "alert.subject.j2", **ctx).strip()
         return subject, self.templates.render(lang, "alert.txt.j2", **ctx)
