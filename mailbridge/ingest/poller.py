@@ -16,8 +16,9 @@ not trusted; ``fetcher.classify_fault``) is logged as an error and retried only 
 without a restart.
 
 The account's health (connected, IDLE or polling, last fetch, the failure streak, mails waiting) is
-written once per cycle and once per failure (``store/health.py``), for ``mailbridge status`` and the
-alert job. A cycle that works a backlog logs ``backlog_progress`` every ``progress_interval`` seconds.
+written at each failure and at each change of state, else at most every HEALTH_RECORD_SECONDS
+(``store/health.py``), for ``mailbridge status`` and the alert job. A cycle that works a backlog
+logs ``backlog_progress`` every ``progress_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ log = structlog.get_logger(__name__)
 # Backoff after a failure: 1 s, 2 s, 4 s … capped, with jitter so accounts do not retry in step.
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 300.0
+# A working account's health row is rewritten at most this often (seconds) unless its state changes.
+HEALTH_RECORD_SECONDS = 15.0
 
 
 @dataclass
@@ -83,6 +86,9 @@ class AccountPoller:
         self.mailbox = ImapMailbox(account)
         self.failures = 0
         self.retry_at = 0.0  # time.monotonic() before which we do not reconnect
+        # When the health row was last written as working, and with which mode (see _healthy).
+        self._recorded_at = float("-inf")
+        self._recorded_mode: str | None = None
 
     def _folder_for(self, disposition: str) -> str:
         if disposition == Disposition.QUARANTINED:
@@ -213,11 +219,18 @@ class AccountPoller:
         return "idle" if self.account.idle and self.mailbox.has("IDLE") else "polling"
 
     def _healthy(self, report: CycleReport) -> None:
-        if self.failures:
+        recovered = self.failures > 0
+        if recovered:
             log.info("account_recovered", account=self.account.name, failures=self.failures)
         self.failures = 0
         mode, name = self.mode, self.account.name
-        self._record(lambda s, now: health.account_ok(s, name, now, mode=mode, waiting=report.waiting))
+        # With IDLE a trickle of mail makes a cycle per mail: the row is written when the state
+        # changes (first cycle, recovered, mode) and otherwise at most every HEALTH_RECORD_SECONDS.
+        now = time.monotonic()
+        if not recovered and mode == self._recorded_mode and now - self._recorded_at < HEALTH_RECORD_SECONDS:
+            return
+        self._recorded_mode, self._recorded_at = mode, now
+        self._record(lambda s, at: health.account_ok(s, name, at, mode=mode, waiting=report.waiting))
 
     def _failed(self, e: Exception) -> None:
         self.mailbox.close()
