@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from mailbridge.app import App
@@ -26,6 +26,7 @@ from mailbridge.metrics import MetricsServer, serve_metrics
 from mailbridge.scheduler import Service
 from mailbridge.settings import load_settings
 from mailbridge.store.db import session_scope
+from mailbridge.store.migrate import current_revision
 from mailbridge.store.models import Outbox, Quarantine
 from tests.integration.conversation_support import berlin, sla_desk
 from tests.integration.test_faults import TcpProxy
@@ -165,6 +166,18 @@ def test_metrics_while_mails_flow(tmp_path, db_url, imap_server, smtp_sink, imap
         with session_scope(app.session_factory) as s:
             failed = s.scalars(select(Outbox).where(Outbox.status == "failed")).all()
         assert [o.kind for o in failed] == ["ack"] and "550" in failed[0].last_error
+
+        # A newer mailbridge migrated the database past what this one knows: not ready.
+        newest = _get(port, "/readyz") == (200, "ready\n") and current_revision(app.engine)
+        with app.engine.begin() as c:
+            c.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+        assert _get(port, "/readyz") == (
+            503,
+            f"database schema at from_the_future, not {newest} (mailbridge db upgrade)\n",
+        )
+        with app.engine.begin() as c:
+            c.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": newest})
+        assert _get(port, "/readyz") == (200, "ready\n")
     finally:
         svc.request_stop()
         runner.join(30)
