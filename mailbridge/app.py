@@ -23,6 +23,7 @@ from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
 from mailbridge.ingest.prepare import Preparer
 from mailbridge.ingest.steps import default_steps
+from mailbridge.metrics import Metrics
 from mailbridge.outbound.guard import AutoMailGuard
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.sender import OutboxSender
@@ -93,6 +94,8 @@ class App:
         )
         self._builder: MailBuilder | None = None
         self._escalations: Escalations | None = None
+        # The counters of this app (a registry of its own); `mailbridge run` serves them.
+        self.metrics = Metrics(accounts=[a.name for a in settings.accounts])
 
     # Built lazily: the language models take a moment to load and CLI queries do not need them.
     @property
@@ -119,7 +122,7 @@ class App:
                 deadlines=self.deadlines,
                 escalations=self.escalations,
             )
-            self._pipeline = Pipeline(self.session_factory, steps, self.clock)
+            self._pipeline = Pipeline(self.session_factory, steps, self.clock, self.metrics)
         return self._pipeline
 
     @property
@@ -147,7 +150,7 @@ class App:
     def escalations(self) -> Escalations:
         """Builds and queues escalation mails (the job and the pipeline share the rules)."""
         if self._escalations is None:
-            self._escalations = Escalations(self.settings, self.deadlines, self.builder)
+            self._escalations = Escalations(self.settings, self.deadlines, self.builder, self.metrics)
         return self._escalations
 
     def escalate(self) -> EscalationReport:
@@ -229,6 +232,7 @@ class App:
             self.settings.outbox,
             skip_locked=is_postgres(self.engine),
             clock=self.clock,
+            metrics=self.metrics,
             should_stop=should_stop,
         )
 

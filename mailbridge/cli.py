@@ -86,11 +86,23 @@ def db_upgrade(ctx: click.Context) -> None:
 @cli.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Fetch mail and send the outbox until SIGTERM/SIGINT."""
+    """Fetch mail and send the outbox until SIGTERM/SIGINT; with ``[metrics] listen`` also serve
+    /metrics, /healthz and /readyz there."""
+    from mailbridge.metrics import serve_metrics
     from mailbridge.scheduler import Service
 
     app = _app(ctx)
-    asyncio.run(Service(app).run())
+    service = Service(app)
+    try:
+        endpoints = serve_metrics(app, service)
+    except OSError as e:
+        click.echo(f"mailbridge: cannot serve metrics on {app.settings.metrics.listen}: {e.strerror or e}", err=True)
+        sys.exit(1)
+    try:
+        asyncio.run(service.run())
+    finally:
+        if endpoints is not None:
+            endpoints.stop()
 
 
 @cli.group()

@@ -18,6 +18,7 @@ from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -761,6 +762,42 @@ class AlertSettings(_Model):
         return v
 
 
+class MetricsSettings(_Model):
+    # Where ``mailbridge run`` serves /metrics, /healthz and /readyz: "host:port" ("127.0.0.1:9108",
+    # "[::1]:9108", "0.0.0.0:9108" in a container). None: not served.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            _host_port(v)
+        return v
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to bind, or None when metrics are off."""
+        return _host_port(self.listen) if self.listen is not None else None
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (an IPv6 host in brackets) → (host, port); ValueError saying what is wrong."""
+    shape = f'{value!r} is not host:port (e.g. "127.0.0.1:9108")'
+    try:
+        parts = urlsplit(f"//{value}")
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ValueError(shape) from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{shape}: the port must be a number from 1 to 65535") from None
+    if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username is not None:
+        raise ValueError(shape)
+    if port is None or port == 0:
+        raise ValueError(f"{shape}: give a port from 1 to 65535")
+    return parts.hostname, port
+
+
 class Settings(_Model):
     """Everything mailbridge is configured with; built only by :func:`load_settings`."""
 
@@ -781,6 +818,7 @@ class Settings(_Model):
     sla: SlaSettings = SlaSettings()
     logging: LoggingSettings = LoggingSettings()
     alerts: AlertSettings = AlertSettings()
+    metrics: MetricsSettings = MetricsSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
 

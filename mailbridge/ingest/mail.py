@@ -13,6 +13,7 @@ Expected outcomes are values here, never exceptions.
 
 from __future__ import annotations
 
+import time
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 # mail's transaction (reset by ``begin``).
 _CARRIED = frozenset(
     {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
-    | {"header_block", "requeue_of"}
+    | {"header_block", "requeue_of", "fetched_at"}
 )
 
 
@@ -63,6 +64,9 @@ class InboundMail:
     uidvalidity: int
     uid: int
     raw: bytes
+    # When the poller fetched it (``time.monotonic()``, set as it makes the carrier): where the
+    # acknowledgement latency starts (``mailbridge_ack_latency_seconds``).
+    fetched_at: float = field(default_factory=time.monotonic)
     # -- prepared, before any transaction (ingest/prepare.py) --
     sha256: str = ""
     raw_path: str = ""

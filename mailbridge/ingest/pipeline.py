@@ -20,6 +20,7 @@ import structlog
 
 from mailbridge.domain import ParsedMail
 from mailbridge.ingest.mail import InboundMail
+from mailbridge.metrics import Metrics
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_integrity_error, is_transient_db_error, session_scope
 from mailbridge.store.models import Event, Quarantine, RawMessage
@@ -29,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 # A unique-key race with another process (e.g. two instances, same mail) is retried this often.
 INTEGRITY_RETRIES = 2
+# The event ``outgoing.Acknowledge`` records when it queued a new case's acknowledgement.
+ACK_QUEUED_EVENT = "ack_queued"
 
 
 class InfrastructureError(Exception):
@@ -47,10 +50,11 @@ class Step(Protocol):
 
 
 class Pipeline:
-    def __init__(self, session_factory, steps: list[Step], clock: Callable[[], datetime]):
+    def __init__(self, session_factory, steps: list[Step], clock: Callable[[], datetime], metrics: Metrics):
         self.factory = session_factory
         self.steps = steps
         self.clock = clock
+        self.metrics = metrics
 
     def process(self, mail: InboundMail) -> Disposition:
         """Process one (prepared) mail; return its disposition. Raises InfrastructureError only."""
@@ -58,21 +62,32 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(
             account=mail.account, uid=mail.uid, message_id=head.message_id if head else None
         )
+        fetched = mail.requeue_of is None  # a requeue runs a stored mail again
+        if fetched:
+            self.metrics.mail_fetched(mail.account)
         try:
-            for attempt in range(INTEGRITY_RETRIES + 1):
-                try:
-                    return self._run(mail)
-                except Exception as e:
-                    if is_transient_db_error(e):
-                        log.warning("database_unavailable", error=str(e).splitlines()[0])
-                        raise InfrastructureError(str(e)) from e
-                    if is_integrity_error(e) and attempt < INTEGRITY_RETRIES:
-                        log.info("pipeline_retry_after_conflict", error=str(e).splitlines()[0])
-                        continue
-                    return self._quarantine_after_error(mail, e)
-            raise AssertionError("unreachable")
+            disposition = self._attempts(mail)
         finally:
             structlog.contextvars.unbind_contextvars("account", "uid", "message_id", "case")
+        # Committed: counted now, never for an attempt that was rolled back.
+        self.metrics.mail_done(mail.account, disposition)
+        if fetched and disposition == Disposition.PROCESSED and any(e["kind"] == ACK_QUEUED_EVENT for e in mail.events):
+            self.metrics.ack_queued(mail.fetched_at)
+        return disposition
+
+    def _attempts(self, mail: InboundMail) -> Disposition:
+        for attempt in range(INTEGRITY_RETRIES + 1):
+            try:
+                return self._run(mail)
+            except Exception as e:
+                if is_transient_db_error(e):
+                    log.warning("database_unavailable", error=str(e).splitlines()[0])
+                    raise InfrastructureError(str(e)) from e
+                if is_integrity_error(e) and attempt < INTEGRITY_RETRIES:
+                    log.info("pipeline_retry_after_conflict", error=str(e).splitlines()[0])
+                    continue
+                return self._quarantine_after_error(mail, e)
+        raise AssertionError("unreachable")
 
     def _run(self, mail: InboundMail) -> Disposition:
         now = self.clock()

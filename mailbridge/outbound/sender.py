@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 import aiosmtplib
 import structlog
 
+from mailbridge.metrics import Metrics
 from mailbridge.outbound.outbox import retry_at
 from mailbridge.settings import OutboxSettings, SmtpSettings, TlsMode
 from mailbridge.store import repositories as repo
@@ -49,6 +50,25 @@ _CONNECTION_ERRORS = (
     OSError,
     asyncio.TimeoutError,
 )
+
+
+def smtp_error_kind(e: BaseException, *, connected: bool) -> str:
+    """What kind of SMTP failure ``e`` is (a label of ``mailbridge_smtp_errors_total``, one of
+    ``metrics.SMTP_ERROR_KINDS``); ``connected``: it happened after the connection was open."""
+    # Most specific first: the refusals are SMTPResponseExceptions, some connection errors too.
+    if isinstance(e, aiosmtplib.SMTPAuthenticationError):
+        return "auth"
+    if isinstance(e, aiosmtplib.SMTPRecipientsRefused | aiosmtplib.SMTPRecipientRefused):
+        return "recipient_refused"
+    if isinstance(e, aiosmtplib.SMTPSenderRefused):
+        return "sender_refused"
+    if isinstance(e, aiosmtplib.SMTPDataError):
+        return "data_refused"
+    if isinstance(e, _CONNECTION_ERRORS):
+        return "connection_lost" if connected else "connect"
+    if isinstance(e, aiosmtplib.SMTPResponseException):
+        return "response"
+    return "client"
 
 
 @dataclass
@@ -77,9 +97,11 @@ class OutboxSender:
         *,
         skip_locked: bool,
         clock: Callable[[], datetime],
+        metrics: Metrics,
         should_stop: Callable[[], bool] = lambda: False,
     ):
         self.factory = session_factory
+        self.metrics = metrics
         self.smtp = smtp
         self.cfg = outbox
         self.skip_locked = skip_locked
@@ -111,6 +133,8 @@ class OutboxSender:
             changed = repo.outbox_mark(s, row.id, now, status, error=error, next_attempt_at=nxt)
             if changed and row.ticket_id is not None and status in ("sent", "failed"):
                 repo.add_event(s, row.ticket_id, f"mail_{status}", now, outbox_id=row.id, mail=row.kind, error=error)
+        if changed:  # committed, and this sender's to record
+            self.metrics.outbox_recorded(row.kind, status)
         log_fn = log.info if status == "sent" else log.warning
         log_fn(
             f"outbox_{status}",
@@ -185,11 +209,13 @@ class OutboxSender:
         try:
             smtp = await self._connect()
         except aiosmtplib.SMTPAuthenticationError as e:
+            self.metrics.smtp_error(smtp_error_kind(e, connected=False))
             await asyncio.to_thread(self._release, [r.id for r in rows])
             log.error("smtp_auth_failed", host=self.smtp.host, error=str(e))
             report.errors.append(str(e))
             return report
         except _CONNECTION_ERRORS as e:
+            self.metrics.smtp_error(smtp_error_kind(e, connected=False))
             await asyncio.to_thread(self._release, [r.id for r in rows])
             log.warning("smtp_unreachable", host=self.smtp.host, port=self.smtp.port, error=repr(e))
             report.errors.append(repr(e))
@@ -210,7 +236,11 @@ class OutboxSender:
                     report.errors.append(repr(e))
                     return report
                 try:
-                    await smtp.sendmail(row.envelope_from, row.envelope_to, row.raw)
+                    try:
+                        await smtp.sendmail(row.envelope_from, row.envelope_to, row.raw)
+                    except (aiosmtplib.SMTPException, OSError) as e:  # TimeoutError is an OSError
+                        self.metrics.smtp_error(smtp_error_kind(e, connected=True))
+                        raise
                 except aiosmtplib.SMTPRecipientsRefused as e:
                     codes = [r.code for r in e.recipients]
                     transient = all(400 <= c < 500 for c in codes)

@@ -21,6 +21,7 @@ from datetime import datetime
 import structlog
 from babel.dates import format_datetime
 
+from mailbridge.metrics import Metrics
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
@@ -30,6 +31,7 @@ from mailbridge.sla.policy import Recipients, Stage
 from mailbridge.store import repositories as repo
 from mailbridge.store import sla_queries as sq
 from mailbridge.store.db import IntegrityError, Session, session_scope
+from mailbridge.store.metrics_queries import after_commit
 from mailbridge.store.models import Event
 from mailbridge.store.repositories import ThreadParent, TicketRef
 from mailbridge.store.sla_queries import CLOCK_COLUMNS  # noqa: F401 - re-exported (bench/escalation.py)
@@ -84,10 +86,11 @@ class Report:
 class Escalations:
     """Builds and queues escalation mails; computes when a case needs the job next."""
 
-    def __init__(self, settings: Settings, deadlines: Deadlines, builder: MailBuilder):
+    def __init__(self, settings: Settings, deadlines: Deadlines, builder: MailBuilder, metrics: Metrics):
         self.settings = settings
         self.deadlines = deadlines
         self.builder = builder
+        self.metrics = metrics
 
     # -- the plan of one case -------------------------------------------------------------------
 
@@ -226,6 +229,8 @@ class Escalations:
         )
         # One line per pass at info level (run_once); each mail is in the case's history.
         log.debug("escalation_queued", case=ref.case_number, to=to, **detail)
+        # The job's batch or the new case's mail may still roll back: counted once it committed.
+        after_commit(session, lambda: self.metrics.escalation_sent(kind))
         return outbox_id
 
     def send_firing(
