@@ -94,7 +94,7 @@ def _raw_rows(desk: Desk) -> list[RawMessage]:
 
 def _noise_list(desk: Desk, monkeypatch) -> str:
     monkeypatch.setenv("MAILBRIDGE_CONFIG", str(desk.app.settings.source))
-    result = CliRunner().invoke(cli, ["noise", "list"])
+    result = CliRunner().invoke(cli, ["noise", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -132,7 +132,11 @@ def test_unmatched_auto_reply_is_kept_for_the_operator_not_a_case(desk, monkeypa
     assert (raw.disposition, raw.mail_class) == ("noise", "out_of_office")
     out = _noise_list(desk, monkeypatch)
     assert "1 automatic mail(s) that answered nothing of ours" in out
-    assert "out_of_office from=bot@robot.example" in out
+    header, row = out.splitlines()[1:3]
+    assert header.split() == ["RAW", "RECEIVED", "CLASS", "FROM", "SUBJECT", "EVIDENCE", "RAW", "FILE"]
+    # (no calendar: times in UTC)
+    received = f"{raw.received_at:%Y-%m-%d %H:%M} UTC".split()
+    assert row.split()[:6] == [f"#{raw.id}", *received, "out_of_office", "bot@robot.example"]
 
 
 def test_mail_without_markers_still_becomes_a_case(desk):
@@ -158,7 +162,9 @@ def test_hard_bounce_is_recorded_and_suppresses_automatic_mail_for_60_days(desk,
         h = s.get(AddressHealth, CUSTOMER[1])
         assert h.state == "failing" and h.permanent
         assert h.suppressed_until == desk.clock.now + timedelta(days=60)
-    assert f"{CUSTOMER[1]}: hard bounce 5.1.1" in _noise_list(desk, monkeypatch)
+    failing = _noise_list(desk, monkeypatch).split("1 failing address(es):\n", 1)[1].splitlines()
+    assert failing[0].split() == ["ADDRESS", "BOUNCE", "STATUS", "BOUNCES", "SINCE", "SUPPRESSED", "UNTIL"]
+    assert failing[1].split()[:4] == [CUSTOMER[1], "hard", "5.1.1", "1"]
 
     # The next new request from that address is a case, but gets no acknowledgement.
     desk.clock.now += timedelta(days=1)
