@@ -432,10 +432,7 @@ def ticket_detail(app, case_number: str, width: int | None = None) -> str | None
         events = sorted(t.events, key=lambda e: e.id)
         screen.table(
             [Column("TIME"), Column("EVENT"), Column("DETAIL", ratio=1, min_width=10)],
-            [
-                (_ts(e.created_at, tz), e.kind, _detail(e.detail or {}, tz))
-                for e in events
-            ],
+            [(_ts(e.created_at, tz), e.kind, _detail(e.detail or {}, tz)) for e in events],
             indent=2,
         )
     return screen.text()

@@ -130,7 +130,7 @@ def test_tables_fit_the_width_times_are_local_routing_in_words_history_in_order_
 
         out = _run(desk, width, "tickets", "show", case)
         _fits(out, width)
-        assert f"created 2026-11-23 10:00 CET" in out and "times in Europe/Berlin (calendar nrw)" in out
+        assert "created 2026-11-23 10:00 CET" in out and "times in Europe/Berlin (calendar nrw)" in out
         assert not re.search(r"\d\d:\d\d:\d\dZ", out)  # no UTC times left
         routed = next(line for line in out.splitlines() if "routed:" in line)
         # (folded onto the next lines at 80 columns)
