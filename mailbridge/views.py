@@ -75,19 +75,24 @@ class Screen:
             emoji=False,
         )
 
-    def line(self, text: str = "", hang: int = 2) -> None:
+    def line(self, text: str = "", hang: int = 2, wrap: bool = True) -> None:
         """One line of text, wrapped at spaces where it is longer than the width (text is read, not
         scanned in columns): continuation lines keep the line's indentation, ``hang`` columns more.
-        A word longer than a line (a path, a Message-ID) is kept whole, to be copied."""
+        A word longer than a line (a path, a Message-ID) is kept whole, to be copied; ``wrap=False``:
+        a line that names something (a file) stays one line."""
         text = printable(text)
         body = text.lstrip(" ")
         indent = " " * (len(text) - len(body))
-        pieces = textwrap.wrap(
-            body,
-            width=max(MIN_WIDTH // 2, self.width - len(indent)),
-            subsequent_indent=" " * hang,
-            break_long_words=False,
-            break_on_hyphens=False,
+        pieces = (
+            [body]
+            if not wrap
+            else textwrap.wrap(
+                body,
+                width=max(MIN_WIDTH // 2, self.width - len(indent)),
+                subsequent_indent=" " * hang,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
         )
         for piece in pieces or [""]:
             self.console.print(Text(indent + piece), no_wrap=True, overflow="ignore", crop=False)
@@ -95,7 +100,8 @@ class Screen:
     def table(self, columns: list[Column], rows: list[tuple[str, ...]], indent: int = 0) -> None:
         """A table whose cells are cut with "…" to fit the width: the fixed columns keep their
         width, the flexible ones (``ratio``) share what is left when all does not fit, and the
-        ``optional`` columns are left out (rightmost first) when even the fixed ones do not fit."""
+        ``optional`` columns are left out (rank 1 first) while the others do not fit even at their
+        minimum widths."""
         width = self.width - indent
         cells = [[printable(c) for c in row] for row in rows]
         keep = list(range(len(columns)))
@@ -110,11 +116,10 @@ class Screen:
         def total(width_of) -> int:
             return sum(width_of(j) for j in keep) + GAP * (len(keep) - 1)
 
-        for i in reversed(range(len(columns))):
+        for i in sorted((i for i, c in enumerate(columns) if c.optional), key=lambda i: columns[i].optional or 0):
             if total(least) <= width:
                 break
-            if columns[i].optional:
-                keep.remove(i)
+            keep.remove(i)
         # A flexible column whose content fits in its share of the space needs no share: it is as
         # wide as its content, and the others share the rest.
         flexible = [i for i in keep if columns[i].ratio]
@@ -160,8 +165,9 @@ class Column:
     ratio: int | None = None
     min_width: int | None = None
     justify: Literal["left", "right"] = "left"
-    # Left out when the table does not fit even with every flexible column at its minimum.
-    optional: bool = False
+    # Left out when the table does not fit even with every flexible column at its minimum: the
+    # rank in which optional columns go (1 first); None: always shown.
+    optional: int | None = None
 
 
 def zone_of(app, queue: str | None = None, organisation: str | None = None) -> tzinfo:
@@ -224,9 +230,9 @@ def _queue_table(app, queue: str, status: str | None, limit: int, width: int | N
             Column("CONTRACT / ORGANISATION", ratio=3, min_width=12),
             Column("SEV"),
             Column("FIRST RESPONSE DUE"),
-            Column("CREATED", optional=True),
-            Column("REQUESTER", ratio=2, min_width=10),
-            Column("SUBJECT", ratio=4, min_width=10),
+            Column("CREATED", optional=1),
+            Column("REQUESTER", ratio=2, min_width=10, optional=2),
+            Column("SUBJECT", ratio=5, min_width=16),
         ],
         table,
     )
@@ -260,10 +266,10 @@ def tickets_table(app, queue=None, status=None, limit=50, width: int | None = No
             Column("CASE"),
             Column("STATUS"),
             Column("QUEUE", ratio=2, min_width=8),
-            Column("LANG", optional=True),
-            Column("CREATED"),
-            Column("REQUESTER", ratio=3, min_width=10),
-            Column("SUBJECT", ratio=4, min_width=10),
+            Column("LANG", optional=1),
+            Column("CREATED", optional=2),
+            Column("REQUESTER", ratio=2, min_width=10),
+            Column("SUBJECT", ratio=5, min_width=20),
         ],
         table,
     )
@@ -408,7 +414,7 @@ def ticket_detail(app, case_number: str, width: int | None = None) -> str | None
                     Column("TO", ratio=2, min_width=10),
                     Column("STATUS"),
                     Column("ATTEMPTS", justify="right"),
-                    Column("QUEUED", optional=True),
+                    Column("QUEUED", optional=1),
                     Column("SENT"),
                     Column("LAST ERROR", ratio=3, min_width=10),
                 ],
@@ -493,7 +499,7 @@ def quarantine_table(app, width: int | None = None) -> str:
         ],
         table,
     )
-    screen.line(f"{len(table)} quarantined (mailbridge quarantine show ID: the whole reason, mailbox, raw file)")
+    screen.line(f"{len(table)} quarantined; the whole of each: mailbridge quarantine show ID")
     return screen.text()
 
 
@@ -514,7 +520,8 @@ def quarantine_detail(app, quarantine_id: int, width: int | None = None) -> str 
         line(f"  from {q.sender or '-'}, Message-ID <{q.message_id or '-'}>")
         line(f"  subject: {q.subject or '-'}")
         line(f"  mailbox {raw.account}/{raw.folder} UID {raw.uid} (UIDVALIDITY {raw.uidvalidity})")
-        line(f"  raw: {path} ({raw.size} bytes, sha256 {raw.sha256})")
+        line(f"  raw: {path}", wrap=False)
+        line(f"  {raw.size} bytes, sha256 {raw.sha256}")
         line()
         line("headers:")
         data = app.raw_store.get(raw.path)
@@ -540,7 +547,6 @@ def noise_table(app, limit: int = 100, width: int | None = None) -> str:
                     Column("FROM", ratio=2, min_width=10),
                     Column("SUBJECT", ratio=2, min_width=10),
                     Column("EVIDENCE", ratio=2, min_width=10),
-                    Column("RAW FILE", ratio=1, min_width=10, optional=True),
                 ],
                 [
                     (
@@ -550,12 +556,14 @@ def noise_table(app, limit: int = 100, width: int | None = None) -> str:
                         m.sender_email or "-",
                         comp.header_safe(m.subject, 200) or "-",
                         (m.routing or {}).get("evidence", ""),
-                        raw.path,
                     )
                     for raw, m in rows
                 ],
                 indent=2,
             )
+            screen.line("  raw files:")
+            for raw, _m in rows:
+                screen.line(f"    #{raw.id} {app.raw_store.root / raw.path}", wrap=False)
         failing = repo.failing_addresses(s, limit)
         screen.line(f"{len(failing)} failing address(es)" + (":" if failing else ""))
         if failing:
@@ -565,7 +573,7 @@ def noise_table(app, limit: int = 100, width: int | None = None) -> str:
                     Column("BOUNCE"),
                     Column("STATUS"),
                     Column("BOUNCES", justify="right"),
-                    Column("SINCE", optional=True),
+                    Column("SINCE", optional=1),
                     Column("SUPPRESSED UNTIL"),
                 ],
                 [
@@ -584,9 +592,10 @@ def noise_table(app, limit: int = 100, width: int | None = None) -> str:
     return screen.text()
 
 
-def sla_explanation(app, case_number: str) -> str | None:
+def sla_explanation(app, case_number: str, width: int | None = None) -> str | None:
     """How the deadlines of a case were computed (``mailbridge sla explain``); None: no such case.
-    Its times are in the case's calendar zone (``sla/explain.py``)."""
+    Its times are in the case's calendar zone (``sla/explain.py``); a line longer than the width
+    wraps, indented."""
     from mailbridge.sla.explain import CaseFacts, explain_case, terms_of
     from mailbridge.sla.recompute import CaseClocks, dues_for, pauses_from_events
 
@@ -626,7 +635,10 @@ def sla_explanation(app, case_number: str) -> str | None:
         paused_seconds=facts.paused_seconds,
     )
     expected = dues_for(deadlines, clocks, pauses_from_events(events, facts.paused_at))
-    return printable(explain_case(facts, terms, events, app.clock(), expected))
+    screen = Screen(width)
+    for line in explain_case(facts, terms, events, app.clock(), expected).splitlines():
+        screen.line(line, hang=4)
+    return screen.text()
 
 
 def suppressions_table(app, width: int | None = None) -> str:
@@ -646,7 +658,7 @@ def suppressions_table(app, width: int | None = None) -> str:
         [
             Column("ADDRESS", ratio=1, min_width=12),
             Column("STATE"),
-            Column("SINCE", optional=True),
+            Column("SINCE", optional=1),
             Column("UNTIL"),
             Column("BOUNCES", justify="right"),
             Column("STATUS"),

@@ -76,4 +76,4 @@ def test_tickets_list_show_and_quarantine(config_path, app, imap_server, smtp_si
     header, row, total = out.splitlines()
     assert header.split()[:4] == ["ID", "QUARANTINED", "STAGE", "FROM"]
     assert row.split()[4:6] == ["validate", "x@kunde.example"] and "broken MIME structure" in row
-    assert total.startswith("1 quarantined")
+    assert total.startswith("1 quarantined; the whole of each")

@@ -115,7 +115,11 @@ def test_tables_fit_the_width_times_are_local_routing_in_words_history_in_order_
         _fits(out, width)
         header, row = out.splitlines()
         assert row.split()[:2] == [case, "new"]
-        assert _cell(header, row, "CREATED") == "2026-11-23 10:00 CET"
+        if width == 160:
+            assert _cell(header, row, "CREATED") == "2026-11-23 10:00 CET"
+        else:  # left out where it does not fit: the subject needs the room more
+            assert "CREATED" not in header and "LANG" not in header
+        assert _cell(header, row, "SUBJECT").startswith(SUBJECT[:19])
         queue = _cell(header, row, "QUEUE")
         assert queue.endswith("…") and LONG_QUEUE.startswith(queue[:-1]) and len(queue) > 5  # cut, and said so
 
@@ -126,7 +130,7 @@ def test_tables_fit_the_width_times_are_local_routing_in_words_history_in_order_
         assert _cell(header, row, "SEV") == "1"
         org = _cell(header, row, "CONTRACT / ")
         assert org.startswith(CONTRACT[:10]) and org.endswith("…")
-        assert ("CREATED" in header) is (width == 160)  # left out where it does not fit
+        assert ("CREATED" in header) is ("REQUESTER" in header) is (width == 160)  # left out at 80
 
         out = _run(desk, width, "tickets", "show", case)
         _fits(out, width)
@@ -144,6 +148,10 @@ def test_tables_fit_the_width_times_are_local_routing_in_words_history_in_order_
         # case's other events wait for the end of the mail's transaction: it comes first.)
         assert [line.split()[3] for line in history[1:]] == [kind for kind, _ in desk.events(case)]
         assert all(line.split()[2] == "CET" for line in history[1:])
+
+        explained = _run(desk, width, "sla", "explain", case)
+        _fits(explained, width)
+        assert "due Mon 2026-11-23 14:00 CET" in explained
 
         attempts = out.split("\nsend attempts:\n", 1)[1].split("\nhistory:", 1)[0].splitlines()
         header, *rows = attempts

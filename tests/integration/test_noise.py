@@ -381,8 +381,18 @@ def test_mail_with_too_many_parts_is_quarantined_and_its_sender_told(desk):
         assert f"the sender {CUSTOMER[1]} was told" in q.reason
         raw = s.scalars(select(RawMessage)).one()
         assert raw.disposition == "quarantined" and raw.mail_class == "human"
+    # The operator's list, on a terminal 80 columns wide: the stage, the reason cut with "…".
+    listed = CliRunner().invoke(
+        cli, ["--config", str(desk.app.settings.source), "quarantine", "list"], env={"COLUMNS": "80"}
+    )
+    print(listed.stdout)
+    header, row, *total = listed.stdout.splitlines()
+    assert header.split() == ["ID", "QUARANTINED", "STAGE", "FROM", "SUBJECT", "REASON"]
+    assert row.split()[4] == "size" and row.endswith("…") and len(row) <= 80
+    assert row[header.index("REASON") :].startswith("too many MIME")
+    assert total[0].startswith("1 quarantined; the whole of each")
 
-    # An automatic mail with as many parts gets no notice; nor does the same mail run again.
+    # An automatic mail with as many parts gets no notice.
     report = _many_parts(to=SUPPORT_ADDRESS, subject="Report", headers="Auto-Submitted: auto-generated\r\n")
     assert desk.deliver(report) == []
     with session_scope(desk.app.session_factory) as s:
