@@ -320,6 +320,7 @@ def suppressions_lift(ctx: click.Context, address: str, by: str | None) -> None:
     address's last case; an address that is not suppressed is an error (exit 1)."""
     import getpass
 
+    from mailbridge import views
     from mailbridge.outbound.guard import AutoMailGuard, NotSuppressed
     from mailbridge.store.db import session_scope
 
@@ -332,7 +333,7 @@ def suppressions_lift(ctx: click.Context, address: str, by: str | None) -> None:
         click.echo(f"mailbridge: {e}", err=True)
         sys.exit(1)
     on = f"; recorded on case {before.last_case}" if before.last_case else ""
-    until = before.suppressed_until.strftime("%Y-%m-%d %H:%M:%SZ") if before.suppressed_until else "-"
+    until = views.shown_time(app, before.suppressed_until)
     click.echo(f"{before.address}: suppression lifted by {who} (was until {until}){on}")
 
 

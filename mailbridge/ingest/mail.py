@@ -37,7 +37,7 @@ TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 # mail's transaction (reset by ``begin``).
 _CARRIED = frozenset(
     {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
-    | {"header_block", "requeue_of", "fetched_at"}
+    | {"header_block", "requeue_of", "fetched_at", "refused"}
 )
 
 
@@ -70,8 +70,11 @@ class InboundMail:
     # -- prepared, before any transaction (ingest/prepare.py) --
     sha256: str = ""
     raw_path: str = ""
-    # Over ``ingest.max_message_bytes``: not parsed at all (decided once, in prepare_one).
+    # Refused before parsing (decided once, in prepare_one): over ``ingest.max_message_bytes``, or
+    # over the MIME limits; ``refused`` says which (``prepare.REFUSED_SIZE`` / ``REFUSED_PARTS``).
+    # Such a mail is quarantined at stage "size" and its sender told (``Validate``).
     oversize: bool = False
+    refused: str | None = None
     parsed: ParsedMail | None = None
     parse_error: str | None = None
     # A mail not parsed whole (too large, or the parser gave up): its header block alone, parsed

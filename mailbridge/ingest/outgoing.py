@@ -16,6 +16,8 @@ import structlog
 from mailbridge.domain import Address, TicketStatus
 from mailbridge.ingest.commands import STATUS_COMMANDS
 from mailbridge.ingest.mail import InboundMail
+from mailbridge.ingest.parser import MAX_MIME_PARTS
+from mailbridge.ingest.prepare import REFUSED_SIZE
 from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import status_times
 from mailbridge.outbound.compose import OutgoingAttachment
@@ -33,7 +35,7 @@ log = structlog.get_logger(__name__)
 
 
 class AutoAnswers:
-    """Whether we may send an automatic mail (an acknowledgement, a size notice) to the sender of
+    """Whether we may send an automatic mail (an acknowledgement, a refusal notice) to the sender of
     this mail: the one place that decides it, asked by every step that sends one.
 
     Never to machine-made mail (its class is not a person's: ``InboundMail.machine_made``), and
@@ -164,10 +166,13 @@ class Acknowledge:
 
 
 class OversizeNotice:
-    """The short notice to the sender of a mail over ``ingest.max_message_bytes`` (called by
-    Validate, which quarantines the mail): only for a person's mail, within the same guards as
-    acknowledgements (``AutoAnswers``), from the queue the mail was written to (``Route``); the
-    quarantine reason says whether it went out."""
+    """The short notice to the sender of a mail refused before parsing (``prepare_one``): too large
+    (over ``ingest.max_message_bytes``) or with too many MIME parts (the parser's limits), the
+    reason said in words (called by Validate, which quarantines the mail). Only for a person's
+    mail, within the same guards as acknowledgements (``AutoAnswers``), from the queue the mail was
+    written to (``Route``); the quarantine reason says whether it went out. (The name, like the
+    setting ``auto_mail.oversize_notice`` and the outbox kind, is from when size was the only
+    reason.)"""
 
     def __init__(self, builder: MailBuilder, settings: Settings, answers: AutoAnswers):
         self.builder = builder
@@ -195,9 +200,11 @@ class OversizeNotice:
         built = self.builder.oversize_notice(
             queue,
             to,
+            refused=mail.refused or REFUSED_SIZE,
             subject=h.subject,
             size=len(mail.raw),
             limit=self.settings.ingest.max_message_bytes,
+            max_parts=MAX_MIME_PARTS,
             parent_id=h.message_id,
             parent_refs=h.references,
             now=mail.now,
@@ -215,7 +222,7 @@ class OversizeNotice:
         )
         self.answers.sent(mail, to.email, None, MessageKind.OVERSIZE_NOTICE)
         say(f"the sender {to.email} was told ({built.out.message_id})")
-        log.info("oversize_notice_queued", to=to.email)
+        log.info("oversize_notice_queued", to=to.email, refused=mail.refused)
 
 
 class ConfirmRaise:

@@ -380,9 +380,20 @@ def parse_mail(raw: bytes, *, max_parts: int = MAX_MIME_PARTS, max_containers: i
     too_complex = mime_limits_exceeded(raw, max_parts, max_containers)
     if too_complex is not None:
         return _header_only(raw, too_complex)
+    return parse_within_limits(raw)
+
+
+def parse_within_limits(raw: bytes) -> ParsedMail:
+    """:func:`parse_mail` for a mail whose caller found it within the MIME limits already
+    (:func:`mime_limits_exceeded` returned None: ``ingest/prepare.py``), so that the scan, most of
+    the time a large mail takes, runs once.
+
+    Raises:
+        ParseError: as :func:`parse_mail`.
+    """
     try:
         return _parse(raw)
-    except RecursionError as e:  # defence in depth: the limits above keep the nesting far lower
+    except RecursionError as e:  # defence in depth: the limits keep the nesting far lower
         raise ParseError("MIME structure nested too deeply") from e
 
 

@@ -1,4 +1,5 @@
-"""The database-free part of ingesting a mail, done ahead of its transaction: hash, raw store, parse.
+"""The database-free part of ingesting a mail, done ahead of its transaction: hash, raw store, the
+limits a mail must keep to be parsed at all, parse.
 
 On a backlog this runs in a pool of worker processes while the poller's thread runs the
 transactions of the mails before, so parsing (the most expensive step) overlaps the database work
@@ -23,7 +24,7 @@ import structlog
 
 from mailbridge.domain import ParsedMail
 from mailbridge.ingest.language import LanguageDetector
-from mailbridge.ingest.parser import ParseError, parse_mail
+from mailbridge.ingest.parser import ParseError, mime_limits_exceeded, parse_mail, parse_within_limits
 from mailbridge.processes import die_with_parent
 from mailbridge.store.rawstore import raw_store
 
@@ -47,6 +48,12 @@ _worker_detector: LanguageDetector | None = None
 # How far into a mail not parsed whole we look for the end of its header block (the rest is not read).
 MAX_HEADER_BLOCK = 256 * 1024
 
+# Why a mail was refused before parsing (``InboundMail.refused``; the notice to its sender says it in
+# words): over ``ingest.max_message_bytes``, or over the parser's MIME limits (too many parts, too
+# deeply nested: ``ingest/parser.py`` ``mime_limits_exceeded``).
+REFUSED_SIZE = "size"
+REFUSED_PARTS = "parts"
+
 
 @dataclass(frozen=True)
 class Preparation:
@@ -54,34 +61,41 @@ class Preparation:
 
     sha256: str
     raw_path: str
-    oversize: bool
+    # REFUSED_SIZE / REFUSED_PARTS: not parsed (parse_error says why, header_block who sent it).
+    refused: str | None
     parsed: ParsedMail | None
     parse_error: str | None
     header_block: ParsedMail | None
 
     def apply(self, mail: InboundMail) -> InboundMail:
-        mail.sha256, mail.raw_path, mail.oversize = self.sha256, self.raw_path, self.oversize
+        mail.sha256, mail.raw_path = self.sha256, self.raw_path
+        mail.refused, mail.oversize = self.refused, self.refused is not None
         mail.parsed, mail.parse_error, mail.header_block = self.parsed, self.parse_error, self.header_block
         return mail
 
 
 def prepare_one(raw: bytes, var_dir: Path, max_bytes: int, detector: LanguageDetector | None) -> Preparation:
-    """Store the raw bytes, then parse them and detect the language, unless the mail is over the
-    size limit (the one place that limit is checked: such a mail is never parsed whole)."""
+    """Store the raw bytes, then parse them and detect the language, unless the mail is refused
+    before parsing: over the size limit, or over the MIME limits (the one place a mail is refused
+    for them: it is never parsed whole, and its sender hears why, ``ingest/outgoing.py``
+    ``OversizeNotice``)."""
     digest, rel = raw_store(var_dir).put(raw)
     if len(raw) > max_bytes:
         error = f"mail is {len(raw)} bytes, over the limit of {max_bytes}"
-        return Preparation(digest, rel, True, None, error, _header_block(raw))
+        return Preparation(digest, rel, REFUSED_SIZE, None, error, _header_block(raw))
+    too_complex = mime_limits_exceeded(raw)
+    if too_complex is not None:
+        return Preparation(digest, rel, REFUSED_PARTS, None, too_complex, _header_block(raw))
     try:
-        parsed = parse_mail(raw)
+        parsed = parse_within_limits(raw)
     except ParseError as e:
-        return Preparation(digest, rel, False, None, f"unparseable: {e}", _header_block(raw))
+        return Preparation(digest, rel, None, None, f"unparseable: {e}", _header_block(raw))
     except Exception as e:  # a parser bug must not cost the mail: it is quarantined with the reason
-        return Preparation(digest, rel, False, None, f"parser crashed: {type(e).__name__}: {e}", _header_block(raw))
+        return Preparation(digest, rel, None, None, f"parser crashed: {type(e).__name__}: {e}", _header_block(raw))
     if detector is not None:
         parsed.language = detector.guess(parsed.subject, parsed.text)
         parsed.language_detected = True
-    return Preparation(digest, rel, False, parsed, None, None)
+    return Preparation(digest, rel, None, parsed, None, None)
 
 
 def _header_block(raw: bytes) -> ParsedMail | None:

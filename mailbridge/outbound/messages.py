@@ -455,14 +455,17 @@ class MailBuilder:
         queue: QueueSettings,
         to: Address,
         *,
+        refused: str,
         subject: str,
         size: int,
         limit: int,
+        max_parts: int,
         parent_id: str | None,
         parent_refs: list[str],
         now: datetime,
     ) -> Built:
-        """The short notice to the sender of a mail over the size limit (quarantined, no case)."""
+        """The short notice to the sender of a mail refused before parsing (quarantined, no case):
+        ``refused`` is why ("size": over ``limit`` bytes; "parts": over ``max_parts`` MIME parts)."""
         lang = queue.language
 
         def mb(n: int) -> str:
@@ -471,8 +474,10 @@ class MailBuilder:
         tctx = {
             "name": to.name,
             "subject": subject,
+            "refused": refused,
             "size": mb(size),
             "limit": mb(limit),
+            "max_parts": format_decimal(max_parts, locale=lang),
             "support_address": queue.address,
             "queue_name": queue.display_name,
         }

@@ -364,6 +364,11 @@ def ticket_by_case(session: Session, case_number: str) -> Ticket | None:
     ).one_or_none()
 
 
+def ticket_outbox(session: Session, ticket_id: int) -> list[Outbox]:
+    """The mails queued for a case, in the order queued: what was sent, is waiting or failed."""
+    return list(session.scalars(select(Outbox).where(Outbox.ticket_id == ticket_id).order_by(Outbox.id)))
+
+
 def list_tickets(session: Session, queue: str | None = None, status: str | None = None, limit: int = 100):
     q = select(Ticket).order_by(Ticket.id.desc()).limit(limit)
     if queue:

@@ -363,9 +363,9 @@ def test_participants_colleagues_and_third_parties(desk):
     m = next(x for x in desk.messages(case) if x.sender_email == STRANGER[1])
     assert m.kind == "third_party" and m.flags
     assert desk.ticket(case).status == t.status
-    detail = ticket_detail(desk.app, case)
+    detail = ticket_detail(desk.app, case, width=200)
     assert f"{COLLEAGUE[1]} (customer)" in detail and AGENT[1] + " (" not in detail
-    assert "FLAG: unknown third party" in detail and '"rule": "subject"' in detail
+    assert "FLAG: unknown third party" in detail and "onto this case by the case number in its subject" in detail
 
 
 def test_urgency_request_is_recorded_and_shown_to_agents(desk):

@@ -169,8 +169,9 @@ def test_a_pending_case_pauses_its_clock_and_the_deadline_moves_by_the_paused_bu
     answer_note(desk, note, "#pending\n#note\nWarten auf Logdateien vom Kunden")
     t = desk.ticket(case)
     assert t.status == "pending" and t.paused_at == berlin(2026, 11, 23, 10, 0) and t.next_escalation_at is None
-    detail = ticket_detail(desk.app, case)
-    assert "due: first response 2026-11-23 12:00" in detail and "paused since 2026-11-23 09:00" in detail
+    detail = ticket_detail(desk.app, case, width=200)
+    # In the calendar's zone: due 13:00 (Mon 09:00 + 4 business hours), paused at 10:00.
+    assert "due: first response 2026-11-23 13:00 CET" in detail and "paused since 2026-11-23 10:00 CET" in detail
     desk.clock.now = berlin(2026, 11, 23, 16, 0)
     assert desk.escalate() == []  # past the breach time, but paused
 

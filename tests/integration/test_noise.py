@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from mailbridge.cli import cli
+from mailbridge.ingest.parser import MAX_MIME_PARTS
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import AddressHealth, Message, Outbox, Quarantine, RawMessage, Ticket
 from tests.integration.conversation_support import CUSTOMER, TEAM, Desk, Sent, make_desk, to
@@ -94,7 +95,7 @@ def _raw_rows(desk: Desk) -> list[RawMessage]:
 
 def _noise_list(desk: Desk, monkeypatch) -> str:
     monkeypatch.setenv("MAILBRIDGE_CONFIG", str(desk.app.settings.source))
-    result = CliRunner().invoke(cli, ["noise", "list"])
+    result = CliRunner().invoke(cli, ["noise", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -132,7 +133,11 @@ def test_unmatched_auto_reply_is_kept_for_the_operator_not_a_case(desk, monkeypa
     assert (raw.disposition, raw.mail_class) == ("noise", "out_of_office")
     out = _noise_list(desk, monkeypatch)
     assert "1 automatic mail(s) that answered nothing of ours" in out
-    assert "out_of_office from=bot@robot.example" in out
+    header, row = out.splitlines()[1:3]
+    assert header.split() == ["RAW", "RECEIVED", "CLASS", "FROM", "SUBJECT", "EVIDENCE", "RAW", "FILE"]
+    # (no calendar: times in UTC)
+    received = f"{raw.received_at:%Y-%m-%d %H:%M} UTC".split()
+    assert row.split()[:6] == [f"#{raw.id}", *received, "out_of_office", "bot@robot.example"]
 
 
 def test_mail_without_markers_still_becomes_a_case(desk):
@@ -158,7 +163,9 @@ def test_hard_bounce_is_recorded_and_suppresses_automatic_mail_for_60_days(desk,
         h = s.get(AddressHealth, CUSTOMER[1])
         assert h.state == "failing" and h.permanent
         assert h.suppressed_until == desk.clock.now + timedelta(days=60)
-    assert f"{CUSTOMER[1]}: hard bounce 5.1.1" in _noise_list(desk, monkeypatch)
+    failing = _noise_list(desk, monkeypatch).split("1 failing address(es):\n", 1)[1].splitlines()
+    assert failing[0].split() == ["ADDRESS", "BOUNCE", "STATUS", "BOUNCES", "SINCE", "SUPPRESSED", "UNTIL"]
+    assert failing[1].split()[:4] == [CUSTOMER[1], "hard", "5.1.1", "1"]
 
     # The next new request from that address is a case, but gets no acknowledgement.
     desk.clock.now += timedelta(days=1)
@@ -336,3 +343,59 @@ def test_oversize_mail_is_quarantined_and_its_sender_told(tmp_path, imap_server,
         assert "no notice: auto_reply" in reasons[1]
         assert s.scalar(select(func.count()).select_from(Outbox)) == 1
         assert s.scalar(select(func.count()).select_from(Message).where(Message.kind == "ack")) == 0
+
+
+def _many_parts(*, to: str, subject: str, headers: str = "") -> bytes:
+    """A mail from CUSTOMER with one CSV file more than the parser's MIME-part limit allows."""
+    files = "".join(
+        f"--B\r\nContent-Type: text/csv\r\nContent-Disposition: attachment; filename=messwert-{i:04}.csv\r\n\r\n1;2\r\n"
+        for i in range(MAX_MIME_PARTS + 1)
+    )
+    return (
+        f"From: {CUSTOMER[0]} <{CUSTOMER[1]}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: {make_msgid(domain='kunde.example')}\r\nDate: Fri, 20 Nov 2026 09:30:00 +0000\r\n{headers}"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        f"--B\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nDie Messwerte von gestern.\r\n{files}--B--\r\n"
+    ).encode()
+
+
+def test_mail_with_too_many_parts_is_quarantined_and_its_sender_told(desk):
+    """A mail over the MIME-part limit is refused before parsing like an oversized one: quarantined
+    (stage "size", the limit as the reason), its sender told why in words, in the queue's language;
+    an automatic one gets no notice."""
+    parts = _many_parts(to=HOTLINE_ADDRESS, subject="Messwerte")
+    sent = desk.deliver(parts)
+    assert desk.tickets() == []
+    (notice,) = to(sent, CUSTOMER[1])
+    assert notice.header("Subject") == "Ihre Nachricht hat zu viele Teile und wurde nicht zugestellt"
+    text = " ".join(notice.text.split())
+    assert "besteht aus zu vielen Teilen (Anhänge oder ineinander verschachtelte Nachrichtenteile)" in text
+    assert "Nachrichten mit bis zu 1.000 Teilen an" in text and "ZIP-Archiv" in text
+    assert "groß" not in text  # the reason is the parts, not the size
+    assert "\r\n\r\nMit freundlichen Grüßen" in notice.text
+    assert notice.header("Auto-Submitted") == "auto-replied"
+    assert notice.header("In-Reply-To").strip("<>") in parts.decode("ascii", "replace")
+    with session_scope(desk.app.session_factory) as s:
+        (q,) = s.scalars(select(Quarantine)).all()
+        assert q.stage == "size" and q.reason.startswith(f"too many MIME parts (over {MAX_MIME_PARTS})")
+        assert f"the sender {CUSTOMER[1]} was told" in q.reason
+        raw = s.scalars(select(RawMessage)).one()
+        assert raw.disposition == "quarantined" and raw.mail_class == "human"
+    # The operator's list, on a terminal 80 columns wide: the stage, the reason cut with "…".
+    listed = CliRunner().invoke(
+        cli, ["--config", str(desk.app.settings.source), "quarantine", "list"], env={"COLUMNS": "80"}
+    )
+    print(listed.stdout)
+    header, row, *total = listed.stdout.splitlines()
+    assert header.split() == ["ID", "QUARANTINED", "STAGE", "FROM", "SUBJECT", "REASON"]
+    assert row.split()[4] == "size" and row.endswith("…") and len(row) <= 80
+    assert row[header.index("REASON") :].startswith("too many MIME")
+    assert total[0].startswith("1 quarantined; the whole of each")
+
+    # An automatic mail with as many parts gets no notice.
+    report = _many_parts(to=SUPPORT_ADDRESS, subject="Report", headers="Auto-Submitted: auto-generated\r\n")
+    assert desk.deliver(report) == []
+    with session_scope(desk.app.session_factory) as s:
+        reasons = [q.reason for q in s.scalars(select(Quarantine).order_by(Quarantine.id))]
+        assert "no notice: auto_reply" in reasons[1] and reasons[1].startswith("too many MIME parts")
+        assert s.scalar(select(func.count()).select_from(Outbox)) == 1

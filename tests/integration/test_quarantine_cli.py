@@ -28,7 +28,9 @@ class Exploding:
 
 
 def _run(config_path, *args):
-    result = CliRunner().invoke(cli, ["--config", str(config_path), *args], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["--config", str(config_path), *args], catch_exceptions=False, env={"COLUMNS": "200"}
+    )
     return result.exit_code, result.output
 
 

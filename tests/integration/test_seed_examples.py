@@ -471,7 +471,7 @@ def test_000_ack_asks_for_exactly_the_missing_information_and_states_the_support
 
     from mailbridge.views import ticket_detail
 
-    shown = ticket_detail(desk.app, t.case_number)
+    shown = ticket_detail(desk.app, t.case_number, width=200)
     assert "[x] Products involved (with versions if possible): " in shown and "(mail of " in shown
     assert "[ ] IT contact: missing" in shown
 

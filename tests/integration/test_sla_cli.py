@@ -80,6 +80,7 @@ def _run(desk: Desk, *args, config=None):
         ["--config", str(config or desk.app.settings.source), *args],
         obj={"clock": desk.clock},
         catch_exceptions=False,
+        env={"COLUMNS": "200"},  # a wide terminal: the whole of each row
     )
     return result.exit_code, result.stdout
 
@@ -320,7 +321,7 @@ def test_tickets_list_orders_a_queue_by_contract_severity_and_arrival(desk, tmp_
     assert "CONTRACT / ORGANISATION" in header and "SEV" in header and "FIRST RESPONSE DUE" in header
     row = dict(zip(rows, lines, strict=True))
     assert "Wartungsvertrag / Kunde GmbH" in row[c] and " 1 " in row[c]
-    assert "2026-11-23 08:03:00Z" in row[c]  # Friday 14:03 + 4 business hours = Monday 09:03 CET
+    assert "2026-11-23 09:03 CET" in row[c]  # Friday 14:03 + 4 business hours = Monday 09:03 CET
     assert "- / Other AG" in row[a] and row[a].split()[1] == "new"
     assert "answered" in row[d] and row[d].split()[1] == "pending"
 

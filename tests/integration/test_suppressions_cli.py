@@ -25,7 +25,10 @@ def desk(tmp_path, imap_server, smtp_sink, db_url, imap_env):
 
 def _run(desk: Desk, *args: str) -> tuple[int, str, str]:
     r = CliRunner().invoke(
-        cli, ["--config", str(desk.app.settings.source), "suppressions", *args], obj={"clock": desk.clock}
+        cli,
+        ["--config", str(desk.app.settings.source), "suppressions", *args],
+        obj={"clock": desk.clock},
+        env={"COLUMNS": "160"},
     )
     return r.exit_code, r.stdout, r.stderr
 
@@ -39,19 +42,22 @@ def test_a_hard_bounce_is_listed_and_lifting_it_lets_the_next_acknowledgement_ou
 
     code, out, _ = _run(desk, "list")
     assert code == 0
-    header, row, reason, total = out.splitlines()
+    header, row, last, reason_header, reason, total = out.splitlines()
     assert header.split() == ["ADDRESS", "STATE", "SINCE", "UNTIL", "BOUNCES", "STATUS", "LAST", "CASE"]
     until = bounced_at + timedelta(days=60)
+    # (the desk has no calendar: times in UTC, to the minute)
     assert row.split() == [
         CUSTOMER[1],
         "suppressed",
-        *bounced_at.strftime("%Y-%m-%d %H:%M:%SZ").split(),
-        *until.strftime("%Y-%m-%d %H:%M:%SZ").split(),
+        *bounced_at.strftime("%Y-%m-%d %H:%M UTC").split(),
+        *until.strftime("%Y-%m-%d %H:%M UTC").split(),
         "1",
         "5.1.1",
         t.case_number,
     ]
-    assert "last bounce" in reason and "5.1.1" in reason
+    assert last == "last bounces:" and reason_header.split() == ["ADDRESS", "AT", "REASON"]
+    assert reason.split()[:4] == [CUSTOMER[1], *bounced_at.strftime("%Y-%m-%d %H:%M UTC").split()]
+    assert "5.1.1" in reason
     assert total == "1 suppressed, 0 failing"
 
     # Suppressed: a new request is a case, but is not acknowledged.
@@ -62,7 +68,7 @@ def test_a_hard_bounce_is_listed_and_lifting_it_lets_the_next_acknowledgement_ou
     lifted_at = desk.clock.now
     code, out, err = _run(desk, "lift", CUSTOMER[1].upper(), "--by", "admin")
     assert code == 0 and '"event": "address_lifted"' in err and '"by": "admin"' in err  # logged
-    assert out == f"{CUSTOMER[1]}: suppression lifted by admin (was until {until:%Y-%m-%d %H:%M:%SZ}); " + (
+    assert out == f"{CUSTOMER[1]}: suppression lifted by admin (was until {until:%Y-%m-%d %H:%M} UTC); " + (
         f"recorded on case {t.case_number}\n"
     )
     (event,) = [d for k, d in desk.events(t.case_number) if k == "address_lifted"]

@@ -49,6 +49,6 @@ def test_tickets_show_and_list_print_stored_hostile_text_harmlessly(app):
                 created_at=now,
             )
         )
-    for out in (views.ticket_detail(app, "C1000002"), views.tickets_table(app)):
+    for out in (views.ticket_detail(app, "C1000002", width=200), views.tickets_table(app, width=200)):
         assert out is not None and "Rechnung ?[2J" in out
         assert not any(ch in out for ch in "\x1b\x07\u202e\u202c\r")
