@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
+from mailparser.utils import convert_mail_date
 
 from mailbridge.ingest.mail import InboundMail
 from mailbridge.store import imports as sq
@@ -60,7 +61,7 @@ KINDS = ("mbox", "maildir")
 MAX_PATH = 255
 # Mails read and prepared at a time (the pool parses them while the pipeline commits those before).
 BATCH = 400
-# How much of a mail the ordering pass reads for its headers.
+# How much of a mail the ordering pass reads for its headers (more only when they go on).
 HEADER_BYTES = 64 * 1024
 # Without a terminal: a progress line at most this often.
 PROGRESS_LOG_SECONDS = 10.0
@@ -77,26 +78,29 @@ class SourceError(Exception):
 
 
 def _plausible(at: datetime | None, now: datetime) -> datetime | None:
-    if at is None or at.tzinfo is None:  # no zone: a guess (the parser drops those too)
+    if at is None:
         return None
     at = at.astimezone(UTC)
     return at if EARLIEST_PLAUSIBLE <= at <= now + FUTURE_SLACK else None
 
 
-def _parse_date(value: str | None) -> datetime | None:
+def _date_value(value: str | None) -> datetime | None:
+    """A Date header's time, read as the parser reads it (mail-parser's reading: the same time as
+    the message's ``date``); None when it has none we can trust (no zone is a guess)."""
     if not value:
         return None
     try:
-        return parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError, OverflowError):
+        at, _ = convert_mail_date(str(value))
+    except (TypeError, ValueError, OverflowError):
         return None
+    return at if at.tzinfo is not None else None
 
 
 def mail_time(date_header: str | None, envelope: Callable[[], datetime | None], now: datetime) -> datetime:
     """The time of an imported mail (the one place this is decided): its Date header when that is
     a plausible time with a zone; else the time its mailbox recorded when it was delivered (the
     mbox ``From_`` line, the Maildir file's time: ``envelope``, asked only then); else ``now``."""
-    return _plausible(_parse_date(date_header), now) or _plausible(envelope(), now) or now
+    return _plausible(_date_value(date_header), now) or _plausible(envelope(), now) or now
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,11 @@ class Source:
         msg = self.box.get_message(key)
         if isinstance(msg, mailbox.mboxMessage):
             _, _, when = (msg.get_from() or "").partition(" ")
-            at = _parse_date(when.strip())
-            return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at  # From_ lines are UTC
+            try:
+                at = parsedate_to_datetime(when.strip())
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+            return at.replace(tzinfo=UTC) if at.tzinfo is None else at  # a From_ line's time is UTC
         if isinstance(msg, mailbox.MaildirMessage):
             return datetime.fromtimestamp(msg.get_date(), UTC)
         return None
@@ -152,6 +159,8 @@ class Source:
     def _date_header(self, key) -> str | None:
         with contextlib.closing(self.box.get_file(key)) as f:
             head = f.read(HEADER_BYTES)
+            if len(head) == HEADER_BYTES and b"\n\n" not in head and b"\r\n\r\n" not in head:
+                head += f.read()  # a header block longer than that (rare): all of it
         value = BytesHeaderParser(policy=compat32).parsebytes(head).get("Date")
         return str(value) if value is not None else None
 

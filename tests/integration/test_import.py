@@ -11,18 +11,30 @@ path and what is wrong with it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import mailbox
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from mailbridge.app import App
 from mailbridge.cli import cli
+from mailbridge.settings import load_settings
 from mailbridge.store.db import session_scope
-from mailbridge.store.models import Event, MailboxState, Message, Outbox, RawMessage, Ticket
-from tests.integration.conversation_support import AGENT, CUSTOMER, Desk, berlin, sla_desk
-from tests.support import HOTLINE_ADDRESS, SUPPORT_ADDRESS, make_mail
+from mailbridge.store.models import Event, MailboxState, Message, Outbox, Quarantine, RawMessage, Ticket
+from tests.integration.conversation_support import AGENT, CUSTOMER, SLA, Desk, berlin, sla_desk
+from tests.support import HOTLINE_ADDRESS, SUPPORT_ADDRESS, make_mail, write_config
 
 
 @pytest.fixture
@@ -124,7 +136,7 @@ def test_archive_threads_keeps_dates_closes_old_cases_and_sends_nothing(desk, sm
     assert lines[1] == "  processed 4, duplicate 0, ignored 0, noise 0, quarantined 0; tickets created 2"
     assert lines[2] == "  closed 1 (last message older than 30 days)"
 
-    (old, old_msgs), (young, young_msgs) = _cases(desk)
+    (old, old_msgs), (young, _) = _cases(desk)
     assert [m.message_id for m in old_msgs] == ["q@kunde.example", "r@kunde.example", "a@vendor.example"]
     assert [m.created_at for m in old_msgs] == [asked, replied, answered]
     assert (old.created_at, old.updated_at, old.status) == (asked, answered, "closed")
@@ -202,7 +214,10 @@ def test_pending_mail_imported_as_new_mail_is_acknowledged(desk, smtp_sink, tmp_
 
 def test_a_missing_path_or_a_file_that_is_not_a_mailbox_is_refused(desk, tmp_path):
     code, out = _import(desk, "mbox", str(tmp_path / "nowhere.mbox"))
-    assert (code, out.strip().splitlines()[-1]) == (1, f"mailbridge: {tmp_path / 'nowhere.mbox'}: no such file or directory")
+    assert (code, out.strip().splitlines()[-1]) == (
+        1,
+        f"mailbridge: {tmp_path / 'nowhere.mbox'}: no such file or directory",
+    )
     notes = tmp_path / "notes.txt"
     notes.write_text("Subject: not a mailbox\n\njust text\n")
     code, out = _import(desk, "mbox", str(notes))
@@ -218,3 +233,143 @@ def test_a_missing_path_or_a_file_that_is_not_a_mailbox_is_refused(desk, tmp_pat
     assert code == 2 and "no queue 'sales'" in out
     with session_scope(desk.app.session_factory) as s:
         assert s.scalar(select(func.count()).select_from(RawMessage)) == 0
+
+
+# -- the real-world corpus, as one mbox, through the real command, killed halfway ------------------
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+
+
+def _corpus_mbox(path: Path) -> int:
+    """Every non-empty file of the corpus (read in place) as one mbox at ``path``; how many."""
+    box = mailbox.mbox(path)
+    n = 0
+    for line in (CORPUS / "INDEX.tsv").read_text(encoding="utf-8").splitlines():
+        rel = line.split("\t")[0]
+        f = CORPUS / rel
+        if rel and f.is_file() and f.stat().st_size:
+            box.add(f.read_bytes())
+            n += 1
+    box.flush()
+    box.close()
+    return n
+
+
+def _committed(db_file: Path) -> int:
+    """Mails of the import committed so far, read without taking a write lock."""
+    try:
+        with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=1) as c:
+            row = c.execute("SELECT last_uid FROM mailbox_state WHERE account = 'import'").fetchone()
+            return row[0] if row else 0
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CORPUS / "INDEX.tsv").is_file(), reason=f"no mail corpus at {CORPUS}")
+def test_corpus_archive_import_killed_halfway_and_resumed(tmp_path, imap_server, smtp_sink, imap_env):
+    db_file = tmp_path / "import.db"
+    config = write_config(
+        tmp_path / "mailbridge.toml",
+        imap_port=imap_server.port,
+        imap_user=imap_server.user,
+        smtp_port=smtp_sink.port,
+        db_url=f"sqlite:///{db_file}",
+        var_dir=tmp_path / "var",
+        queue_extra='calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["leitung@vendor.example"]\n',
+        extra=f"[conversations]\n{SLA}",
+    )
+    app = App(load_settings(config))
+    app.upgrade_db()
+    mbox_path = tmp_path / "corpus.mbox"
+    total = _corpus_mbox(mbox_path)
+    command = [
+        sys.executable,
+        "-m",
+        "mailbridge",
+        "--config",
+        str(config),
+        "import",
+        "mbox",
+        str(mbox_path),
+        "--archive",
+    ]
+    log = tmp_path / "import.log"
+    try:
+        with log.open("wb") as err:
+            proc = subprocess.Popen(command, env=imap_env, stdout=err, stderr=err)
+            deadline = time.monotonic() + 240
+            while _committed(db_file) < total // 2 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        killed_at = _committed(db_file)
+        assert total // 2 <= killed_at < total
+
+        done = subprocess.run(command, env=imap_env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = _summary(done.stdout)
+        assert f"{killed_at} of {total} done before" in summary[0]
+        assert summary[0].split("): ")[1].startswith(f"{total - killed_at} mails in ")
+
+        # Nothing is sent: the outbox is empty, and the sender finds nothing for the SMTP server.
+        _send_all(Desk(app, imap_server, smtp_sink, None))
+        assert smtp_sink.received == []
+
+        now = datetime.now(UTC)
+        with session_scope(app.session_factory) as s:
+            assert s.scalar(select(func.count()).select_from(Outbox)) == 0
+            assert s.get(MailboxState, ("import", str(mbox_path))).last_uid == total
+            raws = list(s.scalars(select(RawMessage).where(RawMessage.account == "import")))
+            # Each position of the import recorded once at most (a duplicate has no row of its own).
+            assert len({r.uid for r in raws}) == len(raws) and all(1 <= r.uid <= total for r in raws)
+            inbound = list(s.scalars(select(Message).where(Message.direction == "in")))
+            by_raw = Counter(m.raw_id for m in inbound)
+            quarantined = dict(s.execute(select(Quarantine.raw_id, Quarantine.stage)).all())
+            # Every raw mail has exactly one outcome: a message (a case's, or kept as noise or our
+            # own) or a quarantine row, never both, never two.
+            for r in raws:
+                if r.disposition == "quarantined":
+                    assert r.id in quarantined and by_raw[r.id] == 0, r.id
+                else:
+                    assert r.disposition in ("processed", "noise", "ignored") and by_raw[r.id] == 1, r.id
+            # No mail lost: every mail of the file is recorded, or is a duplicate of one that is.
+            shas = {r.sha256 for r in raws}
+            mids = {m.message_id for m in inbound}
+            box = mailbox.mbox(mbox_path)
+            for key in box.iterkeys():
+                raw = box.get_bytes(key)
+                if hashlib.sha256(raw).hexdigest() not in shas:
+                    mid = (box.get_message(key)["Message-ID"] or "").strip().strip("<>")
+                    assert mid and mid in mids, f"mail {key} of the mbox is lost"
+            box.close()
+            # No case has a message twice; every case has its first mail; the original dates are
+            # the messages' and the cases' times.
+            per_case = Counter((m.ticket_id, m.raw_id) for m in inbound if m.ticket_id is not None)
+            assert max(per_case.values()) == 1
+            tickets = list(s.scalars(select(Ticket)))
+            created = s.scalar(select(func.count()).select_from(Event).where(Event.kind == "created"))
+            assert len(tickets) == created > total // 4
+            first = {}
+            last = {}
+            for m in inbound:
+                if m.ticket_id is not None:
+                    first[m.ticket_id] = min(first.get(m.ticket_id, m.created_at), m.created_at)
+                    last[m.ticket_id] = max(last.get(m.ticket_id, m.created_at), m.created_at)
+            dated = [m for m in inbound if m.date is not None and m.date.year >= 1990 and m.date <= now]
+            assert len(dated) > total // 3
+            paths = {r.id: r.path for r in raws}
+            for m in dated:
+                if m.created_at != m.date:
+                    # Only a Date the standard library cannot read (the parser reads more) is not kept.
+                    header = BytesHeaderParser().parsebytes(app.raw_store.get(paths[m.raw_id]))["Date"]
+                    with pytest.raises((TypeError, ValueError)):
+                        parsedate_to_datetime(header)
+            old = now - timedelta(days=30)
+            for t in tickets:
+                assert t.created_at == first[t.id]
+                assert (t.status == "closed") == (last[t.id] < old), t.case_number
+                assert t.next_escalation_at is None
+    finally:
+        app.close()
