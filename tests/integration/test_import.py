@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mailbox
+import os
 import signal
 import sqlite3
 import subprocess
@@ -267,7 +268,7 @@ def _committed(db_file: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (CORPUS / "INDEX.tsv").is_file(), reason=f"no mail corpus at {CORPUS}")
-def test_corpus_archive_import_killed_halfway_and_resumed(tmp_path, imap_server, smtp_sink, imap_env):
+def test_corpus_archive_import_interrupted_killed_and_resumed(tmp_path, imap_server, smtp_sink, imap_env):
     db_file = tmp_path / "import.db"
     config = write_config(
         tmp_path / "mailbridge.toml",
@@ -295,17 +296,33 @@ def test_corpus_archive_import_killed_halfway_and_resumed(tmp_path, imap_server,
         "--archive",
     ]
     log = tmp_path / "import.log"
+
+    def start_and_wait_for(n: int, **popen) -> subprocess.Popen:
+        proc = subprocess.Popen(command, env=imap_env, **popen)
+        deadline = time.monotonic() + 240
+        while _committed(db_file) < n and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, (log.read_text() if log.exists() else "")[-3000:]
+        return proc
+
     try:
-        with log.open("wb") as err:
-            proc = subprocess.Popen(command, env=imap_env, stdout=err, stderr=err)
-            deadline = time.monotonic() + 240
-            while _committed(db_file) < total // 2 and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert proc.poll() is None, log.read_text()[-3000:]
+        # Ctrl-C on the terminal (SIGINT to the whole process group, the parse workers too) a third
+        # of the way: it stops after the current mail and says where.
+        proc = start_and_wait_for(total // 3, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        stopped_at = _committed(db_file)
+        assert proc.returncode == 130, err.decode()[-3000:]
+        assert f"stopped by Ctrl-C after mail {stopped_at} of {total}" in out.decode()
+        assert b"parse_pool_broken" not in err and b"Traceback" not in err
+
+        # SIGKILL two thirds of the way.
+        with log.open("wb") as f:
+            proc = start_and_wait_for(2 * total // 3, stdout=f, stderr=f)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         killed_at = _committed(db_file)
-        assert total // 2 <= killed_at < total
+        assert 2 * total // 3 <= killed_at < total
 
         done = subprocess.run(command, env=imap_env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
