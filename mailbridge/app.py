@@ -22,7 +22,7 @@ from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
 from mailbridge.ingest.prepare import Preparer
-from mailbridge.ingest.steps import default_steps
+from mailbridge.ingest.steps import default_steps, import_steps
 from mailbridge.metrics import Metrics
 from mailbridge.outbound.guard import AutoMailGuard
 from mailbridge.outbound.messages import MailBuilder
@@ -104,26 +104,38 @@ class App:
             self._detector = LanguageDetector(self.settings.ingest.languages)
         return self._detector
 
+    def _step_parts(self) -> dict:
+        """The parts the pipeline's steps are built with (``ingest/steps.py``)."""
+        return {
+            "detector": self.detector,
+            "attachments": self.attachment_store,
+            "matcher": Matcher(
+                self.settings.case_numbers.fmt,
+                self.notification_secrets,
+                frozenset(self.settings.conversations.public_domains),
+            ),
+            "normalizer": self.normalizer,
+            "builder": self.builder,
+            "guard": AutoMailGuard(self.settings.auto_mail),
+            "deadlines": self.deadlines,
+            "escalations": self.escalations,
+        }
+
     @property
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            steps = default_steps(
-                self.settings,
-                detector=self.detector,
-                attachments=self.attachment_store,
-                matcher=Matcher(
-                    self.settings.case_numbers.fmt,
-                    self.notification_secrets,
-                    frozenset(self.settings.conversations.public_domains),
-                ),
-                normalizer=self.normalizer,
-                builder=self.builder,
-                guard=AutoMailGuard(self.settings.auto_mail),
-                deadlines=self.deadlines,
-                escalations=self.escalations,
+            self._pipeline = Pipeline(
+                self.session_factory, default_steps(self.settings, **self._step_parts()), self.clock, self.metrics
             )
-            self._pipeline = Pipeline(self.session_factory, steps, self.clock, self.metrics)
         return self._pipeline
+
+    def import_pipeline(self, *, archive: bool, queue: str | None = None) -> Pipeline:
+        """The pipeline for mail imported from files (``mailbridge/importer.py``): archived mail
+        without the steps that send, or pending mail as if it had just arrived; to ``queue`` (a
+        queue's name) or routed by recipient."""
+        q = self.settings.queue(queue) if queue is not None else None
+        steps = import_steps(self.settings, archive=archive, queue=q, **self._step_parts())
+        return Pipeline(self.session_factory, steps, self.clock, self.metrics)
 
     @property
     def notification_secrets(self) -> list[bytes]:

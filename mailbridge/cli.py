@@ -337,6 +337,62 @@ def suppressions_lift(ctx: click.Context, address: str, by: str | None) -> None:
     click.echo(f"{before.address}: suppression lifted by {who} (was until {until}){on}")
 
 
+@cli.command("import")
+@click.argument("kind", type=click.Choice(["mbox", "maildir"]))
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--queue", default=None, help="Put every mail into this queue (default: routed by recipient).")
+@click.option(
+    "--archive",
+    is_flag=True,
+    help="Old mail: keep its dates, send nothing, start no SLA clocks, close the quiet cases.",
+)
+@click.option(
+    "--close-older-than",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="DAYS",
+    help="With --archive: close the cases whose last message is older than this (default 30).",
+)
+@click.pass_context
+def import_mail(
+    ctx: click.Context, kind: str, path: Path, queue: str | None, archive: bool, close_older_than: int | None
+) -> None:
+    """Import the mails of an mbox file or a Maildir at PATH through the pipeline, oldest first.
+
+    Without --archive they are processed as if they had just arrived (acknowledgements go out).
+    Ctrl-C stops after the current mail; running the same command again continues where it stopped."""
+    from mailbridge.importer import Importer, Source, SourceError, held_interrupts, progress_for_output
+    from mailbridge.ingest.pipeline import InfrastructureError
+
+    if close_older_than is not None and not archive:
+        raise click.UsageError("--close-older-than goes with --archive")
+    app = _app(ctx.parent)
+    if queue is not None and queue not in {q.name for q in app.settings.queues}:
+        names = ", ".join(q.name for q in app.settings.queues)
+        raise click.UsageError(f"no queue {queue!r} (queues: {names})")
+    try:
+        source = Source(kind, path)
+    except SourceError as e:
+        click.echo(f"mailbridge: {e}", err=True)
+        sys.exit(1)
+    try:
+        importer = Importer(
+            app, source, archive=archive, queue=queue, close_older_than=close_older_than, progress=progress_for_output()
+        )
+        with held_interrupts() as interrupted:
+            report = importer.run(interrupted)
+    except InfrastructureError as e:
+        click.echo(f"mailbridge: database unavailable ({e}); run the same command again to continue", err=True)
+        sys.exit(1)
+    finally:
+        source.close()
+        app.close()
+    for line in report.lines():
+        click.echo(line)
+    if report.stopped_after is not None:
+        sys.exit(130)
+
+
 @cli.command()
 @click.option(
     "--keep",

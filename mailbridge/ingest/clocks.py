@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from types import MappingProxyType
 
 import structlog
 
@@ -42,11 +43,18 @@ RESTING = (TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED)
 # Ticket columns this step sets → ClockFacts fields (the follow-up period's start is what the
 # clocks call last_answer_at).
 FACT_OF_COLUMN = {"update_started_at": "last_answer_at"}
+# The clock columns of a case without clocks (an archived case: ArchiveClocks).
+NO_CLOCKS = MappingProxyType(
+    {"first_response_due": None, "resolution_due": None, "update_due": None, "next_escalation_at": None}
+)
 # The stage an escalation on creation is sent as.
 ON_CREATE = Stage(0, Recipients.ESCALATION, urgent=True)
 
 
 class TrackClocks:
+    """Pauses and resumes a case's clocks, restarts the follow-up clock, escalates on creation and
+    stores the escalation job's next check (see the module docstring)."""
+
     name = "track_clocks"
 
     def __init__(self, settings: Settings, deadlines: Deadlines, escalations: Escalations):
@@ -154,3 +162,27 @@ class TrackClocks:
         if "update_due" in values and values["update_due"] != f.update_due:
             mail.event("follow_up_due", due=values["update_due"].isoformat() if values["update_due"] else None)
         return values
+
+
+class ArchiveClocks:
+    """In place of :class:`TrackClocks` for archived mail (``mailbridge import --archive``): a case
+    opened from an archive has no SLA clocks. Its deadlines were counted from its original date and
+    passed long ago; no promise of ours was broken, so nothing is due and the escalation job never
+    looks at it (``next_escalation_at`` stays empty). A later archived mail that changes its severity
+    (which counts due times again) leaves it without clocks too. Clocks start with the first live
+    mail that starts one (an agent's answer starts the follow-up clock, see :class:`TrackClocks`).
+    An archived mail on a case that lives in mailbridge leaves that case's clocks alone."""
+
+    name = "track_clocks"
+    EVENT = "clocks_not_started"
+
+    def __call__(self, mail: InboundMail) -> None:
+        if mail.ticket is None:
+            return
+        if mail.new_ticket:
+            mail.change_ticket(dict(NO_CLOCKS))
+            mail.event(self.EVENT, reason="imported from an archive")
+        elif (mail.severity_changed or mail.customer_raised) and repo.events_of(
+            mail.session, mail.ticket.id, (self.EVENT,)
+        ):
+            mail.change_ticket(dict(NO_CLOCKS))

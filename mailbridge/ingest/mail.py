@@ -37,7 +37,7 @@ TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 # mail's transaction (reset by ``begin``).
 _CARRIED = frozenset(
     {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
-    | {"header_block", "requeue_of", "fetched_at", "refused"}
+    | {"header_block", "requeue_of", "fetched_at", "refused", "occurred_at"}
 )
 
 
@@ -83,6 +83,10 @@ class InboundMail:
     # A quarantined mail an operator runs again (``mailbridge quarantine requeue``): its raw row. It
     # is this very mail, so deduplication passes it; the mailbox's state is not touched.
     requeue_of: int | None = None
+    # When the mail happened, if not now: an archived mail imported from a file (``mailbridge import
+    # --archive``) keeps its own time, decided by ``mailbridge/importer.py`` ``mail_time``. The
+    # attempt's ``now`` (the case's, the message's and the history's times) is then this one.
+    occurred_at: datetime | None = None
 
     # -- decided by the steps, in one attempt at the mail's transaction --
     session: Session | None = None
@@ -136,7 +140,7 @@ class InboundMail:
         for f in fields(self):
             if f.name not in _CARRIED:
                 setattr(self, f.name, f.default if f.default_factory is MISSING else f.default_factory())
-        self.session, self.now = session, now
+        self.session, self.now = session, self.occurred_at or now
 
     def raw_row(self, disposition: Disposition, received_at: datetime) -> dict:
         """The raw-message row: where the bytes are, which mailbox and UID they came from, the class."""

@@ -12,8 +12,8 @@ from dataclasses import replace
 import structlog
 
 from mailbridge.domain import TicketStatus
-from mailbridge.ingest import noise
-from mailbridge.ingest.clocks import TrackClocks
+from mailbridge.ingest import noise, outgoing
+from mailbridge.ingest.clocks import ArchiveClocks, TrackClocks
 from mailbridge.ingest.conversation import AgentCommands, ApplyReply, Identify
 from mailbridge.ingest.information import CheckInformation
 from mailbridge.ingest.language import LanguageDetector
@@ -34,7 +34,7 @@ from mailbridge.ingest.routing import is_ours, route
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.guard import AutoMailGuard
 from mailbridge.outbound.messages import MailBuilder
-from mailbridge.settings import Settings
+from mailbridge.settings import QueueSettings, Settings
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.escalation import Escalations
 from mailbridge.store import repositories as repo
@@ -111,6 +111,26 @@ class Route:
 
     def __call__(self, mail: InboundMail) -> None:
         mail.queue, mail.routing["queue"] = route(self.settings, mail.head, mail.account)
+
+
+class RouteImported:
+    """The queue of a mail imported from a file (``mailbridge import``): the one the operator named
+    (``--queue``), else the queue of the support address it was written to (``ingest/routing.py``);
+    a mail written to none of them goes to the default queue of the first account (it was fetched
+    from no account of ours)."""
+
+    name = "route"
+
+    def __init__(self, settings: Settings, queue: QueueSettings | None):
+        self.settings = settings
+        self.queue = queue
+
+    def __call__(self, mail: InboundMail) -> None:
+        if self.queue is not None:
+            mail.queue = self.queue
+            mail.routing["queue"] = {"queue": self.queue.name, "by": "import", "evidence": "--queue"}
+        else:
+            mail.queue, mail.routing["queue"] = route(self.settings, mail.head, self.settings.accounts[0].name)
 
 
 class Validate:
@@ -447,3 +467,30 @@ def default_steps(
         NotifyAgents(builder, settings),
         TrackClocks(settings, deadlines, escalations),
     ]
+
+
+def archive_steps(settings: Settings, **parts) -> list[Step]:
+    """The pipeline for archived mail (``mailbridge import --archive``): the steps of
+    :func:`default_steps`, in the same order, without any that sends mail. Every step of
+    ``ingest/outgoing.py`` is left out (that module is where everything a mail makes us send is
+    decided: acknowledgements, raise confirmations, relays, command errors, notifications), the
+    oversize notice too; :class:`~mailbridge.ingest.clocks.ArchiveClocks` replaces ``TrackClocks``
+    (which could escalate on creation, and would start clocks whose deadlines passed long ago)."""
+    steps: list[Step] = []
+    for step in default_steps(settings, **parts):
+        if type(step).__module__ == outgoing.__name__:
+            continue
+        if isinstance(step, Validate):
+            step = Validate(None)
+        elif isinstance(step, TrackClocks):
+            step = ArchiveClocks()
+        steps.append(step)
+    return steps
+
+
+def import_steps(settings: Settings, *, archive: bool, queue: QueueSettings | None, **parts) -> list[Step]:
+    """The pipeline for mail imported from a file (``mailbridge/importer.py``): :func:`archive_steps`
+    or, for pending mail, :func:`default_steps` (processed as if it had just arrived), with the
+    imported mail's routing (:class:`RouteImported`)."""
+    steps = archive_steps(settings, **parts) if archive else default_steps(settings, **parts)
+    return [RouteImported(settings, queue) if isinstance(s, Route) else s for s in steps]
