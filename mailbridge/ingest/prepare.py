@@ -13,6 +13,7 @@ stored is never recorded as processed.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -113,6 +114,9 @@ def _header_block(raw: bytes) -> ParsedMail | None:
 
 def _init_worker(var_dir: Path, max_bytes: int, languages: list[str]) -> None:
     global _worker_var_dir, _worker_max_bytes, _worker_detector
+    # Ctrl-C on a terminal reaches the whole process group; the parent decides when to stop (after
+    # the mail it is on) and shuts the pool down. A worker that died of it would break the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_var_dir, _worker_max_bytes = var_dir, max_bytes
     _worker_detector = LanguageDetector(languages)
     die_with_parent()
