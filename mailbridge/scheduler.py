@@ -253,6 +253,7 @@ class Service:
     async def run(self, install_signals: bool = True) -> None:
         self.app.upgrade_db()
         # The language models load once here rather than inside the first customer's mail.
+        self.app.detector.preload()
         _ = self.app.pipeline
         self._setup()
         assert self.loop is not None and self.scheduler is not None

@@ -21,12 +21,21 @@ class LanguageDetector:
     """
 
     def __init__(self, languages: list[str]):
-        codes = [IsoCode639_1.from_str(code) for code in languages]
+        self._codes = [IsoCode639_1.from_str(code) for code in languages]
         self._languages = list(languages)
-        if len(codes) >= 2:
-            self._detector = LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
+        if len(self._codes) >= 2:
+            self._detector = LanguageDetectorBuilder.from_iso_codes_639_1(*self._codes).build()
         else:
             self._detector = None
+
+    def preload(self) -> None:
+        """Load the language models now. lingua loads them lazily, at the first detection: without
+        this the first customer after a start waits seconds longer for the acknowledgement. For a
+        long-running process (the service, a parse worker); a CLI command does not need it."""
+        if self._detector is not None:
+            self._detector = (
+                LanguageDetectorBuilder.from_iso_codes_639_1(*self._codes).with_preloaded_language_models().build()
+            )
 
     def guess(self, subject: str, text: str) -> str | None:
         """The language of ``subject`` + ``text`` among the configured ones; None when unsure."""
