@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 
+from mailbridge import importer
 from mailbridge.alerts import Alerts
 from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.mail import InboundMail
@@ -205,8 +206,14 @@ class App:
                 raise ValueError(f"quarantined mail #{quarantine_id} is {q.status} ({q.outcome or '-'})")
             r = q.raw
             mail = InboundMail(r.account, r.folder, r.uidvalidity, r.uid, self.raw_store.get(r.path), requeue_of=r.id)
+        pipeline = self.pipeline
+        if mail.account == importer.ACCOUNT:
+            # A mail imported from a file is requeued as archived mail: it may be years old, so it
+            # sends nothing, keeps its own time, and is routed as imported mail is.
+            pipeline = self.import_pipeline(archive=True)
+            mail.occurred_at = importer.mail_time(importer.date_header(mail.raw), lambda: None, self.clock())
         (mail,) = self.preparer.prepare([mail])
-        disposition = self.pipeline.process(mail)
+        disposition = pipeline.process(mail)
         log.info("quarantine_requeued", quarantine_id=quarantine_id, disposition=disposition.value)
         return disposition
 

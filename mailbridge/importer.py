@@ -103,6 +103,12 @@ def mail_time(date_header: str | None, envelope: Callable[[], datetime | None], 
     return _plausible(_date_value(date_header), now) or _plausible(envelope(), now) or now
 
 
+def date_header(head: bytes) -> str | None:
+    """The Date header of a mail's header block (or of the whole mail), as text; None without one."""
+    value = BytesHeaderParser(policy=compat32).parsebytes(head, headersonly=True).get("Date")
+    return str(value) if value is not None else None
+
+
 @dataclass(frozen=True)
 class Entry:
     """One mail of the source: its key in the mailbox and its time."""
@@ -161,8 +167,7 @@ class Source:
             head = f.read(HEADER_BYTES)
             if len(head) == HEADER_BYTES and b"\n\n" not in head and b"\r\n\r\n" not in head:
                 head += f.read()  # a header block longer than that (rare): all of it
-        value = BytesHeaderParser(policy=compat32).parsebytes(head).get("Date")
-        return str(value) if value is not None else None
+        return date_header(head)
 
     def order(self, now: datetime) -> list[Entry]:
         """Read every mail's headers once and put the mails in import order (by time, then position)."""

@@ -72,3 +72,9 @@ class AgentMode(StrEnum):
     EXTERNAL = "external"  # to someone outside the case: recorded, never relayed
     RELAY = "relay"  # to the support address, otherwise only agents: relayed to the customer
     INTERNAL = "internal"  # the support address only in Cc/Bcc: an internal note
+
+
+# The event that marks a case opened from an archive (``mailbridge import --archive``): it has no SLA
+# clocks (``ingest/clocks.py`` ``ArchiveClocks`` writes it; ``sla/recompute.py`` leaves such a case
+# without clocks).
+CLOCKS_NOT_STARTED = "clocks_not_started"

@@ -33,6 +33,7 @@ from mailbridge.sla.policy import Recipients, Stage, Target, TargetKind, due
 from mailbridge.sla.recompute import move_by_pauses, pauses_from_events
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import Ticket
+from mailbridge.vocabulary import CLOCKS_NOT_STARTED
 
 log = structlog.get_logger(__name__)
 
@@ -174,7 +175,7 @@ class ArchiveClocks:
     An archived mail on a case that lives in mailbridge leaves that case's clocks alone."""
 
     name = "track_clocks"
-    EVENT = "clocks_not_started"
+    EVENT = CLOCKS_NOT_STARTED
 
     def __call__(self, mail: InboundMail) -> None:
         if mail.ticket is None:

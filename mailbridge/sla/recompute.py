@@ -38,6 +38,7 @@ from mailbridge.store import repositories as repo
 from mailbridge.store import sla_queries as sq
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import Event, Ticket
+from mailbridge.vocabulary import CLOCKS_NOT_STARTED
 
 log = structlog.get_logger(__name__)
 
@@ -201,10 +202,13 @@ class Report:
     visited: int = 0
     changes: list[Change] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    without_clocks: int = 0  # archived cases left without clocks
 
     def lines(self) -> list[str]:
         out = [c.describe() for c in self.changes]
         out += [f"warning: {w}" for w in self.warnings]
+        if self.without_clocks:
+            out.append(f"{self.without_clocks} case(s) from an archive import left without clocks")
         verb = "would change" if self.dry_run else "changed"
         summary = f"{len(self.changes)} of {self.visited} active case{'s' if self.visited != 1 else ''} {verb}"
         out.append(summary + (" (dry run: nothing was written)" if self.dry_run else ""))
@@ -250,14 +254,26 @@ def recompute(
             rows = sq.cases_after(s, last_id, batch, except_status=FINISHED, lock=not dry_run)
             if not rows:
                 break
-            history = sq.events_by_ticket(s, [r.id for r in rows], PAUSE_EVENTS)
+            history = sq.events_by_ticket(s, [r.id for r in rows], (*PAUSE_EVENTS, CLOCKS_NOT_STARTED))
             for r in rows:
+                if _without_clocks(r, history[r.id]):
+                    report.visited += 1
+                    report.without_clocks += 1
+                    continue
                 _one(s, r, history[r.id], queues, deadlines, escalations, now, report)
         last_id = rows[-1].id
         if len(rows) < batch:
             break
     log.info("sla_recomputed", visited=report.visited, changed=len(report.changes), dry_run=dry_run)
     return report
+
+
+def _without_clocks(r, history) -> bool:
+    """A case opened from an archive whose clocks no live mail has started: it stays without clocks
+    (its deadlines, counted from its original date, passed long before it reached mailbridge)."""
+    return any(kind == CLOCKS_NOT_STARTED for kind, _, _ in history) and not (
+        r.first_response_due or r.resolution_due or r.update_due
+    )
 
 
 def _one(s, r, history, queues: set[str], deadlines: Deadlines, escalations, now: datetime, report: Report) -> None:

@@ -394,3 +394,49 @@ def test_corpus_archive_import_interrupted_killed_and_resumed(tmp_path, imap_ser
                 assert t.next_escalation_at is None
     finally:
         app.close()
+
+
+def test_a_quarantined_archived_mail_requeued_stays_archived_and_recompute_leaves_it_without_clocks(
+    tmp_path, imap_server, smtp_sink, db_url, imap_env
+):
+    """A mail of an archive import refused for its size, requeued once the limit is raised: it is
+    still archived mail (its own date, no clocks, nothing sent), and ``sla recompute`` leaves cases
+    from an archive without clocks (it would count their deadlines from their old dates)."""
+    desk = sla_desk(tmp_path, imap_server, smtp_sink, db_url, sla=SLA + "\n[ingest]\nmax_message_bytes = 200000\n")
+    try:
+        desk.clock.now = berlin(2026, 11, 23, 9, 0)
+        written = berlin(2026, 11, 20, 10, 30)  # three days old: the case stays open
+        big = make_mail(
+            subject="Logdateien vom Ausfall",
+            body="Anbei die Logs.",
+            message_id="<big@kunde.example>",
+            date=written,
+            attachments=[("logs.txt", "text/plain", os.urandom(150_000).hex().encode())],
+        )
+        small = make_mail(subject="Lizenzfrage", message_id="<small@kunde.example>", date=written)
+        code, out = _import(desk, "mbox", str(_mbox(tmp_path / "a.mbox", big, small)), "--archive")
+        assert code == 0, out
+        assert "processed 1," in out and "quarantined 1;" in out
+        with session_scope(desk.app.session_factory) as s:
+            (qid,) = s.scalars(select(Quarantine.id).where(Quarantine.status == "open")).all()
+
+        cfg = Path(desk.app.settings.source)
+        cfg.write_text(cfg.read_text().replace("max_message_bytes = 200000", "max_message_bytes = 2000000"))
+        args = ["--config", str(cfg), "quarantine", "requeue", str(qid)]
+        r = CliRunner().invoke(cli, args, obj={"clock": desk.clock})
+        assert r.exit_code == 0, r.output
+        assert r.output.splitlines()[-1] == f"#{qid}: processed"
+
+        r = CliRunner().invoke(cli, ["--config", str(cfg), "sla", "recompute"], obj={"clock": desk.clock})
+        assert r.exit_code == 0, r.output
+        assert "2 case(s) from an archive import left without clocks" in r.output
+        cases = _cases(desk)
+        assert sorted(t.subject for t, _ in cases) == ["Lizenzfrage", "Logdateien vom Ausfall"]
+        for t, msgs in cases:
+            assert (t.status, t.created_at, [m.created_at for m in msgs]) == ("new", written, [written])
+            assert (t.first_response_due, t.resolution_due, t.update_due, t.next_escalation_at) == (None,) * 4
+        assert desk.escalate() == []
+        _send_all(desk)
+        assert _outbox(desk) == 0 and smtp_sink.received == []
+    finally:
+        desk.app.close()
