@@ -134,7 +134,8 @@ def test_unmatched_auto_reply_is_kept_for_the_operator_not_a_case(desk, monkeypa
     out = _noise_list(desk, monkeypatch)
     assert "1 automatic mail(s) that answered nothing of ours" in out
     header, row = out.splitlines()[1:3]
-    assert header.split() == ["RAW", "RECEIVED", "CLASS", "FROM", "SUBJECT", "EVIDENCE", "RAW", "FILE"]
+    assert header.split() == ["RAW", "RECEIVED", "CLASS", "FROM", "SUBJECT", "EVIDENCE"]
+    assert f"#{raw.id} {desk.app.raw_store.root / raw.path}" in out  # the raw file, whole
     # (no calendar: times in UTC)
     received = f"{raw.received_at:%Y-%m-%d %H:%M} UTC".split()
     assert row.split()[:6] == [f"#{raw.id}", *received, "out_of_office", "bot@robot.example"]
