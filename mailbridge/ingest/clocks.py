@@ -88,6 +88,7 @@ class TrackClocks:
         values["next_escalation_at"] = self.escalations.next_check(ref, after, mail.now)
         repo.update_row(mail.session, Ticket, ref.id, values)
         if mail.new_ticket and level.escalate_on_create:
+            mail.write_events()  # "created" and the rest come before the escalation in the history
             self.escalations.send(
                 mail.session, ref, kind="created", stage=ON_CREATE, dedup_key=f"esc:{ref.id}:created", now=mail.now
             )

@@ -25,7 +25,7 @@ from mailbridge.ingest.noise import Classification
 from mailbridge.settings import QueueSettings
 from mailbridge.sla.deadlines import Assessment, Customer
 from mailbridge.store import repositories as repo
-from mailbridge.store.models import Ticket
+from mailbridge.store.models import Event, Ticket
 from mailbridge.store.repositories import TicketRef
 from mailbridge.vocabulary import AgentMode, AuthorRole, Disposition, MessageKind
 
@@ -103,6 +103,7 @@ class InboundMail:
     message_id: int | None = None
     # History entries of this mail, written with one executemany at the end of the transaction.
     events: list[dict] = field(default_factory=list)
+    events_written: int = 0  # how many of ``events`` are rows already (``write_events``)
     routing: dict = field(default_factory=dict)
     # -- conversations (ingest/conversation.py) --
     match: Match | None = None
@@ -194,3 +195,12 @@ class InboundMail:
         """Add an entry to the ticket's history (the ticket of this mail)."""
         assert self.ticket is not None
         self.events.append({"ticket_id": self.ticket.id, "kind": kind, "detail": detail, "created_at": self.now})
+
+    def write_events(self) -> None:
+        """Write the history recorded so far as rows, in recording order. The pipeline calls it at
+        the end; a step calls it before something else writes history directly (the escalation on
+        creation), so the case's history reads in the order things happened."""
+        new = self.events[self.events_written :]
+        if new:
+            repo.insert_rows(self.session, Event, new)
+        self.events_written = len(self.events)

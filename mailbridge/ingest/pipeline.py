@@ -23,7 +23,7 @@ from mailbridge.ingest.mail import InboundMail
 from mailbridge.metrics import Metrics
 from mailbridge.store import repositories as repo
 from mailbridge.store.db import is_integrity_error, is_transient_db_error, session_scope
-from mailbridge.store.models import Event, Quarantine, RawMessage
+from mailbridge.store.models import Quarantine, RawMessage
 from mailbridge.vocabulary import Disposition
 
 log = structlog.get_logger(__name__)
@@ -104,7 +104,7 @@ class Pipeline:
                     e.add_note(f"in pipeline step {step.name!r}")
                     e.stage = step.name  # type: ignore[attr-defined]
                     raise
-            repo.insert_rows(session, Event, mail.events)
+            mail.write_events()
             if mail.raw_id is not None and mail.disposition != Disposition.PROCESSED:
                 repo.update_row(session, RawMessage, mail.raw_id, {"disposition": mail.disposition.value})
             if mail.outcome is not None and mail.outcome.disposition == Disposition.QUARANTINED:
