@@ -119,7 +119,6 @@ def _init_worker(var_dir: Path, max_bytes: int, languages: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_var_dir, _worker_max_bytes = var_dir, max_bytes
     _worker_detector = LanguageDetector(languages)
-    _worker_detector.preload()  # a worker lives for the whole backlog: not inside its first mail
     die_with_parent()
 
 
