@@ -104,6 +104,22 @@ def _minutes(td: timedelta) -> float:
     return td.total_seconds() / 60
 
 
+# How long a running service may leave an account's health row unwritten: it writes it after every
+# cycle and every batch of a backlog (at most every 15 s) and at each failure; a failing account
+# retries after at most 300 s (transient backoff) or permanent_fault_retry. Twice that, plus slack
+# for a slow batch.
+SILENCE_SLACK_SECONDS = 120.0
+TRANSIENT_BACKOFF_MAX_SECONDS = 300.0  # ingest/poller.py BACKOFF_MAX_SECONDS
+
+
+def silence_allowed(account, *, failing: bool) -> timedelta:
+    """How long an account's health row may go unwritten while a service runs it."""
+    every = max(account.poll_interval, 15.0)
+    if failing:
+        every = max(every, TRANSIENT_BACKOFF_MAX_SECONDS, account.permanent_fault_retry)
+    return timedelta(seconds=2 * every + SILENCE_SLACK_SECONDS)
+
+
 def evaluate(settings: Settings, snap: Snapshot, now: datetime) -> list[Finding]:
     """Every condition that is not well, with its level and whether it is an alert condition.
 
@@ -112,6 +128,8 @@ def evaluate(settings: Settings, snap: Snapshot, now: datetime) -> list[Finding]
     - critical: an account with a refused login or an untrusted certificate; an account failing
       longer than ``account_failing_minutes``; SMTP failing, or a mail retried, longer than
       ``outbox_failing_minutes`` — these are also the alert conditions, with the quarantine's growth;
+      a critical condition too, but no alert: an account whose health row the service has not
+      written for twice its refresh period (``silence_allowed``): no service runs it;
     - warning: the service never ran against this database (no health rows at all); an account
       failing for a shorter time; no health row for an account (the service never ran it); SMTP
       failing for a shorter time; mails that failed for good within
@@ -130,6 +148,20 @@ def evaluate(settings: Settings, snap: Snapshot, now: datetime) -> list[Finding]
             if snap.service_seen:
                 out.append(Finding(f"account:{acc.name}", "account_unseen", Level.WARNING, "never fetched"))
             continue
+        silent = now - row.updated_at
+        if silent > silence_allowed(acc, failing=row.failing_since is not None):
+            # The row is refreshed by the running service (each cycle, each failure): silence means
+            # no service fetches this account (stopped, crashed, hung). Only status can say so: a
+            # dead service sends no alert.
+            out.append(
+                Finding(
+                    f"account:{acc.name}:silent",
+                    "account_silent",
+                    Level.CRITICAL,
+                    f"no word from the service for {_minutes(silent):.0f} min (is mailbridge run running?)",
+                    row.updated_at,
+                )
+            )
         if row.failing_since is None:
             continue
         facts = {

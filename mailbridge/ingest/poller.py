@@ -174,6 +174,7 @@ class AccountPoller:
                 self._move(moves)
                 moves = {}
                 self.on_progress()
+                self._healthy(report)  # a long backlog keeps the account's health row fresh
                 if stop is not None and stop.is_set():
                     break
         finally:

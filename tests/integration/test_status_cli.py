@@ -76,3 +76,6 @@ def test_status_ok_warning_critical_and_json(config_path, app, imap_server, smtp
     doc = json.loads(_status(config_path, "--json", clock=lambda: later)[1])
     assert doc["status"] == "critical"
     assert doc["timezone"] == "UTC" and doc["time"].endswith("+00:00")
+    # Nobody has fetched for those 15 minutes either: no service runs the account (stopped, crashed).
+    assert "CRITICAL account:main:silent: no word from the service for 15 min (is mailbridge run running?)" in out
+    assert {p["condition"]: p["level"] for p in doc["problems"]}["account:main:silent"] == "critical"

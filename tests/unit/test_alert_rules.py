@@ -31,10 +31,10 @@ def settings(tmp_path):
     return load_settings(path, {IMAP_PASSWORD_ENV: "x"})
 
 
-def _account(kind=None, since=None, error=None):
+def _account(kind=None, since=None, error=None, updated=NOW):
     return SimpleNamespace(
         account="main", connected=kind is None, mode="idle", last_fetch_at=NOW, last_error=error,
-        error_kind=kind, failing_since=since, waiting=0,
+        error_kind=kind, failing_since=since, waiting=0, updated_at=updated,
     )  # fmt: skip
 
 
@@ -106,3 +106,19 @@ def test_one_mail_per_condition_and_period_and_one_back_to_normal():
     assert decide(firing, None, NOW, REPEAT) is Action.CLEAR  # cleared: the back-to-normal mail
     assert decide(_state(None, NOW), None, NOW, REPEAT) is None  # normal and staying so: nothing
     assert decide(None, None, NOW, REPEAT) is None
+
+
+def test_an_account_the_service_no_longer_writes_is_critical_in_status_but_sends_no_alert(settings):
+    """No service fetches it (stopped, crashed, hung): its last word was fine, but it is old."""
+    poll = settings.accounts[0].poll_interval
+    fresh = NOW - timedelta(seconds=2 * max(poll, 15))
+    assert evaluate(settings, _snap(_account(updated=fresh)), NOW) == []
+    old = NOW - timedelta(seconds=2 * max(poll, 15) + 121)
+    (f,) = evaluate(settings, _snap(_account(updated=old)), NOW)
+    assert (f.condition, f.level, f.alert, f.kind) == ("account:main:silent", Level.CRITICAL, False, "account_silent")
+    assert "is mailbridge run running?" in f.summary
+    # A failing account retries slowly (a refused login: permanent_fault_retry): not silent yet.
+    retry = settings.accounts[0].permanent_fault_retry
+    slow = NOW - timedelta(seconds=2 * retry)
+    (f,) = evaluate(settings, _snap(_account("login", slow, "denied", updated=slow)), NOW)
+    assert (f.condition, f.kind) == ("account:main", "account_login")
