@@ -425,7 +425,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         open quarantined mails; a job whose last run failed; the schema behind the newest
       2 CRITICAL: an account's login refused or its TLS certificate untrusted; an account
         failing longer than alerts.account_failing_minutes; SMTP failing, or a mail being
-        retried, longer than alerts.outbox_failing_minutes; no schema
+        retried, longer than alerts.outbox_failing_minutes; an account the service has not
+        reported on for twice its poll (or retry) interval plus two minutes (no mailbridge run
+        fetches it); no schema
     """
     import json
 
