@@ -26,6 +26,7 @@ from mailbridge.ingest.prepare import Preparer
 from mailbridge.ingest.steps import default_steps, import_steps
 from mailbridge.metrics import Metrics
 from mailbridge.outbound.guard import AutoMailGuard
+from mailbridge.outbound.links import AttachmentLinks
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.sender import OutboxSender
 from mailbridge.outbound.templates import Templates
@@ -88,6 +89,7 @@ class App:
         self._detector: LanguageDetector | None = None
         self._pipeline: Pipeline | None = None
         self._secrets: list[bytes] | None = None
+        self._links: AttachmentLinks | None = None
         self.deadlines = Deadlines(settings)
         conv = settings.conversations
         self.normalizer = SubjectNormalizer(
@@ -120,6 +122,7 @@ class App:
             "guard": AutoMailGuard(self.settings.auto_mail),
             "deadlines": self.deadlines,
             "escalations": self.escalations,
+            "links": self.attachment_links,
         }
 
     @property
@@ -149,6 +152,17 @@ class App:
             else:
                 self._secrets = [load_or_create_key(self.settings.var_dir / NOTIFICATION_KEY_FILE)]
         return self._secrets
+
+    @property
+    def attachment_links(self) -> AttachmentLinks | None:
+        """Signs and checks the download links of attachments too large for a notification; None
+        without ``[web] base_url`` (no links then)."""
+        web = self.settings.web
+        if web.base_url is None or web.secret is None:
+            return None
+        if self._links is None:
+            self._links = AttachmentLinks(web.secret.get_secret_value(), web.base_url, web.link_days, self.clock)
+        return self._links
 
     @property
     def builder(self) -> MailBuilder:

@@ -780,6 +780,67 @@ class MetricsSettings(_Model):
         return _host_port(self.listen) if self.listen is not None else None
 
 
+class NotificationSettings(_Model):
+    """What the agents' notification carries besides its text."""
+
+    # The customer's attachments travel with the notification up to this many bytes in all (the
+    # files' own sizes; base64 makes the mail about 4/3 of that, so keep it well under the SMTP
+    # server's message size limit). A file that does not fit is listed with its size, and with a
+    # download link when [web] base_url is set. 0: no file is attached.
+    attach_max_bytes: Annotated[int, Field(ge=0)] = 10 * 1024 * 1024
+
+
+class WebSettings(_Model):
+    """The web app (``mailbridge web``): agents' download links for attachments too large to travel
+    with a notification; later the customers' case tracker."""
+
+    # Where ``mailbridge web`` listens: "host:port".
+    listen: str = "127.0.0.1:8080"
+    # The address agents reach the web app at (behind a reverse proxy), e.g. "https://support.example/".
+    # Unset: notifications carry no download links.
+    base_url: str | None = None
+    # The key that signs download links: from an environment variable or a file (required with
+    # base_url; at least 32 characters). Never logged.
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    secret: SecretStr | None = Field(default=None, exclude=True)
+    # A download link works for this many days after the notification was sent.
+    link_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host_port(v)
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f'{v!r} is not an http(s) URL (e.g. "https://support.example/")')
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"the link key must have at least {MIN_SECRET_CHARS} characters")
+        return v
+
+    @model_validator(mode="after")
+    def _key_with_url(self) -> WebSettings:
+        if self.base_url is not None and self.secret is None:
+            raise _KeyedError("secret_env", "base_url is set, so set secret_env or secret_file (the link key)")
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return _host_port(self.listen)
+
+
 def _host_port(value: str) -> tuple[str, int]:
     """``host:port`` (an IPv6 host in brackets) → (host, port); ValueError saying what is wrong."""
     shape = f'{value!r} is not host:port (e.g. "127.0.0.1:9108")'
@@ -819,6 +880,8 @@ class Settings(_Model):
     logging: LoggingSettings = LoggingSettings()
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    web: WebSettings = WebSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
 
@@ -1052,6 +1115,11 @@ def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | Non
                     "conversations.secret: put the key in the environment (secret_env) or a file (secret_file)"
                 )
             _resolve_secret(conv, "conversations", environ, base, prefix="secret")
+        web = data.get("web")
+        if isinstance(web, dict):
+            if "secret" in web:
+                raise ConfigError("web.secret: put the key in the environment (secret_env) or a file (secret_file)")
+            _resolve_secret(web, "web", environ, base, prefix="secret")
         settings = Settings.model_validate({**data, "source": path})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import structlog
+from babel.numbers import format_decimal
 
 from mailbridge.domain import Address, TicketStatus
 from mailbridge.ingest.commands import STATUS_COMMANDS
@@ -20,8 +21,10 @@ from mailbridge.ingest.parser import MAX_MIME_PARTS
 from mailbridge.ingest.prepare import REFUSED_SIZE
 from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import status_times
-from mailbridge.outbound.compose import OutgoingAttachment
+from mailbridge.outbound.attachments import CustomerFile, human_size, plan
+from mailbridge.outbound.compose import OutgoingAttachment, stored_filename
 from mailbridge.outbound.guard import AutoMailGuard, Refusal
+from mailbridge.outbound.links import AttachmentLinks
 from mailbridge.outbound.messages import Built, MailBuilder
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
@@ -418,13 +421,19 @@ class CommandErrors:
 
 
 class NotifyAgents:
-    """The queue's agents hear of every new case and every reply that is not their own proven one."""
+    """The queue's agents hear of every new case and every reply that is not their own proven one,
+    with the customer's files: those within ``notifications.attach_max_bytes`` travel along (the
+    budget rule: ``outbound/attachments.py`` ``plan``), the others are listed with their size and,
+    when ``[web] base_url`` is set, a signed download link for each recipient (``links``). A
+    notification with links goes to each recipient as a mail of its own, since a link names the
+    address it was issued to."""
 
     name = "notify_agents"
 
-    def __init__(self, builder: MailBuilder, settings: Settings):
+    def __init__(self, builder: MailBuilder, settings: Settings, links: AttachmentLinks | None = None):
         self.builder = builder
         self.settings = settings
+        self.links = links
 
     def __call__(self, mail: InboundMail) -> None:
         t, p = mail.ticket, mail.parsed
@@ -433,7 +442,7 @@ class NotifyAgents:
         auto_reply = mail.machine_made and not mail.new_ticket
         if t is None or auto_reply or mail.kind in AGENTS_OWN:
             return
-        assert p is not None and p.from_ is not None
+        assert p is not None and p.from_ is not None and mail.message_id is not None
         queue = self.settings.queue(t.queue)
         if not queue.notify_addresses:
             return
@@ -456,23 +465,65 @@ class NotifyAgents:
             repo.update_row(mail.session, Message, mail.message_id, {"flags": [*mail.flags, flag]})
             return
         previous = None if mail.new_ticket else repo.last_message(mail.session, t.id, (MessageKind.NOTIFICATION,))
-        built = self.builder.notification(
-            t,
-            queue,
-            event=event,
-            sender=p.from_,
-            role=mail.role,
-            # A new case shows the whole mail (a forward's content is the request); a reply its new part.
-            text=p.text if mail.new_ticket else (p.new_text or p.text),
-            flags=mail.flags,
-            urgency=mail.urgency,
-            attachments=[a.filename for a in p.attachments],
-            previous=previous,
-            linked_case=mail.link_from.case_number if mail.link_from else None,
-            severity_levels=self.settings.severity_levels(queue),
-            checklist=_checklist_view(queue, mail.checklist, t.language),
-            raised_to=t.severity if mail.customer_raised else None,
-            now=mail.now,
-        )
-        outbox_id = _enqueue(mail, built, MessageKind.NOTIFICATION, f"notify:{mail.message_id}")
-        mail.event("agents_notified", outbox_id=outbox_id, event=event, to=built.out.envelope_to)
+        lang = queue.language
+        files = self._files(mail)
+        attached, listed = plan(files, self.settings.notifications.attach_max_bytes)
+        links = self.links if listed else None
+        groups = [[a] for a in queue.notify_addresses] if links is not None else [queue.notify_addresses]
+        for to in groups:
+            built = self.builder.notification(
+                t,
+                queue,
+                event=event,
+                sender=p.from_,
+                role=mail.role,
+                # A new case shows the whole mail (a forward's content is the request); a reply its new part.
+                text=p.text if mail.new_ticket else (p.new_text or p.text),
+                flags=mail.flags,
+                urgency=mail.urgency,
+                attachments=[f.filename for f in attached],
+                previous=previous,
+                linked_case=mail.link_from.case_number if mail.link_from else None,
+                severity_levels=self.settings.severity_levels(queue),
+                checklist=_checklist_view(queue, mail.checklist, t.language),
+                raised_to=t.severity if mail.customer_raised else None,
+                files=[OutgoingAttachment(f.filename, f.content_type, f.data, f.content_id) for f in attached],
+                too_large=[
+                    {
+                        "name": f.filename,
+                        "size": human_size(f.size, lang),
+                        "url": links.url(f.id, to[0]) if links is not None else None,
+                    }
+                    for f in listed
+                ],
+                budget=human_size(self.settings.notifications.attach_max_bytes, lang),
+                link_days=format_decimal(self.settings.web.link_days, locale=lang),
+                to=to,
+                now=mail.now,
+            )
+            # One notification per inbound message; with links, one per recipient.
+            key = f"notify:{mail.message_id}" if len(groups) == 1 else f"notify:{mail.message_id}:{to[0]}"
+            outbox_id = _enqueue(mail, built, MessageKind.NOTIFICATION, key)
+            mail.event(
+                "agents_notified",
+                outbox_id=outbox_id,
+                event=event,
+                to=built.out.envelope_to,
+                attached=len(attached),
+                listed=len(listed),
+            )
+
+    @staticmethod
+    def _files(mail: InboundMail) -> list[CustomerFile]:
+        """The mail's attachments as ``StoreMessage`` stored them (row ids, stored names), with the
+        bytes of the parsed mail."""
+        p = mail.parsed
+        assert p is not None and mail.message_id is not None
+        if not p.attachments:
+            return []
+        ids = repo.attachment_ids(mail.session, mail.message_id)
+        assert len(ids) == len(p.attachments), "attachment rows and parsed attachments differ"
+        return [
+            CustomerFile(i, stored_filename(a), a.content_type, a.data, a.content_id)
+            for i, a in zip(ids, p.attachments, strict=True)
+        ]

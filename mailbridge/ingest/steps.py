@@ -33,6 +33,7 @@ from mailbridge.ingest.pipeline import Step
 from mailbridge.ingest.routing import is_ours, route
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.guard import AutoMailGuard
+from mailbridge.outbound.links import AttachmentLinks
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.settings import QueueSettings, Settings
 from mailbridge.sla.deadlines import Deadlines
@@ -410,7 +411,7 @@ class StoreMessage:
             rows.append(
                 {
                     "message_id": mail.message_id,
-                    "filename": comp.header_safe(a.filename, 255) or "unnamed",
+                    "filename": comp.stored_filename(a),
                     "content_type": a.content_type[:255],
                     "size": len(a.data),
                     "sha256": digest,
@@ -441,6 +442,7 @@ def default_steps(
     guard: AutoMailGuard,
     deadlines: Deadlines,
     escalations: Escalations,
+    links: AttachmentLinks | None = None,
 ) -> list[Step]:
     """The pipeline, in order (the parts are built once, by the composition root ``mailbridge/app.py``).
     Matching and who-wrote-it come before the case is opened or changed; everything a mail makes
@@ -464,7 +466,7 @@ def default_steps(
         ConfirmRaise(builder, settings, deadlines, answers),
         Relay(builder, settings),
         CommandErrors(builder, settings),
-        NotifyAgents(builder, settings),
+        NotifyAgents(builder, settings, links),
         TrackClocks(settings, deadlines, escalations),
     ]
 

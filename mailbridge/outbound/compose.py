@@ -252,11 +252,20 @@ def _header_line(name: str, value: str | Header) -> str:
 
 @dataclass(frozen=True)
 class OutgoingAttachment:
-    """A file to send along (e.g. what an agent attached to a reply that we relay)."""
+    """A file to send along (e.g. what an agent attached to a reply that we relay). With a
+    ``content_id`` it is an inline image the HTML refers to as ``cid:``: sent with its Content-ID and
+    ``Content-Disposition: inline``, so a mail client can show it in place or offer it as a file."""
 
     filename: str
     content_type: str
     data: bytes
+    content_id: str | None = None
+
+
+def stored_filename(a) -> str:
+    """The name an inbound attachment is stored and shown under (``AttachmentRow.filename``): the
+    parser's safe name (``domain.safe_filename``) as one header-safe line, "unnamed" when it has none."""
+    return header_safe(a.filename, 255) or "unnamed"
 
 
 def _safe_filename(name: str) -> str:
@@ -271,8 +280,15 @@ def _attachment_part(a: OutgoingAttachment) -> MIMEBase:
     part.set_payload(a.data)
     encoders.encode_base64(part)
     name = _safe_filename(a.filename)
+    cid = _msg_id_safe(a.content_id or "")
+    if cid:
+        part.add_header("Content-ID", f"<{cid}>")
     # RFC 2231 for a non-ASCII file name.
-    part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
+    part.add_header(
+        "Content-Disposition",
+        "inline" if cid else "attachment",
+        filename=name if name.isascii() else ("utf-8", "", name),
+    )
     return part
 
 
@@ -315,7 +331,15 @@ def _utf8_message(from_name, from_addr, to, cc, text, html, headers, attachments
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     for a in attachments or []:
         maintype, subtype = _content_type(a.content_type)
-        msg.add_attachment(a.data, maintype=maintype, subtype=subtype, filename=_safe_filename(a.filename))
+        cid = _msg_id_safe(a.content_id or "")
+        msg.add_attachment(
+            a.data,
+            maintype=maintype,
+            subtype=subtype,
+            filename=_safe_filename(a.filename),
+            disposition="inline" if cid else "attachment",
+            cid=f"<{cid}>" if cid else None,
+        )
     for k, v in headers:  # after set_content, which replaces every Content-* header
         if k != "Cc":
             msg[k] = str(v)

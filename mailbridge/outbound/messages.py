@@ -235,6 +235,7 @@ class MailBuilder:
         previous: ThreadParent | None,
         now: datetime,
         message_id: str | None,
+        attachments: list[comp.OutgoingAttachment] | None = None,
     ) -> Built:
         """A mail about a case to agents or managers, in the queue's language, continuing the
         agent-side thread (``previous``), from the queue's address with the case in its name."""
@@ -257,6 +258,7 @@ class MailBuilder:
             language=lang,
             message_id=message_id,
             to_agents=True,
+            attachments=attachments,
         )
 
     # -- the mails -------------------------------------------------------------------------------
@@ -338,10 +340,20 @@ class MailBuilder:
         now: datetime,
         checklist: list[dict] | None = None,
         raised_to: str | None = None,
+        files: list[comp.OutgoingAttachment] | None = None,
+        too_large: list[dict] | None = None,
+        budget: str = "",
+        link_days: str = "",
+        to: list[str] | None = None,
     ) -> Built:
         """Tell the queue's agents about a new case or a reply; its Message-ID is signed for the case.
         ``checklist``: the case's required information ({label, given, evidence}); ``raised_to``: the
         level the customer's request raised the case to.
+
+        ``attachments``: the names of the customer's files that travel along (``files``, their
+        bytes; inline images keep their Content-ID); ``too_large``: those over the budget
+        ({name, size, url or None}), listed with their size and download link; ``budget``: the
+        budget in words. ``to``: the recipients (default: the queue's notification addresses).
 
         ``event``: new | reply | reopened | third-party | unverified-agent.
         """
@@ -367,8 +379,12 @@ class MailBuilder:
             "queue_name": queue.display_name,
             "checklist": list(checklist or []),
             "raised_to": raised_to,
+            "too_large": list(too_large or []),
+            "budget": budget,
+            "link_days": link_days,
         }
-        return self._to_agents(ticket, queue, "notification", tctx, queue.notify_addresses, previous, now, mid)
+        recipients = to if to is not None else queue.notify_addresses
+        return self._to_agents(ticket, queue, "notification", tctx, recipients, previous, now, mid, files)
 
     def severity_raised(
         self,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from mailbridge.domain import CaseNumberFormat
 from mailbridge.store.models import (
+    AttachmentRow,
     CaseSequence,
     Event,
     MailboxState,
@@ -705,3 +706,37 @@ def failing_addresses(session: Session, limit: int = 100):
     return list(
         session.execute(select(AddressHealth).order_by(AddressHealth.last_failed_at.desc()).limit(limit)).scalars()
     )
+
+
+def attachment_ids(session: Session, message_id: int) -> list[int]:
+    """The ids of a message's attachment rows, in the order they were stored (the mail's order)."""
+    t = AttachmentRow.__table__
+    return list(_conn(session).execute(select(t.c.id).where(t.c.message_id == message_id).order_by(t.c.id)).scalars())
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    """An attachment row with the queue of the case its message belongs to (for a download)."""
+
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    queue: str
+
+
+def attachment_for_download(session: Session, attachment_id: int) -> StoredAttachment | None:
+    """The attachment ``attachment_id`` of a message on a case, or None (no such row, or no case)."""
+    a, m, tk = AttachmentRow.__table__, Message.__table__, Ticket.__table__
+    row = (
+        _conn(session)
+        .execute(
+            select(a.c.id, a.c.filename, a.c.content_type, a.c.size, a.c.sha256, tk.c.queue)
+            .join(m, m.c.id == a.c.message_id)
+            .join(tk, tk.c.id == m.c.ticket_id)
+            .where(a.c.id == attachment_id)
+        )
+        .first()
+    )
+    return StoredAttachment(*row) if row is not None else None

@@ -212,6 +212,9 @@ NOTIFICATION = {
     "linked_case": None,
     "severity_levels": ["1", "2"],
     "queue_name": "Vendor Support",
+    "too_large": [],
+    "budget": "10.0 MB",
+    "link_days": "30",
 }
 
 
@@ -219,8 +222,14 @@ NOTIFICATION = {
 @pytest.mark.parametrize("payload", INJECTIONS)
 def test_agent_mails_render_customer_and_agent_text_literally(templates, language, payload):
     """Notification, relay and command-error templates print customer and agent text as it is."""
-    note = templates.render(language, "notification.txt.j2", **{**NOTIFICATION, "text": payload, "subject": payload})
+    too_large = [{"name": payload, "size": "30.2 MB", "url": None}]
+    note = templates.render(
+        language,
+        "notification.txt.j2",
+        **{**NOTIFICATION, "text": payload, "subject": payload, "too_large": too_large},
+    )
     assert note.startswith("##- marker -##") and payload in note
+    assert f"  {payload} (30.2 MB): " in note
     assert ("ACHTUNG" if language == "de" else "ATTENTION") in note
     relay = templates.render(
         language,
