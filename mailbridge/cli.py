@@ -65,6 +65,8 @@ def check_config(ctx: click.Context) -> None:
     for q in s.queues:
         click.echo(f"  queue {q.name}: {', '.join(q.addresses)} [{q.language}] from account {q.account}")
     click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls})")
+    links = f"download links at {s.web.base_url}" if s.web.base_url else "no download links (base_url not set)"
+    click.echo(f"  web: {s.web.listen}, {links}")
 
 
 @cli.group()
@@ -103,6 +105,22 @@ def run(ctx: click.Context) -> None:
     finally:
         if endpoints is not None:
             endpoints.stop()
+
+
+@cli.command()
+@click.pass_context
+def web(ctx: click.Context) -> None:
+    """Serve the web app at ``[web] listen`` until SIGTERM/SIGINT: /healthz, and the attachments too
+    large for a notification at their signed links (/attachments/<token>, with ``[web] base_url``)."""
+    from mailbridge.web.app import server
+
+    app = _app(ctx)
+    if app.settings.web.base_url is None:
+        click.echo("mailbridge: [web] base_url is not set: notifications carry no download links", err=True)
+    try:
+        server(app).run()
+    finally:
+        app.close()
 
 
 @cli.group()

@@ -1,0 +1,1 @@
+"""The web app (``mailbridge web``): Starlette on uvicorn, over the composition root ``app.py``."""
