@@ -72,7 +72,11 @@ def pytest_collection_modifyitems(config, items):
 # Test files whose tests share something expensive per worker: a private Dovecot/Postfix stack, or a
 # module-scoped fixture (the parsed corpus, a TLS pymap). Their tests go to one worker each.
 _TESTS = Path(__file__).parent
-_MAILSTACK_FILES = {"tests/integration/test_mailstack.py", "tests/integration/test_mailstack_noise.py"}
+_MAILSTACK_FILES = {
+    "tests/integration/test_mailstack.py",
+    "tests/integration/test_mailstack_noise.py",
+    "tests/integration/test_mailstack_attachments.py",
+}
 _MODULE_FIXTURE_FILES = {
     path.relative_to(_TESTS.parent).as_posix()
     for path in _TESTS.rglob("test_*.py")

@@ -543,6 +543,9 @@ append_dot_mydomain = no
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
+# 64 MB (Postfix's default is 10,240,000 bytes): mailbridge's own limit (ingest.max_message_bytes,
+# 50 MB) is what the tests exercise, and the attachment tests send a customer a 30 MB file.
+message_size_limit = 67108864
 """,
         )
         services = [
