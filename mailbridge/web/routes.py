@@ -43,7 +43,10 @@ def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback ``filename`` and the exact name as RFC 5987/6266
     ``filename*`` (UTF-8, percent-encoded)."""
     ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
-    ascii_name = _ASCII_NAME_BAD_RE.sub("_", ascii_name).strip() or "attachment"
+    ascii_name = _ASCII_NAME_BAD_RE.sub("_", ascii_name).strip()
+    stem, dot, ext = ascii_name.rpartition(".")
+    if not ascii_name or (dot and not stem.strip(" .")):
+        ascii_name = f"attachment.{ext}" if dot and ext else "attachment"
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 

@@ -308,3 +308,29 @@ def test_relay_shape_cc_reply_to_thread_headers_and_attachments():
     assert files == {"passwd": "root:x:0:0\n", "Bericht März.pdf": b"%PDF-1.7 fake", "weird": b"\x00\x01"}
     parsed = parse_mail(out.raw)
     assert {a.filename for a in parsed.attachments} == {"passwd", "Bericht März.pdf", "weird"}
+
+
+@pytest.mark.parametrize(
+    "to", [[("Anna", "anna@vendor.example")], [("Jöhn", "jdöe@mächine.example")]], ids=["legacy", "smtputf8"]
+)
+def test_inline_image_keeps_its_content_id_and_a_hostile_one_cannot_break_out(to):
+    """A customer's inline image sent on to agents: Content-ID and disposition inline on both
+    composition paths; a Content-ID with CR/LF or brackets is cleaned, never a header of its own."""
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    out = _compose(
+        to=to,
+        html=None,
+        attachments=[
+            OutgoingAttachment("bild.png", "image/png", png, "shot1@kunde.example"),
+            OutgoingAttachment("x.png", "image/png", b"\x89PNG", "evil>\r\nBcc: v@evil.example"),
+            OutgoingAttachment("log.txt", "text/plain", b"a\n"),
+        ],
+    )
+    msg = _parse_std(out.raw)
+    parts = list(msg.iter_attachments())
+    assert [p.get_content_disposition() for p in parts] == ["inline", "inline", "attachment"]
+    assert parts[0]["Content-ID"] == "<shot1@kunde.example>" and parts[0].get_content() == png
+    assert parts[1]["Content-ID"] == "<evilBcc:v@evil.example>"
+    assert "Bcc" not in msg and parts[2]["Content-ID"] is None
+    parsed = parse_mail(out.raw)
+    assert [a.content_id for a in parsed.attachments] == ["shot1@kunde.example", "evilBcc:v@evil.example", None]
