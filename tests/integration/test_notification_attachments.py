@@ -6,7 +6,14 @@ in the relay to the customer."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from datetime import timedelta
 from email import message_from_bytes
 from email.policy import default
@@ -15,6 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from mailbridge.app import App
+from mailbridge.embedded import free_port
 from mailbridge.settings import load_settings
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import AttachmentRow
@@ -28,7 +36,7 @@ from tests.integration.attachment_support import (
     web_config,
 )
 from tests.integration.conversation_support import AGENT, AGENT2, CUSTOMER, QUEUE_EXTRA, TEAM, make_desk, to
-from tests.support import SUPPORT_ADDRESS, make_mail
+from tests.support import IMAP_PASSWORD, IMAP_PASSWORD_ENV, SUPPORT_ADDRESS, make_mail
 
 LINK_RE = re.compile(r"https://support\.example/attachments/\S+")
 
@@ -235,3 +243,75 @@ def test_relay_carries_the_agents_files_with_a_non_ascii_name(tmp_path, imap_ser
         assert "anbei das Protokoll" in relay.text
     finally:
         desk.app.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_mailbridge_web_command_serves_the_link(tmp_path, imap_server, smtp_sink, db_url, imap_env, monkeypatch):
+    """``mailbridge web`` as an operator runs it: a subprocess on ``[web] listen``, the key from the
+    environment (never in its output); SIGTERM stops it."""
+    port = free_port()
+    secret = "s" * 48
+    monkeypatch.setenv("MB_TEST_WEB_SECRET", secret)
+    env = {**os.environ, IMAP_PASSWORD_ENV: IMAP_PASSWORD}
+    desk = make_desk(
+        tmp_path,
+        imap_server,
+        smtp_sink,
+        db_url,
+        conversations=(
+            "\n[notifications]\nattach_max_bytes = 1000\n\n"
+            f'[web]\nlisten = "127.0.0.1:{port}"\nbase_url = "https://support.example/"\n'
+            'secret_env = "MB_TEST_WEB_SECRET"\n'
+        ),
+    )
+    config = tmp_path / "mailbridge.toml"
+    data = b"%PDF-1.7\n" + bytes(range(256)) * 20
+    name = "Prüfprotokoll März.pdf"
+    try:
+        sent = desk.deliver(
+            customer_mail(sender=CUSTOMER, to=SUPPORT_ADDRESS, subject="PDF", files=[(name, "application/pdf", data)])
+        )
+        (note,) = to(sent, TEAM)
+        assert f"{name} (5 KB), download" in note.text and LINK_RE.search(note.text)
+        # The link in the mail was signed at the desk's clock; the command runs at the wall clock.
+        with session_scope(desk.app.session_factory) as s:
+            (row_id,) = s.scalars(select(AttachmentRow.id)).all()
+        fresh = App(load_settings(config))
+        try:
+            link = fresh.attachment_links.url(row_id, TEAM)
+        finally:
+            fresh.close()
+    finally:
+        desk.app.close()
+    log = tmp_path / "web.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailbridge", "--config", str(config), "web"], env=env, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    assert r.status == 200 and r.read() == b"ok\n"
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+        local = link.replace("https://support.example/", f"http://127.0.0.1:{port}/")
+        with urllib.request.urlopen(local, timeout=10) as r:  # noqa: S310 - loopback http only
+            assert r.status == 200 and r.read() == data
+            assert r.headers["Content-Disposition"] == (
+                "attachment; filename=\"Prufprotokoll Marz.pdf\"; filename*=UTF-8''Pr%C3%BCfprotokoll%20M%C3%A4rz.pdf"
+            )
+            assert r.headers["Content-Type"] == "application/pdf"
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+    output = log.read_text(encoding="utf-8")
+    print(output)
+    assert code in (0, -signal.SIGTERM), output
+    assert secret not in output and link.rsplit("/", 1)[1] not in output
+    assert "attachment_downloaded" in output
