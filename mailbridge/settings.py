@@ -394,6 +394,9 @@ class SmtpSettings(_Server):
     tls: TlsMode = TlsMode.STARTTLS
     # Log in (AUTH) as this user; then password_env or password_file is required.
     user: str | None = None
+    # The largest mail the server accepts (Postfix message_size_limit: 10,240,000 by default;
+    # Exchange Online 35 MB): a notification leaves files out rather than grow past it.
+    max_message_bytes: Annotated[int, Field(ge=1024 * 1024)] = 10_240_000
 
 
 class DatabaseSettings(_Model):

@@ -21,7 +21,7 @@ from mailbridge.ingest.parser import MAX_MIME_PARTS
 from mailbridge.ingest.prepare import REFUSED_SIZE
 from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import status_times
-from mailbridge.outbound.attachments import CustomerFile, human_size, plan
+from mailbridge.outbound.attachments import CustomerFile, capacity, human_size, plan, text_reserve
 from mailbridge.outbound.compose import OutgoingAttachment, stored_filename
 from mailbridge.outbound.guard import AutoMailGuard, Refusal
 from mailbridge.outbound.links import AttachmentLinks
@@ -422,11 +422,11 @@ class CommandErrors:
 
 class NotifyAgents:
     """The queue's agents hear of every new case and every reply that is not their own proven one,
-    with the customer's files: those within ``notifications.attach_max_bytes`` travel along (the
-    budget rule: ``outbound/attachments.py`` ``plan``), the others are listed with their size and,
-    when ``[web] base_url`` is set, a signed download link for each recipient (``links``). A
-    notification with links goes to each recipient as a mail of its own, since a link names the
-    address it was issued to."""
+    with the customer's files: those within ``notifications.attach_max_bytes`` and the SMTP
+    server's ``smtp.max_message_bytes`` travel along (the budget rule: ``outbound/attachments.py``
+    ``plan``), the others are listed with their size and, when ``[web] base_url`` is set, a signed
+    download link for each recipient (``links``). A notification with links goes to each recipient
+    as a mail of its own, since a link names the address it was issued to."""
 
     name = "notify_agents"
 
@@ -466,8 +466,10 @@ class NotifyAgents:
             return
         previous = None if mail.new_ticket else repo.last_message(mail.session, t.id, (MessageKind.NOTIFICATION,))
         lang = queue.language
+        text = p.text if mail.new_ticket else (p.new_text or p.text)
         files = self._files(mail)
-        attached, listed = plan(files, self.settings.notifications.attach_max_bytes)
+        room = self.settings.smtp.max_message_bytes - text_reserve(text)
+        attached, listed = plan(files, self.settings.notifications.attach_max_bytes, room)
         links = self.links if listed else None
         groups = [[a] for a in queue.notify_addresses] if links is not None else [queue.notify_addresses]
         for to in groups:
@@ -478,7 +480,7 @@ class NotifyAgents:
                 sender=p.from_,
                 role=mail.role,
                 # A new case shows the whole mail (a forward's content is the request); a reply its new part.
-                text=p.text if mail.new_ticket else (p.new_text or p.text),
+                text=text,
                 flags=mail.flags,
                 urgency=mail.urgency,
                 attachments=[f.filename for f in attached],
@@ -496,7 +498,7 @@ class NotifyAgents:
                     }
                     for f in listed
                 ],
-                budget=human_size(self.settings.notifications.attach_max_bytes, lang),
+                budget=human_size(capacity(self.settings.notifications.attach_max_bytes, room), lang),
                 link_days=format_decimal(self.settings.web.link_days, locale=lang),
                 to=to,
                 now=mail.now,

@@ -25,20 +25,51 @@ class CustomerFile:
         return len(self.data)
 
 
-def plan(files: list[CustomerFile], budget: int) -> tuple[list[CustomerFile], list[CustomerFile]]:
+# What a file's MIME part adds besides its base64 body: boundary, Content-Type, -Disposition
+# (an RFC 2231 name of up to 255 bytes, percent-encoded), -Transfer-Encoding, -ID.
+PART_OVERHEAD = 2048
+# What a notification holds besides its files: our headers and template text (a few KB), kept
+# generous.
+FRAME_BYTES = 64 * 1024
+
+
+def encoded_size(n: int) -> int:
+    """The bytes a file of ``n`` bytes takes in a mail: base64 in lines of 76 characters and CRLF
+    (57 bytes a line), plus its part's headers."""
+    return -(-n // 57) * 78 + PART_OVERHEAD
+
+
+def text_reserve(text: str) -> int:
+    """The room a notification keeps for its text (``text``: the customer's, which it quotes):
+    quoted-printable writes a byte as up to 3 characters, plus the frame."""
+    return 3 * len(text.encode("utf-8")) + FRAME_BYTES
+
+
+def plan(
+    files: list[CustomerFile], budget: int, room: int | None = None
+) -> tuple[list[CustomerFile], list[CustomerFile]]:
     """(attached, listed): in the mail's order, each file travels while the running total of the
-    files' own sizes stays within ``budget`` bytes; a file that would pass it is listed instead, and
-    a later, smaller file may still travel. An empty file always travels."""
+    files' own sizes stays within ``budget`` bytes and their encoded parts (:func:`encoded_size`)
+    within ``room`` bytes (what the SMTP server's size limit leaves beside the text); a file that
+    would pass either is listed instead, and a later, smaller file may still travel."""
     attached: list[CustomerFile] = []
     listed: list[CustomerFile] = []
-    total = 0
+    total = used = 0
     for f in files:
-        if total + f.size <= budget:
+        enc = encoded_size(f.size)
+        if total + f.size <= budget and (room is None or used + enc <= room):
             attached.append(f)
             total += f.size
+            used += enc
         else:
             listed.append(f)
     return attached, listed
+
+
+def capacity(budget: int, room: int) -> int:
+    """How many bytes of files a notification can carry, for telling agents: the budget, or less
+    when the SMTP server's limit (``room`` for encoded parts) allows less (one part's overhead off)."""
+    return max(0, min(budget, (room - PART_OVERHEAD) * 57 // 78))
 
 
 def human_size(n: int, language: str) -> str:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from mailbridge.outbound.attachments import CustomerFile, human_size, plan
+from mailbridge.outbound.attachments import CustomerFile, capacity, encoded_size, human_size, plan, text_reserve
 from mailbridge.outbound.links import AttachmentLinks, may_download
 from mailbridge.settings import QueueSettings
 from mailbridge.web.routes import content_disposition
@@ -96,6 +96,36 @@ def test_budget_rule_keeps_the_mails_order_and_lets_smaller_files_through():
     assert plan(files, 18)[1] == []  # exactly the budget
     assert [f.id for f in plan(files, 0)[0]] == [4]  # only the empty file
     assert plan([], 10) == ([], [])
+
+
+def test_budget_rule_keeps_the_mail_within_the_smtp_servers_limit():
+    """8 MB of files are within a 10 MB budget, but not within Postfix's 10,240,000 bytes once
+    base64-encoded: the file stays behind, a smaller one still travels."""
+    limit, text = 10_240_000, "Guten Tag,\n" * 50
+    room = limit - text_reserve(text)
+    big, small = _f(1, 8 * 1024 * 1024), _f(2, 2 * 1024 * 1024)
+    assert encoded_size(big.size) > room > encoded_size(small.size)
+    attached, listed = plan([big, small], 10 * 1024 * 1024, room)
+    assert [f.id for f in attached] == [2] and [f.id for f in listed] == [1]
+    assert [f.id for f in plan([big, small], 10 * 1024 * 1024)[0]] == [1, 2]  # no limit given
+    # Two files each fitting alone, not together.
+    five = [_f(3, 5 * 1024 * 1024), _f(4, 5 * 1024 * 1024)]
+    assert [f.id for f in plan(five, 10 * 1024 * 1024, room)[0]] == [3]
+    # What agents are told: the budget, or what the limit leaves (about 7.1 MB here).
+    assert capacity(10 * 1024 * 1024, room) == (room - 2048) * 57 // 78
+    assert 7_000_000 < capacity(10 * 1024 * 1024, room) < 7_500_000
+    assert capacity(1000, room) == 1000 and capacity(1000, 0) == 0
+
+
+def test_encoded_size_is_what_the_mail_library_writes():
+    """The estimate is an upper bound of the base64 body the composer writes, by at most one line."""
+    from mailbridge.outbound.attachments import PART_OVERHEAD
+    from mailbridge.outbound.compose import OutgoingAttachment, _attachment_part
+
+    for n in (0, 1, 57, 58, 1_000_000):
+        part = _attachment_part(OutgoingAttachment("a.bin", "application/octet-stream", b"\x07" * n))
+        body = part.get_payload().replace("\n", "\r\n")
+        assert len(body) <= encoded_size(n) - PART_OVERHEAD < len(body) + 78
 
 
 @pytest.mark.parametrize(
