@@ -22,7 +22,7 @@ from mailbridge.ingest.prepare import REFUSED_SIZE
 from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import status_times
 from mailbridge.outbound.attachments import CustomerFile, capacity, human_size, plan, text_reserve
-from mailbridge.outbound.compose import OutgoingAttachment, stored_filename
+from mailbridge.outbound.compose import OutgoingAttachment
 from mailbridge.outbound.guard import AutoMailGuard, Refusal
 from mailbridge.outbound.links import AttachmentLinks
 from mailbridge.outbound.messages import Built, MailBuilder
@@ -31,6 +31,7 @@ from mailbridge.settings import Settings
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import repositories as repo
 from mailbridge.store.models import Message
+from mailbridge.store.rawstore import ContentStore
 from mailbridge.store.repositories import ThreadParent
 from mailbridge.vocabulary import AGENTS_OWN, CUSTOMER_THREAD, AgentMode, AuthorRole, MessageKind
 
@@ -430,9 +431,12 @@ class NotifyAgents:
 
     name = "notify_agents"
 
-    def __init__(self, builder: MailBuilder, settings: Settings, links: AttachmentLinks | None = None):
+    def __init__(
+        self, builder: MailBuilder, settings: Settings, store: ContentStore, links: AttachmentLinks | None = None
+    ):
         self.builder = builder
         self.settings = settings
+        self.store = store
         self.links = links
 
     def __call__(self, mail: InboundMail) -> None:
@@ -467,10 +471,15 @@ class NotifyAgents:
         previous = None if mail.new_ticket else repo.last_message(mail.session, t.id, (MessageKind.NOTIFICATION,))
         lang = queue.language
         text = p.text if mail.new_ticket else (p.new_text or p.text)
-        files = self._files(mail)
+        files = [CustomerFile(*row) for row in repo.attachments_of(mail.session, mail.message_id)]
         room = self.settings.smtp.max_message_bytes - text_reserve(text)
         attached, listed = plan(files, self.settings.notifications.attach_max_bytes, room)
         links = self.links if listed else None
+        # The bytes as StoreMessage stored them (the files just written, read back once).
+        carried = [
+            OutgoingAttachment(f.filename, f.content_type, self.store.get(self.store.relpath(f.sha256)), f.content_id)
+            for f in attached
+        ]
         groups = [[a] for a in queue.notify_addresses] if links is not None else [queue.notify_addresses]
         for to in groups:
             built = self.builder.notification(
@@ -489,7 +498,7 @@ class NotifyAgents:
                 severity_levels=self.settings.severity_levels(queue),
                 checklist=_checklist_view(queue, mail.checklist, t.language),
                 raised_to=t.severity if mail.customer_raised else None,
-                files=[OutgoingAttachment(f.filename, f.content_type, f.data, f.content_id) for f in attached],
+                files=carried,
                 too_large=[
                     {
                         "name": f.filename,
@@ -514,18 +523,3 @@ class NotifyAgents:
                 attached=len(attached),
                 listed=len(listed),
             )
-
-    @staticmethod
-    def _files(mail: InboundMail) -> list[CustomerFile]:
-        """The mail's attachments as ``StoreMessage`` stored them (row ids, stored names), with the
-        bytes of the parsed mail."""
-        p = mail.parsed
-        assert p is not None and mail.message_id is not None
-        if not p.attachments:
-            return []
-        ids = repo.attachment_ids(mail.session, mail.message_id)
-        assert len(ids) == len(p.attachments), "attachment rows and parsed attachments differ"
-        return [
-            CustomerFile(i, stored_filename(a), a.content_type, a.data, a.content_id)
-            for i, a in zip(ids, p.attachments, strict=True)
-        ]

@@ -466,7 +466,7 @@ def default_steps(
         ConfirmRaise(builder, settings, deadlines, answers),
         Relay(builder, settings),
         CommandErrors(builder, settings),
-        NotifyAgents(builder, settings, links),
+        NotifyAgents(builder, settings, attachments, links),
         TrackClocks(settings, deadlines, escalations),
     ]
 

@@ -11,18 +11,16 @@ from babel.numbers import format_decimal
 
 @dataclass(frozen=True)
 class CustomerFile:
-    """One attachment of an inbound mail as stored: its row id (for a download link), the stored
-    (safe) name, type, Content-ID (an inline image of the HTML) and bytes."""
+    """One attachment of an inbound mail as stored (``AttachmentRow``): its row id (for a download
+    link), the stored (safe) name, type, size, the sha256 its bytes are stored under, and the
+    Content-ID of an inline image of the HTML."""
 
     id: int
     filename: str
     content_type: str
-    data: bytes
+    size: int
+    sha256: str = ""
     content_id: str | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
 
 
 # What a file's MIME part adds besides its base64 body: boundary, Content-Type, -Disposition

@@ -708,10 +708,12 @@ def failing_addresses(session: Session, limit: int = 100):
     )
 
 
-def attachment_ids(session: Session, message_id: int) -> list[int]:
-    """The ids of a message's attachment rows, in the order they were stored (the mail's order)."""
+def attachments_of(session: Session, message_id: int) -> list[tuple[int, str, str, int, str, str | None]]:
+    """A message's attachment rows as (id, filename, content_type, size, sha256, content_id), in
+    the order they were stored (the mail's order)."""
     t = AttachmentRow.__table__
-    return list(_conn(session).execute(select(t.c.id).where(t.c.message_id == message_id).order_by(t.c.id)).scalars())
+    q = select(t.c.id, t.c.filename, t.c.content_type, t.c.size, t.c.sha256, t.c.content_id)
+    return [tuple(r) for r in _conn(session).execute(q.where(t.c.message_id == message_id).order_by(t.c.id))]
 
 
 @dataclass(frozen=True)
