@@ -8,6 +8,7 @@ the case's first-response time, which the SLA clock reads.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import timedelta
 
@@ -512,8 +513,11 @@ class NotifyAgents:
                 to=to,
                 now=mail.now,
             )
-            # One notification per inbound message; with links, one per recipient.
-            key = f"notify:{mail.message_id}" if len(groups) == 1 else f"notify:{mail.message_id}:{to[0]}"
+            # One notification per inbound message; with links, one per recipient (the address
+            # hashed: an address of 254 characters would not fit the key's 255).
+            key = f"notify:{mail.message_id}"
+            if len(groups) > 1:
+                key += ":" + hashlib.sha256(to[0].encode("utf-8")).hexdigest()[:16]
             outbox_id = _enqueue(mail, built, MessageKind.NOTIFICATION, key)
             mail.event(
                 "agents_notified",
