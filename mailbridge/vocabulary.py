@@ -43,6 +43,7 @@ class MessageKind(StrEnum):
     RELAY = "relay"
     NOTIFICATION = "notification"
     COMMAND_ERROR = "command_error"
+    HELP = "help"  # the agents' cheat sheet, the answer to #help
     OVERSIZE_NOTICE = "oversize_notice"
     SEVERITY_NOTICE = "severity_notice"  # the customer's request raised the case's severity
     ESCALATION = "escalation"

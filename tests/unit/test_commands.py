@@ -114,7 +114,7 @@ def test_unknown_command_names_the_line_and_suggests():
     assert block.commands == []
     assert block.errors == [
         'line "#severty 1": unknown command #severty, did you mean #severity? '
-        "(known: #assign, #close, #note, #open, #pending, #severity, #solve)"
+        "(known: #assign, #close, #help, #new, #note, #open, #pending, #received, #severity, #solve)"
     ]
     assert block.text == "Text"
 
@@ -123,7 +123,7 @@ def test_unknown_command_without_near_miss():
     """A hashtag far from every command gets no suggestion."""
     block = _parse("#xyzzy")
     assert block.errors == [
-        'line "#xyzzy": unknown command #xyzzy (known: #assign, #close, #note, #open, #pending, #severity, #solve)'
+        'line "#xyzzy": unknown command #xyzzy (known: #assign, #close, #help, #new, #note, #open, #pending, #received, #severity, #solve)'
     ]
 
 
