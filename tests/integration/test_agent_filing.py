@@ -34,7 +34,7 @@ FORGED = {"Authentication-Results": "mx.evil.example; dkim=pass header.d=vendor.
 
 REQUEST = (
     "Guten Tag Frau Agent,\n\nseit dem Update auf Version 4.2 startet unser Lizenzserver nicht mehr;\n"
-    "im Protokoll steht \"license store locked\".\n\nViele Grüße\nJürgen Müller"
+    'im Protokoll steht "license store locked".\n\nViele Grüße\nJürgen Müller'
 )
 AGENT_WORDS = "Hallo Team,\n\nHerr Müller hat mir direkt geschrieben, bitte übernehmt den Fall.\n\nAnna"
 LOG = ("lizenz.log", "text/plain", b"2026-11-23 08:10:01 ERROR license store locked\n")
@@ -93,9 +93,7 @@ def _case(sent) -> str:
 
 def _reply_to(ack, body="Hier noch der Screenshot-Text: Fehler 0x17.") -> bytes:
     mid = ack.header("Message-ID")
-    return make_mail(
-        subject=f"AW: {ack.header('Subject')}", body=body, headers={"In-Reply-To": mid, "References": mid}
-    )
+    return make_mail(subject=f"AW: {ack.header('Subject')}", body=body, headers={"In-Reply-To": mid, "References": mid})
 
 
 @pytest.fixture
@@ -185,9 +183,7 @@ def test_forward_of_a_mail_already_on_a_case_lands_there(desk):
     assert len(desk.tickets()) == 1
     kinds = [m.kind for m in desk.messages(case) if m.direction == "in"]
     assert kinds == ["customer", "note"]
-    assert ("forward_noted", "the forwarded mail is on this case") in [
-        (k, d.get("why")) for k, d in desk.events(case)
-    ]
+    assert ("forward_noted", "the forwarded mail is on this case") in [(k, d.get("why")) for k, d in desk.events(case)]
 
 
 def test_forward_naming_a_case_in_its_subject_is_a_note_on_it(desk):

@@ -123,7 +123,8 @@ def test_unknown_command_without_near_miss():
     """A hashtag far from every command gets no suggestion."""
     block = _parse("#xyzzy")
     assert block.errors == [
-        'line "#xyzzy": unknown command #xyzzy (known: #assign, #close, #help, #new, #note, #open, #pending, #received, #severity, #solve)'
+        'line "#xyzzy": unknown command #xyzzy '
+        "(known: #assign, #close, #help, #new, #note, #open, #pending, #received, #severity, #solve)"
     ]
 
 
