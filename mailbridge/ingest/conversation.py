@@ -218,9 +218,22 @@ class AgentFiling:
 
     def __call__(self, mail: InboundMail) -> None:
         p = mail.parsed
-        if mail.role != AuthorRole.AGENT or mail.agent_proof is None or mail.machine_made or p is None:
+        if mail.role != AuthorRole.AGENT or mail.machine_made or p is None:
             return
         assert p.from_ is not None
+        if mail.agent_proof is None:
+            block = parse_commands(p.new_text, severity_levels=(), is_agent=lambda _: False, new_case=True)
+            if (
+                mail.ticket is None
+                and mail.queue is not None
+                and (block.commands or block.errors or self._forward(mail, mail.queue) is not None)
+            ):
+                # Treated as anyone's mail; agents see why their forward or commands did nothing.
+                mail.flags.append(
+                    f"from agent address {p.from_.email}, but not proven (no DKIM pass from our own server): "
+                    "its forward or commands were not applied"
+                )
+            return
         if mail.ticket is not None:
             if mail.kind == MessageKind.AGENT and (fw := self._forward(mail, self.settings.queue(mail.ticket.queue))):
                 self._noted(mail, fw, "the forward names this case")

@@ -149,7 +149,8 @@ class Acknowledge:
             t,
             q,
             to,
-            parent_id=p.message_id if f is None else f.message_id,
+            # A forwarded mail's own Message-ID (attached forwards have one); a call has no mail.
+            parent_id=p.message_id if f is None else f.message_id if f.how == "forward" else None,
             parent_refs=p.references if f is None else f.references,
             parent_index=p.header("thread-index") if f is None else None,
             attachments=[a.filename for a in (p.attachments if f is None else f.attachments)],

@@ -169,6 +169,8 @@ def test_forged_agent_forward_changes_no_requester(desk):
     (t,) = desk.tickets()
     assert t.requester_email == AGENT[1]
     assert "filed_by_agent" not in [k for k, _ in desk.events(t.case_number)]
+    (message,) = [m for m in desk.messages(t.case_number) if m.direction == "in"]
+    assert any("not proven" in f for f in message.flags)
 
 
 def test_forward_of_a_mail_already_on_a_case_lands_there(desk):
