@@ -18,7 +18,8 @@ class Disposition(StrEnum):
     PROCESSED = "processed"
     # We already had it (same bytes or same Message-ID): nothing recorded again.
     DUPLICATE = "duplicate"
-    # Our own mail (From is a support address): kept, never treated as a customer's.
+    # Our own mail (From is a support address): kept, never treated as a customer's. Also a proven
+    # agent's mail about no case that opens none (#help, a #new block with an error): kept, answered.
     IGNORED = "ignored"
     # An auto-reply or bounce that answers nothing of ours: kept for the operator, no case.
     NOISE = "noise"
