@@ -20,6 +20,7 @@ from tests.integration.conversation_support import (
     AUTHSERV,
     CUSTOMER,
     CUSTOMER2,
+    QUEUE_EXTRA,
     TEAM,
     berlin,
     make_desk,
@@ -262,3 +263,39 @@ def test_help_returns_the_cheat_sheet_and_opens_no_case(desk):
     expected = Templates(templates_dir()).render("en", "help.txt.j2")
     assert mail.text.strip().splitlines() == expected.strip().splitlines()
     assert "#new kunde@firma.example" in mail.text and mail.header("Subject") == "mailbridge: the agents' cheat sheet"
+
+
+def test_queue_can_switch_off_the_acknowledgement_of_forwards(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    desk = make_desk(
+        tmp_path, imap_server, smtp_sink, db_url, queue_extra=QUEUE_EXTRA + "acknowledge_forwards = false\n"
+    )
+    try:
+        sent = desk.deliver(outlook_forward())
+        assert to(sent, CUSTOMER[1]) == []
+        (t,) = desk.tickets()
+        assert t.requester_email == CUSTOMER[1]
+        assert ("ack_suppressed", "the queue does not acknowledge forwarded mail (acknowledge_forwards)") in [
+            (k, d.get("reason")) for k, d in desk.events(t.case_number)
+        ]
+    finally:
+        desk.app.close()
+
+
+def test_an_old_forwarded_mail_counts_from_the_forward(desk):
+    """A mail from weeks ago forwarded now: the case counts from now (not overdue at once), flagged."""
+    old = customer_original()
+    old.replace_header("Date", format_datetime(datetime(2026, 10, 1, 9, 0, tzinfo=UTC)))
+    sent = desk.deliver(thunderbird_attached_forward(old))
+    case = _case(to(sent, CUSTOMER[1])[0])
+    assert desk.ticket(case).created_at.replace(tzinfo=UTC) == desk.clock.now
+    request = next(m for m in desk.messages(case) if m.direction == "in")
+    assert any("was not used" in f for f in request.flags)
+
+
+def test_unproven_new_opens_no_case_for_the_customer(desk):
+    sent = desk.deliver(make_mail(subject="Anruf", body=CALL, sender=AGENT, headers=FORGED))
+    assert to(sent, CUSTOMER2[1]) == []
+    (t,) = desk.tickets()
+    assert t.requester_email == AGENT[1]
+    (message,) = [m for m in desk.messages(t.case_number) if m.direction == "in"]
+    assert any("not proven" in f for f in message.flags)
