@@ -402,6 +402,9 @@ class StoreMessage:
             mail.routing["author"] = {"role": mail.role, "proof": mail.agent_proof, "kind": mail.kind}
         f = mail.filing
         if f is not None and mail.new_ticket:
+            # The agent wrote this mail; the case is the customer's.
+            mail.routing["author"] = {"role": AuthorRole.AGENT, "proof": mail.agent_proof, "kind": mail.kind}
+            mail.routing["filed"] = {"how": f.how, "by": f.agent.email, "for": f.requester.email}
             self._filed(mail, f)
             return
         mail.message_id = self._insert(mail, p.attachments, {})

@@ -127,7 +127,8 @@ def test_outlook_inline_forward_opens_the_customers_case(desk):
     kinds = [k for k, _ in desk.events(case)]
     assert "filed_by_agent" in kinds and "ack_queued" in kinds
     detail = ticket_detail(desk.app, case, width=200)
-    assert "filed_by_agent" in detail and "forward" in detail
+    assert "filed_by_agent" in detail
+    assert f"filed by {AGENT[1]} for {CUSTOMER[1]} (from their forwarded mail)" in " ".join(detail.split())
 
     later = desk.deliver(_reply_to(ack))
     assert len(desk.tickets()) == 1
@@ -233,7 +234,8 @@ def test_new_with_received_counts_from_the_call(sla):
     assert first.body_text.startswith("Frau Kunde rief an") and "#severity" not in first.body_text
     assert "taken by phone by anna.agent@vendor.example" in first.flags
     detail = ticket_detail(sla.app, case, width=200)
-    assert "taken by phone" in detail
+    assert "FLAG: taken by phone by anna.agent@vendor.example" in detail
+    assert f"filed by anna.agent@vendor.example for {CUSTOMER2[1]} (taken by phone)" in " ".join(detail.split())
 
 
 def test_new_with_a_typo_opens_nothing_and_says_why(sla):
