@@ -538,15 +538,12 @@ def forward_block(text: str) -> ForwardBlock | None:
     weitergeleiteten Nachricht:". A block without a sender line is no forward (None)."""
     text = (text or "")[:MAX_CHARS].replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
-    start = introduced = None
-    for i, line in enumerate(lines):
-        if not line.strip() or _is_quoted(line):
-            continue
-        if _SEPARATOR_RE.fullmatch(line.strip()):
+    # Where a header block starts (one linear pass), and the first separator line above it.
+    header_at = len(_cut_at_header_block(lines))
+    start, introduced = (header_at, "header") if header_at < len(lines) else (None, None)
+    for i, line in enumerate(lines[:header_at]):
+        if line.strip() and not _is_quoted(line) and _SEPARATOR_RE.fullmatch(line.strip()):
             start, introduced = i + 1, "forward" if _FORWARD_WORDS_RE.search(line) else "original"
-            break
-        if _cut_at_header_block(lines[i : i + 8]) == []:
-            start, introduced = i, "header"
             break
     if start is None:
         return None
