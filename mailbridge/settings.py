@@ -235,6 +235,9 @@ class QueueSettings(_Model):
     # A customer's request for a more severe level (one the mail names) takes effect: the severity
     # goes up, the deadlines are recomputed and the customer is told (seed 004). Else agents decide.
     customer_may_raise: bool = False
+    # A customer's mail that a proven agent forwarded to the support address becomes the customer's
+    # case; the customer gets the acknowledgement (saying which agent filed it) unless this is false.
+    acknowledge_forwards: bool = True
     # The information a request should contain (seed 000's "Basisinformationen"): the acknowledgement
     # asks for what is missing, and later mails that supply it are recorded (mailbridge/checklist.py).
     checklist: list[ChecklistItem] = []

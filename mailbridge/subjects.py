@@ -92,6 +92,45 @@ DEFAULT_REPLY_PREFIXES: tuple[str, ...] = (
     "転送",
 )
 
+# The forward prefixes among them ("WG: Drucker" was forwarded, "AW: Drucker" answered): a mail whose
+# quoted original follows an Outlook "-----Ursprüngliche Nachricht-----" is a forward only under one.
+FORWARD_PREFIXES: tuple[str, ...] = (
+    "Fw",
+    "Fwd",
+    "WG",
+    "Doorst",
+    "VS",
+    "VB",
+    "FS",
+    "VL",
+    "TR",
+    "I",
+    "RV",
+    "ENC",
+    "PD",
+    "İLT",
+    "Továbbítás",
+    "TRS",
+    "YML",
+    "ΠΡΘ",
+    "Пересл",
+    "הועבר",
+    "إعادة توجيه",
+    "转发",
+    "轉寄",
+    "転送",
+)
+_FORWARD_RE = re.compile(
+    r"\s{0,8}(?:\[[^\]]{0,40}\]\s{0,8})?(?:" + "|".join(re.escape(p) for p in FORWARD_PREFIXES) + r")\s{0,3}[:：]",
+    re.IGNORECASE,
+)
+
+
+def is_forward_subject(subject: str) -> bool:
+    """Whether ``subject`` starts with a forward prefix (a gateway tag such as "[EXT]" before it allowed)."""
+    return _FORWARD_RE.match(subject or "") is not None
+
+
 # Tags mail gateways and spam filters put in front of a subject. Compared by their letters only, case
 # folded, so "[EXT]", "[ext]", "[*** SPAM ***]" and "[Externe E-Mail]" need one entry each at most. A
 # tag with anything else in it (a list name, another system's ticket id, our own case number) stays.

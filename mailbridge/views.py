@@ -311,6 +311,10 @@ def routing_in_words(routing: dict) -> str:
         parts.append(f"{u.get('number')} names no case ({u.get('reason')}{hint})")
     if routing.get("signed_notification"):
         parts.append("it answers our signed notification of " + ", ".join(routing["signed_notification"]))
+    filed = routing.get("filed")
+    if filed:
+        how = "from their forwarded mail" if filed.get("how") == "forward" else "taken by phone"
+        parts.append(f"filed by {filed.get('by')} for {filed.get('for')} ({how})")
     author = routing.get("author")
     if author:
         proof = f", proven by {author['proof']}" if author.get("proof") else ""

@@ -18,7 +18,8 @@ class Disposition(StrEnum):
     PROCESSED = "processed"
     # We already had it (same bytes or same Message-ID): nothing recorded again.
     DUPLICATE = "duplicate"
-    # Our own mail (From is a support address): kept, never treated as a customer's.
+    # Our own mail (From is a support address): kept, never treated as a customer's. Also a proven
+    # agent's mail about no case that opens none (#help, a #new block with an error): kept, answered.
     IGNORED = "ignored"
     # An auto-reply or bounce that answers nothing of ours: kept for the operator, no case.
     NOISE = "noise"
@@ -43,6 +44,7 @@ class MessageKind(StrEnum):
     RELAY = "relay"
     NOTIFICATION = "notification"
     COMMAND_ERROR = "command_error"
+    HELP = "help"  # the agents' cheat sheet, the answer to #help
     OVERSIZE_NOTICE = "oversize_notice"
     SEVERITY_NOTICE = "severity_notice"  # the customer's request raised the case's severity
     ESCALATION = "escalation"

@@ -24,7 +24,18 @@ command        aliases                                          argument
 ``#solve``     ``#gelöst``, ``#geloest``, ``#solved``           none
 ``#close``     ``#schließen``, ``#schliessen``, ``#closed``     none
 ``#note``      ``#notiz``                                       none (the whole mail is an internal note)
+``#new``       ``#neu``                                         the customer's address (opens a case)
+``#received``  ``#eingang``, ``#empfangen``                     when the customer called: ``2027-01-05
+                                                                09:12`` (ISO 8601; the queue calendar's
+                                                                zone unless it names one)
+``#help``      ``#hilfe``                                       none (the cheat sheet comes back by mail)
 =============  ===============================================  =========================================
+
+**A mail about a case, or one that opens a case.** A reply about a case (``new_case=False``) takes the
+commands of the first part of the table; ``#new``, ``#received`` and ``#help`` there are errors. A
+mail to the support address without a case (``new_case=True``, an agent taking a call) takes
+``#new`` with ``#severity``, ``#assign`` and ``#received``, or ``#help`` alone; any other command
+there is an error (it needs a case). A ``#received`` time in the future is an error.
 
 **Errors** (one message per offending line, naming it): an unknown command (with a suggestion), a
 missing, superfluous or invalid argument, two status commands that contradict each other
@@ -45,12 +56,15 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 
 from mailbridge.outbound.messages import Reason
 
 # Canonical command names and the kind of argument each takes.
 _ARG_SEVERITY = "severity level"
 _ARG_AGENT = "agent address"
+_ARG_CUSTOMER = "customer address"
+_ARG_TIME = "time"
 COMMANDS: dict[str, str | None] = {
     "assign": _ARG_AGENT,
     "close": None,
@@ -59,6 +73,9 @@ COMMANDS: dict[str, str | None] = {
     "pending": None,
     "severity": _ARG_SEVERITY,
     "solve": None,
+    "new": _ARG_CUSTOMER,
+    "received": _ARG_TIME,
+    "help": None,
 }
 # Alias → canonical name. Names are matched after NFC normalisation and casefolding (casefold maps
 # "ß" to "ss", so "#schließen", "#SCHLIESSEN" and "#schliessen" meet).
@@ -76,7 +93,15 @@ ALIASES: dict[str, str] = {
     "schliessen": "close",
     "closed": "close",
     "notiz": "note",
+    "neu": "new",
+    "eingang": "received",
+    "empfangen": "received",
+    "hilfe": "help",
 }
+# The commands of a mail without a case (they open one, or ask for the cheat sheet).
+NEW_CASE_COMMANDS = frozenset({"new", "received", "help"})
+# What may go with #new: the new case's severity, assignee and the time of the call.
+WITH_NEW = frozenset({"new", "received", "severity", "assign"})
 # The commands that set the ticket status; at most one of them per mail.
 STATUS_COMMANDS = frozenset({"open", "pending", "solve", "close"})
 # A mail with more command lines than this is not a list of commands; the rest are not examined.
@@ -146,8 +171,26 @@ def _unknown(name: str, line: str) -> Reason:
     return Reason("unknown_command", **values)
 
 
+def _received(line: str, arg: str, zone: tzinfo, now: datetime | None) -> tuple[Command | None, Reason | None]:
+    """``#received 2027-01-05 09:12``: ISO 8601 (``datetime.fromisoformat``), in ``zone`` unless it
+    names its own; never after ``now``. The argument becomes the time in UTC, ISO 8601."""
+    try:
+        at = datetime.fromisoformat(arg)
+    except ValueError:
+        return None, Reason("bad_time", line=_short(line), arg=repr(_short(arg, 40)))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=zone)
+    if now is not None and at > now:
+        return None, Reason("time_in_future", line=_short(line))
+    return Command("received", at.astimezone(UTC).isoformat(), line), None
+
+
 def _parse_line(
-    line: str, severity_levels: Sequence[str], is_agent: Callable[[str], bool]
+    line: str,
+    severity_levels: Sequence[str],
+    is_agent: Callable[[str], bool],
+    zone: tzinfo = UTC,
+    now: datetime | None = None,
 ) -> tuple[Command | None, Reason | None]:
     m = _COMMAND_RE.fullmatch(line)
     if m is None:  # cannot happen for a command line; kept so a change to the rules fails safe
@@ -163,8 +206,10 @@ def _parse_line(
             return None, Reason("takes_no_argument", line=_short(line), name=name)
         return Command(name, None, line), None
     if arg is None:
-        need = "needs_severity" if kind == _ARG_SEVERITY else "needs_agent"
-        return None, Reason(need, line=_short(line), name=name)
+        need = {_ARG_SEVERITY: "needs_severity", _ARG_AGENT: "needs_agent", _ARG_CUSTOMER: "needs_customer"}
+        return None, Reason(need.get(kind, "needs_time"), line=_short(line), name=name)
+    if kind == _ARG_TIME:
+        return _received(line, arg, zone, now)
     if kind == _ARG_SEVERITY:
         levels = {str(level).casefold(): str(level) for level in severity_levels}
         level = levels.get(arg.casefold())
@@ -175,9 +220,28 @@ def _parse_line(
     address = _address(arg)
     if address is None:
         return None, Reason("not_an_address", line=_short(line), name=name, arg=repr(_short(arg, 60)))
+    if kind == _ARG_CUSTOMER:
+        if is_agent(address):
+            return None, Reason("new_for_agent", line=_short(line), address=_short(address, 60))
+        return Command(name, address, line), None
     if not is_agent(address):
         return None, Reason("not_an_agent", line=_short(line), address=_short(address, 60))
     return Command(name, address, line), None
+
+
+def _misplaced(commands: list[Command], new_case: bool) -> list[Reason]:
+    """The commands that do not belong in this mail: the new-case commands in a reply about a case;
+    in a mail without a case, a command that needs one (no #new), or #help with anything else."""
+    names = {c.name for c in commands}
+    if not new_case:
+        return [
+            Reason("needs_no_case", line=_short(c.line), name=c.name) for c in commands if c.name in NEW_CASE_COMMANDS
+        ]
+    if "help" in names:
+        return [Reason("help_alone", line=_short(c.line)) for c in commands if c.name != "help"]
+    if "new" in names:
+        return [Reason("not_with_new", line=_short(c.line), name=c.name) for c in commands if c.name not in WITH_NEW]
+    return [Reason("needs_case", line=_short(c.line), name=c.name) for c in commands]
 
 
 def _conflicts(commands: list[Command]) -> tuple[list[Command], list[Reason]]:
@@ -196,14 +260,26 @@ def _conflicts(commands: list[Command]) -> tuple[list[Command], list[Reason]]:
     return kept, errors
 
 
-def parse_commands(text: str, *, severity_levels: Sequence[str], is_agent: Callable[[str], bool]) -> CommandBlock:
+def parse_commands(
+    text: str,
+    *,
+    severity_levels: Sequence[str],
+    is_agent: Callable[[str], bool],
+    new_case: bool = False,
+    zone: tzinfo = UTC,
+    now: datetime | None = None,
+) -> CommandBlock:
     """Find, validate and remove the command block at the top of an agent's mail text.
 
     Args:
         text: the new text of the mail (quoted history already removed); LF or CRLF line ends.
         severity_levels: the queue's levels; ``#severity`` matches them case-insensitively and
             returns the configured spelling.
-        is_agent: whether an address (lower-cased) is an agent of the queue, for ``#assign``.
+        is_agent: whether an address (lower-cased) is an agent of the queue, for ``#assign`` (and
+            ``#new``, whose customer must not be one).
+        new_case: the mail belongs to no case (see "A mail about a case, or one that opens a case").
+        zone: the zone of a ``#received`` time that names none (the queue calendar's).
+        now: the mail's time; a ``#received`` time after it is an error.
 
     Returns:
         The valid commands in mail order, the error messages, and the text from the first line after
@@ -231,7 +307,7 @@ def parse_commands(text: str, *, severity_levels: Sequence[str], is_agent: Calla
             errors.append(Reason("too_many_lines", limit=MAX_COMMAND_LINES))
             end = len(lines)
             break
-        command, error = _parse_line(stripped, severity_levels, is_agent)
+        command, error = _parse_line(stripped, severity_levels, is_agent, zone, now)
         if command is not None:
             commands.append(command)
         if error is not None:
@@ -239,4 +315,5 @@ def parse_commands(text: str, *, severity_levels: Sequence[str], is_agent: Calla
     if not seen_command:
         return CommandBlock(commands=[], errors=[], text=text)
     commands, conflicts = _conflicts(commands)
-    return CommandBlock(commands=commands, errors=errors + conflicts, text="".join(lines[end:]))
+    errors += conflicts + _misplaced(commands, new_case)
+    return CommandBlock(commands=commands, errors=errors, text="".join(lines[end:]))

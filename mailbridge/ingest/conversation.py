@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from mailbridge.domain import TicketStatus
+from mailbridge.domain import Address, TicketStatus
 from mailbridge.ingest.authres import dkim_pass_domains
 from mailbridge.ingest.commands import parse_commands
-from mailbridge.ingest.mail import InboundMail
+from mailbridge.ingest.forwards import Forwarded, find_forward
+from mailbridge.ingest.mail import Filing, InboundMail
 from mailbridge.ingest.matcher import organisation_key
 from mailbridge.ingest.quoting import extract_new_text
 from mailbridge.ingest.routing import is_ours
@@ -39,7 +40,7 @@ from mailbridge.settings import Settings, ThirdPartyPolicy
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.recompute import move_by_pauses, pauses_from_events
 from mailbridge.store import repositories as repo
-from mailbridge.vocabulary import AgentMode, AuthorRole, MessageKind
+from mailbridge.vocabulary import AgentMode, AuthorRole, Disposition, MessageKind
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +55,20 @@ class Identify:
         self.public = frozenset(settings.conversations.public_domains)
         self.authserv_id = settings.conversations.trusted_authserv_id
 
+    def _dkim(self, p, sender: str) -> bool:
+        """Our own receiving server reports DKIM pass for the sender's domain."""
+        return bool(self.authserv_id) and sender.rsplit("@", 1)[-1] in dkim_pass_domains(
+            p.auth_results, self.authserv_id or ""
+        )
+
     def __call__(self, mail: InboundMail) -> None:
         t, p = mail.ticket, mail.parsed
         if t is None:
+            # A mail about no case: an agent's counts as theirs only with DKIM (no notification
+            # can prove it); what it files is decided by AgentFiling.
+            if p is not None and p.from_ is not None and mail.queue is not None and mail.queue.is_agent(p.from_.email):
+                mail.role = AuthorRole.AGENT
+                mail.agent_proof = "dkim" if self._dkim(p, p.from_.email) else None
             return
         assert p is not None and p.from_ is not None and mail.match is not None
         sender = p.from_.email
@@ -64,9 +76,7 @@ class Identify:
         people = repo.participants(mail.session, t.id)
         if queue.is_agent(sender):
             mail.role = AuthorRole.AGENT
-            dkim = bool(self.authserv_id) and sender.rsplit("@", 1)[-1] in dkim_pass_domains(
-                p.auth_results, self.authserv_id or ""
-            )
+            dkim = self._dkim(p, sender)
             if t.case_number in mail.match.notification_cases:
                 mail.agent_proof = "notification"
             elif dkim:
@@ -157,6 +167,162 @@ class Identify:
             )
             mail.flags.append(f"a signed notification reached {', '.join(leaked_to)} and was revoked")
             log.warning("notification_revoked", reached=leaked_to)
+
+
+class AgentFiling:
+    """What a proven agent's mail files for a customer (the one place that decides it):
+
+    - a mail about no case with ``#new kunde@firma.example`` (+ ``#severity``, ``#assign``,
+      ``#received``): a case for that customer, taken by phone, counted from the call;
+    - a mail about no case with ``#help``: the cheat sheet goes back to the agent, no case;
+    - a mail about no case whose command block has an error: nothing is applied, no case; the agent
+      gets the error mail;
+    - a forward of a customer's mail (``ingest/forwards.py``) without a case reference: a case for the
+      forwarded mail's sender, with its date, subject, text and files; the agent's words above it are
+      an internal note. A forward whose original is on a case already (its Message-ID is stored, or
+      its subject, body or thread headers name the case) lands there as the agent's internal note, as
+      does a proven agent's forward that names a case in its own subject (the customer's words are in
+      the note's text; nothing is relayed).
+
+    An agent's mail that is not proven (no DKIM pass from our own server: a forged From) files
+    nothing and is treated as any other mail: its sender is the requester.
+
+    **The time a filed case counts from** (its ``created_at``, which the SLA clocks start at): the
+    customer waited since their own mail, so the forwarded mail's date, but never after the forward
+    arrived, and not older than ``MAX_FORWARD_AGE`` before it (an old mail forwarded now counts from
+    now, flagged); no readable date: now. A call: the ``#received`` time (never in the future, an
+    error), else now."""
+
+    name = "agent_filing"
+    MAX_FORWARD_AGE = timedelta(days=7)
+
+    def __init__(self, settings: Settings, deadlines: Deadlines, detector, matcher, answers):
+        self.settings = settings
+        self.deadlines = deadlines
+        self.detector = detector
+        self.matcher = matcher
+        # outgoing.AgentAnswers (the help and error mails of a mail without a case); None: send nothing.
+        self.answers = answers
+
+    def _zone(self, queue: str):
+        cal = self.deadlines.calendar(queue)
+        return cal.tz if cal is not None else UTC
+
+    def _forward(self, mail: InboundMail, queue) -> Forwarded | None:
+        """The customer's mail this mail forwards (not one of ours or of an agent), or None."""
+        assert mail.parsed is not None
+        fw = find_forward(mail.parsed, self._zone(queue.name))
+        if fw is None or is_ours(self.settings, fw.sender.email, queue):
+            return None
+        return fw
+
+    def __call__(self, mail: InboundMail) -> None:
+        p = mail.parsed
+        if mail.role != AuthorRole.AGENT or mail.machine_made or p is None:
+            return
+        assert p.from_ is not None
+        if mail.agent_proof is None:
+            block = parse_commands(p.new_text, severity_levels=(), is_agent=lambda _: False, new_case=True)
+            if (
+                mail.ticket is None
+                and mail.queue is not None
+                and (block.commands or block.errors or self._forward(mail, mail.queue) is not None)
+            ):
+                # Treated as anyone's mail; agents see why their forward or commands did nothing.
+                mail.flags.append(
+                    f"from agent address {p.from_.email}, but not proven (no DKIM pass from our own server): "
+                    "its forward or commands were not applied"
+                )
+            return
+        if mail.ticket is not None:
+            if mail.kind == MessageKind.AGENT and (fw := self._forward(mail, self.settings.queue(mail.ticket.queue))):
+                self._noted(mail, fw, "the forward names this case")
+            return
+        queue = mail.queue
+        assert queue is not None
+        text = extract_new_text(p.text, keep_signature=True)
+        block = parse_commands(
+            text,
+            severity_levels=self.settings.severity_levels(queue),
+            is_agent=queue.is_agent,
+            new_case=True,
+            zone=self._zone(queue.name),
+            now=mail.now,
+        )
+        args = {c.name: c.arg for c in block.commands}
+        if block.errors:
+            mail.commands = block
+            sent = self.answers.errors(mail, list(block.errors)) if self.answers else "not sent"
+            mail.finish(Disposition.IGNORED, f"agent commands rejected ({len(block.errors)} errors); error mail {sent}")
+            log.info("agent_commands_rejected", errors=list(block.errors))
+            return
+        if "help" in args:
+            sent = self.answers.help(mail) if self.answers else "not sent"
+            mail.finish(Disposition.IGNORED, f"#help: the cheat sheet for {p.from_.email} ({sent})")
+            log.info("agent_help_sent", to=p.from_.email)
+            return
+        if "new" in args:
+            customer = args["new"]
+            assert customer is not None
+            mail.commands = block
+            mail.filing = Filing(
+                how="phone",
+                agent=p.from_,
+                requester=Address("", customer),
+                author=p.from_,
+                received=datetime.fromisoformat(args["received"]) if args.get("received") else mail.now,
+                subject=p.subject,
+                text=block.text.strip(),
+                attachments=[a for a in p.attachments if not (a.content_id and a.content_type.startswith("image/"))],
+                message_id=p.message_id,
+                severity=args.get("severity"),
+                assignee=args.get("assign"),
+            )
+            self._language(mail)
+            return
+        fw = self._forward(mail, queue)
+        if fw is None:
+            return
+        known = repo.ticket_for_message_ids(mail.session, [fw.message_id]) if fw.message_id else None
+        if known is None:
+            original = replace(p, subject=fw.subject, new_text=fw.text, in_reply_to=[], references=fw.references)
+            known = self.matcher.match(mail.session, original).ticket
+        if known is not None:
+            mail.ticket = repo.ticket_ref(mail.session, ticket_id=known.id, lock=True)
+            self._noted(mail, fw, "the forwarded mail is on this case")
+            return
+        received = fw.date or mail.now
+        if received > mail.now or received < mail.now - self.MAX_FORWARD_AGE:
+            mail.flags.append(f"the forwarded mail's date {fw.date.isoformat() if fw.date else '?'} was not used")
+            received = mail.now
+        mail.filing = Filing(
+            how="forward",
+            agent=p.from_,
+            requester=fw.sender,
+            author=fw.sender,
+            received=received,
+            subject=fw.subject or p.subject,
+            text=fw.text,
+            attachments=fw.attachments,
+            message_id=fw.message_id,
+            references=fw.references,
+            note=fw.note,
+        )
+        self._language(mail)
+
+    def _language(self, mail: InboundMail) -> None:
+        """A filed case speaks the customer's language: that of their words, not of the agent's."""
+        f = mail.filing
+        assert f is not None and mail.queue is not None
+        mail.language = self.detector.guess(f.subject, f.text) or mail.queue.language
+
+    @staticmethod
+    def _noted(mail: InboundMail, fw: Forwarded, why: str) -> None:
+        assert mail.parsed is not None and mail.parsed.from_ is not None
+        mail.kind, mail.agent_mode = MessageKind.NOTE, AgentMode.INTERNAL
+        mail.routing.update({"forward": {"from": fw.sender.email, "form": fw.form, "why": why}})
+        mail.event("forward_noted", by=mail.parsed.from_.email, original_sender=fw.sender.email, why=why)
+        log.info("agent_forward_noted", why=why)
 
 
 def change_severity(mail: InboundMail, deadlines: Deadlines, key: str, by: str, values: dict, **why) -> None:

@@ -18,7 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from mailbridge.domain import ParsedMail
+from mailbridge.domain import Address, Attachment, ParsedMail
 from mailbridge.ingest.commands import CommandBlock
 from mailbridge.ingest.matcher import Match
 from mailbridge.ingest.noise import Classification
@@ -54,6 +54,34 @@ class Outcome:
     def keeps_message(self) -> bool:
         """Our own mail and unmatched noise are still stored as messages (without a case)."""
         return self.disposition in (Disposition.IGNORED, Disposition.NOISE)
+
+
+@dataclass(frozen=True)
+class Filing:
+    """A case a proven agent opens for a customer (``ingest/conversation.py`` ``AgentFiling``): the
+    customer's mail the agent forwarded (``how="forward"``), or a caller's request the agent wrote
+    down with ``#new`` (``how="phone"``).
+
+    ``requester``: whom the case is for; ``author``: who wrote its first message (the customer of a
+    forward, the agent for a call); ``received``: when the customer's request came (the forwarded
+    mail's date, the call's ``#received`` time), which the case's clocks count from; ``message_id``
+    and ``references``: the forwarded mail's own (a forward as attachment), else None/[]; ``note``:
+    the agent's own words above a forward (an internal note on the case); ``severity``/``assignee``:
+    the ``#severity``/``#assign`` that came with ``#new``."""
+
+    how: str
+    agent: Address
+    requester: Address
+    author: Address
+    received: datetime
+    subject: str
+    text: str
+    attachments: list[Attachment] = field(default_factory=list)
+    message_id: str | None = None
+    references: list[str] = field(default_factory=list)
+    note: str = ""
+    severity: str | None = None
+    assignee: str | None = None
 
 
 @dataclass(eq=False)
@@ -132,6 +160,8 @@ class InboundMail:
     # The case's checklist of required information after this mail (ingest/information.py).
     checklist: dict | None = None
     agent_mode: AgentMode | None = None
+    # A case a proven agent files for a customer with this mail (a forward, a call), or None.
+    filing: Filing | None = None
     # Something the agent must be told although no command failed (a revoked notification, a
     # reply with nothing to send).
     agent_notice: str | None = None

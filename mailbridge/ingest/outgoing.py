@@ -107,7 +107,10 @@ def _checklist_labels(queue, state: dict | None, language: str, *, given: bool) 
 
 
 class Acknowledge:
-    """The acknowledgement of a new case, to the customer (never for machine-made mail)."""
+    """The acknowledgement of a new case, to the customer (never for machine-made mail). A case an
+    agent filed (``InboundMail.filing``) is acknowledged to its customer, in the thread of their own
+    mail where we have its Message-ID, saying which agent filed it; a forwarded one only where the
+    queue says so (``acknowledge_forwards``)."""
 
     name = "acknowledge"
 
@@ -119,10 +122,14 @@ class Acknowledge:
     def __call__(self, mail: InboundMail) -> None:
         if not mail.new_ticket:
             return
-        t, p, q = mail.ticket, mail.parsed, mail.queue
+        t, p, q, f = mail.ticket, mail.parsed, mail.queue, mail.filing
         assert t is not None and p is not None and q is not None and p.from_ is not None
-        # The address the case answers to (Ticket.reply_to: the first mail's Reply-To, else From).
-        to = p.reply_to[0] if t.reply_to else p.from_
+        if f is not None and f.how == "forward" and not q.acknowledge_forwards:
+            mail.event("ack_suppressed", reason="the queue does not acknowledge forwarded mail (acknowledge_forwards)")
+            return
+        # The address the case answers to (Ticket.reply_to: the first mail's Reply-To, else From; a
+        # filed case's customer).
+        to = f.requester if f is not None else p.reply_to[0] if t.reply_to else p.from_
         held = self.answers.refusal(mail, to.email, t.id)
         if held is not None:
             text, refusal = held
@@ -147,10 +154,13 @@ class Acknowledge:
             t,
             q,
             to,
-            parent_id=p.message_id,
-            parent_refs=p.references,
-            parent_index=p.header("thread-index"),
-            attachments=[a.filename for a in p.attachments],
+            # A forwarded mail's own Message-ID (attached forwards have one); a call has no mail.
+            parent_id=p.message_id if f is None else f.message_id if f.how == "forward" else None,
+            parent_refs=p.references if f is None else f.references,
+            parent_index=p.header("thread-index") if f is None else None,
+            attachments=[a.filename for a in (p.attachments if f is None else f.attachments)],
+            filed_by=(f.agent.name or f.agent.email) if f is not None else None,
+            filed_how=f.how if f is not None else None,
             previous_case=mail.link_from.case_number if mail.link_reason == "closed-case" and mail.link_from else None,
             unknown=unknown,
             severity=mail.sla.level.label(t.language) if mail.sla and mail.sla.level else None,
@@ -168,6 +178,53 @@ class Acknowledge:
         outbox_id = _enqueue(mail, built, MessageKind.ACK, f"ack:{t.case_number}")
         self.answers.sent(mail, to.email, t.id, MessageKind.ACK)
         mail.event("ack_queued", outbox_id=outbox_id, message_id=built.out.message_id, to=to.email)
+
+
+class AgentAnswers:
+    """The mails that answer an agent's mail about no case (``conversation.AgentFiling``): the cheat
+    sheet for ``#help`` and the error mail for a command block that was not applied; in the queue's
+    language (the agents'), in the thread of the agent's mail. Called by that step, which ends the
+    mail's run (no case); each returns the Message-ID it queued, for the raw row's reason."""
+
+    def __init__(self, builder: MailBuilder, settings: Settings):
+        self.builder = builder
+        self.settings = settings
+
+    def _queue(self, mail: InboundMail, built: Built, kind: MessageKind, dedup_key: str) -> str:
+        assert mail.queue is not None
+        enqueue(
+            mail.session,
+            built.out,
+            kind=kind,
+            dedup_key=dedup_key,
+            now=mail.now,
+            ticket_id=None,
+            in_reply_to=built.in_reply_to,
+            references=built.references,
+            language=mail.queue.language,
+        )
+        return built.out.message_id
+
+    def help(self, mail: InboundMail) -> str:
+        p, q = mail.parsed, mail.queue
+        assert p is not None and p.from_ is not None and q is not None
+        built = self.builder.help(q, p.from_, parent_id=p.message_id, parent_refs=p.references, now=mail.now)
+        return self._queue(mail, built, MessageKind.HELP, f"help:{mail.sha256}")
+
+    def errors(self, mail: InboundMail, errors: list[str]) -> str:
+        p, q = mail.parsed, mail.queue
+        assert p is not None and p.from_ is not None and q is not None
+        built = self.builder.command_error(
+            None,
+            q,
+            agent=p.from_,
+            errors=errors,
+            verified=True,
+            parent_id=p.message_id,
+            parent_refs=p.references,
+            now=mail.now,
+        )
+        return self._queue(mail, built, MessageKind.COMMAND_ERROR, f"cmderr:{mail.sha256}")
 
 
 class OversizeNotice:
@@ -471,7 +528,12 @@ class NotifyAgents:
             return
         previous = None if mail.new_ticket else repo.last_message(mail.session, t.id, (MessageKind.NOTIFICATION,))
         lang = queue.language
-        text = p.text if mail.new_ticket else (p.new_text or p.text)
+        # A case an agent filed shows the customer's request (the forwarded mail, the call's notes)
+        # under its author, not the agent's forward around it.
+        filed = mail.filing
+        sender = filed.author if filed is not None else p.from_
+        role = AuthorRole.REQUESTER if filed is not None and filed.how == "forward" else mail.role
+        text = filed.text if filed is not None else p.text if mail.new_ticket else (p.new_text or p.text)
         files = [CustomerFile(*row) for row in repo.attachments_of(mail.session, mail.message_id)]
         room = self.settings.smtp.max_message_bytes - text_reserve(text)
         attached, listed = plan(files, self.settings.notifications.attach_max_bytes, room)
@@ -487,8 +549,8 @@ class NotifyAgents:
                 t,
                 queue,
                 event=event,
-                sender=p.from_,
-                role=mail.role,
+                sender=sender,
+                role=role,
                 # A new case shows the whole mail (a forward's content is the request); a reply its new part.
                 text=text,
                 flags=mail.flags,

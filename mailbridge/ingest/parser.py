@@ -40,6 +40,7 @@ from datetime import datetime
 from email import policy as email_policy
 from email.errors import HeaderParseError
 from email.header import decode_header
+from email.utils import getaddresses
 
 import html2text
 import mailparser
@@ -133,6 +134,15 @@ def _addresses(pairs) -> list[Address]:
         if "@" in email and len(email) <= MAX_ADDRESS_CHARS and not _BAD_ADDRESS_RE.search(email):
             out.append(Address(name=display_name(name), email=email))
     return out
+
+
+def address_from(value: str | None) -> Address | None:
+    """The first usable address of a header value as a person wrote it (a forwarded block's "Von:"
+    line; Outlook's ``Name [mailto:x@y]`` too), read by :func:`email.utils.getaddresses`; or None."""
+    value = one_line(value, 2000)
+    value = re.sub(r"\[mailto:([^\]\s]{1,400})\]", r"<\1>", value, flags=re.IGNORECASE)
+    found = _addresses(getaddresses([value]))
+    return found[0] if found else None
 
 
 # RFC 2047 section 2: an encoded word (no white space inside); section 6.2: white space between

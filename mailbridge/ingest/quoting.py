@@ -21,6 +21,7 @@ import functools
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mailparser_reply import EmailReplyParser
 from mailparser_reply.constants import MAIL_LANGUAGES
@@ -467,3 +468,94 @@ def extract_new_text(text: str, languages: Sequence[str] = ("de", "en"), *, keep
     except Exception:  # pragma: no cover - a library bug must not stop ingest; keep our own cut
         logger.exception("extract_new_text: mail-parser-reply failed; using the pre-processed text")
     return "\n".join(_trim(lines))
+
+
+# -- the forwarded block ------------------------------------------------------------------------------
+
+# Separators that say "a forwarded mail follows" (the others say "the original of this reply").
+_FORWARD_WORDS_RE = re.compile(r"forward|weitergeleitet|transféré|begin forwarded", re.IGNORECASE)
+# The header labels of a forwarded block, by field (lower-case, as _LABEL_RE matched them).
+_FIELD_OF_LABEL: dict[str, str] = {
+    **dict.fromkeys(_FROM_LABELS.lower().split("|"), "from"),
+    **dict.fromkeys(
+        ("sent", "date", "gesendet", "datum", "envoyé", "envoyé le", "inviato", "data", "enviado", "fecha"), "date"
+    ),
+    **dict.fromkeys(("verzonden", "skickat", "sendt", "dato", "wysłano"), "date"),
+    **dict.fromkeys(("subject", "betreff", "objet", "sujet", "oggetto", "asunto", "onderwerp", "ämne"), "subject"),
+    **dict.fromkeys(("emne", "temat"), "subject"),
+    **dict.fromkeys(("to", "an", "à", "a", "para", "aan", "till", "til", "do"), "to"),
+    **dict.fromkeys(("cc", "kopie", "copie à", "kopia"), "cc"),
+}
+
+
+@dataclass(frozen=True)
+class ForwardBlock:
+    """An inline forwarded (or quoted original) mail found in a plain text: the sender's own words
+    above it, its header lines by field (``from``, ``date``, ``subject``, ``to``, ``cc``: the values
+    as written), its body, and how it was introduced: ``forward`` ("-------- Forwarded message
+    --------", "Weitergeleitete Nachricht", Apple's "Begin forwarded message:"), ``original``
+    ("-----Ursprüngliche Nachricht-----": Outlook writes it above replies and forwards alike), or
+    ``header`` (Outlook's "From: / Sent: / To: / Subject:" block without a separator line)."""
+
+    above: str
+    headers: dict[str, str]
+    body: str
+    introduced_by: str
+
+
+def _header_lines(lines: list[str], start: int) -> tuple[dict[str, str], int]:
+    """The "Label: value" lines from ``start`` on (blank lines before them skipped), by field, and
+    the index of the first line after them."""
+    i = start
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    headers: dict[str, str] = {}
+    while i < len(lines) and len(lines[i]) <= 1000:
+        m = _LABEL_RE.match(lines[i])
+        if m is None:
+            break
+        label = lines[i][: m.end()].strip(" \t*_:：").lower()
+        field_name = _FIELD_OF_LABEL.get(label)
+        if field_name is not None and field_name not in headers:
+            headers[field_name] = lines[i][m.end() :].strip(" \t*_")
+        i += 1
+    return headers, i
+
+
+def _unquote(lines: list[str]) -> list[str]:
+    """One level of ``>`` quoting off, when every non-blank line has it (Apple Mail quotes a forward)."""
+    if not any(line.strip() for line in lines) or not all(_is_quoted(line) for line in lines if line.strip()):
+        return lines
+    return [re.sub(r"^\s*> ?", "", line, count=1) for line in lines]
+
+
+def forward_block(text: str) -> ForwardBlock | None:
+    """The first forwarded or quoted original mail of ``text`` with its header lines, or None.
+
+    The same separators and header blocks as :func:`extract_new_text` cuts at (``_SEPARATOR_RE``,
+    a run of three or more "Label:" lines with a sender label in the locales of ``_LABEL_RE``); an
+    unquoted separator line counts, or a quoted one directly under Apple Mail's "Anfang der
+    weitergeleiteten Nachricht:". A block without a sender line is no forward (None)."""
+    text = (text or "")[:MAX_CHARS].replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    # Where a header block starts (one linear pass), and the first separator line above it.
+    header_at = len(_cut_at_header_block(lines))
+    start, introduced = (header_at, "header") if header_at < len(lines) else (None, None)
+    for i, line in enumerate(lines[:header_at]):
+        if line.strip() and not _is_quoted(line) and _SEPARATOR_RE.fullmatch(line.strip()):
+            start, introduced = i + 1, "forward" if _FORWARD_WORDS_RE.search(line) else "original"
+            break
+    if start is None:
+        return None
+    above = lines[: start - 1] if introduced != "header" else lines[:start]
+    rest = _unquote(lines[start:])
+    headers, end = _header_lines(rest, 0)
+    if "from" not in headers:
+        return None
+    body = rest[end:]
+    return ForwardBlock(
+        above="\n".join(_trim(above)),
+        headers=headers,
+        body="\n".join(_trim(body)),
+        introduced_by=introduced,
+    )

@@ -14,7 +14,7 @@ import structlog
 from mailbridge.domain import TicketStatus
 from mailbridge.ingest import noise, outgoing
 from mailbridge.ingest.clocks import ArchiveClocks, TrackClocks
-from mailbridge.ingest.conversation import AgentCommands, ApplyReply, Identify
+from mailbridge.ingest.conversation import AgentCommands, AgentFiling, ApplyReply, Identify
 from mailbridge.ingest.information import CheckInformation
 from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.mail import TICKET_REF_FIELDS, InboundMail
@@ -22,6 +22,7 @@ from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.noise import MailClass
 from mailbridge.ingest.outgoing import (
     Acknowledge,
+    AgentAnswers,
     AutoAnswers,
     CommandErrors,
     ConfirmRaise,
@@ -272,15 +273,22 @@ class OpenTicket:
     def __call__(self, mail: InboundMail) -> None:
         if mail.ticket is not None:
             return
-        p = mail.parsed
+        p, f = mail.parsed, mail.filing
         assert p is not None and p.from_ is not None and mail.queue is not None and mail.language
-        reply_to = self._reply_to(p)
+        # A case an agent files (a forward, a call) is the customer's, counted from their request.
+        reply_to = self._reply_to(p) if f is None else None
+        requester = f.requester if f is not None else p.from_
+        start = f.received if f is not None else mail.now
+        subject, text = (f.subject, f.text) if f is not None else (p.subject, p.text)
         # The organisation of whoever the case answers to, and whether it has a response promise;
         # the severity the mail asks for and the deadlines it sets (no scheme: no promise). The
         # whole first mail counts: a forwarded error report is the request.
-        mail.customer = self.deadlines.customer(mail.queue.name, reply_to or p.from_.email)
-        mail.sla = self.deadlines.assess(mail.queue.name, p.subject, p.text, mail.now, mail.customer)
-        values = self._row(mail, p, reply_to)
+        mail.customer = self.deadlines.customer(mail.queue.name, reply_to or requester.email)
+        if f is not None and f.severity:
+            mail.sla = self.deadlines.for_level(mail.queue.name, f.severity, start, mail.customer)
+        else:
+            mail.sla = self.deadlines.assess(mail.queue.name, subject, text, start, mail.customer)
+        values = self._row(mail, requester, subject, start, reply_to)
         ticket_id = repo.insert_row(mail.session, Ticket, values)
         mail.ticket = TicketRef(id=ticket_id, **{k: v for k, v in values.items() if k in TICKET_REF_FIELDS})
         mail.new_ticket = True
@@ -288,20 +296,21 @@ class OpenTicket:
         if mail.machine_made:
             mail.flags.append(f"automatic mail ({mail.machine_made}): probably no request of a person")
         structlog.contextvars.bind_contextvars(case=mail.ticket.case_number)
-        people = [(p.from_.email, p.from_.name, AuthorRole.REQUESTER)]
+        people = [(requester.email, requester.name, AuthorRole.REQUESTER)]
         # Cc'd customers take part; our own addresses and the queue's agents do not.
         people += [
-            (a.email, a.name, AuthorRole.CUSTOMER) for a in p.cc if not is_ours(self.settings, a.email, mail.queue)
+            (a.email, a.name, AuthorRole.CUSTOMER)
+            for a in (p.cc if f is None else [])
+            if not is_ours(self.settings, a.email, mail.queue)
         ]
         repo.add_participants(mail.session, ticket_id, people, mail.now, new_ticket=True)
-        self._history(mail, p.from_.email)
+        self._history(mail, requester.email)
         log.info("ticket_created", queue=mail.queue.name, language=mail.language, linked=values["linked_ticket_id"])
 
-    def _row(self, mail: InboundMail, p, reply_to: str | None) -> dict:
-        """The new ticket's row, with the next case number."""
+    def _row(self, mail: InboundMail, requester, subject: str, start, reply_to: str | None) -> dict:
+        """The new ticket's row, with the next case number; created when the request came (``start``)."""
         assert mail.queue is not None and mail.customer is not None and mail.sla is not None
         serial = repo.allocate_serial(mail.session, self.fmt, self.first_serial)
-        subject = p.subject
         if mail.link_from is not None:
             # The old case's tag and the reply prefixes are not part of the new case's subject (a
             # number the customer typed is: only the old case's own tag goes).
@@ -313,10 +322,10 @@ class OpenTicket:
             "queue": mail.queue.name,
             "status": TicketStatus.NEW.value,
             "subject": comp.header_safe(subject, 2000),
-            "requester_email": p.from_.email,
-            "requester_name": comp.header_safe(p.from_.name, 300),
+            "requester_email": requester.email,
+            "requester_name": comp.header_safe(requester.name, 300),
             "language": mail.language,
-            "created_at": mail.now,
+            "created_at": start,
             "updated_at": mail.now,
             "linked_ticket_id": mail.link_from.id if mail.link_from is not None else None,
             "reply_to": reply_to,
@@ -325,6 +334,7 @@ class OpenTicket:
             "severity": sla.level.key if sla.level else None,
             "first_response_due": sla.first_response_due,
             "resolution_due": sla.resolution_due,
+            "assignee": mail.filing.assignee if mail.filing is not None else None,
         }
 
     @staticmethod
@@ -342,11 +352,24 @@ class OpenTicket:
             contract=customer.contract,
             promised=customer.promised,
         )
+        f = mail.filing
+        if f is not None:
+            # Who filed the case for the customer, how, and since when it counts.
+            mail.event(
+                "filed_by_agent",
+                how=f.how,
+                by=f.agent.email,
+                received=f.received.isoformat(),
+                original_message_id=f.message_id,
+                **({"assignee": f.assignee} if f.assignee else {}),
+            )
+            if f.how == "phone":
+                mail.flags.append(f"taken by phone by {f.agent.email}")
         if sla.level is not None:
             mail.event(
                 "severity_set",
                 new=sla.level.key,
-                by="detection" if sla.words else "default",
+                by=f.agent.email if f is not None and f.severity else "detection" if sla.words else "default",
                 words=sla.words,
                 first_response_due=sla.first_response_due.isoformat() if sla.first_response_due else None,
                 resolution_due=sla.resolution_due.isoformat() if sla.resolution_due else None,
@@ -378,7 +401,52 @@ class StoreMessage:
         assert p is not None and mail.raw_id is not None
         if mail.ticket is not None:
             mail.routing["author"] = {"role": mail.role, "proof": mail.agent_proof, "kind": mail.kind}
-        mail.message_id = repo.insert_row(
+        f = mail.filing
+        if f is not None and mail.new_ticket:
+            # The agent wrote this mail; the case is the customer's.
+            mail.routing["author"] = {"role": AuthorRole.AGENT, "proof": mail.agent_proof, "kind": mail.kind}
+            mail.routing["filed"] = {"how": f.how, "by": f.agent.email, "for": f.requester.email}
+            self._filed(mail, f)
+            return
+        mail.message_id = self._insert(mail, p.attachments, {})
+        if mail.ticket is not None and not mail.new_ticket:
+            repo.update_row(mail.session, Ticket, mail.ticket.id, {"updated_at": mail.now})
+            mail.event(
+                "message_received",
+                rule=mail.routing.get("rule"),
+                sender=p.from_.email if p.from_ else "",
+                message_kind=mail.kind,
+                flags=mail.flags or None,
+            )
+            log.info("message_attached", rule=mail.routing.get("rule"), kind=mail.kind)
+
+    def _filed(self, mail: InboundMail, f) -> None:
+        """A case an agent filed: the customer's request as its first message (the forwarded mail:
+        its sender, date, subject, text, files and Message-ID; a call: the agent's text without the
+        commands), and for a forward the agent's own words as an internal note. Both rows point to
+        the one raw mail."""
+        request = {
+            "message_id": f.message_id,
+            "in_reply_to": None,
+            "references": " ".join(f.references) or None,
+            "sender_email": f.author.email,
+            "sender_name": f.author.name,
+            "subject": f.subject,
+            "body_text": f.text,
+            "body_new": f.text,
+            "date": f.received,
+        }
+        mail.message_id = self._insert(mail, f.attachments, request)
+        if f.how == "forward":
+            note = {"kind": MessageKind.NOTE, "body_new": f.note, "flags": None}
+            self._insert(mail, [], note)
+
+    def _insert(self, mail: InboundMail, attachments, overrides: dict) -> int:
+        """One inbound message row of this mail with its attachments; ``overrides`` replace what the
+        mail's own header and text say."""
+        p = mail.parsed
+        assert p is not None
+        message_id = repo.insert_row(
             mail.session,
             Message,
             {
@@ -403,14 +471,15 @@ class StoreMessage:
                 "routing": mail.routing,
                 "defects": p.defects or None,
                 "created_at": mail.now,
-            },
+            }
+            | overrides,
         )
         rows = []
-        for a in p.attachments:
+        for a in attachments:
             digest, _ = self.attachments.put(a.data)
             rows.append(
                 {
-                    "message_id": mail.message_id,
+                    "message_id": message_id,
                     "filename": comp.stored_filename(a),
                     "content_type": a.content_type[:255],
                     "size": len(a.data),
@@ -419,16 +488,7 @@ class StoreMessage:
                 }
             )
         repo.insert_rows(mail.session, AttachmentRow, rows)
-        if mail.ticket is not None and not mail.new_ticket:
-            repo.update_row(mail.session, Ticket, mail.ticket.id, {"updated_at": mail.now})
-            mail.event(
-                "message_received",
-                rule=mail.routing.get("rule"),
-                sender=p.from_.email if p.from_ else "",
-                message_kind=mail.kind,
-                flags=mail.flags or None,
-            )
-            log.info("message_attached", rule=mail.routing.get("rule"), kind=mail.kind)
+        return message_id
 
 
 def default_steps(
@@ -457,6 +517,7 @@ def default_steps(
         MatchCase(matcher, detector),
         RecordNoise(guard),
         Identify(settings),
+        AgentFiling(settings, deadlines, detector, matcher, AgentAnswers(builder, settings)),
         ApplyReply(settings, normalizer, deadlines),
         OpenTicket(settings.case_numbers.fmt, settings.case_numbers.first_serial, normalizer, settings, deadlines),
         AgentCommands(settings, deadlines),
@@ -476,7 +537,8 @@ def archive_steps(settings: Settings, **parts) -> list[Step]:
     :func:`default_steps`, in the same order, without any that sends mail. Every step of
     ``ingest/outgoing.py`` is left out (that module is where everything a mail makes us send is
     decided: acknowledgements, raise confirmations, relays, command errors, notifications), the
-    oversize notice too; :class:`~mailbridge.ingest.clocks.ArchiveClocks` replaces ``TrackClocks``
+    oversize notice and the agents' answers of ``AgentFiling`` (help, errors) too;
+    :class:`~mailbridge.ingest.clocks.ArchiveClocks` replaces ``TrackClocks``
     (which could escalate on creation, and would start clocks whose deadlines passed long ago)."""
     steps: list[Step] = []
     for step in default_steps(settings, **parts):
@@ -484,6 +546,8 @@ def archive_steps(settings: Settings, **parts) -> list[Step]:
             continue
         if isinstance(step, Validate):
             step = Validate(None)
+        elif isinstance(step, AgentFiling):
+            step = AgentFiling(step.settings, step.deadlines, step.detector, step.matcher, None)
         elif isinstance(step, TrackClocks):
             step = ArchiveClocks()
         steps.append(step)

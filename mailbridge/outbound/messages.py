@@ -86,6 +86,53 @@ REASONS: dict[str, dict[str, str]] = {
         "en": 'line "{line}": contradicts line "{first}" (two different assignees in one mail)',
         "de": 'Zeile "{line}": widerspricht Zeile "{first}" (zwei verschiedene Zuweisungen in einer Mail)',
     },
+    "needs_customer": {
+        "en": 'line "{line}": #{name} needs an argument (the customer\'s e-mail address)',
+        "de": 'Zeile "{line}": #{name} braucht ein Argument (die E-Mail-Adresse des Kunden)',
+    },
+    "needs_time": {
+        "en": 'line "{line}": #{name} needs an argument (a time such as 2027-01-05 09:12)',
+        "de": 'Zeile "{line}": #{name} braucht ein Argument (eine Zeit wie 2027-01-05 09:12)',
+    },
+    "bad_time": {
+        "en": 'line "{line}": {arg} is not a time (write it as 2027-01-05 09:12)',
+        "de": 'Zeile "{line}": {arg} ist keine Zeitangabe (schreiben Sie sie als 2027-01-05 09:12)',
+    },
+    "time_in_future": {
+        "en": 'line "{line}": the time is in the future',
+        "de": 'Zeile "{line}": die Zeit liegt in der Zukunft',
+    },
+    "new_for_agent": {
+        "en": 'line "{line}": {address} is an agent of this queue, not a customer',
+        "de": 'Zeile "{line}": {address} ist ein Agent dieser Queue, kein Kunde',
+    },
+    "needs_no_case": {
+        "en": 'line "{line}": #{name} goes in a new mail to the support address, not in a mail about a case',
+        "de": 'Zeile "{line}": #{name} gehört in eine neue Mail an die Support-Adresse, nicht in eine Mail zu '
+        "einem Fall",
+    },
+    "needs_case": {
+        "en": 'line "{line}": #{name} needs a case: reply to the notification of the case, or open one with '
+        "#new customer@example.com",
+        "de": 'Zeile "{line}": #{name} braucht einen Fall: antworten Sie auf die Benachrichtigung des Falls, oder '
+        "legen Sie einen mit #new kunde@example.com an",
+    },
+    "not_with_new": {
+        "en": 'line "{line}": #{name} cannot go with #new (with it: #severity, #assign, #received)',
+        "de": 'Zeile "{line}": #{name} geht nicht zusammen mit #new (dazu passen: #severity, #assign, #received)',
+    },
+    "help_alone": {
+        "en": 'line "{line}": #help goes alone',
+        "de": 'Zeile "{line}": #help steht allein',
+    },
+    "conflict_new": {
+        "en": 'line "{line}": contradicts line "{first}" (two different customers in one mail)',
+        "de": 'Zeile "{line}": widerspricht Zeile "{first}" (zwei verschiedene Kunden in einer Mail)',
+    },
+    "conflict_received": {
+        "en": 'line "{line}": contradicts line "{first}" (two different times in one mail)',
+        "de": 'Zeile "{line}": widerspricht Zeile "{first}" (zwei verschiedene Zeiten in einer Mail)',
+    },
     "too_many_lines": {
         "en": "more than {limit} command lines; the rest were not read",
         "de": "mehr als {limit} Befehlszeilen; der Rest wurde nicht gelesen",
@@ -282,11 +329,15 @@ class MailBuilder:
         missing: list[str] | None = None,
         support_hours: str | None = None,
         closures: list[str] | None = None,
+        filed_by: str | None = None,
+        filed_how: str | None = None,
     ) -> Built:
         """The acknowledgement of a new case, to the customer, in the case's language; with the
         severity understood and the first-response deadline when the queue promises one, the support
         hours (and the days we are closed before that deadline), and the labels of the information
-        the request still lacks (with a block to fill in by replying)."""
+        the request still lacks (with a block to fill in by replying). ``filed_by``: the agent who
+        filed the case for the customer, ``filed_how``: from their forwarded mail ("forward") or
+        their call ("phone")."""
         tctx = {
             "case_number": ticket.case_number,
             "subject": ticket.subject,
@@ -303,6 +354,8 @@ class MailBuilder:
             "missing": list(missing or []),
             "support_hours": support_hours,
             "closures": list(closures or []),
+            "filed_by": filed_by,
+            "filed_how": filed_how,
         }
         lang = ticket.language
         subject = comp.tagged_subject(ticket.case_number, self.templates.render(lang, "ack.subject.j2", **tctx).strip())
@@ -514,9 +567,30 @@ class MailBuilder:
         )
         return Built(out, parent_id, refs, "")
 
+    def help(
+        self, queue: QueueSettings, agent: Address, *, parent_id: str | None, parent_refs: list[str], now
+    ) -> Built:
+        """The agents' cheat sheet (``#help``), in the queue's language: the same text as the README's."""
+        lang = queue.language
+        refs = comp.references_for(parent_id, parent_refs) if parent_id else []
+        out = comp.compose(
+            date=now,
+            in_reply_to=parent_id,
+            references=refs,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(agent.name, agent.email)],
+            subject=self.templates.render(lang, "help.subject.j2").strip(),
+            text=self.templates.render(lang, "help.txt.j2"),
+            html=None,
+            auto_submitted=AUTO_REPLIED,
+            language=lang,
+        )
+        return Built(out, parent_id, refs, "")
+
     def command_error(
         self,
-        ticket: TicketRef,
+        ticket: TicketRef | None,
         queue: QueueSettings,
         *,
         agent: Address,
@@ -527,9 +601,30 @@ class MailBuilder:
         now: datetime,
     ) -> Built:
         """Tell an agent that the commands of their mail were not applied, and why; all of it in the
-        queue's language (the agents'), each reason said in it by :func:`say`."""
+        queue's language (the agents'), each reason said in it by :func:`say`. ``ticket`` None: a
+        mail about no case (``#new`` with an error): nothing was opened."""
         lang = queue.language
-        tctx = {"case_number": ticket.case_number, "errors": [say(e, lang) for e in errors], "verified": verified}
+        tctx = {
+            "case_number": ticket.case_number if ticket else None,
+            "errors": [say(e, lang) for e in errors],
+            "verified": verified,
+        }
+        if ticket is None:
+            refs = comp.references_for(parent_id, parent_refs) if parent_id else []
+            out = comp.compose(
+                date=now,
+                in_reply_to=parent_id,
+                references=refs,
+                from_name=queue.display_name,
+                from_addr=queue.address,
+                to=[(agent.name, agent.email)],
+                subject=self.templates.render(lang, "command_error.subject.j2", **tctx).strip(),
+                text=self.templates.render(lang, "command_error.txt.j2", **tctx),
+                html=None,
+                auto_submitted=AUTO_REPLIED,
+                language=lang,
+            )
+            return Built(out, parent_id, refs, "")
         return self._compose(
             ticket,
             parent_id=parent_id,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from mailbridge.ingest.commands import MAX_COMMAND_LINES, Command, CommandBlock, parse_commands
@@ -114,7 +117,7 @@ def test_unknown_command_names_the_line_and_suggests():
     assert block.commands == []
     assert block.errors == [
         'line "#severty 1": unknown command #severty, did you mean #severity? '
-        "(known: #assign, #close, #note, #open, #pending, #severity, #solve)"
+        "(known: #assign, #close, #help, #new, #note, #open, #pending, #received, #severity, #solve)"
     ]
     assert block.text == "Text"
 
@@ -123,7 +126,8 @@ def test_unknown_command_without_near_miss():
     """A hashtag far from every command gets no suggestion."""
     block = _parse("#xyzzy")
     assert block.errors == [
-        'line "#xyzzy": unknown command #xyzzy (known: #assign, #close, #note, #open, #pending, #severity, #solve)'
+        'line "#xyzzy": unknown command #xyzzy '
+        "(known: #assign, #close, #help, #new, #note, #open, #pending, #received, #severity, #solve)"
     ]
 
 
@@ -272,3 +276,76 @@ def test_too_many_command_lines_are_cut_off():
     block = _parse("#bogus\n" * 10_000)
     assert len(block.errors) == MAX_COMMAND_LINES + 1
     assert block.errors[-1].startswith(f"more than {MAX_COMMAND_LINES} command lines")
+
+
+# -- a mail about no case: #new, #received, #help ---------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NOW = datetime(2027, 1, 5, 10, 0, tzinfo=UTC)  # 11:00 in Berlin
+
+
+def _new(text: str) -> CommandBlock:
+    return parse_commands(
+        text, severity_levels=LEVELS, is_agent=lambda a: a in AGENTS, new_case=True, zone=BERLIN, now=NOW
+    )
+
+
+def test_new_with_severity_and_received_in_the_calendar_zone():
+    block = _new("#new Kunde@Firma.example\n#severity 1\n#received 2027-01-05 09:12\n\nDer Kunde rief an.")
+    assert block.errors == []
+    assert _names(block) == [
+        ("new", "kunde@firma.example"),
+        ("severity", "1"),
+        ("received", "2027-01-05T08:12:00+00:00"),  # 09:12 in Berlin
+    ]
+    assert block.text == "Der Kunde rief an."
+
+
+def test_received_with_its_own_zone_and_german_alias():
+    block = _new("#neu kunde@firma.example\n#eingang 2027-01-05T09:12+00:00")
+    assert _names(block)[1] == ("received", "2027-01-05T09:12:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("#received gestern früh", "is not a time"),
+        ("#received 2027-01-05 11:30", "the time is in the future"),  # 11:30 Berlin is after 11:00
+        ("#received", "needs an argument (a time"),
+    ],
+)
+def test_bad_received_time(line, reason):
+    block = _new(f"#new kunde@firma.example\n{line}")
+    assert len(block.errors) == 1 and reason in block.errors[0]
+
+
+def test_new_needs_a_customer_not_an_agent():
+    assert "needs an argument (the customer" in _new("#new").errors[0]
+    assert "is an agent of this queue, not a customer" in _new("#new anna@vendor.example").errors[0]
+    assert "needs one e-mail address" in _new("#new Herr Müller").errors[0]
+
+
+def test_commands_that_need_a_case():
+    block = _new("#solve\n#severity 2")
+    assert [e.kind for e in block.errors] == ["needs_case", "needs_case"]
+    assert "reply to the notification" in block.errors[0]
+
+
+def test_status_does_not_go_with_new():
+    block = _new("#new kunde@firma.example\n#solve")
+    assert [e.kind for e in block.errors] == ["not_with_new"]
+
+
+def test_help_alone():
+    assert _names(_new("#help")) == [("help", None)] and _new("#hilfe").errors == []
+    assert [e.kind for e in _new("#help\n#new kunde@firma.example").errors] == ["help_alone"]
+
+
+def test_new_case_commands_are_errors_about_a_case():
+    block = _parse("#new kunde@firma.example\n#help")
+    assert [e.kind for e in block.errors] == ["needs_no_case", "needs_no_case"]
+
+
+def test_two_customers_contradict():
+    block = _new("#new a@firma.example\n#new b@firma.example")
+    assert [e.kind for e in block.errors] == ["conflict_new"]
