@@ -9,9 +9,24 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.integration.conversation_support import AGENT, AGENT2, CUSTOMER, TEAM, to
+from mailbridge.outbound.templates import Templates
+from mailbridge.resources import templates_dir
+from tests.integration.conversation_support import (
+    AGENT,
+    AGENT2,
+    CHIEF,
+    CUSTOMER,
+    CUSTOMER2,
+    QUEUE_EXTRA,
+    SLA,
+    TEAM,
+    berlin,
+    to,
+)
 from tests.integration.test_agent_filing import (
     AGENT_WORDS,
+    CALL,
+    DKIM,
     FORGED,
     REQUEST,
     _case,
@@ -25,10 +40,11 @@ from tests.mailstack import (  # noqa: F401  (fixtures: mailstack, mailstack_ses
     mailstack_session_fixture,
     stack_desk,
 )
+from tests.support import make_mail
 
 pytestmark = pytest.mark.mailstack
 
-PEOPLE = (CUSTOMER[1], TEAM, AGENT[1], AGENT2[1])
+PEOPLE = (CUSTOMER[1], CUSTOMER2[1], TEAM, AGENT[1], AGENT2[1], CHIEF)
 
 
 @pytest.fixture
@@ -80,3 +96,41 @@ def test_forged_forward_through_postfix_changes_nothing(desk, mailstack):
     assert to(sent, CUSTOMER[1]) == [] and mailstack.messages(CUSTOMER[1]) == []
     (t,) = desk.tickets()
     assert t.requester_email == AGENT[1]
+
+
+@pytest.fixture
+def sla_desk(mailstack, tmp_path, db_url, monkeypatch):
+    """The queue counts in the nrw calendar with the std scheme (conversation_support.sla_desk)."""
+    d = stack_desk(
+        mailstack,
+        tmp_path,
+        db_url,
+        users=PEOPLE,
+        monkeypatch=monkeypatch,
+        queue_extra=QUEUE_EXTRA + f'calendar = "nrw"\nseverity_scheme = "std"\nescalation = ["{CHIEF}"]\n',
+        conversations=SLA,
+    )
+    d.clock.now = berlin(2026, 11, 23, 10, 0)  # Monday 10:00 in Berlin
+    yield d
+    d.app.close()
+
+
+def test_new_for_a_caller_through_postfix_counts_from_the_call(sla_desk, mailstack):
+    """``#new`` with ``#received 08:30``: the caller's acknowledgement arrives in their Dovecot
+    mailbox and the first-response deadline is 4 business hours from the call, not from the mail."""
+    sent = sla_desk.deliver(make_mail(subject="Leitwarte ohne Messwerte", body=CALL, sender=AGENT, headers=DKIM))
+    (ack,) = to(sent, CUSTOMER2[1])
+    assert len(mailstack.messages(CUSTOMER2[1])) == 1
+    assert "Anna Agent hat diesen Fall nach Ihrem Anruf für Sie angelegt." in ack.text
+    t = sla_desk.ticket(_case(ack))
+    assert t.requester_email == CUSTOMER2[1]
+    assert t.first_response_due.replace(tzinfo=UTC) == berlin(2026, 11, 23, 12, 30)
+
+
+def test_help_through_postfix_returns_the_cheat_sheet(desk, mailstack):
+    sent = desk.deliver(make_mail(subject="Hilfe", body="#help", sender=AGENT, headers=DKIM))
+    (mail,) = sent
+    assert mail.rcpt_tos == [AGENT[1]] and desk.tickets() == []
+    expected = Templates(templates_dir()).render("en", "help.txt.j2")
+    assert mail.text.strip().splitlines() == expected.strip().splitlines()
+    assert len(mailstack.messages(AGENT[1])) == 1
