@@ -46,19 +46,25 @@ def customer_mail(
     files: list[tuple[str, str, bytes]],
     inline_png: bytes | None = None,
     message_id: str | None = None,
+    text: str = "Guten Tag,\n\nanbei das Protokoll des Alarms.\n\nViele Grüße\nJürgen Müller\n",
+    html: str | None = None,
+    in_reply_to: str | None = None,
 ) -> bytes:
-    """A customer's mail as Thunderbird writes one: text + HTML (the HTML with an inline image as
-    multipart/related when ``inline_png``), then the files."""
+    """A customer's mail as Thunderbird writes one: text + HTML (``html``, else a short one; with an
+    inline image as multipart/related when ``inline_png``), then the files."""
     msg = EmailMessage()
     msg["From"] = f"{sender[0]} <{sender[1]}>"
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = "Fri, 20 Nov 2026 09:30:00 +0100"
     msg["Message-ID"] = message_id or make_msgid(domain=sender[1].split("@")[1])
-    msg.set_content("Guten Tag,\n\nanbei das Protokoll des Alarms.\n\nViele Grüße\nJürgen Müller\n")
-    html = "<p>Guten Tag,</p><p>anbei das Protokoll des Alarms.</p>"
-    if inline_png is not None:
-        html += '<p><img src="cid:screenshot1@kunde.example" alt="Bildschirm"></p>'
+    if in_reply_to:
+        msg["In-Reply-To"] = msg["References"] = in_reply_to
+    msg.set_content(text)
+    if html is None:
+        html = "<p>Guten Tag,</p><p>anbei das Protokoll des Alarms.</p>"
+        if inline_png is not None:
+            html += '<p><img src="cid:screenshot1@kunde.example" alt="Bildschirm"></p>'
     msg.add_alternative(html, subtype="html")
     if inline_png is not None:
         msg.get_payload()[1].add_related(
