@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from markupsafe import Markup
 from jinja2 import TemplateNotFound, UndefinedError
 from jinja2.sandbox import SecurityError
+from markupsafe import Markup
 
 from mailbridge.outbound.templates import Templates
 
