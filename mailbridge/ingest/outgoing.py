@@ -24,7 +24,7 @@ from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import status_times
 from mailbridge.outbound.attachments import CustomerFile, capacity, human_size, plan, text_reserve
 from mailbridge.outbound.compose import OutgoingAttachment
-from mailbridge.outbound.customer_html import sanitise
+from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS, sanitise
 from mailbridge.outbound.guard import AutoMailGuard, Refusal
 from mailbridge.outbound.links import AttachmentLinks
 from mailbridge.outbound.messages import Built, MailBuilder
@@ -477,15 +477,19 @@ class NotifyAgents:
         text = p.text if mail.new_ticket else (p.new_text or p.text)
         files = [CustomerFile(*row) for row in repo.attachments_of(mail.session, mail.message_id)]
         # The customer's HTML, sanitised (customer_html.py): first with every inline image, for its
-        # size; once the budget is applied, with those that travel.
-        html = sanitise(p.html, {f.content_id for f in files if f.content_id}) if p.html else None
+        # size; once the budget is applied, again if some do not travel. An HTML too large to show
+        # gives the plain notification (its inline images then travel as files).
+        inline = {f.content_id for f in files if f.content_id}
+        shown = p.html if p.html and len(p.html) <= MAX_SHOWN_CHARS else None
+        html = sanitise(shown, inline) if shown else None
         # (Quoted-printable writes a byte as up to three.)
         html_reserve = 3 * len(html.html.encode("utf-8")) if html is not None else 0
         room = self.settings.smtp.max_message_bytes - text_reserve(text) - html_reserve
         attached, listed = plan(files, self.settings.notifications.attach_max_bytes, room)
         links = self.links if listed else None
-        if p.html:
-            html = sanitise(p.html, {f.content_id for f in attached if f.content_id})
+        carried_inline = {f.content_id for f in attached if f.content_id}
+        if shown and carried_inline != inline:
+            html = sanitise(shown, carried_inline)
         # The bytes as StoreMessage stored them (the files just written, read back once). With an
         # HTML alternative, an inline image its HTML shows travels beside it (multipart/related,
         # its Content-ID kept); one it does not show is a file like any other.

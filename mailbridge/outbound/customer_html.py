@@ -39,6 +39,9 @@ ATTRIBUTES = {
 }
 # Removed with their content: code, and a full document's title (the rest of its head is never text).
 CLEAN_CONTENT_TAGS = {"script", "style", "title", "template"}
+# The largest customer HTML (characters) a notification shows; a larger one (a pasted log, a
+# newsletter) is left to the text part and the raw mail. nh3 takes ~80 ms for this much.
+MAX_SHOWN_CHARS = 500_000
 # What a link may point to; "cid" only for images (the attribute filter below).
 URL_SCHEMES = {"http", "https", "mailto", "cid"}
 

@@ -11,6 +11,7 @@ from email.policy import SMTP
 
 import pytest
 
+from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS
 from tests.integration.attachment_support import HOSTILE_HTML, LOG, PNG, customer_mail, web_config
 from tests.integration.conversation_support import AGENT, CUSTOMER, QUEUE_EXTRA, TEAM, make_desk, to
 from tests.support import SUPPORT_ADDRESS, make_mail
@@ -236,5 +237,25 @@ def test_an_agent_replying_in_html_to_the_html_notification_relays_only_their_wo
         for gone in ("Please type your reply", "meldet seit heute", "New case", "#severity", "Attachments"):
             assert gone not in relay.text, gone
         assert not [p for p in relay.msg.walk() if p.get_content_maintype() == "image"]
+    finally:
+        desk.app.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_html_too_large_to_show_gives_the_plain_notification(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    """Over MAX_SHOWN_CHARS (a pasted log, a newsletter) the notification is as without HTML: the
+    text, and the inline image as a file with its Content-ID."""
+    desk = _desk(tmp_path, imap_server, smtp_sink, db_url)
+    try:
+        big = "<p>" + "Zeile des Protokolls 0123456789<br>\n" * (MAX_SHOWN_CHARS // 30) + "</p>"
+        big += '<img src="cid:screenshot1@kunde.example">'
+        assert len(big) > MAX_SHOWN_CHARS
+        sent = desk.deliver(
+            customer_mail(sender=CUSTOMER, to=SUPPORT_ADDRESS, subject="Log", files=[], inline_png=PNG, html=big)
+        )
+        (note,) = to(sent, TEAM)
+        assert note.msg.get_body(("html",)) is None
+        assert _shape(note) == [("multipart/mixed", None), ("text/plain", None), ("image/png", "inline")]
+        assert "Attachments: screenshot.png" in note.text
     finally:
         desk.app.close()
