@@ -24,6 +24,7 @@ from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import status_times
 from mailbridge.outbound.attachments import CustomerFile, capacity, human_size, plan, text_reserve
 from mailbridge.outbound.compose import OutgoingAttachment
+from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS, sanitise
 from mailbridge.outbound.guard import AutoMailGuard, Refusal
 from mailbridge.outbound.links import AttachmentLinks
 from mailbridge.outbound.messages import Built, MailBuilder
@@ -485,7 +486,9 @@ class NotifyAgents:
     server's ``smtp.max_message_bytes`` travel along (the budget rule: ``outbound/attachments.py``
     ``plan``), the others are listed with their size and, when ``[web] base_url`` is set, a signed
     download link for each recipient (``links``). A notification with links goes to each recipient
-    as a mail of its own, since a link names the address it was issued to."""
+    as a mail of its own, since a link names the address it was issued to. When the customer wrote
+    HTML, the notification has an HTML alternative with it, sanitised (``outbound/customer_html.py``:
+    only ``cid:`` images, of the inline parts that travel)."""
 
     name = "notify_agents"
 
@@ -535,12 +538,31 @@ class NotifyAgents:
         role = AuthorRole.REQUESTER if filed is not None and filed.how == "forward" else mail.role
         text = filed.text if filed is not None else p.text if mail.new_ticket else (p.new_text or p.text)
         files = [CustomerFile(*row) for row in repo.attachments_of(mail.session, mail.message_id)]
-        room = self.settings.smtp.max_message_bytes - text_reserve(text)
+        # The customer's HTML, sanitised (customer_html.py): first with every inline image, for its
+        # size; once the budget is applied, again if some do not travel. An HTML too large to show
+        # gives the plain notification (its inline images then travel as files).
+        inline = {f.content_id for f in files if f.content_id}
+        # (A filed case's mail is the agent's forward or call notes: its HTML is not the customer's.)
+        shown = p.html if filed is None and p.html and len(p.html) <= MAX_SHOWN_CHARS else None
+        html = sanitise(shown, inline) if shown else None
+        # (Quoted-printable writes a byte as up to three.)
+        html_reserve = 3 * len(html.html.encode("utf-8")) if html is not None else 0
+        room = self.settings.smtp.max_message_bytes - text_reserve(text) - html_reserve
         attached, listed = plan(files, self.settings.notifications.attach_max_bytes, room)
         links = self.links if listed else None
-        # The bytes as StoreMessage stored them (the files just written, read back once).
+        carried_inline = {f.content_id for f in attached if f.content_id}
+        if shown and carried_inline != inline:
+            html = sanitise(shown, carried_inline)
+        # The bytes as StoreMessage stored them (the files just written, read back once). With an
+        # HTML alternative, an inline image its HTML shows travels beside it (multipart/related,
+        # its Content-ID kept); one it does not show is a file like any other.
         carried = [
-            OutgoingAttachment(f.filename, f.content_type, self.store.get(self.store.relpath(f.sha256)), f.content_id)
+            OutgoingAttachment(
+                f.filename,
+                f.content_type,
+                self.store.get(self.store.relpath(f.sha256)),
+                f.content_id if html is None or f.content_id in html.referenced else None,
+            )
             for f in attached
         ]
         groups = [[a] for a in queue.notify_addresses] if links is not None else [queue.notify_addresses]
@@ -573,6 +595,9 @@ class NotifyAgents:
                 budget=human_size(capacity(self.settings.notifications.attach_max_bytes, room), lang),
                 link_days=format_decimal(self.settings.web.link_days, locale=lang),
                 to=to,
+                customer_html=html.html if html is not None else None,
+                # A reply's text is its new part; its HTML cannot be cut there, so it comes whole.
+                whole_html=html is not None and text != p.text,
                 now=mail.now,
             )
             # One notification per inbound message; with links, one per recipient (the address

@@ -299,21 +299,42 @@ def _boundary() -> str:
     return f"=_mb_{secrets.token_hex(12)}"
 
 
+def _split(html: str | None, attachments: list[OutgoingAttachment] | None):
+    """(inline, files): with an HTML alternative, the parts with a Content-ID are its inline images
+    (RFC 2387 multipart/related beside the HTML); the rest, and every part of a mail without HTML,
+    are files of the multipart/mixed."""
+    attachments = attachments or []
+    if html is None:
+        return [], attachments
+    inline = [a for a in attachments if _msg_id_safe(a.content_id or "")]
+    return inline, [a for a in attachments if a not in inline]
+
+
 def _legacy_message(text: str, html: str | None, attachments: list[OutgoingAttachment] | None = None):
+    """text/plain; with HTML multipart/alternative (text/plain, then text/html or, with inline
+    images, multipart/related [text/html, images]); with files all that inside multipart/mixed."""
     cs = Charset("utf-8")
     cs.body_encoding = QP  # readable in any raw view; the body stays 7-bit (no 8BITMIME needed)
+    inline, files = _split(html, attachments)
     plain = MIMEText(text, "plain", cs)
     if html is None:
         body = plain
     else:
         body = MIMEMultipart("alternative", boundary=_boundary())
         body.attach(plain)
-        body.attach(MIMEText(html, "html", cs))
-    if not attachments:
+        html_part = MIMEText(html, "html", cs)
+        if inline:
+            related = MIMEMultipart("related", boundary=_boundary(), type="text/html")
+            related.attach(html_part)
+            for a in inline:
+                related.attach(_attachment_part(a))
+            html_part = related
+        body.attach(html_part)
+    if not files:
         return body
     mixed = MIMEMultipart("mixed", boundary=_boundary())
     mixed.attach(body)
-    for a in attachments:
+    for a in files:
         mixed.attach(_attachment_part(a))
     return mixed
 
@@ -326,10 +347,24 @@ def _utf8_message(from_name, from_addr, to, cc, text, html, headers, attachments
     msg["To"] = ", ".join(f'"{quote(header_safe(n, 200))}" <{a}>' if n else a for n, a in to)
     if cc:
         msg["Cc"] = ", ".join(f'"{quote(header_safe(n, 200))}" <{a}>' if n else a for n, a in cc)
+    inline, files = _split(html, attachments)
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     if html is not None:
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-    for a in attachments or []:
+    if inline:
+        html_part = msg.get_payload()[1]
+        for a in inline:
+            maintype, subtype = _content_type(a.content_type)
+            html_part.add_related(
+                a.data,
+                maintype=maintype,
+                subtype=subtype,
+                filename=_safe_filename(a.filename),
+                disposition="inline",
+                cid=f"<{_msg_id_safe(a.content_id or '')}>",
+            )
+        html_part.set_param("type", "text/html")  # RFC 2387 3.1: the root part's type
+    for a in files:
         maintype, subtype = _content_type(a.content_type)
         cid = _msg_id_safe(a.content_id or "")
         msg.add_attachment(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from babel.numbers import format_decimal
+from markupsafe import Markup
 
 from mailbridge.domain import REPLY_MARKER, Address, CaseNumberFormat
 from mailbridge.outbound import compose as comp
@@ -283,9 +284,11 @@ class MailBuilder:
         now: datetime,
         message_id: str | None,
         attachments: list[comp.OutgoingAttachment] | None = None,
+        html: bool = False,
     ) -> Built:
         """A mail about a case to agents or managers, in the queue's language, continuing the
-        agent-side thread (``previous``), from the queue's address with the case in its name."""
+        agent-side thread (``previous``), from the queue's address with the case in its name; with
+        ``html`` also ``{template}.html.j2`` as its HTML alternative."""
         lang = queue.language
         subject = self.templates.render(lang, f"{template}.subject.j2", **tctx).strip()
         return self._compose(
@@ -300,7 +303,7 @@ class MailBuilder:
             reply_to=queue.address,
             subject=comp.tagged_subject(ticket.case_number, subject),
             text=self.templates.render(lang, f"{template}.txt.j2", **tctx),
-            html=None,
+            html=self.templates.render(lang, f"{template}.html.j2", **tctx) if html else None,
             auto_submitted=AUTO_GENERATED,
             language=lang,
             message_id=message_id,
@@ -398,6 +401,8 @@ class MailBuilder:
         budget: str = "",
         link_days: str = "",
         to: list[str] | None = None,
+        customer_html: Markup | None = None,
+        whole_html: bool = False,
     ) -> Built:
         """Tell the queue's agents about a new case or a reply; its Message-ID is signed for the case.
         ``checklist``: the case's required information ({label, given, evidence}); ``raised_to``: the
@@ -407,6 +412,13 @@ class MailBuilder:
         bytes; inline images keep their Content-ID); ``too_large``: those over the budget
         ({name, size, url or None}), listed with their size and download link; ``budget``: the
         budget in words. ``to``: the recipients (default: the queue's notification addresses).
+
+        ``customer_html``: the customer's HTML, sanitised (``outbound/customer_html.py``: Markup, so the
+        autoescaping template inserts it as it is); with it the
+        notification has an HTML alternative (``notification.html.j2``), the frame of the text's,
+        whose ``cid:`` images are the ``files`` with a Content-ID. ``whole_html``: the HTML is the
+        whole mail while ``text`` is only its new part (a reply): the HTML shows the new part, then
+        the whole mail below a separator.
 
         ``event``: new | reply | reopened | third-party | unverified-agent.
         """
@@ -435,9 +447,13 @@ class MailBuilder:
             "too_large": list(too_large or []),
             "budget": budget,
             "link_days": link_days,
+            "customer_html": customer_html,
+            "whole_html": whole_html,
         }
         recipients = to if to is not None else queue.notify_addresses
-        return self._to_agents(ticket, queue, "notification", tctx, recipients, previous, now, mid, files)
+        return self._to_agents(
+            ticket, queue, "notification", tctx, recipients, previous, now, mid, files, html=customer_html is not None
+        )
 
     def severity_raised(
         self,

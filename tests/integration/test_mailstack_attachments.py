@@ -9,7 +9,15 @@ import re
 
 import pytest
 
-from tests.integration.attachment_support import LOG, WebServer, customer_mail, trace_bytes, web_config
+from tests.integration.attachment_support import (
+    HOSTILE_HTML,
+    LOG,
+    PNG,
+    WebServer,
+    customer_mail,
+    trace_bytes,
+    web_config,
+)
 from tests.integration.conversation_support import AGENT, AGENT2, CUSTOMER, TEAM, to
 from tests.mailstack import (  # noqa: F401  (fixtures: mailstack, mailstack_session)
     mailstack_fixture,
@@ -58,3 +66,24 @@ def test_a_2mb_log_travels_and_a_30mb_trace_is_linked_through_postfix_and_doveco
         assert status == 200 and body == trace
         assert headers["content-type"] == "application/zip"
         assert web.get(link[:-2] + "xx")[0] == 404
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_customers_html_and_its_inline_image_reach_the_team_through_postfix_and_dovecot(desk):
+    """The notification's HTML alternative read back from the team's Dovecot mailbox: the image
+    byte-identical beside the HTML that shows it by cid:, nothing remote, no script."""
+    png = PNG
+    sent = desk.deliver(
+        customer_mail(
+            sender=CUSTOMER, to=SUPPORT_ADDRESS, subject="Alarm 17", files=[], inline_png=png, html=HOSTILE_HTML
+        )
+    )
+    (note,) = to(sent, TEAM)
+    html = note.msg.get_body(("html",)).get_content()
+    related = next(p for p in note.msg.walk() if p.get_content_type() == "multipart/related")
+    root, img = related.get_payload()
+    assert root.get_content_type() == "text/html"
+    assert img["Content-ID"] == "<screenshot1@kunde.example>" and img.get_payload(decode=True) == png
+    assert 'src="cid:screenshot1@kunde.example"' in html
+    assert "tracker.example" not in html and "<script" not in html and "evil.example" not in html
+    assert "Alarm 17" in note.msg.get_body(("plain",)).get_content()

@@ -88,15 +88,16 @@ def test_notification_carries_a_2mb_log_file_and_the_inline_image(tmp_path, imap
         assert log_part.get_content_disposition() == "attachment"
         assert log_part.get_payload(decode=True) == LOG
         assert hashlib.sha256(log_part.get_payload(decode=True)).hexdigest() == stored["kc4_alarm.log"].sha256
-        # The inline image keeps its Content-ID (the notification has no HTML part to show it in).
+        # The inline image keeps its Content-ID, beside the HTML that shows it (test_notification_html.py).
         img = parts["screenshot.png"]
         assert img.get_content_disposition() == "inline"
         assert img["Content-ID"] == "<screenshot1@kunde.example>"
         assert img.get_content_type() == "image/png" and img.get_payload(decode=True) == PNG
-        # Outlook's and Thunderbird's shape: multipart/mixed, the text first, the files after it.
+        # Outlook's and Thunderbird's shape: multipart/mixed, the text (and HTML) first, the files after it.
         assert note.msg.get_content_type() == "multipart/mixed"
         first = note.msg.get_payload()[0]
-        assert first.get_content_type() == "text/plain" and "Attachments: screenshot.png, kc4_alarm.log" in note.text
+        assert first.get_content_type() == "multipart/alternative"
+        assert "Attachments: screenshot.png, kc4_alarm.log" in note.text
         assert "Not attached" not in note.text
         assert len(note.msg.as_bytes()) > len(LOG)
         # The acknowledgement to the customer carries no file back.

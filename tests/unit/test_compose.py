@@ -334,3 +334,46 @@ def test_inline_image_keeps_its_content_id_and_a_hostile_one_cannot_break_out(to
     assert "Bcc" not in msg and parts[2]["Content-ID"] is None
     parsed = parse_mail(out.raw)
     assert [a.content_id for a in parsed.attachments] == ["shot1@kunde.example", "evilBcc:v@evil.example", None]
+
+
+@pytest.mark.parametrize(
+    "to", [[("Anna", "anna@vendor.example")], [("Jöhn", "jdöe@mächine.example")]], ids=["legacy", "smtputf8"]
+)
+def test_with_html_the_inline_images_are_related_to_it_and_files_stay_files(to):
+    """RFC 2387: multipart/mixed [multipart/alternative [text/plain, multipart/related [text/html,
+    image]], file] on both composition paths; the image byte-identical with its Content-ID."""
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    out = _compose(
+        to=to,
+        html='<p>Bild:</p><img src="cid:shot1@kunde.example" alt="Bild">',
+        attachments=[
+            OutgoingAttachment("bild.png", "image/png", png, "shot1@kunde.example"),
+            OutgoingAttachment("log.txt", "text/plain", b"a\n"),
+        ],
+    )
+    msg = _parse_std(out.raw)
+    shape = [(p.get_content_type(), p.get_content_disposition()) for p in msg.walk()]
+    assert shape == [
+        ("multipart/mixed", None),
+        ("multipart/alternative", None),
+        ("text/plain", None),
+        ("multipart/related", None),
+        ("text/html", None),
+        ("image/png", "inline"),
+        ("text/plain", "attachment"),
+    ]
+    related = msg.get_payload()[0].get_payload()[1]
+    assert related.get_param("type") == "text/html"
+    html, img = related.get_payload()
+    assert 'src="cid:shot1@kunde.example"' in html.get_content()
+    assert img["Content-ID"] == "<shot1@kunde.example>" and img.get_content() == png
+    assert msg.get_body(("plain",)).get_content().startswith("Guten Tag")
+    # Without inline images: text/plain and text/html side by side, the file after them.
+    plain = _parse_std(_compose(to=to, attachments=[OutgoingAttachment("log.txt", "text/plain", b"a\n")]).raw)
+    assert [p.get_content_type() for p in plain.walk()] == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "text/plain",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from jinja2 import TemplateNotFound, UndefinedError
 from jinja2.sandbox import SecurityError
+from markupsafe import Markup
 
 from mailbridge.outbound.templates import Templates
 
@@ -302,3 +303,43 @@ def test_digest_lists_are_capped_and_say_how_many_more_there_are(templates, lang
     more = {"de": "… und 58 weitere", "en": "… and 58 more"}[language]
     assert more in text and more in html and "60" in subject
     assert "{{ 7*7 }}" in text and "&lt;b&gt;Drucker" in html and "<b>Drucker" not in html
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("whole", [False, True])
+def test_notification_html_escapes_the_frame_and_inserts_the_sanitised_html(templates, language, whole):
+    """The HTML alternative of the notification: every value of the frame escaped (autoescape), the
+    customer's HTML (Markup from outbound/customer_html.py) as it is; a reply's new text above its
+    whole HTML, behind a separator."""
+    evil = '<script>alert("x")</script>'
+    too_large = [
+        {"name": evil, "size": "30.2 MB", "url": "https://support.example/attachments/1.a?b=<x>"},
+        {"name": "kc4.zip", "size": "12.0 MB", "url": None},
+    ]
+    out = templates.render(
+        language,
+        "notification.html.j2",
+        **{
+            **NOTIFICATION,
+            "event": "reply" if whole else "new",
+            "subject": evil,
+            "sender_name": evil,
+            "text": f"neu {evil}",
+            "too_large": too_large,
+            "checklist": [{"label": "Seriennummer", "given": False, "evidence": None}],
+            "raised_to": None,
+            "customer_html": Markup('<p>Guten <b>Tag</b></p><img src="cid:a@b">'),
+            "whole_html": whole,
+        },
+    )
+    assert "<script>" not in out and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in out
+    assert '<p>Guten <b>Tag</b></p><img src="cid:a@b">' in out
+    assert out.count("##- marker -##") == 1
+    assert 'href="https://support.example/attachments/1.a?b=&lt;x&gt;"' in out
+    assert ("ACHTUNG" if language == "de" else "ATTENTION") in out
+    assert ("fehlt" if language == "de" else "missing") in out and "kc4.zip (12.0 MB)" in out
+    separator = "Die ganze Mail des Kunden" if language == "de" else "The customer's whole mail"
+    assert (separator in out) is whole
+    assert ("neu &lt;script&gt;" in out) is whole
+    if whole:
+        assert out.index("neu &lt;script&gt;") < out.index(separator) < out.index("<p>Guten <b>Tag</b>")
