@@ -313,7 +313,7 @@ def test_export_of_a_customer_with_three_cases_and_attachments(desk, tmp_path):
     cases = []
     for i, subject in enumerate(["Lizenzserver startet nicht", "Drucker <b>druckt</b> nicht", "Rechnung falsch"]):
         desk.clock.now += timedelta(hours=1)
-        case, note, _ = _open(
+        case, note, ack = _open(
             desk,
             CUSTOMER,
             subject,
@@ -321,7 +321,11 @@ def test_export_of_a_customer_with_three_cases_and_attachments(desk, tmp_path):
             attachments=[(f"anhang-{i + 1}.txt", "text/plain", f"Anhang {i + 1} von Jürgen".encode())],
         )
         cases.append(case)
+        if i == 0:
+            first_ack = ack
     desk.deliver(_agent_reply(note, "Wir prüfen die Rechnung.\n\nAnna"))
+    desk.clock.now += timedelta(minutes=5)
+    desk.deliver(_dsn(first_ack))  # his first acknowledgement bounced: a suppression entry
     _open(desk, OTHER, "Frage", "Olgas Text, nicht Jürgens.")
     out = tmp_path / "juergen.zip"
 
@@ -347,6 +351,12 @@ def test_export_of_a_customer_with_three_cases_and_attachments(desk, tmp_path):
         assert "Drucker &lt;b&gt;druckt&lt;/b&gt; nicht" in html and "<b>druckt</b>" not in html
         assert "Gespeicherte Daten zu juergen.mueller@kunde.example" in html
         assert not any("Olga" in z.read(n).decode("utf-8", "replace") for n in names)
+        assert [(h["email"], h["state"], h["permanent"]) for h in data["suppression"]] == [(X, "failing", True)]
+        assert data["suppression"][0]["suppressed_until"] and "keine automatische Mail bis" in html
+        assert [m["kind"] for m in data["automatic_mails"]] == ["ack", "ack", "ack"]
+        kinds = [e["kind"] for e in data["cases"][0]["events"]]
+        assert kinds[:3] == ["created", "ack_queued", "agents_notified"] and "delivery_failed" in kinds
+        assert "delivery_failed" in html and "ack_queued" in html
     print(html[:1500])
 
 
@@ -521,5 +531,28 @@ def test_two_instances_run_the_daily_retention_once(tmp_path, imap_server, smtp_
         assert sum(r.counts.get("cases", 0) for r in reports) == len(more)
         for a in apps:
             a.close()
+    finally:
+        desk.app.close()
+
+
+def test_the_service_runs_retention_daily_and_records_it(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    """The service's ``retention`` job: one run row per day (a second call the same day does nothing),
+    its health row for ``mailbridge status``."""
+    from mailbridge.scheduler import Service
+    from mailbridge.store.models import JobHealth
+
+    desk = _retention_desk(tmp_path, imap_server, smtp_sink, db_url)
+    try:
+        case = _closed_case(desk, CUSTOMER, "Alter Fall", b"old " * 50)
+        desk.clock.now += timedelta(days=1100)
+        service = Service(desk.app)
+        service._retention()
+        service._retention()
+        with session_scope(desk.app.session_factory) as s:
+            (run,) = s.scalars(select(RetentionRun)).all()
+            assert run.run_key == f"daily:{desk.clock.now.date().isoformat()}" and run.counts["cases"] == 1
+            job = s.get(JobHealth, "retention")
+            assert job.last_success_at == desk.clock.now and job.last_error is None
+        assert desk.ticket(case).subject == "[removed]"
     finally:
         desk.app.close()
