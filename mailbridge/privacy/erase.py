@@ -70,7 +70,7 @@ class ErasureReport:
         verb = "would be" if self.dry_run else "were"
         out = [
             f"cases opened by the person ({len(self.own_cases)}): {', '.join(self.own_cases) or '-'}"
-            f" — their content {verb} removed, numbers and SLA figures kept",
+            f" — their content {'would be' if self.dry_run else 'was'} removed, numbers and SLA figures kept",
             f"other cases naming the person ({len(self.other_cases)}): {', '.join(self.other_cases) or '-'}"
             f" — the person's mails {verb} removed, the address replaced",
         ]
@@ -98,6 +98,7 @@ class Eraser:
         mapping = {a: report.pseudonym}
         now = self.clock()
         doomed: list[Path] = []
+        gone: set[str] = set()  # the Message-IDs of the mails whose content goes
         with session_scope(self.session_factory) as s:
             held = pq.held_ticket_ids(s)
             cases = pq.person_cases(s, a)
@@ -107,6 +108,8 @@ class Eraser:
             own = [c.id for c in cases if c.own and not c.held]
             touched = {c.id for c in cases if not c.held}
             written = pq.messages_from(s, a, held)
+            gone = pq.message_id_values(s, written + [m for tid in own for m in pq.case_message_ids(s, tid)])
+            gone |= {q for q in pq.quarantine_message_ids(s, a) if q}
             if dry_run:
                 self._plan(s, a, own, written, held, report)
                 s.rollback()
@@ -126,7 +129,7 @@ class Eraser:
                 )
         for path in doomed:  # after the commit: a rollback must find its files
             path.unlink(missing_ok=True)
-        self._imap(a, mapping, report, dry_run)
+        self._imap(a, mapping, gone, report, dry_run)
         self._other_stores(a, report, dry_run)
         log.info(
             "privacy_erased" if not dry_run else "privacy_erase_planned",
@@ -223,7 +226,10 @@ class Eraser:
 
     # -- IMAP -----------------------------------------------------------------------------------------
 
-    def _imap(self, a: str, mapping: dict[str, str], report: ErasureReport, dry_run: bool) -> None:
+    def _imap(self, a: str, mapping: dict[str, str], gone: set[str], report: ErasureReport, dry_run: bool) -> None:
+        """The copies in each account's Processed and Quarantine folders: the person's own mails and
+        those whose content the erasure removed (by Message-ID: e.g. a bounce of a mail to them) are
+        deleted; other mails that name them are replaced by a copy without the address."""
         # TEXT: also a mail that names them only in its text (a bounce returning their mail).
         criteria = ["OR", "OR", "FROM", a, "TO", a, "OR", "OR", "CC", a, "BCC", a, "TEXT", a]
         for acc in self.settings.accounts:
@@ -234,7 +240,7 @@ class Eraser:
                     found = box.folder_messages(folder, criteria)
                     delete, append = [], []
                     for uid, (raw, flags, when) in sorted(found.items()):
-                        if a in mailtext.senders(raw):
+                        if a in mailtext.senders(raw) or mailtext.message_id(raw) in gone:
                             delete.append(uid)
                         elif mailtext.mentions(raw, a):
                             delete.append(uid)

@@ -13,6 +13,8 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import getaddresses
 
+from mailbridge.ingest.parser import normalize_message_id
+
 _PARSER = BytesParser(policy=policy.default)
 _OUT = policy.SMTP
 
@@ -62,6 +64,15 @@ def senders(raw: bytes) -> set[str]:
     except Exception:
         return set()
     return {a.lower() for _n, a in getaddresses(values) if a}
+
+
+def message_id(raw: bytes) -> str | None:
+    """The Message-ID without angle brackets, as the database keeps it; None when there is none."""
+    try:
+        value = _parse(raw).get("Message-ID")
+    except Exception:
+        return None
+    return normalize_message_id(str(value)) if value is not None else None
 
 
 def pseudonymise(raw: bytes, mapping: dict[str, str]) -> bytes:

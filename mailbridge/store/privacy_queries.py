@@ -487,6 +487,18 @@ def raw_path_used(session: Session, path: str) -> bool:
     return session.scalar(stmt) is not None
 
 
+def message_id_values(session: Session, message_ids: list[int]) -> set[str]:
+    """The Message-ID header values (as stored) of these messages."""
+    if not message_ids:
+        return set()
+    return {m for m in session.scalars(select(Message.message_id).where(Message.id.in_(message_ids))) if m}
+
+
+def quarantine_message_ids(session: Session, address: str) -> set[str]:
+    stmt = select(Quarantine.message_id).where(func.lower(Quarantine.sender) == address.lower())
+    return {m for m in session.scalars(stmt) if m}
+
+
 def quarantine_from(session: Session, address: str) -> list[tuple[int, int]]:
     """(quarantine id, raw id) of the quarantined mails ``address`` sent."""
     return [

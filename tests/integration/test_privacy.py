@@ -31,7 +31,14 @@ from mailbridge.logging import configure_logging
 from mailbridge.privacy.mailtext import decoded_text
 from mailbridge.settings import load_settings
 from mailbridge.store.db import session_scope
-from mailbridge.store.models import AttachmentRow, Participant, PrivacyAudit, RawMessage, RetentionRun
+from mailbridge.store.models import (
+    AttachmentRow,
+    Participant,
+    PrivacyAudit,
+    Quarantine,
+    RawMessage,
+    RetentionRun,
+)
 from tests.integration.conversation_support import AGENT, CUSTOMER, CUSTOMER2, QUEUE_EXTRA, TEAM, Desk, make_desk, to
 from tests.integration.test_noise import _dsn
 from tests.support import make_mail
@@ -190,6 +197,9 @@ def _story(desk: Desk) -> dict:
         )
     )
     case_c, _note_c, _ = _open(desk, OTHER, "Frage zur Rechnung", "Wie lese ich die Rechnung?\n\nOlga")
+    # A mail of his that is refused before parsing (too many MIME parts): quarantined, he is told.
+    parts = [(f"p{i}.txt", "text/plain", b"x") for i in range(1001)]
+    desk.deliver(make_mail(subject="Alle Logs", body="Anbei alle Logs.", sender=CUSTOMER, attachments=parts))
     return {"a": case_a, "b": case_b, "c": case_c, "note_b": note_b}
 
 
@@ -208,6 +218,8 @@ def test_erase_leaves_the_address_nowhere_and_keeps_other_peoples_content(desk, 
         "address_health.email",
     } <= set(_db_hits(db_url, X))
     assert _file_hits(var, X) and _imap_hits(imap_server, X)
+    with session_scope(desk.app.session_factory) as s:
+        assert [q.sender for q in s.scalars(select(Quarantine))] == [X]
 
     dry = _run(desk, "privacy", "erase", X, "--dry-run")
     assert dry.exit_code == 0, dry.output
@@ -260,6 +272,7 @@ def test_erase_leaves_the_address_nowhere_and_keeps_other_peoples_content(desk, 
         assert roles[pseudonym] == "erased"
         shared = s.scalars(select(AttachmentRow).where(AttachmentRow.filename == "handbuch.pdf")).all()
         assert [a.message.sender_email for a in shared] == [CUSTOMER2[1]]
+        assert s.scalars(select(Quarantine)).all() == []
         audit = s.scalars(select(PrivacyAudit)).one()
         assert (audit.action, audit.actor, audit.detail["pseudonym"]) == ("erase", "dpo", pseudonym)
     # The shared file stays for Petra; Jürgen's own attachment is gone.
@@ -282,6 +295,8 @@ def test_erase_leaves_the_address_nowhere_and_keeps_other_peoples_content(desk, 
         c.logout()
     assert any("seit gestern fehlen die Zählerdaten" in k and pseudonym in k for k in kept), "Petra's copy, rewritten"
     assert not any("Rückruf bitte unter 0211 4711" in k for k in kept), "Jürgen's own mail is gone"
+    assert not any("Undelivered Mail Returned" in k for k in kept), "the bounce of a mail to him went with his case"
+    assert any("Olga" in k for k in kept), "other people's mail stays as it was"
 
 
 def _raw_path(desk: Desk, raw_id: int) -> str:
