@@ -5,7 +5,7 @@ a terminal. Context bound with ``structlog.contextvars`` (account, uid, message_
 merged into every line.
 
 What a log event may carry: never a message's text or subject, nor a header other than the
-Message-ID; an address only where the event is about it (``to`` of a queued or suppressed mail, the
+Message-ID; an address only where the event is about it (``to`` of a queued, sent or suppressed mail, the
 ``sender`` of an unproven agent mail, the ``recipients`` of a bounce, the address whose suppression was
 lifted). With ``logging.redact_addresses = true`` :class:`RedactAddresses` replaces every address in
 every field (also in exceptions and in other libraries' lines) by ``addr-<12 hex>``, the same for the

@@ -173,20 +173,20 @@ def address_pattern(addresses: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join(re.escape(a) for a in sorted(addresses, key=len, reverse=True)), re.IGNORECASE)
 
 
-def _ticket_of(table):
-    """An expression for the case a row of ``table`` belongs to (None: it belongs to none)."""
-    c = table.c
+def _of_tickets(table, ticket_ids) -> tuple | None:
+    """(a condition: the row belongs to one of ``ticket_ids``, the nullable column it depends on or None);
+    None when rows of ``table`` belong to no case. Index-friendly: no correlated subquery."""
+    c, ids = table.c, list(ticket_ids)
     if table.name == "tickets":
-        return c.id
-    if "ticket_id" in c:
-        return c.ticket_id
+        return c.id.in_(ids), None
     if table.name == "attachments":
-        return select(Message.ticket_id).where(Message.id == c.message_id).scalar_subquery()
+        return c.message_id.in_(select(Message.id).where(Message.ticket_id.in_(ids))), None
     if table.name == "raw_messages":
-        return select(func.max(Message.ticket_id)).where(Message.raw_id == c.id).scalar_subquery()
-    if table.name == "address_health":
-        return c.last_ticket_id
-    return None
+        return c.id.in_(select(Message.raw_id).where(Message.ticket_id.in_(ids), Message.raw_id.is_not(None))), None
+    col = c.get("ticket_id") if "ticket_id" in c else c.get("last_ticket_id")
+    if col is None:
+        return None
+    return col.in_(ids), (col if col.nullable else None)
 
 
 def sweep(
@@ -208,16 +208,20 @@ def sweep(
         if not cols:
             continue
         pk = list(table.primary_key.columns)
-        owner = _ticket_of(table)
+        scope = None
+        if only_ticket is not None:
+            owned = _of_tickets(table, [only_ticket])
+            if owned is None:
+                continue
+            scope = owned[0]
+        elif skip_tickets and (owned := _of_tickets(table, skip_tickets)) is not None:
+            in_skipped, nullable = owned
+            scope = ~in_skipped if nullable is None else or_(nullable.is_(None), ~in_skipped)
         for col_name in cols:
             col = table.c[col_name]
             cond = or_(*(_matches(col, a) for a in mapping))
-            if only_ticket is not None:
-                if owner is None:
-                    continue
-                cond = cond & (owner == only_ticket)
-            elif owner is not None and skip_tickets:
-                cond = cond & or_(owner.is_(None), owner.not_in(skip_tickets))
+            if scope is not None:
+                cond = cond & scope
             for row in conn.execute(select(*pk, col).where(cond)).all():
                 new = replace_in(row[-1], pat, by)
                 if new != row[-1]:
@@ -449,7 +453,6 @@ def raws_to_check(session: Session, address: str, skip_tickets: set[int]) -> lis
     """(id, path) of the raw mails that are kept and may name ``address``: those of messages whose
     columns name it, and every raw mail that is no message's (quarantined, duplicates), whose
     columns say too little."""
-    owner = select(func.max(Message.ticket_id)).where(Message.raw_id == RawMessage.id).scalar_subquery()
     named = (
         select(Message.raw_id)
         .where(
@@ -468,7 +471,8 @@ def raws_to_check(session: Session, address: str, skip_tickets: set[int]) -> lis
         RawMessage.purged_at.is_(None), or_(RawMessage.id.in_(named), no_message)
     )
     if skip_tickets:
-        stmt = stmt.where(or_(owner.is_(None), owner.not_in(skip_tickets)))
+        in_skipped, _ = _of_tickets(RawMessage.__table__, skip_tickets)
+        stmt = stmt.where(~in_skipped)
     return [(r.id, r.path) for r in session.execute(stmt)]
 
 
