@@ -86,6 +86,8 @@ class Retention:
         self.clock = clock
         self.skip_locked = skip_locked
         self.keep = {a.lower() for a in settings.own_addresses}
+        # A dry run's one transaction (rolled back at its end).
+        self._dry = None
 
     def run(self, key: str | None = None, *, dry_run: bool = False) -> RetentionReport:
         """One run at the clock: ``key`` ``daily:<date>`` from the job, else a manual one."""
@@ -99,7 +101,15 @@ class Retention:
             return report
         error = None
         try:
-            self._apply(now, report, dry_run)
+            if dry_run:
+                self._dry = self.session_factory()
+                try:
+                    self._apply(now, report, dry_run)
+                finally:
+                    self._dry.rollback()
+                    self._dry.close()
+            else:
+                self._apply(now, report, dry_run)
         except Exception as e:  # recorded on the run; the job's health row says so too
             error = str(e).splitlines()[0][:500] if str(e) else type(e).__name__
             raise
@@ -116,9 +126,17 @@ class Retention:
 
     def _batches(self, query, cutoff, dry_run, apply) -> None:
         """Claim rows of ``query`` in id order, BATCH at a time, one transaction each; ``apply(session,
-        ids)`` returns the files to delete after the commit. A dry run rolls each batch back."""
+        ids)`` returns the files to delete after the commit. A dry run works in the one transaction
+        of :attr:`_dry` (later stages see what earlier ones would have done; it is rolled back)."""
         after = 0
         while True:
+            if dry_run:
+                ids = query(self._dry, cutoff, after, BATCH, False)
+                if not ids:
+                    return
+                after = ids[-1]
+                apply(self._dry, ids)
+                continue
             doomed: list[Path] = []
             with session_scope(self.session_factory) as s:
                 ids = query(s, cutoff, after, BATCH, self.skip_locked)
@@ -126,9 +144,6 @@ class Retention:
                     return
                 after = ids[-1]
                 doomed = apply(s, ids)
-                if dry_run:
-                    s.rollback()
-                    doomed = []
             for p in doomed:
                 p.unlink(missing_ok=True)
 

@@ -455,6 +455,7 @@ def test_retention_removes_exactly_what_the_settings_say_and_the_sla_report_stay
 
         dry = _run(desk, "privacy", "retention", "--dry-run")
         assert dry.exit_code == 0 and "would remove" in dry.stdout, dry.output
+        dry_counts = dry.stdout.splitlines()[1:]
         assert {k: _state(desk, c) for k, c in cases.items()} == before
 
         result = _run(desk, "privacy", "retention")
@@ -472,6 +473,7 @@ def test_retention_removes_exactly_what_the_settings_say_and_the_sla_report_stay
         assert "  cases: 1" in result.stdout
         assert f"  raw_files: {before['old']['raw_files'] + before['middle']['raw_files']}" in result.stdout
         assert "  imap_expunged: 1" in result.stdout
+        assert result.stdout.splitlines()[1:] == dry_counts, "the dry run counted what the run removed"
         c = imap_server.client()
         try:
             c.select_folder("Processed")
