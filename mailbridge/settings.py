@@ -781,7 +781,8 @@ class RetentionSettings(_Model):
     # placeholders), raw mails, attachments, the mails we sent; the case number, dates, SLA figures and
     # the history's events (without addresses) stay.
     case_days: _Days | None = None
-    # Auto-replies and bounces that belong to no case (and their raw mails).
+    # Auto-replies and bounces that belong to no case (and their raw mails); the bytes of the mails we
+    # sent about no case (oversize notices, digests, alerts).
     noise_days: _Days | None = None
     # Quarantined mails (row and raw mail), open or dealt with.
     quarantine_days: _Days | None = None

@@ -11,7 +11,8 @@ Counted from a case's closing (``closed_at``) for its mails:
   contract, due and response times, pauses, and the events (their addresses replaced), so the SLA
   figures and reports are the same afterwards.
 
-From receipt for noise (``noise_days``: auto-replies and bounces of no case are deleted), from
+From receipt for noise (``noise_days``: auto-replies and bounces of no case are deleted, and the
+mails we sent about no case — oversize notices, digests, alerts — lose their bytes), from
 quarantining for quarantined mail (``quarantine_days``: the row and its raw mail), from the IMAP
 server's arrival date for the Processed folder (``processed_folder_days``: deleted and expunged).
 
@@ -192,6 +193,11 @@ class Retention:
                 return self._raw_files(gone) + files
 
             self._batches(rq.noise_due, days(c.noise_days), dry_run, noise)
+            if dry_run:
+                report.add("sent_mails_of_no_case", rq.empty_sent_of_no_case(self._dry, days(c.noise_days), pq.UNSENT))
+            else:
+                with session_scope(self.session_factory) as s:
+                    report.add("sent_mails_of_no_case", rq.empty_sent_of_no_case(s, days(c.noise_days), pq.UNSENT))
         if c.quarantine_days is not None:
 
             def quarantined(s, ids):

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailbridge.store.models import AttachmentRow, LegalHold, Message, Quarantine, RawMessage, RetentionRun, Ticket
+from mailbridge.store.models import (
+    AttachmentRow,
+    LegalHold,
+    Message,
+    Outbox,
+    Quarantine,
+    RawMessage,
+    RetentionRun,
+    Ticket,
+)
 
 _HELD = select(LegalHold.ticket_id)
 
@@ -124,3 +133,22 @@ def delete_quarantined(session: Session, ids: list[int]) -> tuple[list[int], int
     used = set(session.scalars(select(Message.raw_id).where(Message.raw_id.in_(raw_ids))))
     n = session.connection().execute(delete(Quarantine).where(Quarantine.id.in_(ids))).rowcount
     return [r for r in raw_ids if r not in used], n
+
+
+def empty_sent_of_no_case(session: Session, cutoff: datetime, unsent: tuple[str, ...]) -> int:
+    """Empty the bytes of the mails we sent about no case (oversize notices, digests, alerts) queued
+    before ``cutoff`` and no longer waiting to go; how many."""
+    return (
+        session.connection()
+        .execute(
+            update(Outbox)
+            .where(
+                Outbox.ticket_id.is_(None),
+                Outbox.created_at <= cutoff,
+                Outbox.status.not_in(unsent),
+                func.length(Outbox.raw) > 0,
+            )
+            .values(raw=b"")
+        )
+        .rowcount
+    )

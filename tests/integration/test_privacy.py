@@ -383,6 +383,7 @@ raw_days = 90
 attachment_days = 90
 case_days = 1095
 noise_days = 30
+quarantine_days = 30
 processed_folder_days = 1455
 """
 # The desk's clock starts 2026-11-23 and the retention test ends 1460 days later: the Processed folder
@@ -404,6 +405,34 @@ def _closed_case(desk: Desk, sender, subject: str, file: bytes) -> str:
     desk.deliver(_agent_reply(note, "#close"))
     assert desk.ticket(case).status == "closed"
     return case
+
+
+def _noise_and_quarantine(desk: Desk, tag: str) -> None:
+    """An out-of-office reply that answers nothing of ours (noise), and a mail refused before parsing
+    (too many MIME parts: quarantined)."""
+    desk.deliver(
+        make_mail(
+            subject=f"Abwesenheitsnotiz {tag}",
+            body="Ich bin bis Montag nicht im Büro.",
+            sender=("Otto Abwesend", f"otto.{tag}@kunde.example"),
+            headers={"Auto-Submitted": "auto-replied"},
+        )
+    )
+    parts = [(f"p{i}.txt", "text/plain", b"x") for i in range(1001)]
+    desk.deliver(make_mail(subject=f"Logs {tag}", body="Alle Logs.", sender=OTHER, attachments=parts))
+
+
+def _noise_and_quarantine_raws(desk: Desk) -> dict[str, str]:
+    """'noise <tag>' / 'quarantine <tag>' → the raw file's path, of the rows that are there."""
+    from mailbridge.store.models import Message
+
+    out = {}
+    with session_scope(desk.app.session_factory) as s:
+        for m in s.scalars(select(Message).where(Message.ticket_id.is_(None), Message.direction == "in")):
+            out["noise " + m.subject.split()[-1]] = m.raw.path
+        for q in s.scalars(select(Quarantine)):
+            out["quarantine " + (q.subject or "").split()[-1]] = q.raw.path
+    return out
 
 
 def _state(desk: Desk, case: str) -> dict:
@@ -428,13 +457,17 @@ def test_retention_removes_exactly_what_the_settings_say_and_the_sla_report_stay
     desk = _retention_desk(tmp_path, imap_server, smtp_sink, db_url)
     try:
         start = desk.clock.now
+        _noise_and_quarantine(desk, "alt")  # 4 years old at the end: they go
         old = _closed_case(desk, CUSTOMER, "Alter Fall", b"old file " * 50)  # closed now: 4 years old at the end
         desk.clock.now = start + timedelta(days=1095 + 365 - 100)
         middle = _closed_case(desk, CUSTOMER2, "Mittlerer Fall", b"middle file " * 50)  # 100 days at the end
         desk.clock.now = start + timedelta(days=1095 + 365 - 10)
         young = _closed_case(desk, OTHER, "Junger Fall", b"young file " * 50)  # 10 days at the end
         held = _closed_case(desk, ("Hanna Held", "hanna@held.example"), "Gehaltener Fall", b"held " * 50)
+        _noise_and_quarantine(desk, "neu")  # 10 days old at the end: they stay
         desk.clock.now = start + timedelta(days=1095 + 365)
+        noise_raws = _noise_and_quarantine_raws(desk)
+        assert sorted(noise_raws) == ["noise alt", "noise neu", "quarantine alt", "quarantine neu"]
         assert _run(desk, "privacy", "hold", held).exit_code == 0
         c = imap_server.client()
         try:
@@ -471,7 +504,15 @@ def test_retention_removes_exactly_what_the_settings_say_and_the_sla_report_stay
         assert after["middle"] == {**before["middle"], "raw_files": 0, "attachment_files": 0}
         assert after["young"] == before["young"] and after["held"] == before["held"]
         assert "  cases: 1" in result.stdout
-        assert f"  raw_files: {before['old']['raw_files'] + before['middle']['raw_files']}" in result.stdout
+        # The old auto-reply and the notice we sent about the old quarantined mail; that notice's bytes.
+        assert "  noise_messages: 2" in result.stdout and "  quarantined_mails: 1" in result.stdout
+        assert "  sent_mails_of_no_case: 1" in result.stdout
+        assert sorted(_noise_and_quarantine_raws(desk)) == ["noise neu", "quarantine neu"]
+        assert not (desk.app.raw_store.root / noise_raws["noise alt"]).exists()
+        assert not (desk.app.raw_store.root / noise_raws["quarantine alt"]).exists()
+        assert (desk.app.raw_store.root / noise_raws["noise neu"]).exists()
+        # the old and middle cases' raw mails, the old auto-reply's and the old quarantined mail's
+        assert f"  raw_files: {before['old']['raw_files'] + before['middle']['raw_files'] + 2}" in result.stdout
         assert "  imap_expunged: 1" in result.stdout
         assert result.stdout.splitlines()[1:] == dry_counts, "the dry run counted what the run removed"
         c = imap_server.client()
