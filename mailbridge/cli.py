@@ -373,12 +373,16 @@ def privacy_export(ctx: click.Context, address: str, output: Path, language: str
 @privacy.command("erase")
 @click.argument("address")
 @click.option("--dry-run", is_flag=True, help="List what would go; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--by", default=None, help="Who erases, for the audit log (default: the login name).")
 @click.pass_context
-def privacy_erase(ctx: click.Context, address: str, dry_run: bool, by: str | None) -> None:
+def privacy_erase(ctx: click.Context, address: str, dry_run: bool, yes: bool, by: str | None) -> None:
     """Remove or pseudonymise ADDRESS everywhere: its cases' content, the mails it wrote, raw mails,
     attachments, its address in other people's mails, outbox, suppression, the IMAP Processed and
-    Quarantine folders. Case numbers and SLA figures stay; cases under legal hold are skipped."""
+    Quarantine folders. Case numbers and SLA figures stay; cases under legal hold are skipped.
+    Asks first unless --yes; it cannot be undone (try --dry-run)."""
+    if not (dry_run or yes):
+        click.confirm(f"Erase {address} everywhere? This cannot be undone", abort=True)
     app = _app(ctx.parent)
     try:
         report = app.eraser().erase(address, dry_run=dry_run, by=_actor(by))

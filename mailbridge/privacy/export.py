@@ -62,7 +62,8 @@ class Exporter:
         """Write the zip; return its data (what ``data.json`` holds)."""
         a = normalise(address)
         now = self.clock()
-        files: dict[str, bytes] = {}
+        # name in the zip → its bytes, or the file to copy (attachments: read one at a time).
+        files: dict[str, bytes | Path] = {}
         with session_scope(self.session_factory) as s:
             refs = {c.id: c for c in pq.person_cases(s, a)}
             cases = [self._case(t, refs[t.id].own, a, files) for t in pq.tickets_for_export(s, list(refs))]
@@ -96,17 +97,20 @@ class Exporter:
             z.writestr("index.html", html)
             z.writestr("data.json", json.dumps(data, ensure_ascii=False, indent=2))
             for name, content in sorted(files.items()):
-                z.writestr(name, content)
+                if isinstance(content, Path):
+                    z.write(content, name)
+                else:
+                    z.writestr(name, content)
         log.info("privacy_exported", cases=len(cases), files=len(files))
         return data
 
-    def _raw(self, path: str | None, name: str, files: dict[str, bytes]) -> str | None:
+    def _raw(self, path: str | None, name: str, files: dict) -> str | None:
         if path is None or not (self.raw_store.root / path).exists():
             return None
         files[name] = self.raw_store.get(path)
         return name
 
-    def _message(self, m, prefix: str, files: dict[str, bytes]) -> dict:
+    def _message(self, m, prefix: str, files: dict) -> dict:
         out = {
             "id": m.id,
             "direction": m.direction,
@@ -133,11 +137,11 @@ class Exporter:
             stored = self.attachments.root / self.attachments.relpath(att.sha256)
             if att.purged_at is None and stored.exists():
                 entry["file"] = f"{prefix}-files/{i}-{safe_name(att.filename, 'attachment')}"
-                files[entry["file"]] = stored.read_bytes()
+                files[entry["file"]] = stored
             out["attachments"].append(entry)
         return out
 
-    def _case(self, t, own: bool, a: str, files: dict[str, bytes]) -> dict:
+    def _case(self, t, own: bool, a: str, files: dict) -> dict:
         messages = [
             m
             for m in t.messages

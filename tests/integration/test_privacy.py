@@ -69,10 +69,11 @@ def desk(tmp_path, imap_server, smtp_sink, db_url, imap_env):
     d.app.close()
 
 
-def _run(desk: Desk, *args: str, config: Path | None = None):
+def _run(desk: Desk, *args: str, config: Path | None = None, input: str | None = None):
     return CliRunner().invoke(
         cli,
         ["--config", str(config or desk.app.settings.source), *args],
+        input=input,
         obj={"clock": desk.clock},
         env={"COLUMNS": "200"},
         catch_exceptions=False,
@@ -228,7 +229,7 @@ def test_erase_leaves_the_address_nowhere_and_keeps_other_peoples_content(desk, 
     assert "would be removed" in dry.stdout and "IMAP main/Processed: mails deleted" in dry.stdout
     assert "tickets.requester_email" in _db_hits(db_url, X) and _imap_hits(imap_server, X)
 
-    result = _run(desk, "privacy", "erase", X.upper(), "--by", "dpo")
+    result = _run(desk, "privacy", "erase", X.upper(), "--yes", "--by", "dpo")
     assert result.exit_code == 0, result.output
     print(result.stdout)
     pseudonym = next(w for w in result.stdout.split() if w.startswith("erased-"))
@@ -309,7 +310,10 @@ def test_erase_skips_a_case_under_legal_hold_and_reports_it(desk):
     assert _run(desk, "privacy", "hold", story["a"].lower(), "--reason", "invoice dispute").exit_code == 0
     out = _run(desk, "privacy", "holds").stdout
     assert story["a"] in out and "invoice dispute" in out
-    result = _run(desk, "privacy", "erase", X)
+    refused = _run(desk, "privacy", "erase", X, input="n\n")
+    assert refused.exit_code == 1 and desk.ticket(story["b"]).requester_email == CUSTOMER2[1]
+    assert X in json.dumps([m.recipients for m in desk.messages(story["b"])]).lower(), "nothing changed"
+    result = _run(desk, "privacy", "erase", X, "--yes")
     assert result.exit_code == 0, result.output
     assert f"under legal hold, skipped (1): {story['a']}" in result.stdout
     assert "cases opened by the person (0)" in result.stdout
@@ -319,7 +323,8 @@ def test_erase_skips_a_case_under_legal_hold_and_reports_it(desk):
     assert X not in json.dumps([m.recipients for m in desk.messages(story["b"])]).lower()
 
     assert _run(desk, "privacy", "hold", story["a"], "--release").stdout.strip() == f"{story['a']}: hold released"
-    again = _run(desk, "privacy", "erase", X)
+    again = _run(desk, "privacy", "erase", X, input="y\n")
+    assert "This cannot be undone" in again.stdout
     assert f"cases opened by the person (1): {story['a']}" in again.stdout
     assert desk.ticket(story["a"]).requester_email != X
 
