@@ -94,6 +94,8 @@ class Eraser:
 
     def erase(self, address: str, *, dry_run: bool = False, by: str = "operator") -> ErasureReport:
         a = normalise(address)
+        if a in {o.lower() for o in self.settings.own_addresses}:
+            raise ValueError(f"{a} is one of our support addresses, not a person's")
         report = ErasureReport(pseudonym=new_pseudonym(), dry_run=dry_run)
         mapping = {a: report.pseudonym}
         now = self.clock()

@@ -310,6 +310,8 @@ def test_erase_skips_a_case_under_legal_hold_and_reports_it(desk):
     assert _run(desk, "privacy", "hold", story["a"].lower(), "--reason", "invoice dispute").exit_code == 0
     out = _run(desk, "privacy", "holds").stdout
     assert story["a"] in out and "invoice dispute" in out
+    ours = _run(desk, "privacy", "erase", "Support@Vendor.example", "--yes")
+    assert ours.exit_code == 1 and "support@vendor.example is one of our support addresses" in ours.stderr
     refused = _run(desk, "privacy", "erase", X, input="n\n")
     assert refused.exit_code == 1 and desk.ticket(story["b"]).requester_email == CUSTOMER2[1]
     assert X in json.dumps([m.recipients for m in desk.messages(story["b"])]).lower(), "nothing changed"
