@@ -533,6 +533,21 @@ def suppression_rows(session: Session, address: str) -> tuple[int, int]:
 def retire_participant(session: Session, address: str, skip_tickets: set[int]) -> int:
     """The address's participant rows take the role ``erased``: no relay copies it any more (the sweep
     replaces the address itself)."""
+    # The same address written in two cases of letters is two rows of one case; as one pseudonym they
+    # would collide (uq_ticket_participants_email): the first stays.
+    seen, extra = set(), []
+    for pid, tid in session.execute(
+        select(Participant.id, Participant.ticket_id)
+        .where(func.lower(Participant.email) == address.lower())
+        .order_by(Participant.id)
+    ):
+        if tid in skip_tickets:
+            continue
+        if tid in seen:
+            extra.append(pid)
+        seen.add(tid)
+    if extra:
+        session.connection().execute(delete(Participant).where(Participant.id.in_(extra)))
     stmt = update(Participant).where(func.lower(Participant.email) == address.lower())
     if skip_tickets:
         stmt = stmt.where(Participant.ticket_id.not_in(skip_tickets))

@@ -621,3 +621,17 @@ def test_the_service_runs_retention_daily_and_records_it(tmp_path, imap_server, 
         assert desk.ticket(case).subject == "[removed]"
     finally:
         desk.app.close()
+
+
+def test_erase_merges_the_same_address_in_two_spellings_on_one_case(desk):
+    """Two participant rows of one case whose addresses differ only in case become one pseudonym row
+    (not a unique-key violation that would stop the erasure)."""
+    _open(desk, CUSTOMER, "Lizenz", "Text.")
+    with session_scope(desk.app.session_factory) as s:
+        tid = s.scalar(select(Participant.ticket_id))
+        s.add(Participant(ticket_id=tid, email=X.title(), name="J. M.", role="customer", added_at=desk.clock.now))
+    result = _run(desk, "privacy", "erase", X, "--yes")
+    assert result.exit_code == 0, result.output
+    with session_scope(desk.app.session_factory) as s:
+        rows = s.execute(select(Participant.email, Participant.role)).all()
+    assert len(rows) == 1 and rows[0].email.startswith("erased-") and rows[0].role == "erased"
