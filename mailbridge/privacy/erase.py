@@ -101,6 +101,7 @@ class Eraser:
         now = self.clock()
         doomed: list[Path] = []
         gone: set[str] = set()  # the Message-IDs of the mails whose content goes
+        kept: set[str] = set()  # … and of the mails of held cases (their IMAP copies stay too)
         with session_scope(self.session_factory) as s:
             held = pq.held_ticket_ids(s)
             cases = pq.person_cases(s, a)
@@ -112,6 +113,8 @@ class Eraser:
             written = pq.messages_from(s, a, held)
             gone = pq.message_id_values(s, written + [m for tid in own for m in pq.case_message_ids(s, tid)])
             gone |= {q for q in pq.quarantine_message_ids(s, a) if q}
+            held_ids = [c.id for c in cases if c.held]
+            kept = pq.message_id_values(s, [m for tid in held_ids for m in pq.case_message_ids(s, tid)])
             if dry_run:
                 self._plan(s, a, own, written, held, report)
                 s.rollback()
@@ -131,7 +134,7 @@ class Eraser:
                 )
         for path in doomed:  # after the commit: a rollback must find its files
             path.unlink(missing_ok=True)
-        self._imap(a, mapping, gone, report, dry_run)
+        self._imap(a, mapping, gone, kept, report, dry_run)
         self._other_stores(a, report, dry_run)
         log.info(
             "privacy_erased" if not dry_run else "privacy_erase_planned",
@@ -228,10 +231,13 @@ class Eraser:
 
     # -- IMAP -----------------------------------------------------------------------------------------
 
-    def _imap(self, a: str, mapping: dict[str, str], gone: set[str], report: ErasureReport, dry_run: bool) -> None:
+    def _imap(
+        self, a: str, mapping: dict[str, str], gone: set[str], kept: set[str], report: ErasureReport, dry_run: bool
+    ) -> None:
         """The copies in each account's Processed and Quarantine folders: the person's own mails and
         those whose content the erasure removed (by Message-ID: e.g. a bounce of a mail to them) are
-        deleted; other mails that name them are replaced by a copy without the address."""
+        deleted; other mails that name them are replaced by a copy without the address; the mails of
+        cases under legal hold stay as they are."""
         # TEXT: also a mail that names them only in its text (a bounce returning their mail).
         criteria = ["OR", "OR", "FROM", a, "TO", a, "OR", "OR", "CC", a, "BCC", a, "TEXT", a]
         for acc in self.settings.accounts:
@@ -242,7 +248,10 @@ class Eraser:
                     found = box.folder_messages(folder, criteria)
                     delete, append = [], []
                     for uid, (raw, flags, when) in sorted(found.items()):
-                        if a in mailtext.senders(raw) or mailtext.message_id(raw) in gone:
+                        mid = mailtext.message_id(raw)
+                        if mid is not None and mid in kept:
+                            continue
+                        if a in mailtext.senders(raw) or mid in gone:
                             delete.append(uid)
                         elif mailtext.mentions(raw, a):
                             delete.append(uid)

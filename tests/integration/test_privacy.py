@@ -305,7 +305,7 @@ def _raw_path(desk: Desk, raw_id: int) -> str:
         return s.get(RawMessage, raw_id).path
 
 
-def test_erase_skips_a_case_under_legal_hold_and_reports_it(desk):
+def test_erase_skips_a_case_under_legal_hold_and_reports_it(desk, imap_server):
     story = _story(desk)
     assert _run(desk, "privacy", "hold", story["a"].lower(), "--reason", "invoice dispute").exit_code == 0
     out = _run(desk, "privacy", "holds").stdout
@@ -323,6 +323,14 @@ def test_erase_skips_a_case_under_legal_hold_and_reports_it(desk):
     assert a[0].sender_email == X and "Rückruf bitte unter 0211 4711" in a[0].body_text
     assert desk.ticket(story["a"]).requester_email == X
     assert X not in json.dumps([m.recipients for m in desk.messages(story["b"])]).lower()
+    c = imap_server.client()
+    try:
+        c.select_folder("Processed")
+        copies = [decoded_text(bytes(d[b"BODY[]"])) for d in c.fetch(c.search("ALL"), [b"BODY.PEEK[]"]).values()]
+    finally:
+        c.logout()
+    assert any("Rückruf bitte unter 0211 4711" in k for k in copies), "the held case's IMAP copy stays"
+    assert not any("Die Daten liegen bei mir" in k for k in copies), "his mail on Petra's case went"
 
     assert _run(desk, "privacy", "hold", story["a"], "--release").stdout.strip() == f"{story['a']}: hold released"
     again = _run(desk, "privacy", "erase", X, input="y\n")
