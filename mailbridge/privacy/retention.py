@@ -6,8 +6,9 @@ Counted from a case's closing (``closed_at``) for its mails:
 - ``raw_days``: the raw mails (var/raw) of the case's messages;
 - ``attachment_days``: the attachments' bytes (var/attachments; a file another kept mail also has stays);
 - ``case_days``: everything personal — message text, subjects, names, the mails we sent, raw mails,
-  attachments; every address in the case's rows becomes ``removed-<n>@removed.invalid`` (our own
-  queue addresses stay). The skeleton stays: number, queue, status, dates, severity, organisation,
+  attachments; every address in the case's rows becomes ``removed-<n>@removed.invalid`` except the
+  desk's own configured ones (support addresses, agents, notification and escalation recipients), so
+  the history still says which agent acted. The skeleton stays: number, queue, status, dates, severity, organisation,
   contract, due and response times, pauses, and the events (their addresses replaced), so the SLA
   figures and reports are the same afterwards.
 
@@ -86,7 +87,11 @@ class Retention:
         self.attachments = attachments
         self.clock = clock
         self.skip_locked = skip_locked
-        self.keep = {a.lower() for a in settings.own_addresses}
+        # The desk's own addresses from the configuration (support addresses, notification and
+        # escalation recipients): a case's skeleton keeps them, so its history still says who acted.
+        self.keep = {a.lower() for a in settings.own_addresses} | {
+            a.lower() for q in settings.queues for a in (*q.notify_addresses, *q.escalation_addresses)
+        }
         # A dry run's one transaction (rolled back at its end).
         self._dry = None
 
@@ -211,10 +216,14 @@ class Retention:
         if c.processed_folder_days is not None:
             self._expunge(days(c.processed_folder_days), report, dry_run)
 
+    def _staff(self, address: str) -> bool:
+        """An address of the desk itself (configured: support, agents, notification recipients)."""
+        return address in self.keep or any(q.is_agent(address) for q in self.settings.queues)
+
     def _cases(self, s, ids: list[int], now: datetime, report: RetentionReport) -> list[Path]:
         files: list[Path] = []
         for tid in ids:
-            found = [a for a in pq.case_addresses(s, tid, _ADDRESS) if a not in self.keep]
+            found = [a for a in pq.case_addresses(s, tid, _ADDRESS) if not self._staff(a)]
             removed = pq.remove_case(s, tid, now)
             pq.map_case_addresses(s, tid, {a: f"removed-{i + 1}@{REMOVED_DOMAIN}" for i, a in enumerate(found)})
             pq.add_case_event(s, tid, "personal_data_removed", now, reason="retention", days=self.conf.case_days)

@@ -365,6 +365,10 @@ def attachment_files_unused(session: Session, digests: Iterable[str]) -> set[str
     return ds - kept
 
 
+# History fields that hold Message-IDs (events: ack_queued, information_given, notification_revoked).
+_MESSAGE_ID_KEYS = frozenset({"message_id", "ids", "in_reply_to", "references"})
+
+
 def case_addresses(session: Session, ticket_id: int, pattern: re.Pattern[str]) -> list[str]:
     """Every address (``pattern`` finds them in text) the case's rows hold, lower-cased, in the order
     found: the requester first, then the participants, the messages, the history, the mails sent."""
@@ -378,8 +382,9 @@ def case_addresses(session: Session, ticket_id: int, pattern: re.Pattern[str]) -
             for v in value:
                 scan(v)
         elif isinstance(value, dict):
-            for v in value.values():
-                scan(v)
+            for k, v in value.items():
+                if k not in _MESSAGE_ID_KEYS:  # a Message-ID looks like an address and is none
+                    scan(v)
 
     if t is not None:
         scan([t.requester_email, t.reply_to, t.assignee, t.checklist])

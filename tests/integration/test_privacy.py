@@ -517,6 +517,10 @@ def test_retention_removes_exactly_what_the_settings_say_and_the_sla_report_stay
             "requester": "removed-1@removed.invalid",
         }
         assert after["middle"] == {**before["middle"], "raw_files": 0, "attachment_files": 0}
+        history = desk.events(old)
+        assert ("command", {"name": "close", "arg": None, "by": AGENT[1]}) in history, "the agent stays named"
+        assert CUSTOMER[1] not in json.dumps(history) and "removed-1@removed.invalid" in json.dumps(history)
+        assert all(m.message_id and "removed" not in m.message_id for m in desk.messages(old)), "Message-IDs stay"
         assert after["young"] == before["young"] and after["held"] == before["held"]
         assert "  cases: 1" in result.stdout
         # The old auto-reply and the notice we sent about the old quarantined mail; that notice's bytes.
