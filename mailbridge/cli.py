@@ -67,6 +67,20 @@ def check_config(ctx: click.Context) -> None:
     for q in s.queues:
         click.echo(f"  queue {q.name}: {', '.join(q.addresses)} [{q.language}] from account {q.account}")
     click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls})")
+    r = s.retention
+    periods = [
+        f"{name} {days:g} d"
+        for name, days in (
+            ("raw", r.raw_days),
+            ("attachments", r.attachment_days),
+            ("cases", r.case_days),
+            ("noise", r.noise_days),
+            ("quarantine", r.quarantine_days),
+            ("processed folder", r.processed_folder_days),
+        )
+        if days is not None
+    ]
+    click.echo(f"  retention: {', '.join(periods)} (daily at {r.daily_at} UTC)" if periods else "  retention: none")
 
 
 @cli.group()

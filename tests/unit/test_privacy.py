@@ -119,6 +119,18 @@ def test_without_redaction_addresses_stay():
         logging.getLogger().handlers[:] = []
 
 
+def test_check_config_names_the_retention_periods(tmp_path):
+    from click.testing import CliRunner
+
+    from mailbridge.cli import cli
+
+    path = _write(tmp_path, VALID + "\n[retention]\nraw_days = 90\ncase_days = 1095\n")
+    out = CliRunner().invoke(cli, ["--config", str(path), "check-config"], env=ENV).stdout
+    assert "  retention: raw 90 d, cases 1095 d (daily at 03:15 UTC)" in out
+    out = CliRunner().invoke(cli, ["--config", str(_write(tmp_path, VALID)), "check-config"], env=ENV).stdout
+    assert "  retention: none" in out
+
+
 def test_retention_settings(tmp_path):
     s = load_settings(_write(tmp_path, VALID), ENV)
     assert s.retention.enabled is False and s.logging.redact_addresses is False
