@@ -283,10 +283,13 @@ class ImapMailbox:
 
     # -- data protection (mailbridge/privacy) --------------------------------------------------
 
-    def folder_messages(self, folder: str, criteria: list) -> dict[int, tuple[bytes, tuple, object]]:
+    def folder_messages(
+        self, folder: str, criteria: list, *, bodies: bool = True
+    ) -> dict[int, tuple[bytes, tuple, object]]:
         """SELECT ``folder`` and return its mails matching the SEARCH ``criteria`` (imapclient's list
         form, e.g. ``["OR", "FROM", a, "CC", a]`` or ``["BEFORE", date]``) as {uid: (raw, flags,
-        INTERNALDATE)}. The watched folder is selected again by the next ``reselect``."""
+        INTERNALDATE)}; without ``bodies`` only the UIDs matter ({uid: (b"", (), None)}, no FETCH).
+        The watched folder is selected again by the next ``reselect``."""
         c = self._c()
         try:
             if not c.folder_exists(folder):
@@ -295,6 +298,8 @@ class ImapMailbox:
             uids = c.search(criteria)
             if not uids:
                 return {}
+            if not bodies:
+                return {uid: (b"", (), None) for uid in uids}
             data = c.fetch(uids, [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"])
         except (IMAPClientError, OSError) as e:
             raise FetchError(f"{type(e).__name__}: {e}") from e

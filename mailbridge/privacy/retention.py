@@ -241,7 +241,7 @@ class Retention:
             box = ImapMailbox(acc)
             try:
                 box.connect()
-                old = box.folder_messages(acc.processed_folder, ["BEFORE", before.date()])
+                old = box.folder_messages(acc.processed_folder, ["BEFORE", before.date()], bodies=False)
                 report.add("imap_expunged", len(old))
                 if old and not dry_run:
                     box.replace_in_folder(acc.processed_folder, sorted(old), [])
