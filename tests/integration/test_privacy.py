@@ -647,3 +647,27 @@ def test_erase_merges_the_same_address_in_two_spellings_on_one_case(desk):
     with session_scope(desk.app.session_factory) as s:
         rows = s.execute(select(Participant.email, Participant.role)).all()
     assert len(rows) == 1 and rows[0].email.startswith("erased-") and rows[0].role == "erased"
+
+
+def test_erase_with_the_imap_server_away_erases_the_database_says_so_and_a_second_run_cleans_imap(
+    desk, db_url, imap_server, tmp_path
+):
+    """IMAP unreachable: the database and var/ are erased all the same, the output names the account
+    and the exit code is 1; run again once the server is back, the Processed copies go too."""
+    from mailbridge.embedded import free_port
+
+    _open(desk, CUSTOMER, "Lizenzserver startet nicht", "Rückruf bitte unter 0211 4711.")
+    config = desk.app.settings.source.read_text(encoding="utf-8")
+    away = tmp_path / "away.toml"
+    away.write_text(config.replace(f"port = {imap_server.port}\n", f"port = {free_port()}\n", 1), encoding="utf-8")
+
+    first = _run(desk, "privacy", "erase", X, "--yes", config=away)
+    assert first.exit_code == 1, first.output
+    assert "  IMAP: account main: " in first.stdout and "Connection refused" in first.stdout
+    assert _db_hits(db_url, X) == [] and _file_hits(Path(desk.app.settings.var_dir), X) == []
+    assert _imap_hits(imap_server, X) != []
+
+    second = _run(desk, "privacy", "erase", X, "--yes")
+    assert second.exit_code == 0, second.output
+    assert "IMAP main/Processed: mails deleted: 1" in second.stdout
+    assert _imap_hits(imap_server, X) == []
