@@ -217,20 +217,21 @@ def sweep(
         elif skip_tickets and (owned := _of_tickets(table, skip_tickets)) is not None:
             in_skipped, nullable = owned
             scope = ~in_skipped if nullable is None else or_(nullable.is_(None), ~in_skipped)
-        for col_name in cols:
-            col = table.c[col_name]
-            cond = or_(*(_matches(col, a) for a in mapping))
+        # One statement per table: a case's rows (few) as they are, else the rows any column of which
+        # names an address; the replacement is done here, one UPDATE per changed row.
+        if only_ticket is not None:
+            cond = scope
+        else:
+            cond = or_(*(_matches(table.c[c], a) for c in cols for a in mapping))
             if scope is not None:
                 cond = cond & scope
-            for row in conn.execute(select(*pk, col).where(cond)).all():
-                new = replace_in(row[-1], pat, by)
-                if new != row[-1]:
-                    conn.execute(
-                        update(table)
-                        .where(*(k == v for k, v in zip(pk, row[:-1], strict=True)))
-                        .values({col_name: new})
-                    )
-                    changed[table.name] = changed.get(table.name, 0) + 1
+        for row in conn.execute(select(*pk, *(table.c[c] for c in cols)).where(cond)).all():
+            keys, values = row[: len(pk)], row[len(pk) :]
+            new = {c: replace_in(v, pat, by) for c, v in zip(cols, values, strict=True) if v is not None}
+            new = {c: v for c, v in new.items() if v != values[cols.index(c)]}
+            if new:
+                conn.execute(update(table).where(*(k == v for k, v in zip(pk, keys, strict=True))).values(new))
+                changed[table.name] = changed.get(table.name, 0) + 1
     return changed
 
 
