@@ -267,8 +267,9 @@ class App:
 
         return Exporter(self.session_factory, self.raw_store, self.attachment_store, self.templates, self.clock)
 
-    def retention(self):
-        """The retention rules of ``[retention]`` (``privacy/retention.py``): the daily job and the CLI."""
+    def retention(self, should_stop: Callable[[], bool] = lambda: False):
+        """The retention rules of ``[retention]`` (``privacy/retention.py``): the daily job and the CLI;
+        ``should_stop``: the service is stopping (the run ends after its current batch)."""
         from mailbridge.privacy.retention import Retention
 
         return Retention(
@@ -278,6 +279,7 @@ class App:
             self.attachment_store,
             self.clock,
             skip_locked=is_postgres(self.engine),
+            should_stop=should_stop,
         )
 
     def close(self) -> None:

@@ -251,7 +251,7 @@ class Service:
         if self.stop_event.is_set():
             return
         try:
-            self.app.retention().daily()
+            self.app.retention(should_stop=self.stop_event.is_set).daily()
         except Exception as e:  # the database or IMAP is away: tomorrow's run catches up
             log.warning("retention_failed", error=_first_line(e))
             self._record_job("retention", _first_line(e))

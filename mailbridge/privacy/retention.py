@@ -79,6 +79,7 @@ class Retention:
         clock: Callable[[], datetime],
         *,
         skip_locked: bool,
+        should_stop: Callable[[], bool] = lambda: False,
     ):
         self.settings = settings
         self.conf = settings.retention
@@ -87,6 +88,8 @@ class Retention:
         self.attachments = attachments
         self.clock = clock
         self.skip_locked = skip_locked
+        # The service stopping: the run ends after the batch it is on (the rest waits for the next run).
+        self.should_stop = should_stop
         # The desk's own addresses from the configuration (support addresses, notification and
         # escalation recipients): a case's skeleton keeps them, so its history still says who acted.
         self.keep = {a.lower() for a in settings.own_addresses} | {
@@ -94,6 +97,7 @@ class Retention:
         }
         # A dry run's one transaction (rolled back at its end).
         self._dry = None
+        self._stopped = False
 
     def run(self, key: str | None = None, *, dry_run: bool = False) -> RetentionReport:
         """One run at the clock: ``key`` ``daily:<date>`` from the job, else a manual one."""
@@ -120,6 +124,8 @@ class Retention:
             error = str(e).splitlines()[0][:500] if str(e) else type(e).__name__
             raise
         finally:
+            if self._stopped:
+                report.errors.append("stopped with the service; the next run goes on")
             with session_scope(self.session_factory) as s:
                 rq.finish_run(s, run_id, self.clock(), report.counts, error or "; ".join(report.errors) or None)
             log.info("retention_run", run=key, dry_run=dry_run, error=error, **report.counts)
@@ -136,6 +142,9 @@ class Retention:
         of :attr:`_dry` (later stages see what earlier ones would have done; it is rolled back)."""
         after = 0
         while True:
+            if self.should_stop():
+                self._stopped = True
+                return
             if dry_run:
                 ids = query(self._dry, cutoff, after, BATCH, False)
                 if not ids:
@@ -198,7 +207,9 @@ class Retention:
                 return self._raw_files(gone) + files
 
             self._batches(rq.noise_due, days(c.noise_days), dry_run, noise)
-            if dry_run:
+            if self._stopped:
+                pass
+            elif dry_run:
                 report.add("sent_mails_of_no_case", rq.empty_sent_of_no_case(self._dry, days(c.noise_days), pq.UNSENT))
             else:
                 with session_scope(self.session_factory) as s:
@@ -213,7 +224,7 @@ class Retention:
                 return self._raw_files(gone)
 
             self._batches(rq.quarantine_due, days(c.quarantine_days), dry_run, quarantined)
-        if c.processed_folder_days is not None:
+        if c.processed_folder_days is not None and not self.should_stop():
             self._expunge(days(c.processed_folder_days), report, dry_run)
 
     def _staff(self, address: str) -> bool:

@@ -671,3 +671,22 @@ def test_erase_with_the_imap_server_away_erases_the_database_says_so_and_a_secon
     assert second.exit_code == 0, second.output
     assert "IMAP main/Processed: mails deleted: 1" in second.stdout
     assert _imap_hits(imap_server, X) == []
+
+
+def test_a_retention_run_stops_with_the_service_and_the_next_one_goes_on(
+    tmp_path, imap_server, smtp_sink, db_url, imap_env
+):
+    desk = _retention_desk(tmp_path, imap_server, smtp_sink, db_url)
+    try:
+        case = _closed_case(desk, CUSTOMER, "Alter Fall", b"old " * 50)
+        desk.clock.now += timedelta(days=1100)
+        stopped = desk.app.retention(should_stop=lambda: True).run()
+        assert stopped.counts == {} and stopped.errors == ["stopped with the service; the next run goes on"]
+        assert desk.ticket(case).subject == "Alter Fall"
+        desk.clock.now += timedelta(minutes=1)
+        assert desk.app.retention().run().counts["cases"] == 1
+        with session_scope(desk.app.session_factory) as s:
+            errors = [r.error for r in s.scalars(select(RetentionRun).order_by(RetentionRun.id))]
+        assert errors == ["stopped with the service; the next run goes on", None]
+    finally:
+        desk.app.close()
