@@ -269,6 +269,33 @@ class App:
             should_stop=should_stop,
         )
 
+    def eraser(self):
+        """``mailbridge privacy erase`` (``privacy/erase.py``)."""
+        from mailbridge.privacy.erase import Eraser
+
+        return Eraser(self.settings, self.session_factory, self.raw_store, self.attachment_store, self.clock)
+
+    def exporter(self):
+        """``mailbridge privacy export`` (``privacy/export.py``)."""
+        from mailbridge.privacy.export import Exporter
+
+        return Exporter(self.session_factory, self.raw_store, self.attachment_store, self.templates, self.clock)
+
+    def retention(self, should_stop: Callable[[], bool] = lambda: False):
+        """The retention rules of ``[retention]`` (``privacy/retention.py``): the daily job and the CLI;
+        ``should_stop``: the service is stopping (the run ends after its current batch)."""
+        from mailbridge.privacy.retention import Retention
+
+        return Retention(
+            self.settings,
+            self.session_factory,
+            self.raw_store,
+            self.attachment_store,
+            self.clock,
+            skip_locked=is_postgres(self.engine),
+            should_stop=should_stop,
+        )
+
     def close(self) -> None:
         self.preparer.close()
         self.engine.dispose()

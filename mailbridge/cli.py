@@ -30,7 +30,9 @@ def _app(ctx: click.Context):
     from mailbridge.logging import configure_logging
 
     settings = _load(ctx.obj["config"])
-    configure_logging(settings.logging.level, settings.logging.format)
+    configure_logging(
+        settings.logging.level, settings.logging.format, redact_addresses=settings.logging.redact_addresses
+    )
     # The time "now" is for the commands (running, overdue): the wall clock, or the one a test
     # passes as ``obj={"clock": …}``.
     return App(settings, clock=ctx.obj.get("clock") or utc_now)
@@ -67,6 +69,20 @@ def check_config(ctx: click.Context) -> None:
     click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls})")
     links = f"download links at {s.web.base_url}" if s.web.base_url else "no download links (base_url not set)"
     click.echo(f"  web: {s.web.listen}, {links}")
+    r = s.retention
+    periods = [
+        f"{name} {days:g} d"
+        for name, days in (
+            ("raw", r.raw_days),
+            ("attachments", r.attachment_days),
+            ("cases", r.case_days),
+            ("noise", r.noise_days),
+            ("quarantine", r.quarantine_days),
+            ("processed folder", r.processed_folder_days),
+        )
+        if days is not None
+    ]
+    click.echo(f"  retention: {', '.join(periods)} (daily at {r.daily_at} UTC)" if periods else "  retention: none")
 
 
 @cli.group()
@@ -353,6 +369,127 @@ def suppressions_lift(ctx: click.Context, address: str, by: str | None) -> None:
     on = f"; recorded on case {before.last_case}" if before.last_case else ""
     until = views.shown_time(app, before.suppressed_until)
     click.echo(f"{before.address}: suppression lifted by {who} (was until {until}){on}")
+
+
+@cli.group()
+def privacy() -> None:
+    """Data protection: a person's data on request (export), erasure, legal holds, retention."""
+
+
+def _actor(by: str | None) -> str:
+    import getpass
+
+    return by or getpass.getuser()
+
+
+@privacy.command("export")
+@click.argument("address")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .zip file.")
+@click.option("--language", type=click.Choice(["de", "en"]), default="en", show_default=True, help="Of index.html.")
+@click.option("--by", default=None, help="Who asks, for the audit log (default: the login name).")
+@click.pass_context
+def privacy_export(ctx: click.Context, address: str, output: Path, language: str, by: str | None) -> None:
+    """Everything held about ADDRESS (an access request): its cases, messages (text and the mails as
+    .eml), attachments, history, suppression entries, as index.html and data.json in a zip."""
+    app = _app(ctx.parent)
+    try:
+        data = app.exporter().export(address, output, language=language, by=_actor(by))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        app.close()
+    n = sum(len(c["messages"]) for c in data["cases"])
+    click.echo(f"{output}: {len(data['cases'])} cases, {n} messages, {len(data['quarantined'])} quarantined mails")
+
+
+@privacy.command("erase")
+@click.argument("address")
+@click.option("--dry-run", is_flag=True, help="List what would go; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--by", default=None, help="Who erases, for the audit log (default: the login name).")
+@click.pass_context
+def privacy_erase(ctx: click.Context, address: str, dry_run: bool, yes: bool, by: str | None) -> None:
+    """Remove or pseudonymise ADDRESS everywhere: its cases' content, the mails it wrote, raw mails,
+    attachments, its address in other people's mails, outbox, suppression, the IMAP Processed and
+    Quarantine folders. Case numbers and SLA figures stay; cases under legal hold are skipped.
+    Asks first unless --yes; it cannot be undone (try --dry-run)."""
+    if not (dry_run or yes):
+        click.confirm(f"Erase {address} everywhere? This cannot be undone", abort=True)
+    app = _app(ctx.parent)
+    try:
+        report = app.eraser().erase(address, dry_run=dry_run, by=_actor(by))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        app.close()
+    for line in report.lines():
+        click.echo(line)
+    if report.imap_errors:
+        sys.exit(1)
+
+
+@privacy.command("hold")
+@click.argument("case_number")
+@click.option("--release", is_flag=True, help="End the hold.")
+@click.option("--reason", default="legal hold", show_default=True)
+@click.option("--by", default=None, help="Who holds, for the audit log (default: the login name).")
+@click.pass_context
+def privacy_hold(ctx: click.Context, case_number: str, release: bool, reason: str, by: str | None) -> None:
+    """Put CASE_NUMBER under legal hold (retention and erasure leave it alone), or --release it."""
+    from mailbridge.store import privacy_queries as pq
+    from mailbridge.store.db import session_scope
+
+    app = _app(ctx.parent)
+    who = _actor(by)
+    with session_scope(app.session_factory) as s:
+        tid = pq.ticket_id_of(s, case_number)
+        if tid is None:
+            raise click.ClickException(f"no ticket {case_number}")
+        changed = pq.release(s, tid) if release else pq.hold(s, tid, reason, who, app.clock())
+        if changed:
+            pq.audit(s, "release" if release else "hold", who, app.clock(), case=case_number.upper(), reason=reason)
+    app.close()
+    if release:
+        click.echo(f"{case_number.upper()}: hold released" if changed else f"{case_number.upper()}: was not held")
+    else:
+        click.echo(f"{case_number.upper()}: held ({reason})" if changed else f"{case_number.upper()}: held already")
+
+
+@privacy.command("holds")
+@click.pass_context
+def privacy_holds(ctx: click.Context) -> None:
+    """The cases under legal hold."""
+    from mailbridge import views
+    from mailbridge.store import privacy_queries as pq
+    from mailbridge.store.db import session_scope
+
+    app = _app(ctx.parent)
+    with session_scope(app.session_factory) as s:
+        rows = pq.holds(s)
+    for case, reason, by, since in rows:
+        click.echo(f"{case}  since {views.shown_time(app, since)}  by {by}: {reason}")
+    if not rows:
+        click.echo("no case is held")
+
+
+@privacy.command("retention")
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+@click.pass_context
+def privacy_retention(ctx: click.Context, dry_run: bool) -> None:
+    """Apply [retention] now (the service does it daily): what was removed, per kind."""
+    app = _app(ctx.parent)
+    if not app.settings.retention.enabled:
+        click.echo("no [retention] period is set: everything is kept")
+        app.close()
+        return
+    try:
+        report = app.retention().run(dry_run=dry_run)
+    finally:
+        app.close()
+    for line in report.lines():
+        click.echo(line)
+    if report.errors:
+        sys.exit(1)
 
 
 @cli.command("import")

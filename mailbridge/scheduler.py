@@ -10,6 +10,8 @@
 - ``escalate``: every ``sla.escalation_interval`` seconds (60), the escalation job (``sla/escalation.py``);
   it starts at once, so stages that fell due while the service was down go out first, in order.
 - ``digest:<name>``: a cron job per ``[[digests]]`` entry, in the digest's time zone.
+- ``retention``: daily at ``retention.daily_at`` (UTC) when a ``[retention]`` period is set
+  (``privacy/retention.py``); one run per day over all instances.
 - ``alerts``: every ``alerts.interval`` seconds (when ``alerts.recipients`` is set), the alert job
   (``alerts.py``): alert and back-to-normal mails to the operators.
 
@@ -145,8 +147,8 @@ class Service:
         s = self.app.settings
         self.loop = asyncio.get_running_loop()
         accounts = len(s.accounts)
-        # One thread per account, one each for the lifecycle, escalation, digest and alert jobs.
-        self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 4)
+        # One thread per account, one each for the lifecycle, escalation, digest, retention and alert jobs.
+        self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 5)
         self.scheduler = AsyncIOScheduler(
             executors={"default": AsyncIOExecutor(), "imap": self._imap_executor},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
@@ -190,6 +192,14 @@ class Service:
                 CronTrigger.from_crontab(d.cron, timezone=d.timezone),
                 args=[d.name],
                 id=f"digest:{d.name}",
+                executor="imap",
+            )
+        if s.retention.enabled:
+            hour, minute = (int(x) for x in s.retention.daily_at.split(":"))
+            self.scheduler.add_job(
+                self._retention,
+                CronTrigger(hour=hour, minute=minute, timezone=UTC),
+                id="retention",
                 executor="imap",
             )
         if s.alerts.recipients:
@@ -236,6 +246,17 @@ class Service:
                 self._record_job("close_solved", _first_line(e))
                 return
             self._record_job("close_solved")
+
+    def _retention(self) -> None:
+        if self.stop_event.is_set():
+            return
+        try:
+            self.app.retention(should_stop=self.stop_event.is_set).daily()
+        except Exception as e:  # the database or IMAP is away: tomorrow's run catches up
+            log.warning("retention_failed", error=_first_line(e))
+            self._record_job("retention", _first_line(e))
+            return
+        self._record_job("retention")
 
     def _alerts(self) -> None:
         if self.stop_event.is_set():

@@ -714,6 +714,9 @@ class LoggingSettings(_Model):
     format: str = "auto"
     # While a fetch cycle works a backlog, a backlog_progress line this often (seconds).
     progress_interval: Annotated[float, Field(gt=0)] = 30.0
+    # Replace every e-mail address in log events by a stable pseudonym ("addr-<12 hex>"); the same
+    # address always gets the same one, so a log can still be followed (``logging.py``).
+    redact_addresses: bool = False
 
     @field_validator("format")
     @classmethod
@@ -766,6 +769,66 @@ class AlertSettings(_Model):
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"{v!r} is not a time zone (e.g. Europe/Berlin)") from None
         return v
+
+
+_Days = Annotated[float, Field(gt=0, le=36500)]
+
+
+class RetentionSettings(_Model):
+    """How long personal data is kept (``mailbridge/privacy/retention.py`` applies it, daily). Every
+    period is in days; unset (the default): kept for ever. Counted from the case's closing for a
+    case's mails, from receipt for noise, from quarantining for quarantined mail."""
+
+    # The raw mails (var/raw) of a closed case.
+    raw_days: _Days | None = None
+    # The attachments' bytes (var/attachments) of a closed case.
+    attachment_days: _Days | None = None
+    # Everything personal of a closed case: message text, subjects, names and addresses (replaced by
+    # placeholders), raw mails, attachments, the mails we sent; the case number, dates, SLA figures and
+    # the history's events (without addresses) stay.
+    case_days: _Days | None = None
+    # Auto-replies and bounces that belong to no case (and their raw mails); the bytes of the mails we
+    # sent about no case (oversize notices, digests, alerts).
+    noise_days: _Days | None = None
+    # Quarantined mails (row and raw mail), open or dealt with.
+    quarantine_days: _Days | None = None
+    # Mails in each account's processed_folder older than this (by the IMAP server's arrival date)
+    # are deleted and expunged there.
+    processed_folder_days: _Days | None = None
+    # When the daily job runs, "HH:MM" UTC.
+    daily_at: str = "03:15"
+
+    @field_validator("daily_at")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        import re
+
+        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", v)
+        if m is None:
+            raise ValueError('must be "HH:MM" (00:00 to 23:59, UTC)')
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> RetentionSettings:
+        for key in ("raw_days", "attachment_days"):
+            mine = getattr(self, key)
+            if mine is not None and self.case_days is not None and mine > self.case_days:
+                raise _KeyedError(key, f"{mine:g} is longer than case_days ({self.case_days:g}), which removes it too")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.raw_days,
+                self.attachment_days,
+                self.case_days,
+                self.noise_days,
+                self.quarantine_days,
+                self.processed_folder_days,
+            )
+        )
 
 
 class MetricsSettings(_Model):
@@ -888,6 +951,7 @@ class Settings(_Model):
     metrics: MetricsSettings = MetricsSettings()
     notifications: NotificationSettings = NotificationSettings()
     web: WebSettings = WebSettings()
+    retention: RetentionSettings = RetentionSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
 

@@ -53,6 +53,8 @@ def _jobs_expected(app: App) -> list[str]:
     names = ["escalate", "close_solved", *(f"digest:{d.name}" for d in s.digests), OUTBOX_JOB]
     if s.alerts.recipients:
         names.append("alerts")
+    if s.retention.enabled:
+        names.append("retention")
     return names
 
 

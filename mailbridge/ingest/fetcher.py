@@ -280,3 +280,48 @@ class ImapMailbox:
         except (IMAPClientError, OSError) as e:
             raise FetchError(f"{type(e).__name__}: {e}") from e
         return got_mail or any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+
+    # -- data protection (mailbridge/privacy) --------------------------------------------------
+
+    def folder_messages(
+        self, folder: str, criteria: list, *, bodies: bool = True
+    ) -> dict[int, tuple[bytes, tuple, object]]:
+        """SELECT ``folder`` and return its mails matching the SEARCH ``criteria`` (imapclient's list
+        form, e.g. ``["OR", "FROM", a, "CC", a]`` or ``["BEFORE", date]``) as {uid: (raw, flags,
+        INTERNALDATE)}; without ``bodies`` only the UIDs matter ({uid: (b"", (), None)}, no FETCH).
+        The watched folder is selected again by the next ``reselect``."""
+        c = self._c()
+        try:
+            if not c.folder_exists(folder):
+                return {}
+            c.select_folder(folder)
+            uids = c.search(criteria)
+            if not uids:
+                return {}
+            if not bodies:
+                return {uid: (b"", (), None) for uid in uids}
+            data = c.fetch(uids, [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"])
+        except (IMAPClientError, OSError) as e:
+            raise FetchError(f"{type(e).__name__}: {e}") from e
+        return {
+            uid: (bytes(d[b"BODY[]"]), tuple(d.get(b"FLAGS", ())), d.get(b"INTERNALDATE"))
+            for uid, d in data.items()
+            if d.get(b"BODY[]") is not None
+        }
+
+    def replace_in_folder(self, folder: str, delete: list[int], append: list[tuple[bytes, tuple, object]]) -> None:
+        """In ``folder`` (selected by :meth:`folder_messages`): APPEND the ``(raw, flags, date)`` mails,
+        then flag ``delete`` \\Deleted and expunge them (only them with UIDPLUS)."""
+        c = self._c()
+        try:
+            for raw, flags, when in append:
+                c.append(folder, raw, flags=[f for f in flags if f != b"\\Recent"], msg_time=when)
+            if delete:
+                c.select_folder(folder)
+                c.delete_messages(delete)
+                if self.has("UIDPLUS"):
+                    c.uid_expunge(delete)
+                else:
+                    c.expunge()
+        except (IMAPClientError, OSError) as e:
+            raise FetchError(f"{type(e).__name__}: {e}") from e

@@ -119,6 +119,9 @@ class Ticket(Base):
     # gave it: {item key: {"given": bool, "evidence": str | None, "message_id": int | None}}, the
     # message being the first inbound message that gave it. None: the queue has no checklist.
     checklist: Mapped[dict | None] = mapped_column(JSON)
+    # When retention or an erasure replaced the case's personal data (subject, names, addresses) by
+    # placeholders; the skeleton (number, dates, SLA figures) stays.
+    anonymised_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     events: Mapped[list[Event]] = relationship(back_populates="ticket", order_by="Event.id")
@@ -133,7 +136,8 @@ class Participant(Base):
     """Someone who takes part in a case, and in which role.
 
     role: requester (opened it) | customer (Cc of the first mail, or a colleague from the requester's
-    organisation) | agent | third_party (referenced the case without belonging to it).
+    organisation) | agent | third_party (referenced the case without belonging to it) | erased (their data
+    was erased: ``mailbridge privacy erase``; nothing is sent to them).
     """
 
     __tablename__ = "ticket_participants"
@@ -169,6 +173,8 @@ class RawMessage(Base):
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     # What kind of mail it is (ingest/noise.py MailClass: human, out_of_office, hard_bounce, …).
     mail_class: Mapped[str | None] = mapped_column(String(24))
+    # When retention or an erasure deleted the file (the row stays: deduplication, the mailbox's UIDs).
+    purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_raw_messages_mailbox_uid", "account", "folder", "uidvalidity", "uid"),)
 
@@ -213,6 +219,8 @@ class Message(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     defects: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # When retention or an erasure emptied body_text/body_new (and the subject).
+    text_removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
     attachments: Mapped[list[AttachmentRow]] = relationship(back_populates="message")
@@ -234,6 +242,9 @@ class AttachmentRow(Base):
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     content_id: Mapped[str | None] = mapped_column(String(998))
+    # When retention or an erasure removed this attachment's bytes (the file goes when no other
+    # attachment that is kept has the same sha256).
+    purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     message: Mapped[Message] = relationship(back_populates="attachments")
 
@@ -405,3 +416,47 @@ class AlertState(Base):
     sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # What the last evaluation found (the facts of the alert mail).
     detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class LegalHold(Base):
+    """A case under legal hold (commercial records): retention and erasure leave it as it is."""
+
+    __tablename__ = "legal_holds"
+
+    ticket_id: Mapped[int] = mapped_column(BigId, ForeignKey("tickets.id"), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    # Who placed it (a login name, ``--by``).
+    held_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    held_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class RetentionRun(Base):
+    """One run of the retention job (``run_key`` unique: ``daily:<date>`` claims the day's run for
+    one instance; ``manual:<…>`` a run from the CLI); what it removed, per kind."""
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_key: Mapped[str] = mapped_column(String(128), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    dry_run: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # {kind: count} (raw_files, attachment_files, message_texts, cases_anonymised, noise, quarantine,
+    # imap_expunged); None while the run is going on.
+    counts: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("run_key", name="uq_retention_runs_key"),)
+
+
+class PrivacyAudit(Base):
+    """What was done for data protection (erase, export, hold, release): when, by whom, how much;
+    never the erased data itself (an erased address appears only as its pseudonym)."""
+
+    __tablename__ = "privacy_audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    detail: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)

@@ -304,3 +304,34 @@ def test_mail_to_an_aliased_queue_address_lands_on_that_queue(desk, mailstack):
     assert filed.header("Delivered-To") == SUPPORT_ADDRESS and filed.header("To") == "hotline@vendor.example"
     (ticket,) = desk.tickets()
     assert ticket.queue == "hotline"
+
+
+def test_erase_leaves_the_person_in_no_mail_of_dovecots_folders(desk, mailstack):
+    """``privacy erase`` against Dovecot (issue 20): the person's own mail leaves the support mailbox's
+    Processed folder, another customer's mail that had them in Cc stays there without their address
+    (SEARCH, APPEND with the old flags and date, UID EXPUNGE on a mainstream server)."""
+    from mailbridge.privacy.mailtext import decoded_text
+
+    petra = ("Petra Kunde", "petra@stadtwerke.example")
+    mailstack.add_users(petra[1])
+    desk.deliver(make_mail(subject="PDF-Export bricht ab", body=FIRST, message_id="<own-1@kunde.example>"))
+    desk.deliver(
+        make_mail(
+            subject="Zählerdaten fehlen",
+            body="Hallo,\n\nseit gestern fehlen die Zählerdaten.\n\nPetra Kunde",
+            sender=petra,
+            cc=f"Jürgen Müller <{CUSTOMER[1]}>",
+            message_id="<petra-1@stadtwerke.example>",
+        )
+    )
+    before = mailstack.messages(SUPPORT_ADDRESS, "Processed")
+    assert [m.message_id for m in before] == ["<own-1@kunde.example>", "<petra-1@stadtwerke.example>"]
+
+    report = desk.app.eraser().erase(CUSTOMER[1])
+    assert report.imap_errors == [] and report.counts["IMAP main/Processed: mails deleted"] == 1
+
+    (kept,) = mailstack.messages(SUPPORT_ADDRESS, "Processed")
+    text = decoded_text(kept.raw)
+    assert kept.message_id == "<petra-1@stadtwerke.example>" and "seit gestern fehlen die Zählerdaten." in text
+    assert CUSTOMER[1] not in text.lower() and report.pseudonym in text
+    assert "(Postfix) with ESMTP" in str(kept.message.get_all("Received")), "the trace headers stay"
