@@ -812,6 +812,8 @@ class WebSettings(_Model):
     secret: SecretStr | None = Field(default=None, exclude=True)
     # A download link works for this many days after the notification was sent.
     link_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    # The link to a case that acknowledgements and relayed answers carry works for this many days.
+    case_link_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
 
     @field_validator("listen")
     @classmethod
