@@ -26,7 +26,7 @@ from mailbridge.ingest.prepare import Preparer
 from mailbridge.ingest.steps import default_steps, import_steps
 from mailbridge.metrics import Metrics
 from mailbridge.outbound.guard import AutoMailGuard
-from mailbridge.outbound.links import AttachmentLinks
+from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.sender import OutboxSender
 from mailbridge.outbound.templates import Templates
@@ -90,6 +90,7 @@ class App:
         self._pipeline: Pipeline | None = None
         self._secrets: list[bytes] | None = None
         self._links: AttachmentLinks | None = None
+        self._case_links: CaseLinks | None = None
         self.deadlines = Deadlines(settings)
         conv = settings.conversations
         self.normalizer = SubjectNormalizer(
@@ -163,6 +164,17 @@ class App:
         if self._links is None:
             self._links = AttachmentLinks(web.secret.get_secret_value(), web.base_url, web.link_days, self.clock)
         return self._links
+
+    @property
+    def case_links(self) -> CaseLinks | None:
+        """Signs and checks the links to a case that acknowledgements and relayed answers carry;
+        None without ``[web] base_url`` (the mails carry no link then)."""
+        web = self.settings.web
+        if web.base_url is None or web.secret is None:
+            return None
+        if self._case_links is None:
+            self._case_links = CaseLinks(web.secret.get_secret_value(), web.base_url, web.case_link_days, self.clock)
+        return self._case_links
 
     @property
     def builder(self) -> MailBuilder:

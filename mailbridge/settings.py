@@ -829,6 +829,8 @@ class WebSettings(_Model):
     session_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 12.0
     # Cases per page of the tracker's list.
     page_size: Annotated[int, Field(ge=5, le=500)] = 25
+    # The link to a case that acknowledgements and relayed answers carry works for this many days.
+    case_link_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
 
     @field_validator("listen")
     @classmethod
