@@ -124,6 +124,7 @@ class App:
             "deadlines": self.deadlines,
             "escalations": self.escalations,
             "links": self.attachment_links,
+            "case_links": self.case_links,
         }
 
     @property

@@ -26,7 +26,7 @@ from mailbridge.outbound.attachments import CustomerFile, capacity, human_size, 
 from mailbridge.outbound.compose import OutgoingAttachment
 from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS, sanitise
 from mailbridge.outbound.guard import AutoMailGuard, Refusal
-from mailbridge.outbound.links import AttachmentLinks
+from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import Built, MailBuilder
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
@@ -111,14 +111,18 @@ class Acknowledge:
     """The acknowledgement of a new case, to the customer (never for machine-made mail). A case an
     agent filed (``InboundMail.filing``) is acknowledged to its customer, in the thread of their own
     mail where we have its Message-ID, saying which agent filed it; a forwarded one only where the
-    queue says so (``acknowledge_forwards``)."""
+    queue says so (``acknowledge_forwards``). With ``[web] base_url`` it carries the recipient's
+    signed link to the case (``case_links``)."""
 
     name = "acknowledge"
 
-    def __init__(self, builder: MailBuilder, deadlines: Deadlines, answers: AutoAnswers):
+    def __init__(
+        self, builder: MailBuilder, deadlines: Deadlines, answers: AutoAnswers, case_links: CaseLinks | None = None
+    ):
         self.builder = builder
         self.deadlines = deadlines
         self.answers = answers
+        self.case_links = case_links
 
     def __call__(self, mail: InboundMail) -> None:
         if not mail.new_ticket:
@@ -174,6 +178,7 @@ class Acknowledge:
             missing=_checklist_labels(q, mail.checklist, t.language, given=False),
             support_hours=hours.text if hours is not None else None,
             closures=[c.text for c in hours.closures] if hours is not None else [],
+            case_url=self.case_links.url(to.email, t.case_number) if self.case_links is not None else None,
             now=mail.now,
         )
         outbox_id = _enqueue(mail, built, MessageKind.ACK, f"ack:{t.case_number}")
@@ -329,13 +334,16 @@ class ConfirmRaise:
 class Relay:
     """A proven agent's reply goes to the customer from the support address, without the quoted
     notification and without the command lines; a reply the agent wrote to the customer directly
-    is recorded and not sent again."""
+    is recorded and not sent again. With ``[web] base_url`` (``case_links``) each recipient gets a
+    copy of their own carrying their signed link to the case (a link names the address it was
+    issued to); each copy shows the same To and Cc, so a reply to all still reaches everyone."""
 
     name = "relay"
 
-    def __init__(self, builder: MailBuilder, settings: Settings):
+    def __init__(self, builder: MailBuilder, settings: Settings, case_links: CaseLinks | None = None):
         self.builder = builder
         self.settings = settings
+        self.case_links = case_links
 
     def __call__(self, mail: InboundMail) -> None:
         t, p = mail.ticket, mail.parsed
@@ -421,20 +429,36 @@ class Relay:
             for a in p.attachments
             if not (a.content_id and a.content_type.startswith("image/"))
         ]
-        built = self.builder.relay(
-            t,
-            queue,
-            agent=p.from_,
-            text=text,
-            to=[Address(t.requester_name if t.answer_to == t.requester_email else "", t.answer_to)],
-            cc=cc,
-            parent=self._parent(mail.session, t.id),
-            attachments=files,
-            now=mail.now,
-        )
-        outbox_id = _enqueue(mail, built, MessageKind.RELAY, f"relay:{mail.message_id}")
-        mail.event("relayed", outbox_id=outbox_id, by=p.from_.email, to=built.out.envelope_to, files=len(files))
-        log.info("agent_reply_relayed", to=built.out.envelope_to)
+        to = [Address(t.requester_name if t.answer_to == t.requester_email else "", t.answer_to)]
+        parent = self._parent(mail.session, t.id)
+        # Without case links one mail to all; with them one copy per recipient, each with its link
+        # and only its recipient in the envelope.
+        copies: list[str | None] = [a.email for a in [*to, *cc]] if self.case_links is not None else [None]
+        outbox_ids, envelope = [], []
+        for i, recipient in enumerate(copies):
+            built = self.builder.relay(
+                t,
+                queue,
+                agent=p.from_,
+                text=text,
+                to=to,
+                cc=cc,
+                parent=parent,
+                attachments=files,
+                now=mail.now,
+                case_url=self.case_links.url(recipient, t.case_number)
+                if self.case_links is not None and recipient is not None
+                else None,
+            )
+            key = f"relay:{mail.message_id}"
+            if recipient is not None:
+                built = replace(built, out=replace(built.out, envelope_to=[recipient]))
+                if i > 0:  # the requester's copy keeps the key a relay has without links
+                    key += ":" + hashlib.sha256(recipient.encode("utf-8")).hexdigest()[:16]
+            outbox_ids.append(_enqueue(mail, built, MessageKind.RELAY, key))
+            envelope += built.out.envelope_to
+        mail.event("relayed", outbox_id=outbox_ids[0], by=p.from_.email, to=envelope, files=len(files))
+        log.info("agent_reply_relayed", to=envelope, copies=len(outbox_ids))
         return True
 
 

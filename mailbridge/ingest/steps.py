@@ -34,7 +34,7 @@ from mailbridge.ingest.pipeline import Step
 from mailbridge.ingest.routing import is_ours, route
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.guard import AutoMailGuard
-from mailbridge.outbound.links import AttachmentLinks
+from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.settings import QueueSettings, Settings
 from mailbridge.sla.deadlines import Deadlines
@@ -503,6 +503,7 @@ def default_steps(
     deadlines: Deadlines,
     escalations: Escalations,
     links: AttachmentLinks | None = None,
+    case_links: CaseLinks | None = None,
 ) -> list[Step]:
     """The pipeline, in order (the parts are built once, by the composition root ``mailbridge/app.py``).
     Matching and who-wrote-it come before the case is opened or changed; everything a mail makes
@@ -523,9 +524,9 @@ def default_steps(
         AgentCommands(settings, deadlines),
         StoreMessage(attachments),
         CheckInformation(settings, normalizer),
-        Acknowledge(builder, deadlines, answers),
+        Acknowledge(builder, deadlines, answers, case_links),
         ConfirmRaise(builder, settings, deadlines, answers),
-        Relay(builder, settings),
+        Relay(builder, settings, case_links),
         CommandErrors(builder, settings),
         NotifyAgents(builder, settings, attachments, links),
         TrackClocks(settings, deadlines, escalations),

@@ -334,13 +334,15 @@ class MailBuilder:
         closures: list[str] | None = None,
         filed_by: str | None = None,
         filed_how: str | None = None,
+        case_url: str | None = None,
     ) -> Built:
         """The acknowledgement of a new case, to the customer, in the case's language; with the
         severity understood and the first-response deadline when the queue promises one, the support
         hours (and the days we are closed before that deadline), and the labels of the information
         the request still lacks (with a block to fill in by replying). ``filed_by``: the agent who
         filed the case for the customer, ``filed_how``: from their forwarded mail ("forward") or
-        their call ("phone")."""
+        their call ("phone"). ``case_url``: the recipient's signed link to the case in the case
+        tracker (``outbound/links.py`` ``CaseLinks``), None without ``[web]``."""
         tctx = {
             "case_number": ticket.case_number,
             "subject": ticket.subject,
@@ -359,6 +361,7 @@ class MailBuilder:
             "closures": list(closures or []),
             "filed_by": filed_by,
             "filed_how": filed_how,
+            "case_url": case_url,
         }
         lang = ticket.language
         subject = comp.tagged_subject(ticket.case_number, self.templates.render(lang, "ack.subject.j2", **tctx).strip())
@@ -507,8 +510,11 @@ class MailBuilder:
         parent: ThreadParent | None,
         attachments: list[comp.OutgoingAttachment],
         now: datetime,
+        case_url: str | None = None,
     ) -> Built:
-        """An agent's reply, sent to the customer from the support address in the case's thread."""
+        """An agent's reply, sent to the customer from the support address in the case's thread.
+        ``case_url``: the signed link to the case of the one recipient this copy goes to (with
+        ``[web]``, each recipient gets a copy of their own), None without ``[web]``."""
         agent_name = agent.name or agent.email.split("@", 1)[0]
         tctx = {
             "text": text,
@@ -516,6 +522,7 @@ class MailBuilder:
             "queue_name": queue.display_name,
             "support_address": queue.address,
             "case_number": ticket.case_number,
+            "case_url": case_url,
         }
         return self._compose(
             ticket,
