@@ -635,6 +635,11 @@ class CalendarSettings(_Model):
             raise _KeyedError(key, text) from None
 
 
+class TrackerScope(StrEnum):
+    OWN = "own"
+    ORGANISATION = "organisation"
+
+
 class OrganisationSettings(_Model):
     """A customer organisation, known by mail domain or address, and its contract (seed 003)."""
 
@@ -646,6 +651,10 @@ class OrganisationSettings(_Model):
     # The [[calendars]] entry of the contract partner's seat (its public holidays, seed 000); else
     # the queue's.
     calendar: str | None = None
+    # Who of the organisation sees its cases in the case tracker (``mailbridge web``): "own" (each
+    # person the cases they are requester or participant of) or "organisation" (everyone whose
+    # address belongs to the organisation sees all of its cases: a lead person's company view).
+    tracker: TrackerScope = TrackerScope.OWN
 
     @field_validator("domains")
     @classmethod
@@ -812,6 +821,14 @@ class WebSettings(_Model):
     secret: SecretStr | None = Field(default=None, exclude=True)
     # A download link works for this many days after the notification was sent.
     link_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    # The case tracker: sign-in mails per address and per client (IP) address in one hour, beyond
+    # which a request is answered the same but no mail goes out.
+    signin_per_address: Annotated[int, Field(ge=1, le=1000)] = 5
+    signin_per_client: Annotated[int, Field(ge=1, le=100000)] = 30
+    # A signed-in session lasts this many hours (a signed cookie; sign-out ends it earlier).
+    session_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 12.0
+    # Cases per page of the tracker's list.
+    page_size: Annotated[int, Field(ge=5, le=500)] = 25
     # The link to a case that acknowledgements and relayed answers carry works for this many days.
     case_link_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
 

@@ -405,3 +405,34 @@ class AlertState(Base):
     sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # What the last evaluation found (the facts of the alert mail).
     detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class SigninToken(Base):
+    """A mailed sign-in link of the case tracker (``mailbridge web``): only the SHA-256 of its
+    random token is kept; valid until ``expires_at`` (15 minutes), once (``used_at``), for one address."""
+
+    __tablename__ = "signin_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    address: Mapped[str] = mapped_column(String(320), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SigninRequest(Base):
+    """One request for a sign-in mail (known address or not): what the rate limits per address and
+    per client count."""
+
+    __tablename__ = "signin_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320), nullable=False)
+    client: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (
+        Index("ix_signin_requests_address", "address", "created_at"),
+        Index("ix_signin_requests_client", "client", "created_at"),
+    )
