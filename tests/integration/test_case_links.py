@@ -98,7 +98,7 @@ def test_a_relayed_answer_goes_to_each_recipient_with_their_own_link(desk):
     assert desk.ticket(case).first_response_at is not None
 
 
-def test_without_web_the_mails_carry_no_link_and_a_relay_is_one_mail(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+def test_without_web_no_link_and_a_relay_is_one_mail(tmp_path, imap_server, smtp_sink, db_url, imap_env):
     desk = _desk(tmp_path, imap_server, smtp_sink, db_url, web=False)
     try:
         assert desk.app.case_links is None
@@ -111,8 +111,10 @@ def test_without_web_the_mails_carry_no_link_and_a_relay_is_one_mail(tmp_path, i
         relays = [m for m in sent if CUSTOMER[1] in m.rcpt_tos or COLLEAGUE[1] in m.rcpt_tos]
         assert len(relays) == 1
         assert sorted(relays[0].rcpt_tos) == sorted([CUSTOMER[1], COLLEAGUE[1]])
-        assert relays[0].text.rstrip().endswith(
-            f"Fall {case} – bitte lassen Sie die Fallnummer im Betreff stehen, wenn Sie antworten."
+        assert (
+            relays[0]
+            .text.rstrip()
+            .endswith(f"Fall {case} – bitte lassen Sie die Fallnummer im Betreff stehen, wenn Sie antworten.")
         )
     finally:
         desk.app.close()
