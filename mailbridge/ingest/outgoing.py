@@ -9,8 +9,9 @@ the case's first-response time, which the SLA clock reads.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from babel.numbers import format_decimal
@@ -29,13 +30,16 @@ from mailbridge.outbound.guard import AutoMailGuard, Refusal
 from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import Built, MailBuilder
 from mailbridge.outbound.outbox import enqueue
-from mailbridge.settings import Settings
+from mailbridge.settings import QueueSettings, Settings
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import repositories as repo
+from mailbridge.store import tracker
 from mailbridge.store.models import Message
 from mailbridge.store.rawstore import ContentStore
 from mailbridge.store.repositories import ThreadParent
-from mailbridge.vocabulary import AGENTS_OWN, CUSTOMER_THREAD, AgentMode, AuthorRole, MessageKind
+from mailbridge.store.tracker import Viewer
+from mailbridge.subjects import SubjectNormalizer
+from mailbridge.vocabulary import AGENTS_OWN, CUSTOMER_THREAD, AgentMode, AuthorRole, Disposition, MessageKind
 
 log = structlog.get_logger(__name__)
 
@@ -184,6 +188,140 @@ class Acknowledge:
         outbox_id = _enqueue(mail, built, MessageKind.ACK, f"ack:{t.case_number}")
         self.answers.sent(mail, to.email, t.id, MessageKind.ACK)
         mail.event("ack_queued", outbox_id=outbox_id, message_id=built.out.message_id, to=to.email)
+
+
+# What a status list shows: the cases not yet solved, at most this many (the rest are counted).
+STATUS_LIST_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING)
+STATUS_LIST_MAX = 50
+
+
+class StatusByMail:
+    """A known customer's status request: a new mail (about no case) to a queue whose subject, after
+    the reply prefixes (``subjects.py``), is only one of the queue's ``status_words`` (any case)
+    gets back the list of the cases the sender may see — by the tracker's rule (``viewer_for`` and
+    ``may_ask`` are ``web/visibility.py``'s ``viewer_for`` and ``may_sign_in``, passed in by
+    ``App``): their own, or their organisation's where it allows it — that are not solved yet,
+    with status, severity, the next due time and, with ``[web]``, a case link each. No case is
+    opened; the run ends ``ignored`` (the mail is kept without a case).
+
+    Only for a known sender (a requester or customer-side participant of a case, or an address of
+    an ``[[organisations]]`` entry): a stranger's "Status" mail opens a case as any mail does (and
+    learns nothing). The list goes to the From address only, never to a Reply-To, and within the
+    guards of every automatic mail (``AutoAnswers``): machine-made mail and a guarded address get
+    nothing."""
+
+    name = "status_by_mail"
+
+    def __init__(
+        self,
+        builder: MailBuilder,
+        settings: Settings,
+        normalizer: SubjectNormalizer,
+        deadlines: Deadlines,
+        answers: AutoAnswers,
+        viewer_for: Callable[[Settings, str], Viewer],
+        may_ask: Callable[[Settings, str, bool], bool],
+        case_links: CaseLinks | None = None,
+    ):
+        self.builder = builder
+        self.settings = settings
+        self.normalizer = normalizer
+        self.deadlines = deadlines
+        self.answers = answers
+        self.viewer_for = viewer_for
+        self.may_ask = may_ask
+        self.case_links = case_links
+
+    def is_request(self, queue: QueueSettings, subject: str) -> bool:
+        """Whether ``subject`` is only one of the queue's status words (reply prefixes aside)."""
+        words = {w.strip().casefold() for w in queue.status_words}
+        return bool(words) and self.normalizer.strip_prefixes(subject).casefold() in words
+
+    def __call__(self, mail: InboundMail) -> None:
+        p, q = mail.parsed, mail.queue
+        if mail.ticket is not None or mail.filing is not None or p is None or p.from_ is None or q is None:
+            return
+        if not self.is_request(q, p.subject):
+            return
+        address = p.from_.email.lower()
+        if is_ours(self.settings, address, q):
+            return
+        known = tracker.known_address(mail.session, address)
+        if not self.may_ask(self.settings, address, known):
+            # A stranger: the mail goes on and opens a case, as any first mail does.
+            log.info("status_request_unknown_sender")
+            return
+        held = self.answers.refusal(mail, address, None)
+        if held is not None:
+            text, refusal = held
+            if refusal is not None:
+                log.warning("auto_mail_suppressed", mail="status_list", reason=refusal.reason, to=address)
+            self._end(mail, f"status request from {address}: not answered ({text})")
+            return
+        viewer = self.viewer_for(self.settings, address)
+        rows: list[tuple[tracker.CaseRow, datetime | None, str]] = []
+        total = 0
+        for status in STATUS_LIST_STATUSES:
+            found, n = tracker.list_cases(
+                mail.session, viewer, status=status.value, sort="due", descending=False, page_size=STATUS_LIST_MAX
+            )
+            total += n
+            for r in found:
+                due, kind = (
+                    (r.first_response_due, "first_response")
+                    if r.first_response_at is None
+                    else (r.resolution_due, "resolution")
+                )
+                rows.append((r, due, kind))
+        # The next deadline first; cases without one after them, the latest activity first.
+        rows.sort(key=lambda x: (0, x[1].timestamp()) if x[1] is not None else (1, -x[0].updated_at.timestamp()))
+        rows = rows[:STATUS_LIST_MAX]
+        language = tracker.customer_language(mail.session, address) or mail.language or q.language
+        cases = []
+        for r, due, kind in rows:
+            level = self.deadlines.level(r.queue, r.severity)
+            cases.append(
+                {
+                    "case_number": r.case_number,
+                    "subject": r.subject,
+                    "status": r.status,
+                    "severity": level.label(language) if level is not None else r.severity,
+                    "due": self.deadlines.format(r.queue, due, language, r.organisation) if due else None,
+                    "due_kind": kind,
+                    "url": self.case_links.url(address, r.case_number) if self.case_links is not None else None,
+                }
+            )
+        built = self.builder.status_list(
+            q,
+            p.from_,
+            language=language,
+            cases=cases,
+            total=total,
+            organisation=viewer.organisation if viewer.organisation_wide else None,
+            parent_id=p.message_id,
+            parent_refs=p.references,
+            now=mail.now,
+        )
+        enqueue(
+            mail.session,
+            built.out,
+            kind=MessageKind.STATUS_LIST,
+            dedup_key=f"status:{mail.sha256}",
+            now=mail.now,
+            ticket_id=None,
+            in_reply_to=built.in_reply_to,
+            references=built.references,
+            language=language,
+        )
+        self.answers.sent(mail, address, None, MessageKind.STATUS_LIST)
+        log.info("status_list_queued", cases=total, organisation_wide=viewer.organisation_wide)
+        self._end(mail, f"status request from {address}: {total} open cases listed ({built.out.message_id})")
+
+    @staticmethod
+    def _end(mail: InboundMail, why: str) -> None:
+        """End the run: the mail is kept without a case, the reason on its message row (routing)."""
+        mail.routing.update({"rule": "status_request", "evidence": why})
+        mail.finish(Disposition.IGNORED, why)
 
 
 class AgentAnswers:

@@ -611,6 +611,49 @@ class MailBuilder:
         )
         return Built(out, parent_id, refs, "")
 
+    def status_list(
+        self,
+        queue: QueueSettings,
+        to: Address,
+        *,
+        language: str,
+        cases: list[dict],
+        total: int,
+        organisation: str | None,
+        parent_id: str | None,
+        parent_refs: list[str],
+        now: datetime,
+    ) -> Built:
+        """The answer to a known customer's status request (``outgoing.StatusByMail``): their open
+        cases, or their organisation's (``organisation``: its name, when it lets its people see all of
+        its cases), in ``language``. ``cases``: {case_number, subject, status, severity (label),
+        due (as the customer reads it), due_kind (first_response | resolution), url (their signed
+        case link or None)}, the first of ``total``."""
+        tctx = {
+            "name": to.name,
+            "cases": cases,
+            "total": total,
+            "organisation": organisation,
+            "queue_name": queue.display_name,
+            "support_address": queue.address,
+        }
+        parent_refs = self._public(list(parent_refs))
+        refs = comp.references_for(parent_id, parent_refs) if parent_id else []
+        out = comp.compose(
+            date=now,
+            in_reply_to=parent_id,
+            references=refs,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(to.name, to.email)],
+            subject=self.templates.render(language, "status_list.subject.j2", **tctx).strip(),
+            text=self.templates.render(language, "status_list.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_REPLIED,
+            language=language,
+        )
+        return Built(out, parent_id, refs, "")
+
     def command_error(
         self,
         ticket: TicketRef | None,
