@@ -41,6 +41,7 @@ from mailbridge.store.db import is_postgres, make_engine, make_session_factory, 
 from mailbridge.store.rawstore import attachment_store, raw_store
 from mailbridge.subjects import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.vocabulary import Disposition
+from mailbridge.web import visibility
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +126,10 @@ class App:
             "deadlines": self.deadlines,
             "escalations": self.escalations,
             "links": self.attachment_links,
+            "case_links": self.case_links,
+            # Who sees which case: the tracker's one rule (web/visibility.py), for status by mail.
+            "viewer_for": visibility.viewer_for,
+            "may_ask": visibility.may_sign_in,
         }
 
     @property

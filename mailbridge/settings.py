@@ -49,6 +49,8 @@ DEFAULT_LANGUAGES = ("de", "en")
 DEFAULT_SEVERITY_LEVELS = ("1", "2", "3", "4")
 # The shortest notification key accepted (e.g. `openssl rand -hex 32` gives 64 characters).
 MIN_SECRET_CHARS = 32
+# The subjects with which a known customer asks for the list of their open cases (issue 13).
+DEFAULT_STATUS_WORDS = ("Status", "Übersicht", "Overview")
 # Phrases with which a customer asks for more urgency (seed 004); matched as whole words, any case.
 DEFAULT_URGENCY_WORDS = (
     "dringend",
@@ -238,6 +240,11 @@ class QueueSettings(_Model):
     # A customer's mail that a proven agent forwarded to the support address becomes the customer's
     # case; the customer gets the acknowledgement (saying which agent filed it) unless this is false.
     acknowledge_forwards: bool = True
+    # A known customer (a requester or participant of a case, or an address of an [[organisations]]
+    # entry) whose new mail to the queue has only one of these words as its subject (after reply
+    # prefixes, case-insensitive) gets the list of their open cases instead of a new case (issue 13,
+    # "status by mail"). Empty: off.
+    status_words: list[Annotated[str, Field(min_length=1, max_length=64)]] = list(DEFAULT_STATUS_WORDS)
     # The information a request should contain (seed 000's "Basisinformationen"): the acknowledgement
     # asks for what is missing, and later mails that supply it are recorded (mailbridge/checklist.py).
     checklist: list[ChecklistItem] = []
