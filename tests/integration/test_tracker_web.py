@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -167,7 +168,7 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
     with page.expect_download() as dl:
         page.get_by_role("link", name="anzeige.txt").click()
     assert dl.value.suggested_filename == "anzeige.txt"
-    assert open(dl.value.path(), "rb").read() == b"E-17 paper jam\n"
+    assert Path(dl.value.path()).read_bytes() == b"E-17 paper jam\n"
 
     # Ask for higher urgency: an event on the case, loud in the agents' notification.
     page.get_by_label("Reason").fill("Die ganze Abteilung kann nicht drucken.")
@@ -183,7 +184,7 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
 
 def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser):
     t = tracker
-    a1, ack = t.open_case(ALICE, "Drucker druckt nicht", "Guten Tag,\n\nder Drucker druckt nicht.\n")
+    a1, _ = t.open_case(ALICE, "Drucker druckt nicht", "Guten Tag,\n\nder Drucker druckt nicht.\n")
     b1, back = t.open_case(BORIS, "Beta: Datenbank langsam", "Hello,\n\nour database is slow.\n")
     page = browser.new_context(locale="en-US").new_page()
 
