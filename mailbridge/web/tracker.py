@@ -14,6 +14,7 @@ requests for higher urgency.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from datetime import datetime
 from urllib.parse import urlencode
@@ -28,7 +29,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from mailbridge.app import App
-from mailbridge.outbound.links import CaseLinkExpired, CaseLinkInvalid
+from mailbridge.outbound.links import CASE_PATH, CaseLinkExpired, CaseLinkInvalid
 from mailbridge.resources import templates_dir
 from mailbridge.store import tracker as tq
 from mailbridge.store.db import session_scope
@@ -56,6 +57,10 @@ class Tracker:
         self.app = app
         self.signin = SignIn(app)
         self.comments = Comments(app)
+        # A case link in a mail we sent signs its recipient in: shown to a colleague, it would sign
+        # them in as that recipient, so the page shows a plain link to the case instead.
+        base = app.settings.web.base_url or "/"
+        self._case_link_re = re.compile(re.escape(base + CASE_PATH) + r"[A-Za-z0-9_.\-]+")
         self.env = Environment(
             loader=FileSystemLoader(str(templates_dir() / "web")),
             undefined=StrictUndefined,
@@ -257,7 +262,7 @@ class Tracker:
             viewer=viewer,
             lang=lang,
             rows=shown,
-            total=total,
+            total=format_decimal(total, locale=lang),
             page=page,
             pages=pages,
             query=query,
@@ -317,6 +322,9 @@ class Tracker:
                     who, address = shown_sender(self.app.settings, viewer, m.sender_email, m.sender_name)
                     who = who or TEXT[lang]["contact"]
                 full = m.body_text or ""
+                if m.direction == "out":
+                    plain = f"{self.app.settings.web.base_url}cases/{t.case_number}"
+                    full = self._case_link_re.sub(plain, full)
                 new = m.body_new if m.direction == "in" and m.body_new is not None else full
                 messages.append(
                     {

@@ -123,6 +123,7 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
     assert "Vendor Support" in body  # our acknowledgement, under the queue's name
     assert "first response by" in body
     assert "Albert" not in body
+    assert "/c/" not in body and f"{t.base}cases/{a1}" in body  # the mailed case link is not shown
     page.screenshot(path=str(tmp_path / "case-en.png"), full_page=True)
 
     # German, switched on the page.
