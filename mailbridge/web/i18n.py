@@ -15,7 +15,7 @@ LANGUAGES = ("de", "en")
 _PATTERN = {"de": "EEE dd.MM. HH:mm", "en": "EEE d MMM, HH:mm"}
 _PATTERN_YEAR = {"de": "dd.MM.yyyy HH:mm", "en": "d MMM yyyy, HH:mm"}
 
-TEXT: dict[str, dict[str, str]] = {
+TEXT: dict[str, dict[str, str | tuple[str, str]]] = {
     "de": {
         "title": "Case Tracker",
         "skip": "Zum Inhalt springen",
@@ -54,7 +54,8 @@ TEXT: dict[str, dict[str, str]] = {
         "due": "Fällig",
         "last_activity": "Letzte Aktivität",
         "none_found": "Keine Anfragen gefunden.",
-        "page": "Seite {page} von {pages} ({total} Anfragen)",
+        "page": "Seite {page} von {pages} ({total})",
+        "n_cases": ("Anfrage", "Anfragen"),
         "prev": "Zurück",
         "next": "Weiter",
         "back": "Zurück zur Übersicht",
@@ -138,7 +139,8 @@ TEXT: dict[str, dict[str, str]] = {
         "due": "Due",
         "last_activity": "Last activity",
         "none_found": "No cases found.",
-        "page": "Page {page} of {pages} ({total} cases)",
+        "page": "Page {page} of {pages} ({total})",
+        "n_cases": ("case", "cases"),
         "prev": "Previous",
         "next": "Next",
         "back": "Back to the list",

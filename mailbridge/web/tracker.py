@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from mailbridge.app import App
 from mailbridge.outbound.links import CASE_PATH, CaseLinkExpired, CaseLinkInvalid
+from mailbridge.outbound.templates import plural
 from mailbridge.resources import templates_dir
 from mailbridge.store import tracker as tq
 from mailbridge.store.db import session_scope
@@ -265,7 +266,7 @@ class Tracker:
             viewer=viewer,
             lang=lang,
             rows=shown,
-            total=format_decimal(total, locale=lang),
+            total=plural(lang, total, *TEXT[lang]["n_cases"]),
             page=page,
             pages=pages,
             query=query,

@@ -217,6 +217,25 @@ def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser)
     assert r.status == 403
     assert len(t.desk.messages(b1)) == n_before
 
+    # A closed case is read-only but offers a new case that refers to it: through the pipeline, a
+    # new linked case (closed → new linked case, as for a mail).
+    notes = [m for m in t.desk.smtp.received if TEAM in m.rcpt_tos and f"[{b1}]" in str(m.message["Subject"])]
+    t._aside(answer_note, t.desk, Sent(notes[0].mail_from, notes[0].rcpt_tos, notes[0].message), "#close\n\nErledigt.")
+    assert t.desk.ticket(b1).status == "closed"
+    page.goto(t.base + f"cases/{b1}")
+    assert "Diese Anfrage ist geschlossen." in page.content()  # Boris's case is in German
+    page.get_by_role("link", name="English").click()
+    assert "This case is closed." in page.content()
+    assert page.get_by_role("button", name="Ask for urgency").count() == 0
+    page.get_by_label("Your comment").fill("The database is slow again since this morning.")
+    page.get_by_role("button", name="Open a new case that refers to this one").click()
+    page.wait_for_load_state()
+    new_case = page.url.split("/cases/")[1].split("?")[0]
+    assert new_case != b1 and "your new case has been received" in page.content()
+    assert t.desk.ticket(new_case).linked_ticket_id == t.desk.ticket(b1).id
+    assert page.get_by_role("link", name=b1).is_visible()  # linked cases
+    assert t.desk.ticket(b1).status == "closed"
+
     # A used link is refused; an expired one too, with a fresh sign-in offered.
     page2 = browser.new_context(locale="en-US").new_page()
     link = sign_in(t, page2, ALICE[1])

@@ -38,12 +38,15 @@ CASE_LINK_RE = re.compile(r"(http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_.-]+)")
 class TrackerDesk:
     """A :class:`Desk` with the web app: ``base`` is the tracker's URL."""
 
-    def __init__(self, tmp_path, imap_server, smtp_sink, db_url, *, extra: str = ""):
+    def __init__(self, tmp_path, imap_server, smtp_sink, db_url, *, extra: str = "", https: bool = False):
         self.port = free_port()
+        # The server itself speaks plain HTTP on loopback (a reverse proxy would add TLS); with
+        # ``https`` the public base URL says https, as behind such a proxy.
         self.base = f"http://127.0.0.1:{self.port}/"
+        public = f"https://127.0.0.1:{self.port}/" if https else self.base
         key = tmp_path / "web.key"
         key.write_text("w" * 48 + "\n", encoding="utf-8")
-        web = f'\n[web]\nlisten = "127.0.0.1:{self.port}"\nbase_url = "{self.base}"\nsecret_file = "{key}"\n{extra}\n'
+        web = f'\n[web]\nlisten = "127.0.0.1:{self.port}"\nbase_url = "{public}"\nsecret_file = "{key}"\n{extra}\n'
         self.desk: Desk = make_desk(
             tmp_path,
             imap_server,
