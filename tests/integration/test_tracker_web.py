@@ -56,6 +56,8 @@ def sign_in(tracker: TrackerDesk, page, address: str) -> str:
     page.wait_for_load_state()
     assert "If we know this address, a sign-in link is on its way" in page.content()
     mail = tracker.signin_mail(before, address)
+    assert mail.header("Auto-Submitted") == "auto-generated" and not mail.msg.get("In-Reply-To")
+    print(f"\n--- the sign-in mail to {address} ---\n" + mail.msg.as_string())
     link = SIGNIN_LINK_RE.search(mail.text).group(1)
     page.goto(link)
     page.get_by_role("button", name="Sign in").click()
@@ -159,6 +161,7 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
     sent = t.send_outbox()
     note = [m for m in sent if TEAM in m.rcpt_tos]
     assert note and "Neustart hat nicht geholfen" in note[0].text
+    print("\n--- the agents' notification of the comment ---\n" + note[0].text)
     assert any(p.get_filename() == "anzeige.txt" for p in note[0].msg.iter_attachments())
     with session_scope(t.app.session_factory) as s:
         m = s.scalars(
