@@ -89,6 +89,7 @@ class App:
         )
         self._detector: LanguageDetector | None = None
         self._pipeline: Pipeline | None = None
+        self._guard: AutoMailGuard | None = None
         self._secrets: list[bytes] | None = None
         self._links: AttachmentLinks | None = None
         self._case_links: CaseLinks | None = None
@@ -121,7 +122,7 @@ class App:
             ),
             "normalizer": self.normalizer,
             "builder": self.builder,
-            "guard": AutoMailGuard(self.settings.auto_mail),
+            "guard": self.guard,
             "deadlines": self.deadlines,
             "escalations": self.escalations,
             "links": self.attachment_links,
@@ -130,6 +131,13 @@ class App:
             "viewer_for": visibility.viewer_for,
             "may_ask": visibility.may_sign_in,
         }
+
+    @property
+    def guard(self) -> AutoMailGuard:
+        """The loop and rate guard of automatic mail (the pipeline's and the tracker's sign-in mail)."""
+        if self._guard is None:
+            self._guard = AutoMailGuard(self.settings.auto_mail)
+        return self._guard
 
     @property
     def pipeline(self) -> Pipeline:

@@ -49,6 +49,7 @@ class MessageKind(StrEnum):
     OVERSIZE_NOTICE = "oversize_notice"
     SEVERITY_NOTICE = "severity_notice"  # the customer's request raised the case's severity
     ESCALATION = "escalation"
+    SIGNIN = "signin"  # the case tracker's sign-in link (mailbridge web)
     DIGEST = "digest"
     STATUS_LIST = "status_list"  # a known customer's open cases, the answer to their status request
 

@@ -590,6 +590,23 @@ class MailBuilder:
         )
         return Built(out, parent_id, refs, "")
 
+    def signin(self, queue: QueueSettings, to: Address, *, language: str, url: str, minutes: int, now) -> Built:
+        """The case tracker's sign-in mail (``mailbridge web``): the single-use link, in the
+        customer's language, from the queue's address; automatic, so nobody's robot answers it."""
+        tctx = {"name": to.name, "url": url, "minutes": minutes, "queue_name": queue.display_name}
+        out = comp.compose(
+            date=now,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(to.name, to.email)],
+            subject=self.templates.render(language, "signin.subject.j2", **tctx).strip(),
+            text=self.templates.render(language, "signin.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_GENERATED,
+            language=language,
+        )
+        return Built(out, None, [], "")
+
     def help(
         self, queue: QueueSettings, agent: Address, *, parent_id: str | None, parent_refs: list[str], now
     ) -> Built:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, case, exists, func, or_, select, update
-from sqlalchemy.orm import selectinload
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailbridge.store.models import AttachmentRow, Message, Participant, SigninRequest, SigninToken, Ticket
@@ -162,9 +161,7 @@ def facets(session: Session, viewer: Viewer) -> tuple[list[str], list[str], list
     """The statuses, severities and queues among the viewer's cases (the filters' choices)."""
     out = []
     for col in (Ticket.status, Ticket.severity, Ticket.queue):
-        out.append(
-            sorted(v for v in session.scalars(select(col).where(visible(viewer)).distinct()) if v is not None)
-        )
+        out.append(sorted(v for v in session.scalars(select(col).where(visible(viewer)).distinct()) if v is not None))
     return out[0], out[1], out[2]
 
 
@@ -251,9 +248,7 @@ def known_address(session: Session, address: str) -> bool:
     """Whether ``address`` is a requester or a customer-side participant of some case."""
     return bool(
         session.scalar(select(exists().where(Ticket.requester_email == address)))
-        or session.scalar(
-            select(exists().where(Participant.email == address, Participant.role.in_(CUSTOMER_ROLES)))
-        )
+        or session.scalar(select(exists().where(Participant.email == address, Participant.role.in_(CUSTOMER_ROLES))))
     )
 
 

@@ -75,7 +75,8 @@ TEXT: dict[str, dict[str, str]] = {
         "urgency_text": "Bitte erhöhen Sie die Dringlichkeit dieses Falls.",
         "urgency_reason_prefix": "Begründung",
         "urgency_note": "Unser Team entscheidet über die Dringlichkeit und wird benachrichtigt.",
-        "closed_note": "Diese Anfrage ist geschlossen. Sie können eine neue Anfrage eröffnen, die sich auf diese bezieht.",
+        "closed_note": "Diese Anfrage ist geschlossen. Sie können eine neue Anfrage eröffnen, "
+        "die sich auf diese bezieht.",
         "new_case": "Neue Anfrage zu diesem Fall eröffnen",
         "comment_sent": "Danke, Ihr Kommentar ist eingegangen.",
         "urgency_sent": "Danke, Ihre Bitte um höhere Dringlichkeit ist eingegangen.",
