@@ -195,10 +195,8 @@ class Tracker:
         except CaseLinkInvalid:
             return self.not_found(request, None)
         self.sign_in_as(request, address.lower())
-        # The case page itself (not a redirect): a client that keeps no cookies (a mail app's
-        # preview, a plain HTTP client) still sees the case the link names; a browser is signed in.
-        request.path_params["case"] = case_number
-        return self.case_page(request)
+        # A redirect, so the token leaves the address bar (and the browser's history of the page).
+        return self.redirect(request, f"/cases/{case_number}")
 
     async def signout(self, request: Request) -> Response:
         form = await request.form()

@@ -197,6 +197,7 @@ def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser)
     assert links, back.text
     if links:
         page.goto(links[0])
+        page.wait_for_url(t.base + f"cases/{b1}")
         assert page.get_by_role("heading", name=f"{b1} Beta: Datenbank langsam").is_visible()
     else:  # the acknowledgement carries no case link in this build: the mailed sign-in
         sign_in(t, page, BORIS[1])
