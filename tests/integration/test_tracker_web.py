@@ -287,3 +287,26 @@ def test_rate_limit_per_address_answers_the_same(tracker, browser):
     mails = [m for m in t.desk.smtp.received[before:] if ALICE[1] in m.rcpt_tos]
     # [web] signin_per_address = 5 by default; the guard's own per-recipient limits may hold even more back.
     assert 1 <= len(mails) <= 5
+
+
+def test_works_without_javascript_and_by_keyboard(tracker, browser):
+    t = tracker
+    a1, _ = t.open_case(ALICE, "Drucker druckt nicht", "Guten Tag,\n\nder Drucker druckt nicht.\n\nGruß\nAlice")
+    page = browser.new_context(locale="en-US", java_script_enabled=False).new_page()
+    sign_in(t, page, ALICE[1])
+    page.get_by_role("link", name=a1).click()
+    # Alice wrote in German: the tracker speaks German to her.
+    page.get_by_label("Ihr Kommentar").fill("Ohne JavaScript geschrieben.")
+    page.get_by_role("button", name="Senden").click()
+    page.wait_for_url(t.base + f"cases/{a1}?done=comment")
+    assert "Ohne JavaScript geschrieben." in page.content()
+
+    # By keyboard (a browser with scripts only to ask where the focus is): the first Tab reaches the
+    # skip link, and Enter on a focused case link opens the case.
+    page = browser.new_context(locale="en-US").new_page()
+    sign_in(t, page, ALICE[1])
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Zum Inhalt springen"
+    page.get_by_role("link", name=a1).focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(t.base + f"cases/{a1}")
