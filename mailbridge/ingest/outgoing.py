@@ -80,7 +80,14 @@ def _over_limit(mail: InboundMail, settings: Settings, kind: MessageKind) -> boo
     return True
 
 
-def _enqueue(mail: InboundMail, built: Built, kind: MessageKind, dedup_key: str) -> int:
+def _enqueue(
+    mail: InboundMail,
+    built: Built,
+    kind: MessageKind,
+    dedup_key: str,
+    record: bool = True,
+    recipients: list[str] | None = None,
+) -> int:
     assert mail.ticket is not None
     return enqueue(
         mail.session,
@@ -93,6 +100,8 @@ def _enqueue(mail: InboundMail, built: Built, kind: MessageKind, dedup_key: str)
         references=built.references,
         language=mail.language,
         thread_index=built.thread_index,
+        record=record,
+        recipients=recipients,
     )
 
 
@@ -570,9 +579,11 @@ class Relay:
         to = [Address(t.requester_name if t.answer_to == t.requester_email else "", t.answer_to)]
         parent = self._parent(mail.session, t.id)
         # Without case links one mail to all; with them one copy per recipient, each with its link
-        # and only its recipient in the envelope.
+        # and only its recipient in the envelope, all with the first copy's Message-ID (one mail,
+        # recorded once on the case, to whom it went; a reply to any copy threads onto it).
         copies: list[str | None] = [a.email for a in [*to, *cc]] if self.case_links is not None else [None]
-        outbox_ids, envelope = [], []
+        outbox_ids: list[int] = []
+        first_id: str | None = None
         for i, recipient in enumerate(copies):
             built = self.builder.relay(
                 t,
@@ -587,14 +598,17 @@ class Relay:
                 case_url=self.case_links.url(recipient, t.case_number)
                 if self.case_links is not None and recipient is not None
                 else None,
+                message_id=first_id,
             )
+            first_id = first_id or built.out.message_id
+            everyone = built.out.envelope_to
             key = f"relay:{mail.message_id}"
             if recipient is not None:
                 built = replace(built, out=replace(built.out, envelope_to=[recipient]))
                 if i > 0:  # the requester's copy keeps the key a relay has without links
                     key += ":" + hashlib.sha256(recipient.encode("utf-8")).hexdigest()[:16]
-            outbox_ids.append(_enqueue(mail, built, MessageKind.RELAY, key))
-            envelope += built.out.envelope_to
+            outbox_ids.append(_enqueue(mail, built, MessageKind.RELAY, key, record=i == 0, recipients=everyone))
+        envelope = everyone
         mail.event("relayed", outbox_id=outbox_ids[0], by=p.from_.email, to=envelope, files=len(files))
         log.info("agent_reply_relayed", to=envelope, copies=len(outbox_ids))
         return True

@@ -511,8 +511,10 @@ class MailBuilder:
         attachments: list[comp.OutgoingAttachment],
         now: datetime,
         case_url: str | None = None,
+        message_id: str | None = None,
     ) -> Built:
         """An agent's reply, sent to the customer from the support address in the case's thread.
+        ``message_id``: the Message-ID of the first copy, for the further copies of one relay.
         ``case_url``: the signed link to the case of the one recipient this copy goes to (with
         ``[web]``, each recipient gets a copy of their own), None without ``[web]``."""
         agent_name = agent.name or agent.email.split("@", 1)[0]
@@ -540,6 +542,7 @@ class MailBuilder:
             html=None,
             language=ticket.language,
             attachments=attachments,
+            message_id=message_id,
         )
 
     def oversize_notice(

@@ -93,6 +93,25 @@ def test_a_relayed_answer_goes_to_each_recipient_with_their_own_link(desk):
     load = desk.app.case_links.load
     assert load(link_mine.removeprefix(f"{BASE_URL}c/")) == (CUSTOMER[1], case)
     assert load(link_theirs.removeprefix(f"{BASE_URL}c/")) == (COLLEAGUE[1], case)
+    # One mail in two copies: the same Message-ID (a reply to either threads onto it), recorded once
+    # on the case with both recipients (the tracker and `tickets show` list the answer once).
+    assert mine[0].header("Message-ID") == theirs[0].header("Message-ID")
+    relays = [m for m in desk.messages(case) if m.kind == "relay"]
+    assert len(relays) == 1 and sorted(relays[0].recipients) == sorted([CUSTOMER[1], COLLEAGUE[1]])
+    assert relays[0].message_id == mine[0].header("Message-ID").strip("<>")
+    # The colleague answers their copy (a client that drops the case tag from the subject): it
+    # threads onto the case by the shared Message-ID.
+    mid = theirs[0].header("Message-ID")
+    desk.deliver(
+        make_mail(
+            subject="AW: PDF-Export bricht ab",
+            body="Danke, Patch ist installiert.",
+            sender=COLLEAGUE,
+            headers={"In-Reply-To": mid, "References": mid},
+        )
+    )
+    assert len(desk.tickets()) == 1
+    assert [m for m in desk.messages(case) if m.direction == "in"][-1].sender_email == COLLEAGUE[1]
     # The case records one relay event naming both recipients, and the first response.
     relayed = [d for k, d in desk.events(case) if k == "relayed"]
     assert len(relayed) == 1 and sorted(relayed[0]["to"]) == sorted([CUSTOMER[1], COLLEAGUE[1]])
