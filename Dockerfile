@@ -9,6 +9,10 @@
 #     mailbridge
 #   docker exec mailbridge mailbridge tickets list
 #
+# The web app (case tracker, attachment downloads) runs from the same image as a second
+# container with the command `web` and [web] listen = "0.0.0.0:8080" (README: "The web app beside
+# the service", a compose file with both).
+#
 # The configuration is read from $MAILBRIDGE_CONFIG; relative paths in it (var_dir = "var")
 # are relative to /srv/mailbridge. `mailbridge run` migrates the database schema on start.
 
@@ -50,5 +54,7 @@ VOLUME ["/srv/mailbridge/var"]
 USER mailbridge:mailbridge
 # mailbridge is PID 1 and handles SIGTERM itself: it finishes the mail it is on, then exits.
 STOPSIGNAL SIGTERM
+# `mailbridge web` ([web] listen = "0.0.0.0:8080" in a container).
+EXPOSE 8080
 ENTRYPOINT ["mailbridge"]
 CMD ["run"]

@@ -26,7 +26,7 @@ from mailbridge.ingest.prepare import Preparer
 from mailbridge.ingest.steps import default_steps, import_steps
 from mailbridge.metrics import Metrics
 from mailbridge.outbound.guard import AutoMailGuard
-from mailbridge.outbound.links import AttachmentLinks
+from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.sender import OutboxSender
 from mailbridge.outbound.templates import Templates
@@ -41,6 +41,7 @@ from mailbridge.store.db import is_postgres, make_engine, make_session_factory, 
 from mailbridge.store.rawstore import attachment_store, raw_store
 from mailbridge.subjects import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.vocabulary import Disposition
+from mailbridge.web import visibility
 
 log = structlog.get_logger(__name__)
 
@@ -88,8 +89,10 @@ class App:
         )
         self._detector: LanguageDetector | None = None
         self._pipeline: Pipeline | None = None
+        self._guard: AutoMailGuard | None = None
         self._secrets: list[bytes] | None = None
         self._links: AttachmentLinks | None = None
+        self._case_links: CaseLinks | None = None
         self.deadlines = Deadlines(settings)
         conv = settings.conversations
         self.normalizer = SubjectNormalizer(
@@ -119,11 +122,22 @@ class App:
             ),
             "normalizer": self.normalizer,
             "builder": self.builder,
-            "guard": AutoMailGuard(self.settings.auto_mail),
+            "guard": self.guard,
             "deadlines": self.deadlines,
             "escalations": self.escalations,
             "links": self.attachment_links,
+            "case_links": self.case_links,
+            # Who sees which case: the tracker's one rule (web/visibility.py), for status by mail.
+            "viewer_for": visibility.viewer_for,
+            "may_ask": visibility.may_sign_in,
         }
+
+    @property
+    def guard(self) -> AutoMailGuard:
+        """The loop and rate guard of automatic mail (the pipeline's and the tracker's sign-in mail)."""
+        if self._guard is None:
+            self._guard = AutoMailGuard(self.settings.auto_mail)
+        return self._guard
 
     @property
     def pipeline(self) -> Pipeline:
@@ -163,6 +177,17 @@ class App:
         if self._links is None:
             self._links = AttachmentLinks(web.secret.get_secret_value(), web.base_url, web.link_days, self.clock)
         return self._links
+
+    @property
+    def case_links(self) -> CaseLinks | None:
+        """Signs and checks the links to a case that acknowledgements and relayed answers carry;
+        None without ``[web] base_url`` (the mails carry no link then)."""
+        web = self.settings.web
+        if web.base_url is None or web.secret is None:
+            return None
+        if self._case_links is None:
+            self._case_links = CaseLinks(web.secret.get_secret_value(), web.base_url, web.case_link_days, self.clock)
+        return self._case_links
 
     @property
     def builder(self) -> MailBuilder:

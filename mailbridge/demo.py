@@ -574,9 +574,32 @@ def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(_toml_str(v) for v in values) + "]"
 
 
-def write_demo_config(workdir: Path, imap_port: int, smtp_port: int, password_file: Path, secret_file: Path) -> Path:
+# Where `mailbridge web --config <kept dir>/mailbridge.toml` serves the case tracker afterwards.
+DEMO_WEB_LISTEN = "127.0.0.1:8080"
+
+
+def write_demo_config(
+    workdir: Path,
+    imap_port: int,
+    smtp_port: int,
+    password_file: Path,
+    secret_file: Path,
+    web_secret_file: Path | None = None,
+) -> Path:
     """A complete configuration for the servers on loopback: one IMAP account, two queues with
-    agents, the key that signs the agents' notifications."""
+    agents, the key that signs the agents' notifications; with ``web_secret_file`` also ``[web]``
+    (the case tracker on loopback, its links in the acknowledgements)."""
+    web = (
+        f"""
+[web]
+# `mailbridge web --config {workdir / "mailbridge.toml"}` serves the customers' case tracker here.
+listen = "{DEMO_WEB_LISTEN}"
+base_url = "http://{DEMO_WEB_LISTEN}/"
+secret_file = {_toml_str(web_secret_file)}
+"""
+        if web_secret_file is not None
+        else ""
+    )
     path = workdir / "mailbridge.toml"
     path.write_text(
         f"""\
@@ -636,7 +659,7 @@ max_backoff_seconds = 5
 [logging]
 level = "info"
 format = "console"
-""",
+{web}""",
         encoding="utf-8",
     )
     return path
@@ -1109,7 +1132,10 @@ def run_demo(keep: Path | None) -> int:
         stack.callback(imap.stop)
         smtp = SmtpSink().start()
         stack.callback(smtp.stop)
-        config = write_demo_config(workdir, imap.port, smtp.port, password_file, secret_file)
+        # The key of the web app's links and sessions (the case tracker over the kept database).
+        web_secret_file = workdir / "web-secret"
+        _write_private(web_secret_file, secrets.token_hex(32) + "\n")
+        config = write_demo_config(workdir, imap.port, smtp.port, password_file, secret_file, web_secret_file)
         settings = load_settings(config)
         print(f"  IMAP  pymap (in memory)      127.0.0.1:{imap.port}  user {IMAP_USER}", file=out)
         print(f"  SMTP  aiosmtpd (records all) 127.0.0.1:{smtp.port}", file=out)
@@ -1141,5 +1167,6 @@ def run_demo(keep: Path | None) -> int:
             print(f"\nKept in {workdir}: try  mailbridge --config {config} tickets list", file=out)
             if run.case_of_first:
                 print(f"  or  mailbridge --config {config} tickets show {run.case_of_first}", file=out)
+            print(f"  or  mailbridge --config {config} web   (the case tracker at http://{DEMO_WEB_LISTEN}/)", file=out)
         out.flush()
         return code

@@ -49,6 +49,8 @@ DEFAULT_LANGUAGES = ("de", "en")
 DEFAULT_SEVERITY_LEVELS = ("1", "2", "3", "4")
 # The shortest notification key accepted (e.g. `openssl rand -hex 32` gives 64 characters).
 MIN_SECRET_CHARS = 32
+# The subjects with which a known customer asks for the list of their open cases (issue 13).
+DEFAULT_STATUS_WORDS = ("Status", "Übersicht", "Overview")
 # Phrases with which a customer asks for more urgency (seed 004); matched as whole words, any case.
 DEFAULT_URGENCY_WORDS = (
     "dringend",
@@ -238,6 +240,11 @@ class QueueSettings(_Model):
     # A customer's mail that a proven agent forwarded to the support address becomes the customer's
     # case; the customer gets the acknowledgement (saying which agent filed it) unless this is false.
     acknowledge_forwards: bool = True
+    # A known customer (a requester or participant of a case, or an address of an [[organisations]]
+    # entry) whose new mail to the queue has only one of these words as its subject (after reply
+    # prefixes, case-insensitive) gets the list of their open cases instead of a new case (issue 13,
+    # "status by mail"). Empty: off.
+    status_words: list[Annotated[str, Field(min_length=1, max_length=64)]] = list(DEFAULT_STATUS_WORDS)
     # The information a request should contain (seed 000's "Basisinformationen"): the acknowledgement
     # asks for what is missing, and later mails that supply it are recorded (mailbridge/checklist.py).
     checklist: list[ChecklistItem] = []
@@ -635,6 +642,11 @@ class CalendarSettings(_Model):
             raise _KeyedError(key, text) from None
 
 
+class TrackerScope(StrEnum):
+    OWN = "own"
+    ORGANISATION = "organisation"
+
+
 class OrganisationSettings(_Model):
     """A customer organisation, known by mail domain or address, and its contract (seed 003)."""
 
@@ -646,6 +658,10 @@ class OrganisationSettings(_Model):
     # The [[calendars]] entry of the contract partner's seat (its public holidays, seed 000); else
     # the queue's.
     calendar: str | None = None
+    # Who of the organisation sees its cases in the case tracker (``mailbridge web``): "own" (each
+    # person the cases they are requester or participant of) or "organisation" (everyone whose
+    # address belongs to the organisation sees all of its cases: a lead person's company view).
+    tracker: TrackerScope = TrackerScope.OWN
 
     @field_validator("domains")
     @classmethod
@@ -875,6 +891,16 @@ class WebSettings(_Model):
     secret: SecretStr | None = Field(default=None, exclude=True)
     # A download link works for this many days after the notification was sent.
     link_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    # The case tracker: sign-in mails per address and per client (IP) address in one hour, beyond
+    # which a request is answered the same but no mail goes out.
+    signin_per_address: Annotated[int, Field(ge=1, le=1000)] = 5
+    signin_per_client: Annotated[int, Field(ge=1, le=100000)] = 30
+    # A signed-in session lasts this many hours (a signed cookie; sign-out ends it earlier).
+    session_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 12.0
+    # Cases per page of the tracker's list.
+    page_size: Annotated[int, Field(ge=5, le=500)] = 25
+    # The link to a case that acknowledgements and relayed answers carry works for this many days.
+    case_link_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
 
     @field_validator("listen")
     @classmethod

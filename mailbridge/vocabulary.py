@@ -20,6 +20,7 @@ class Disposition(StrEnum):
     DUPLICATE = "duplicate"
     # Our own mail (From is a support address): kept, never treated as a customer's. Also a proven
     # agent's mail about no case that opens none (#help, a #new block with an error): kept, answered.
+    # And a known customer's status request (outgoing.StatusByMail): kept, answered with their list.
     IGNORED = "ignored"
     # An auto-reply or bounce that answers nothing of ours: kept for the operator, no case.
     NOISE = "noise"
@@ -48,7 +49,9 @@ class MessageKind(StrEnum):
     OVERSIZE_NOTICE = "oversize_notice"
     SEVERITY_NOTICE = "severity_notice"  # the customer's request raised the case's severity
     ESCALATION = "escalation"
+    SIGNIN = "signin"  # the case tracker's sign-in link (mailbridge web)
     DIGEST = "digest"
+    STATUS_LIST = "status_list"  # a known customer's open cases, the answer to their status request
 
 
 # Inbound kinds of an agent's own proven mail: never announced to the agents again.

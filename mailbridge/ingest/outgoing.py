@@ -9,8 +9,9 @@ the case's first-response time, which the SLA clock reads.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from babel.numbers import format_decimal
@@ -26,16 +27,19 @@ from mailbridge.outbound.attachments import CustomerFile, capacity, human_size, 
 from mailbridge.outbound.compose import OutgoingAttachment
 from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS, sanitise
 from mailbridge.outbound.guard import AutoMailGuard, Refusal
-from mailbridge.outbound.links import AttachmentLinks
+from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import Built, MailBuilder
 from mailbridge.outbound.outbox import enqueue
-from mailbridge.settings import Settings
+from mailbridge.settings import QueueSettings, Settings
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.store import repositories as repo
+from mailbridge.store import tracker
 from mailbridge.store.models import Message
 from mailbridge.store.rawstore import ContentStore
 from mailbridge.store.repositories import ThreadParent
-from mailbridge.vocabulary import AGENTS_OWN, CUSTOMER_THREAD, AgentMode, AuthorRole, MessageKind
+from mailbridge.store.tracker import Viewer
+from mailbridge.subjects import SubjectNormalizer
+from mailbridge.vocabulary import AGENTS_OWN, CUSTOMER_THREAD, AgentMode, AuthorRole, Disposition, MessageKind
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +80,14 @@ def _over_limit(mail: InboundMail, settings: Settings, kind: MessageKind) -> boo
     return True
 
 
-def _enqueue(mail: InboundMail, built: Built, kind: MessageKind, dedup_key: str) -> int:
+def _enqueue(
+    mail: InboundMail,
+    built: Built,
+    kind: MessageKind,
+    dedup_key: str,
+    record: bool = True,
+    recipients: list[str] | None = None,
+) -> int:
     assert mail.ticket is not None
     return enqueue(
         mail.session,
@@ -89,6 +100,8 @@ def _enqueue(mail: InboundMail, built: Built, kind: MessageKind, dedup_key: str)
         references=built.references,
         language=mail.language,
         thread_index=built.thread_index,
+        record=record,
+        recipients=recipients,
     )
 
 
@@ -111,14 +124,18 @@ class Acknowledge:
     """The acknowledgement of a new case, to the customer (never for machine-made mail). A case an
     agent filed (``InboundMail.filing``) is acknowledged to its customer, in the thread of their own
     mail where we have its Message-ID, saying which agent filed it; a forwarded one only where the
-    queue says so (``acknowledge_forwards``)."""
+    queue says so (``acknowledge_forwards``). With ``[web] base_url`` it carries the recipient's
+    signed link to the case (``case_links``)."""
 
     name = "acknowledge"
 
-    def __init__(self, builder: MailBuilder, deadlines: Deadlines, answers: AutoAnswers):
+    def __init__(
+        self, builder: MailBuilder, deadlines: Deadlines, answers: AutoAnswers, case_links: CaseLinks | None = None
+    ):
         self.builder = builder
         self.deadlines = deadlines
         self.answers = answers
+        self.case_links = case_links
 
     def __call__(self, mail: InboundMail) -> None:
         if not mail.new_ticket:
@@ -174,11 +191,146 @@ class Acknowledge:
             missing=_checklist_labels(q, mail.checklist, t.language, given=False),
             support_hours=hours.text if hours is not None else None,
             closures=[c.text for c in hours.closures] if hours is not None else [],
+            case_url=self.case_links.url(to.email, t.case_number) if self.case_links is not None else None,
             now=mail.now,
         )
         outbox_id = _enqueue(mail, built, MessageKind.ACK, f"ack:{t.case_number}")
         self.answers.sent(mail, to.email, t.id, MessageKind.ACK)
         mail.event("ack_queued", outbox_id=outbox_id, message_id=built.out.message_id, to=to.email)
+
+
+# What a status list shows: the cases not yet solved, at most this many (the rest are counted).
+STATUS_LIST_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING)
+STATUS_LIST_MAX = 50
+
+
+class StatusByMail:
+    """A known customer's status request: a new mail (about no case) to a queue whose subject, after
+    the reply prefixes (``subjects.py``), is only one of the queue's ``status_words`` (any case)
+    gets back the list of the cases the sender may see — by the tracker's rule (``viewer_for`` and
+    ``may_ask`` are ``web/visibility.py``'s ``viewer_for`` and ``may_sign_in``, passed in by
+    ``App``): their own, or their organisation's where it allows it — that are not solved yet,
+    with status, severity, the next due time and, with ``[web]``, a case link each. No case is
+    opened; the run ends ``ignored`` (the mail is kept without a case).
+
+    Only for a known sender (a requester or customer-side participant of a case, or an address of
+    an ``[[organisations]]`` entry): a stranger's "Status" mail opens a case as any mail does (and
+    learns nothing). The list goes to the From address only, never to a Reply-To, and within the
+    guards of every automatic mail (``AutoAnswers``): machine-made mail and a guarded address get
+    nothing."""
+
+    name = "status_by_mail"
+
+    def __init__(
+        self,
+        builder: MailBuilder,
+        settings: Settings,
+        normalizer: SubjectNormalizer,
+        deadlines: Deadlines,
+        answers: AutoAnswers,
+        viewer_for: Callable[[Settings, str], Viewer],
+        may_ask: Callable[[Settings, str, bool], bool],
+        case_links: CaseLinks | None = None,
+    ):
+        self.builder = builder
+        self.settings = settings
+        self.normalizer = normalizer
+        self.deadlines = deadlines
+        self.answers = answers
+        self.viewer_for = viewer_for
+        self.may_ask = may_ask
+        self.case_links = case_links
+
+    def is_request(self, queue: QueueSettings, subject: str) -> bool:
+        """Whether ``subject`` is only one of the queue's status words (reply prefixes aside)."""
+        words = {w.strip().casefold() for w in queue.status_words}
+        return bool(words) and self.normalizer.strip_prefixes(subject).casefold() in words
+
+    def __call__(self, mail: InboundMail) -> None:
+        p, q = mail.parsed, mail.queue
+        if mail.ticket is not None or mail.filing is not None or p is None or p.from_ is None or q is None:
+            return
+        if not self.is_request(q, p.subject):
+            return
+        address = p.from_.email.lower()
+        if is_ours(self.settings, address, q):
+            return
+        known = tracker.known_address(mail.session, address)
+        if not self.may_ask(self.settings, address, known):
+            # A stranger: the mail goes on and opens a case, as any first mail does.
+            log.info("status_request_unknown_sender")
+            return
+        held = self.answers.refusal(mail, address, None)
+        if held is not None:
+            text, refusal = held
+            if refusal is not None:
+                log.warning("auto_mail_suppressed", mail="status_list", reason=refusal.reason, to=address)
+            self._end(mail, f"status request from {address}: not answered ({text})")
+            return
+        viewer = self.viewer_for(self.settings, address)
+        rows: list[tuple[tracker.CaseRow, datetime | None, str]] = []
+        total = 0
+        for status in STATUS_LIST_STATUSES:
+            found, n = tracker.list_cases(
+                mail.session, viewer, status=status.value, sort="due", descending=False, page_size=STATUS_LIST_MAX
+            )
+            total += n
+            for r in found:
+                due, kind = (
+                    (r.first_response_due, "first_response")
+                    if r.first_response_at is None
+                    else (r.resolution_due, "resolution")
+                )
+                rows.append((r, due, kind))
+        # The next deadline first; cases without one after them, the latest activity first.
+        rows.sort(key=lambda x: (0, x[1].timestamp()) if x[1] is not None else (1, -x[0].updated_at.timestamp()))
+        rows = rows[:STATUS_LIST_MAX]
+        language = tracker.customer_language(mail.session, address) or mail.language or q.language
+        cases = []
+        for r, due, kind in rows:
+            level = self.deadlines.level(r.queue, r.severity)
+            cases.append(
+                {
+                    "case_number": r.case_number,
+                    "subject": r.subject,
+                    "status": r.status,
+                    "severity": level.label(language) if level is not None else r.severity,
+                    "due": self.deadlines.format(r.queue, due, language, r.organisation) if due else None,
+                    "due_kind": kind,
+                    "url": self.case_links.url(address, r.case_number) if self.case_links is not None else None,
+                }
+            )
+        built = self.builder.status_list(
+            q,
+            p.from_,
+            language=language,
+            cases=cases,
+            total=total,
+            organisation=viewer.organisation if viewer.organisation_wide else None,
+            parent_id=p.message_id,
+            parent_refs=p.references,
+            now=mail.now,
+        )
+        enqueue(
+            mail.session,
+            built.out,
+            kind=MessageKind.STATUS_LIST,
+            dedup_key=f"status:{mail.sha256}",
+            now=mail.now,
+            ticket_id=None,
+            in_reply_to=built.in_reply_to,
+            references=built.references,
+            language=language,
+        )
+        self.answers.sent(mail, address, None, MessageKind.STATUS_LIST)
+        log.info("status_list_queued", cases=total, organisation_wide=viewer.organisation_wide)
+        self._end(mail, f"status request from {address}: {total} open cases listed ({built.out.message_id})")
+
+    @staticmethod
+    def _end(mail: InboundMail, why: str) -> None:
+        """End the run: the mail is kept without a case, the reason on its message row (routing)."""
+        mail.routing.update({"rule": "status_request", "evidence": why})
+        mail.finish(Disposition.IGNORED, why)
 
 
 class AgentAnswers:
@@ -329,13 +481,16 @@ class ConfirmRaise:
 class Relay:
     """A proven agent's reply goes to the customer from the support address, without the quoted
     notification and without the command lines; a reply the agent wrote to the customer directly
-    is recorded and not sent again."""
+    is recorded and not sent again. With ``[web] base_url`` (``case_links``) each recipient gets a
+    copy of their own carrying their signed link to the case (a link names the address it was
+    issued to); each copy shows the same To and Cc, so a reply to all still reaches everyone."""
 
     name = "relay"
 
-    def __init__(self, builder: MailBuilder, settings: Settings):
+    def __init__(self, builder: MailBuilder, settings: Settings, case_links: CaseLinks | None = None):
         self.builder = builder
         self.settings = settings
+        self.case_links = case_links
 
     def __call__(self, mail: InboundMail) -> None:
         t, p = mail.ticket, mail.parsed
@@ -421,20 +576,41 @@ class Relay:
             for a in p.attachments
             if not (a.content_id and a.content_type.startswith("image/"))
         ]
-        built = self.builder.relay(
-            t,
-            queue,
-            agent=p.from_,
-            text=text,
-            to=[Address(t.requester_name if t.answer_to == t.requester_email else "", t.answer_to)],
-            cc=cc,
-            parent=self._parent(mail.session, t.id),
-            attachments=files,
-            now=mail.now,
-        )
-        outbox_id = _enqueue(mail, built, MessageKind.RELAY, f"relay:{mail.message_id}")
-        mail.event("relayed", outbox_id=outbox_id, by=p.from_.email, to=built.out.envelope_to, files=len(files))
-        log.info("agent_reply_relayed", to=built.out.envelope_to)
+        to = [Address(t.requester_name if t.answer_to == t.requester_email else "", t.answer_to)]
+        parent = self._parent(mail.session, t.id)
+        # Without case links one mail to all; with them one copy per recipient, each with its link
+        # and only its recipient in the envelope, all with the first copy's Message-ID (one mail,
+        # recorded once on the case, to whom it went; a reply to any copy threads onto it).
+        copies: list[str | None] = [a.email for a in [*to, *cc]] if self.case_links is not None else [None]
+        outbox_ids: list[int] = []
+        first_id: str | None = None
+        for i, recipient in enumerate(copies):
+            built = self.builder.relay(
+                t,
+                queue,
+                agent=p.from_,
+                text=text,
+                to=to,
+                cc=cc,
+                parent=parent,
+                attachments=files,
+                now=mail.now,
+                case_url=self.case_links.url(recipient, t.case_number)
+                if self.case_links is not None and recipient is not None
+                else None,
+                message_id=first_id,
+            )
+            first_id = first_id or built.out.message_id
+            everyone = built.out.envelope_to
+            key = f"relay:{mail.message_id}"
+            if recipient is not None:
+                built = replace(built, out=replace(built.out, envelope_to=[recipient]))
+                if i > 0:  # the requester's copy keeps the key a relay has without links
+                    key += ":" + hashlib.sha256(recipient.encode("utf-8")).hexdigest()[:16]
+            outbox_ids.append(_enqueue(mail, built, MessageKind.RELAY, key, record=i == 0, recipients=everyone))
+        envelope = everyone
+        mail.event("relayed", outbox_id=outbox_ids[0], by=p.from_.email, to=envelope, files=len(files))
+        log.info("agent_reply_relayed", to=envelope, copies=len(outbox_ids))
         return True
 
 

@@ -7,6 +7,7 @@ A step may end the mail's run early with ``mail.finish`` (a duplicate, our own m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
@@ -29,12 +30,13 @@ from mailbridge.ingest.outgoing import (
     NotifyAgents,
     OversizeNotice,
     Relay,
+    StatusByMail,
 )
 from mailbridge.ingest.pipeline import Step
 from mailbridge.ingest.routing import is_ours, route
 from mailbridge.outbound import compose as comp
 from mailbridge.outbound.guard import AutoMailGuard
-from mailbridge.outbound.links import AttachmentLinks
+from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.settings import QueueSettings, Settings
 from mailbridge.sla.deadlines import Deadlines
@@ -43,6 +45,7 @@ from mailbridge.store import repositories as repo
 from mailbridge.store.models import AttachmentRow, Message, RawMessage, Ticket
 from mailbridge.store.rawstore import ContentStore
 from mailbridge.store.repositories import TicketRef
+from mailbridge.store.tracker import Viewer
 from mailbridge.subjects import SubjectNormalizer, case_tag_pattern
 from mailbridge.vocabulary import AuthorRole, Disposition, MessageKind
 
@@ -503,6 +506,9 @@ def default_steps(
     deadlines: Deadlines,
     escalations: Escalations,
     links: AttachmentLinks | None = None,
+    viewer_for: Callable[[Settings, str], Viewer],
+    may_ask: Callable[[Settings, str, bool], bool],
+    case_links: CaseLinks | None = None,
 ) -> list[Step]:
     """The pipeline, in order (the parts are built once, by the composition root ``mailbridge/app.py``).
     Matching and who-wrote-it come before the case is opened or changed; everything a mail makes
@@ -518,14 +524,15 @@ def default_steps(
         RecordNoise(guard),
         Identify(settings),
         AgentFiling(settings, deadlines, detector, matcher, AgentAnswers(builder, settings)),
+        StatusByMail(builder, settings, normalizer, deadlines, answers, viewer_for, may_ask, case_links),
         ApplyReply(settings, normalizer, deadlines),
         OpenTicket(settings.case_numbers.fmt, settings.case_numbers.first_serial, normalizer, settings, deadlines),
         AgentCommands(settings, deadlines),
         StoreMessage(attachments),
         CheckInformation(settings, normalizer),
-        Acknowledge(builder, deadlines, answers),
+        Acknowledge(builder, deadlines, answers, case_links),
         ConfirmRaise(builder, settings, deadlines, answers),
-        Relay(builder, settings),
+        Relay(builder, settings, case_links),
         CommandErrors(builder, settings),
         NotifyAgents(builder, settings, attachments, links),
         TrackClocks(settings, deadlines, escalations),

@@ -69,3 +69,73 @@ class AttachmentLinks:
         ):
             return None
         return payload["a"], payload["to"]
+
+
+# The path below base_url the web app (the customers' case tracker) serves a case link at.
+CASE_PATH = "c/"
+
+
+class CaseLinkError(Exception):
+    """A case link that opens nothing."""
+
+
+class CaseLinkInvalid(CaseLinkError):
+    """Not a token we signed (changed, truncated, signed with another key or for another purpose)."""
+
+
+class CaseLinkExpired(CaseLinkError):
+    """A token we signed, but older than ``[web] case_link_days`` (or issued in the future). Its
+    signed address and case number are trustworthy: the web app offers that address a fresh
+    sign-in mail."""
+
+    def __init__(self, address: str, case_number: str):
+        super().__init__(f"the link to case {case_number} has expired")
+        self.address = address
+        self.case_number = case_number
+
+
+class CaseLinks:
+    """The signed, time-limited link to a case for one recipient that every acknowledgement and
+    relayed answer carries when ``[web] base_url`` is set: ``{base_url}c/{token}``, the token an
+    itsdangerous ``URLSafeTimedSerializer`` (salt "case-link") over the address and the case
+    number, valid ``[web] case_link_days`` at the app's clock. No I/O."""
+
+    SALT = "case-link"
+
+    def __init__(self, secret: str, base_url: str, days: float, clock: Callable[[], datetime]):
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.max_age = timedelta(days=days)
+        clock_ = clock
+
+        class _Signer(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock_().timestamp())
+
+        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT, signer=_Signer)
+        self._clock = clock
+
+    def token(self, address: str, case_number: str) -> str:
+        return self._serializer.dumps({"a": address.lower(), "c": str(case_number)})
+
+    def url(self, address: str, case_number: str) -> str:
+        return f"{self.base_url}{CASE_PATH}{self.token(address, case_number)}"
+
+    def load(self, token: str) -> tuple[str, str]:
+        """(address, case number) of a valid token. Raises :class:`CaseLinkInvalid` for anything we
+        did not sign, :class:`CaseLinkExpired` for a token of ours past ``case_link_days``."""
+        if not isinstance(token, str) or not token or len(token) > 2048:
+            raise CaseLinkInvalid("not a case link")
+        try:
+            payload, issued = self._serializer.loads(token, return_timestamp=True)
+        except (BadData, ValueError, TypeError):
+            raise CaseLinkInvalid("not a case link") from None
+        if (
+            not isinstance(payload, dict)
+            or not isinstance(payload.get("a"), str)
+            or not isinstance(payload.get("c"), str)
+        ):
+            raise CaseLinkInvalid("not a case link")
+        now = self._clock()
+        if issued > now + timedelta(minutes=5) or now - issued > self.max_age:
+            raise CaseLinkExpired(payload["a"], payload["c"])
+        return payload["a"], payload["c"]

@@ -334,13 +334,15 @@ class MailBuilder:
         closures: list[str] | None = None,
         filed_by: str | None = None,
         filed_how: str | None = None,
+        case_url: str | None = None,
     ) -> Built:
         """The acknowledgement of a new case, to the customer, in the case's language; with the
         severity understood and the first-response deadline when the queue promises one, the support
         hours (and the days we are closed before that deadline), and the labels of the information
         the request still lacks (with a block to fill in by replying). ``filed_by``: the agent who
         filed the case for the customer, ``filed_how``: from their forwarded mail ("forward") or
-        their call ("phone")."""
+        their call ("phone"). ``case_url``: the recipient's signed link to the case in the case
+        tracker (``outbound/links.py`` ``CaseLinks``), None without ``[web]``."""
         tctx = {
             "case_number": ticket.case_number,
             "subject": ticket.subject,
@@ -359,6 +361,7 @@ class MailBuilder:
             "closures": list(closures or []),
             "filed_by": filed_by,
             "filed_how": filed_how,
+            "case_url": case_url,
         }
         lang = ticket.language
         subject = comp.tagged_subject(ticket.case_number, self.templates.render(lang, "ack.subject.j2", **tctx).strip())
@@ -507,8 +510,13 @@ class MailBuilder:
         parent: ThreadParent | None,
         attachments: list[comp.OutgoingAttachment],
         now: datetime,
+        case_url: str | None = None,
+        message_id: str | None = None,
     ) -> Built:
-        """An agent's reply, sent to the customer from the support address in the case's thread."""
+        """An agent's reply, sent to the customer from the support address in the case's thread.
+        ``message_id``: the Message-ID of the first copy, for the further copies of one relay.
+        ``case_url``: the signed link to the case of the one recipient this copy goes to (with
+        ``[web]``, each recipient gets a copy of their own), None without ``[web]``."""
         agent_name = agent.name or agent.email.split("@", 1)[0]
         tctx = {
             "text": text,
@@ -516,6 +524,7 @@ class MailBuilder:
             "queue_name": queue.display_name,
             "support_address": queue.address,
             "case_number": ticket.case_number,
+            "case_url": case_url,
         }
         return self._compose(
             ticket,
@@ -533,6 +542,7 @@ class MailBuilder:
             html=None,
             language=ticket.language,
             attachments=attachments,
+            message_id=message_id,
         )
 
     def oversize_notice(
@@ -583,6 +593,23 @@ class MailBuilder:
         )
         return Built(out, parent_id, refs, "")
 
+    def signin(self, queue: QueueSettings, to: Address, *, language: str, url: str, minutes: int, now) -> Built:
+        """The case tracker's sign-in mail (``mailbridge web``): the single-use link, in the
+        customer's language, from the queue's address; automatic, so nobody's robot answers it."""
+        tctx = {"name": to.name, "url": url, "minutes": minutes, "queue_name": queue.display_name}
+        out = comp.compose(
+            date=now,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(to.name, to.email)],
+            subject=self.templates.render(language, "signin.subject.j2", **tctx).strip(),
+            text=self.templates.render(language, "signin.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_GENERATED,
+            language=language,
+        )
+        return Built(out, None, [], "")
+
     def help(
         self, queue: QueueSettings, agent: Address, *, parent_id: str | None, parent_refs: list[str], now
     ) -> Built:
@@ -601,6 +628,49 @@ class MailBuilder:
             html=None,
             auto_submitted=AUTO_REPLIED,
             language=lang,
+        )
+        return Built(out, parent_id, refs, "")
+
+    def status_list(
+        self,
+        queue: QueueSettings,
+        to: Address,
+        *,
+        language: str,
+        cases: list[dict],
+        total: int,
+        organisation: str | None,
+        parent_id: str | None,
+        parent_refs: list[str],
+        now: datetime,
+    ) -> Built:
+        """The answer to a known customer's status request (``outgoing.StatusByMail``): their open
+        cases, or their organisation's (``organisation``: its name, when it lets its people see all of
+        its cases), in ``language``. ``cases``: {case_number, subject, status, severity (label),
+        due (as the customer reads it), due_kind (first_response | resolution), url (their signed
+        case link or None)}, the first of ``total``."""
+        tctx = {
+            "name": to.name,
+            "cases": cases,
+            "total": total,
+            "organisation": organisation,
+            "queue_name": queue.display_name,
+            "support_address": queue.address,
+        }
+        parent_refs = self._public(list(parent_refs))
+        refs = comp.references_for(parent_id, parent_refs) if parent_id else []
+        out = comp.compose(
+            date=now,
+            in_reply_to=parent_id,
+            references=refs,
+            from_name=queue.display_name,
+            from_addr=queue.address,
+            to=[(to.name, to.email)],
+            subject=self.templates.render(language, "status_list.subject.j2", **tctx).strip(),
+            text=self.templates.render(language, "status_list.txt.j2", **tctx),
+            html=None,
+            auto_submitted=AUTO_REPLIED,
+            language=language,
         )
         return Built(out, parent_id, refs, "")
 

@@ -28,8 +28,13 @@ def enqueue(
     references: list[str] | None = None,
     language: str | None = None,
     thread_index: str | None = None,
+    record: bool = True,
+    recipients: list[str] | None = None,
 ) -> int:
     """Queue ``out`` and record it as an outbound message of the ticket (same transaction).
+    ``record`` False: only queue it — a further copy of a mail already recorded (the same
+    Message-ID to another recipient, e.g. with that recipient's own case link). ``recipients``:
+    whom the recorded message went to, when that is more than this copy's envelope.
 
     Returns the outbox row's id.
     """
@@ -50,28 +55,29 @@ def enqueue(
             "created_at": now,
         },
     )
-    repo.insert_row(
-        session,
-        Message,
-        {
-            "ticket_id": ticket_id,
-            "direction": "out",
-            "message_id": out.message_id,
-            "in_reply_to": in_reply_to,
-            "references": " ".join(references or []) or None,
-            "sender_email": out.envelope_from,
-            "sender_name": "",
-            "recipients": out.envelope_to,
-            "subject": out.subject,
-            "body_text": out.text,
-            "date": now,
-            "language": language,
-            "outbox_id": outbox_id,
-            "kind": kind,
-            "thread_index": thread_index,
-            "created_at": now,
-        },
-    )
+    if record:
+        repo.insert_row(
+            session,
+            Message,
+            {
+                "ticket_id": ticket_id,
+                "direction": "out",
+                "message_id": out.message_id,
+                "in_reply_to": in_reply_to,
+                "references": " ".join(references or []) or None,
+                "sender_email": out.envelope_from,
+                "sender_name": "",
+                "recipients": recipients if recipients is not None else out.envelope_to,
+                "subject": out.subject,
+                "body_text": out.text,
+                "date": now,
+                "language": language,
+                "outbox_id": outbox_id,
+                "kind": kind,
+                "thread_index": thread_index,
+                "created_at": now,
+            },
+        )
     return outbox_id
 
 

@@ -17,7 +17,7 @@ What goes (the rule; the columns are named in ``store/privacy_queries.py``):
 - A content-addressed file (raw mail, attachment) still used by a row that is kept stays.
 - A case under legal hold is left as it is and reported.
 
-Customer case tracker sign-in tokens (not built yet) will be erased in :meth:`Eraser._other_stores`.
+The case tracker's sign-in links and sign-in requests are deleted in :meth:`Eraser._other_stores`.
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ class Eraser:
         doomed: list[Path] = []
         gone: set[str] = set()  # the Message-IDs of the mails whose content goes
         kept: set[str] = set()  # … and of the mails of held cases (their IMAP copies stay too)
+        # First, while the rows still name the address (the sweep below would pseudonymise them).
+        self._other_stores(a, report, dry_run)
         with session_scope(self.session_factory) as s:
             held = pq.held_ticket_ids(s)
             cases = pq.person_cases(s, a)
@@ -135,7 +137,6 @@ class Eraser:
         for path in doomed:  # after the commit: a rollback must find its files
             path.unlink(missing_ok=True)
         self._imap(a, mapping, gone, kept, report, dry_run)
-        self._other_stores(a, report, dry_run)
         log.info(
             "privacy_erased" if not dry_run else "privacy_erase_planned",
             pseudonym=report.pseudonym,
@@ -269,5 +270,10 @@ class Eraser:
                 box.close()
 
     def _other_stores(self, a: str, report: ErasureReport, dry_run: bool) -> None:
-        """The one place for stores that hold the address outside the tables and var/: the customer
-        case tracker's sign-in tokens will be erased here once they exist (none yet)."""
+        """The one place for stores that hold the address outside the mail and case tables: the case
+        tracker's sign-in links (only their hashes, but bound to the address) and its sign-in
+        requests (the address and the client's IP), deleted."""
+        with session_scope(self.session_factory) as s:
+            report.add("case tracker sign-in records deleted", pq.forget_signins(s, a))
+            if dry_run:
+                s.rollback()

@@ -460,3 +460,32 @@ class PrivacyAudit(Base):
     actor: Mapped[str] = mapped_column(String(128), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     detail: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+class SigninToken(Base):
+    """A mailed sign-in link of the case tracker (``mailbridge web``): only the SHA-256 of its
+    random token is kept; valid until ``expires_at`` (15 minutes), once (``used_at``), for one address."""
+
+    __tablename__ = "signin_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    address: Mapped[str] = mapped_column(String(320), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SigninRequest(Base):
+    """One request for a sign-in mail (known address or not): what the rate limits per address and
+    per client count."""
+
+    __tablename__ = "signin_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320), nullable=False)
+    client: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (
+        Index("ix_signin_requests_address", "address", "created_at"),
+        Index("ix_signin_requests_client", "client", "created_at"),
+    )

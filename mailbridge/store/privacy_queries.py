@@ -33,6 +33,8 @@ from mailbridge.store.models import (
     PrivacyAudit,
     Quarantine,
     RawMessage,
+    SigninRequest,
+    SigninToken,
     Ticket,
 )
 
@@ -83,6 +85,9 @@ PERSONAL_COLUMNS: dict[str, dict[str, str]] = {
     "legal_holds": {"reason": "text", "held_by": "name"},
     "retention_runs": {"error": "address"},
     "privacy_audit": {"actor": "name", "detail": "address"},
+    # The case tracker's (deleted by an erasure: privacy/erase.py Eraser._other_stores).
+    "signin_tokens": {"address": "address"},
+    "signin_requests": {"address": "address", "client": "address"},  # an IP address is personal data
 }
 
 NO_PERSONAL_DATA: dict[str, dict[str, str]] = {
@@ -128,6 +133,7 @@ NO_PERSONAL_DATA: dict[str, dict[str, str]] = {
     "alert_state": {"condition": "a condition name"},
     "retention_runs": {"run_key": "daily:<date> / manual:<time>", "counts": "numbers per kind"},
     "privacy_audit": {"action": "an action word"},
+    "signin_tokens": {"token_hash": "the SHA-256 of a random token"},
 }
 
 _TEXTUAL = (String, Text, JSON, LargeBinary)
@@ -657,3 +663,11 @@ def tickets_for_export(session: Session, ids: list[int]) -> list[Ticket]:
             .order_by(Ticket.id)
         )
     )
+
+
+def forget_signins(session: Session, address: str) -> int:
+    """Delete the case tracker's sign-in links and sign-in requests of ``address``; how many rows."""
+    n = 0
+    for model in (SigninToken, SigninRequest):
+        n += session.execute(delete(model).where(func.lower(model.address) == address)).rowcount or 0
+    return n

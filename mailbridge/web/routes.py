@@ -50,6 +50,11 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def safe_media_type(content_type: str | None) -> str:
+    """A stored file's type when it is a well-formed type/subtype, else application/octet-stream."""
+    return content_type if _CONTENT_TYPE_RE.fullmatch(content_type or "") else "application/octet-stream"
+
+
 def healthz(request: Request) -> Response:
     try:
         database_answers(_app(request).engine)
@@ -76,7 +81,7 @@ def attachment(request: Request) -> Response:
     if not path.is_file():
         log.error("attachment_file_missing", attachment=attachment_id, sha256=row.sha256)
         return PlainTextResponse(_NOT_FOUND, status_code=404)
-    media_type = row.content_type if _CONTENT_TYPE_RE.fullmatch(row.content_type or "") else "application/octet-stream"
+    media_type = safe_media_type(row.content_type)
     log.info("attachment_downloaded", attachment=attachment_id, to=address, size=row.size)
     return FileResponse(
         path,

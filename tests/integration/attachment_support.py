@@ -93,8 +93,8 @@ def customer_mail(
 class WebServer:
     """``mailbridge web``'s uvicorn server for ``app`` on a free loopback port, in a thread."""
 
-    def __init__(self, app: App):
-        self.port = free_port()
+    def __init__(self, app: App, port: int | None = None):
+        self.port = port or free_port()
         self.server = server(app, host="127.0.0.1", port=self.port)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -30,6 +30,7 @@ from mailbridge.cli import cli
 from mailbridge.logging import configure_logging
 from mailbridge.privacy.mailtext import decoded_text
 from mailbridge.settings import load_settings
+from mailbridge.store import tracker as tracker_store
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import (
     AttachmentRow,
@@ -221,12 +222,18 @@ def test_erase_leaves_the_address_nowhere_and_keeps_other_peoples_content(desk, 
     assert _file_hits(var, X) and _imap_hits(imap_server, X)
     with session_scope(desk.app.session_factory) as s:
         assert [q.sender for q in s.scalars(select(Quarantine))] == [X]
+        # They asked the case tracker for a sign-in link (the token's hash and the request stay).
+        now = desk.app.clock()
+        tracker_store.add_token(s, "ab" * 32, X, now, now + timedelta(minutes=15))
+        tracker_store.add_signin_request(s, X, "203.0.113.7", now)
+    assert {"signin_tokens.address", "signin_requests.address"} <= set(_db_hits(db_url, X))
 
     dry = _run(desk, "privacy", "erase", X, "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert f"cases opened by the person (1): {story['a']}" in dry.stdout
     assert f"other cases naming the person (1): {story['b']}" in dry.stdout
     assert "would be removed" in dry.stdout and "IMAP main/Processed: mails deleted" in dry.stdout
+    assert "case tracker sign-in records deleted: 2" in dry.stdout
     assert "tickets.requester_email" in _db_hits(db_url, X) and _imap_hits(imap_server, X)
 
     result = _run(desk, "privacy", "erase", X.upper(), "--yes", "--by", "dpo")

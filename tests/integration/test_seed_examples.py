@@ -44,7 +44,7 @@ def example_environ(path: Path) -> dict[str, str]:
     """A value for every environment variable the example names for a secret (the test replaces
     the servers, so the values are never used)."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    tables = [*data.get("accounts", []), data.get("smtp", {}), data.get("conversations", {})]
+    tables = [*data.get("accounts", []), data.get("smtp", {}), data.get("conversations", {}), data.get("web", {})]
     names = {t.get(k) for t in tables for k in ("password_env", "secret_env")}
     secret = "not-used-by-the-test-" + "x" * 32
     return {n: secret for n in names if n}
@@ -396,6 +396,33 @@ def test_004_ptc_urgency_levels_phrases_and_half_days(open_example):
     assert t.first_response_due == datetime(2026, 12, 28, 9, 0, tzinfo=BERLIN)
     assert "eingestuft als: Äußerst kritisch – Arbeit unterbrochen" in ack.text
     assert "bis spätestens Montag, 28.12.2026, 09:00 Uhr MEZ" in ack.text
+
+
+def test_004_the_company_sees_its_cases_the_acks_link_to_them_and_status_by_mail_lists_them(open_example):
+    """Seed 004's Case Tracker: "die von Ihrem Unternehmen beim Kundendienst eingereichten Anfragen"
+    — the example enables organisation-wide visibility for its customer companies and [web]; the
+    acknowledgement links to the case, and a colleague's "Status" mail lists the company's open
+    cases, never another company's."""
+    desk = open_example("004_ptc_lizenzverwaltung.toml")
+    settings = desk.app.settings
+    assert settings.web.base_url == "https://support.ptc.example/"
+    assert [o.tracker for o in settings.organisations] == ["organisation", "organisation"]
+    wagner = ("Stefan Wagner", "s.wagner@fahrzeugbau-ingolstadt.example")
+    huber = ("Anna Huber", "a.huber@fahrzeugbau-ingolstadt.example")
+    rosenheim = ("Karl Berger", "k.berger@maschinenbau-rosenheim.example")
+    at = datetime(2026, 11, 20, 10, 0, tzinfo=BERLIN)
+    body = "Guten Tag,\n\nDringlichkeitsstufe: Dringend. Der Lizenzserver startet nicht.\n\nGrüße\n"
+    first, ack, _ = desk.new_case(at, wagner, "Lizenzserver startet nicht", body)
+    (link,) = re.findall(r"Ihren Fall online ansehen: (https://support\.ptc\.example/c/\S+)", ack.text)
+    assert desk.app.case_links.load(link.rsplit("/", 1)[1]) == (wagner[1], first.case_number)
+    foreign, _, _ = desk.new_case(at, rosenheim, "Lizenz verlängern", body)
+
+    sent = desk.deliver(make_mail(subject="Status", body="", sender=huber, to=settings.queues[0].address))
+    (answer,) = to(sent, huber[1])
+    assert answer.header("Subject") == "Offene Fälle von Fahrzeugbau Ingolstadt GmbH (1)"
+    assert first.case_number in answer.text and foreign.case_number not in answer.text
+    assert "Dringend – Arbeit beeinträchtigt" in answer.text
+    assert len(desk.tickets()) == 2
 
 
 # -- What customers are told (issue 14): missing information, support hours, urgency in their words --
