@@ -306,11 +306,12 @@ def revoke_notifications(session: Session, message_ids: list[str], now: datetime
 
 
 def recent_outbound(session: Session, ticket_id: int, kinds: tuple[str, ...], since: datetime) -> int:
-    """How many mails of ``kinds`` the ticket queued since ``since``."""
+    """How many mails of ``kinds`` the ticket queued since ``since``; the copies of one mail to
+    several recipients (one Message-ID, e.g. a relay with each recipient's case link) count once."""
     return (
         _conn(session)
         .execute(
-            select(func.count())
+            select(func.count(func.distinct(Outbox.message_id)))
             .select_from(Outbox)
             .where(Outbox.ticket_id == ticket_id, Outbox.kind.in_(kinds), Outbox.created_at >= since)
         )

@@ -167,3 +167,25 @@ def test_the_link_opens_the_case_on_the_web_app(desk):
         assert status == 200 and case.encode() in body and b"PDF-Export bricht ab" in body
         bad = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
         assert _get(web.port, bad)[0] == 404
+
+
+def test_the_relay_cap_counts_a_relay_once_however_many_copies(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    """``max_mails_per_case_per_hour`` counts relays, not copies: with 2 per hour and two recipients,
+    two answers go out (four copies); the third is held back and the agent is told."""
+    d = make_desk(
+        tmp_path,
+        imap_server,
+        smtp_sink,
+        db_url,
+        conversations="max_mails_per_case_per_hour = 2\n" + web_config(tmp_path, base_url=BASE_URL),
+    )
+    try:
+        _, _, note = _open(d, cc=f"{COLLEAGUE[0]} <{COLLEAGUE[1]}>")
+        for n in (1, 2):
+            sent = answer_note(d, note, f"Antwort {n}")
+            assert len(to(sent, CUSTOMER[1])) == 1 and len(to(sent, COLLEAGUE[1])) == 1, n
+        sent = answer_note(d, note, "Antwort 3")
+        assert to(sent, CUSTOMER[1]) == [] and to(sent, COLLEAGUE[1]) == []
+        assert any("already sent 2 relayed replies" in m.text for m in sent)
+    finally:
+        d.app.close()

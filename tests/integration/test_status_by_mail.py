@@ -237,6 +237,17 @@ def test_without_status_words_the_request_opens_a_case(tmp_path, imap_server, sm
         d.app.close()
 
 
+def test_without_web_the_list_has_no_links(tmp_path, imap_server, smtp_sink, db_url, imap_env):
+    d = make_desk(tmp_path, imap_server, smtp_sink, db_url, queue_extra=QUEUE, conversations=_config(tmp_path, False))
+    try:
+        case, _ = _open(d, CUSTOMER, "Störung beim Export")
+        (answer,) = _ask(d, CUSTOMER, subject="Übersicht")
+        assert CASE_RE.findall(answer.text) == [case]
+        assert "online" not in answer.text and "http" not in answer.text
+    finally:
+        d.app.close()
+
+
 # The mail stack delivers only its own domains (tests/mailstack.py): an organisation of one of them.
 STACK_ORG = """
 [[organisations]]
