@@ -548,7 +548,7 @@ def _run_report(ctx: click.Context, name: str, params: dict, fmt: str, output: P
         output.write_bytes(out.data)
         click.echo(f"{out.summary}; {len(out.data)} bytes written to {output}")
     else:
-        click.get_binary_stream("stdout").write(out.data)
+        click.echo(out.data, nl=False)  # bytes: written as they are
 
 
 @report.command("open-items")

@@ -151,7 +151,7 @@ def to_xlsx(report: Report) -> bytes:
         sheet = book.add_worksheet(name)
         widths = []
         for c, f in enumerate(table.fields):
-            header = _header(f, report).replace(" %", "")
+            header = _header(f, report)
             sheet.write_string(0, c, header, bold)
             widths.append(len(header))
         for r, row in enumerate(table.rows, start=1):
@@ -247,7 +247,7 @@ def to_html(report: Report, *, for_mail: bool, stem: str) -> tuple[bytes, list[t
         tables.append(
             {
                 "title": table.title,
-                "headers": [f.header for f in table.fields],
+                "headers": [f.header + (" %" if f.kind == "pct" else "") for f in table.fields],
                 "rows": [
                     [(c, shown(v, f, report)) for v, f, c in zip(row, table.fields, cls, strict=True)]
                     for row in table.rows
@@ -262,6 +262,7 @@ def chart_png(chart: Chart) -> bytes:
     """The chart drawn by matplotlib (Agg, no pyplot: safe in threads) as a PNG 720x320."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7.2, 3.2), dpi=100)
     FigureCanvasAgg(fig)
@@ -279,6 +280,10 @@ def chart_png(chart: Chart) -> bytes:
         ax.set_xticks(range(len(chart.x)), [str(x) for x in chart.x], fontsize=8)
     else:
         ax.hist(chart.values, bins=chart.bins or 10, color="#4c72b0", edgecolor="white")
+    if chart.ylim is not None:
+        ax.set_ylim(*chart.ylim)
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of cases
     ax.set_title(chart.title, fontsize=11)
     ax.set_xlabel(chart.xlabel, fontsize=9)
     ax.set_ylabel(chart.ylabel, fontsize=9)

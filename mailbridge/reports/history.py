@@ -21,9 +21,9 @@ FIELDS = [
 ]
 
 # The detail keys that say who acted, in order of preference.
-_WHO_KEYS = ("by", "to")
+_WHO_KEYS = ("by", "requester", "sender")
 # Detail keys that are shown under WHO or MAIL, not repeated under WHAT.
-_SHOWN_ELSEWHERE = {"by", "message_id"}
+_SHOWN_ELSEWHERE = {"by", "message_id"}  # and the WHO key used
 
 
 def _who(detail: dict) -> str:
@@ -36,8 +36,9 @@ def _who(detail: dict) -> str:
 
 def _what(kind: str, detail: dict) -> str:
     parts = []
+    who = next((k for k in _WHO_KEYS if detail.get(k)), None)
     for k, v in detail.items():
-        if k in _SHOWN_ELSEWHERE or v in (None, "", [], {}):
+        if k in _SHOWN_ELSEWHERE or k == who or v in (None, "", [], {}):
             continue
         if isinstance(v, list):
             v = ", ".join(str(x) for x in v)

@@ -43,6 +43,8 @@ class Chart:
     bins: list[float] = field(default_factory=list)
     xlabel: str = ""
     ylabel: str = ""
+    # The y axis's range (percentages: 0..100); None: counts, whole numbers from the data.
+    ylim: tuple[float, float] | None = None
 
 
 @dataclass

@@ -262,6 +262,7 @@ def build(app, params: dict, now: datetime) -> Report:
             },
             xlabel=chart_period,
             ylabel="% met",
+            ylim=(0, 105),
         ),
         Chart(
             "First-response time (business hours)",

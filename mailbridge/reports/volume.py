@@ -52,6 +52,8 @@ def build(app, params: dict, now: datetime) -> Report:
     for label in labels:
         for q in shown_queues if shown_queues else [ALL]:
             opened, reopened, linked = counts.get((label, q), [0, 0, 0])
+            if not opened and q != ALL and len(shown_queues) > 1:
+                continue  # a queue's empty day: the (all) row says it
             rows.append((label, q, opened, reopened, reopened / opened if opened else None, linked))
     total = [0, 0, 0]
     for (_, q), c in counts.items():
