@@ -268,8 +268,12 @@ def chart_png(chart: Chart) -> bytes:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if chart.kind == "line":
-        for name, ys in chart.series.items():
-            ax.plot(range(len(chart.x)), [float("nan") if y is None else y for y in ys], marker="o", label=name)
+        # Markers of different shapes and sizes: two series on the same value stay visible.
+        shapes = [("o", 9), ("s", 5), ("^", 5), ("D", 4)]
+        for i, (name, ys) in enumerate(chart.series.items()):
+            marker, size = shapes[i % len(shapes)]
+            ys = [float("nan") if y is None else y for y in ys]
+            ax.plot(range(len(chart.x)), ys, marker=marker, markersize=size, label=name)
         ax.set_xticks(range(len(chart.x)), [str(x) for x in chart.x], rotation=30, ha="right", fontsize=8)
     elif chart.kind == "bar":
         bottom = [0.0] * len(chart.x)
