@@ -101,7 +101,7 @@ def text(report: Report, width: int | None = None) -> str:
             for f in table.fields
         ]
         cells = [tuple(shown(v, f, report) for v, f in zip(row, table.fields, strict=True)) for row in table.rows]
-        screen.table(columns, cells)
+        screen.long_table(columns, cells)
     return screen.text() + "\n"
 
 
