@@ -282,6 +282,9 @@ def run(args: argparse.Namespace) -> int:
             desc,
         ),
     ):
+        reuse = args.keep_sqlite is not None and args.keep_sqlite.exists()
+        if args.keep_sqlite is not None:
+            url, desc = f"sqlite:///{args.keep_sqlite}", f"SQLite ({args.keep_sqlite})"
         path = write_config(Path(tmp) / "mailbridge.toml", db_url=url, var_dir=Path(tmp) / "var", orgs=organisations())
         settings = load_settings(path)
         configure_logging("warning", "console")
@@ -290,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         tickets, messages, events = generate(app, args.cases, args.seed)
         gen = time.perf_counter() - t0
-        ins = insert_all(app, tickets, messages, events)
+        ins = 0.0 if reuse else insert_all(app, tickets, messages, events)
         open_n = sum(t["status"] in ("new", "open", "pending") for t in tickets)
         print(f"database: {desc}")
         print(
@@ -322,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'report':<18} {'csv s':>7} {'text s':>7} {'rows':>8} {'baseline s':>11} {'ratio':>7}  target ≤ 3 s")
         failed = False
         for label, (name, params) in reports.items():
+            if args.only and not label.startswith(args.only):
+                continue
             times = {}
             size = 0
             for fmt in ("csv", "text"):
@@ -354,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--database-url", help="postgresql://… database to create a temporary schema in (default: SQLite)")
     ap.add_argument("--check", action="store_true", help="exit 1 when a report misses the target")
+    ap.add_argument(
+        "--keep-sqlite",
+        type=Path,
+        help="a SQLite file: filled when it does not exist, else reused (same --cases/--seed)",
+    )
+    ap.add_argument("--only", help="time only the reports whose label starts with this")
     return run(ap.parse_args(argv))
 
 

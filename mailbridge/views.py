@@ -127,10 +127,14 @@ class Screen:
         def line(values: list[str]) -> str:
             parts = []
             for i in keep:
-                t = Text(values[i])
-                t.truncate(widths[i], overflow="ellipsis")
-                pad = " " * (widths[i] - t.cell_len)
-                parts.append(pad + t.plain if columns[i].justify == "right" else t.plain + pad)
+                v, w = values[i], widths[i]
+                n = cell_len(v)
+                if n > w:  # cut as rich cuts a cell ("…" in the last column)
+                    t = Text(v)
+                    t.truncate(w, overflow="ellipsis")
+                    v, n = t.plain, t.cell_len
+                pad = " " * (w - n)
+                parts.append(pad + v if columns[i].justify == "right" else v + pad)
             return (" " * GAP).join(parts).rstrip()
 
         out.write(line([c.header for c in columns]) + "\n")

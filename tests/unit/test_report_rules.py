@@ -14,8 +14,10 @@ from mailbridge.business_calendar import BusinessCalendar
 from mailbridge.reports.common import OpenTime
 from mailbridge.reports.formats import to_csv
 from mailbridge.reports.model import Field, Report, Table
+from mailbridge.reports.open_items import warning_reached
 from mailbridge.reports.sla import _p90, met
 from mailbridge.sla.calendar import business_time_between
+from mailbridge.sla.clock import ClockName, Running, stage_time
 from mailbridge.views import Column, Screen
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -122,3 +124,20 @@ def test_csv_dialects():
     de = to_csv(report, delimiter=";", bom=True)
     assert de.startswith(b"\xef\xbb\xbf")
     assert de.decode("utf-8-sig").splitlines()[1] == '2026-07-01T12:00:00+02:00;1,25;50,0;"Müller; Sohn"'
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(range(len(CALENDARS))),
+    instants,
+    st.integers(min_value=-2 * 24 * 60, max_value=20 * 24 * 60),
+    st.integers(min_value=0, max_value=3 * 9 * 60),
+    st.integers(min_value=-24 * 60, max_value=30 * 24 * 60),
+    st.sampled_from([0, 25, 50, 75, 80, 99]),
+)
+def test_warning_reached_is_the_escalation_ladders_stage_time(which, start, due_min, shift_min, now_min, percent):
+    """The open-items report's "at risk" asks the same question as the escalation job's ladder."""
+    cal = CALENDARS[which]
+    run = Running(ClockName.FIRST_RESPONSE, start, start + timedelta(minutes=due_min), timedelta(minutes=shift_min))
+    now = start + timedelta(minutes=now_min)
+    assert warning_reached(OpenTime(cal), run, percent, now) == (stage_time(cal, run, percent) <= now)
