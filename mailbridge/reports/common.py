@@ -3,6 +3,7 @@ zone their times are shown in, the period's local bounds, and business time coun
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
@@ -116,59 +117,72 @@ def periods(s: Span, period: str) -> list[date]:
 
 class OpenTime:
     """Business time of one calendar, counted as a difference of a running total: ``between(a, b)``
-    equals ``sla.calendar.business_time_between`` (tested), but costs two lookups instead of a walk
-    over every day between, which matters for 100,000 cases. The totals per local date are filled in
-    as they are asked for."""
+    equals ``sla.calendar.business_time_between`` (tested), but costs two binary searches over the
+    opening intervals (as POSIX seconds) instead of a walk over every day between, which matters for
+    100,000 cases. The intervals are laid out for the days asked about, and further as needed."""
+
+    # How many days around a first question the intervals are laid out for.
+    MARGIN_DAYS = 400
 
     def __init__(self, cal: BusinessCalendar):
         self.cal = cal
         self.tz = cal.tz
-        self._origin: date | None = None
-        self._cum: list[float] = [0.0]  # open seconds of the days origin .. origin+i-1 (whole)
-        self._days: dict[date, tuple[tuple[datetime, datetime], ...]] = {}
+        self._first: date | None = None  # the first and last local day laid out
+        self._last: date | None = None
+        self._starts: list[float] = []
+        self._ends: list[float] = []
+        self._before: list[float] = []  # open seconds of all intervals before interval i
+        self._lo = self._hi = 0.0  # the instants (POSIX seconds) safely inside the laid-out days
 
-    def _intervals(self, day: date) -> tuple[tuple[datetime, datetime], ...]:
-        got = self._days.get(day)
-        if got is None:
-            got = self._days[day] = day_intervals(self.cal, day)
-        return got
+    def _lay_out(self, first: date, last: date) -> None:
+        starts, ends, before, total = [], [], [], 0.0
+        day = first
+        while day <= last:
+            for a, b in day_intervals(self.cal, day):
+                sa, sb = a.timestamp(), b.timestamp()
+                if starts and sa < ends[-1]:  # an interval running past midnight meets the next day's
+                    sa = ends[-1]
+                if sb <= sa:
+                    continue
+                starts.append(sa)
+                ends.append(sb)
+                before.append(total)
+                total += sb - sa
+            day += timedelta(days=1)
+        self._first, self._last = first, last
+        self._starts, self._ends, self._before = starts, ends, before
 
-    def _whole_before(self, day: date) -> float:
-        """Open seconds of every interval of the days from the origin up to (not including) ``day``."""
-        assert self._origin is not None
-        if day < self._origin:
-            self._rebase(day)
-        i = (day - self._origin).days
-        while len(self._cum) <= i:
-            d = self._origin + timedelta(days=len(self._cum) - 1)
-            self._cum.append(self._cum[-1] + sum((b - a).total_seconds() for a, b in self._intervals(d)))
-        return self._cum[i]
-
-    def _rebase(self, day: date) -> None:
-        self._origin = day - timedelta(days=400)
-        self._cum = [0.0]
-
-    def _upto(self, t: datetime) -> float:
-        """Open seconds of all intervals (of days from the origin) before the instant ``t``."""
+    def _covered(self, t: datetime) -> float:
+        """``t`` as POSIX seconds, the intervals laid out around it."""
+        ts = t.timestamp()
+        if self._lo <= ts < self._hi:
+            return ts
         day = t.astimezone(self.tz).date()
-        if self._origin is None:
-            self._rebase(day)
-        # An interval of a day may run past its midnight (a 24-hour day), not past the next one:
-        # the days before yesterday count whole.
-        total = self._whole_before(day - timedelta(days=1))
-        for d in (day - timedelta(days=1), day):
-            for a, b in self._intervals(d):
-                if t > a:
-                    total += (min(b, t) - a).total_seconds()
-        return total
+        first = day - timedelta(days=self.MARGIN_DAYS)
+        last = day + timedelta(days=self.MARGIN_DAYS)
+        if self._first is not None and self._last is not None:
+            first, last = min(first, self._first), max(last, self._last)
+        self._lay_out(first, last)
+        # Safely inside: the days at either end may lack the neighbour's interval past midnight.
+        self._lo = datetime.combine(first + timedelta(days=2), time(0), tzinfo=self.tz).timestamp()
+        self._hi = datetime.combine(last - timedelta(days=1), time(0), tzinfo=self.tz).timestamp()
+        return ts
+
+    def _upto(self, ts: float) -> float:
+        """Open seconds of the laid-out intervals before the instant ``ts``."""
+        i = bisect_right(self._starts, ts) - 1
+        if i < 0:
+            return 0.0
+        return self._before[i] + min(ts, self._ends[i]) - self._starts[i]
+
+    def seconds(self, a: datetime, b: datetime) -> float:
+        """Open seconds in [a, b) (negative when b is before a)."""
+        ta, tb = self._covered(a), self._covered(b)
+        return self._upto(tb) - self._upto(ta)
 
     def between(self, a: datetime, b: datetime) -> timedelta:
         """Open time in [a, b); negative when b is before a."""
-        if b < a:
-            return -self.between(b, a)
-        lo = self._upto(a)  # may move the origin back; b is not earlier, so counting it does not
-        hi = self._upto(b)
-        return timedelta(seconds=hi - lo)
+        return timedelta(seconds=self.seconds(a, b))
 
 
 class Clocks:
@@ -190,4 +204,4 @@ class Clocks:
     def hours(self, queue: str, organisation: str | None, a: datetime, b: datetime) -> float | None:
         """Business hours from a to b on the case's calendar (None: the case has no calendar)."""
         ot = self.of(queue, organisation)
-        return None if ot is None else ot.between(a, b).total_seconds() / 3600
+        return None if ot is None else ot.seconds(a, b) / 3600

@@ -99,11 +99,17 @@ def compliance(row, clocks: Clocks, now: datetime) -> tuple[bool | None, bool | 
     )
 
 
+def _label(value: str | None, by: str | None) -> str:
+    if by is None:
+        return ALL
+    return value or ("(unassigned)" if by == "agent" else "(none)")
+
+
 def _group_of(row, by: str | None) -> str:
     if by is None:
         return ALL
     value = {"queue": row.queue, "severity": row.severity, "organisation": row.organisation, "agent": row.assignee}[by]
-    return value or ("(unassigned)" if by == "agent" else "(none)")
+    return _label(value, by)
 
 
 def _median(xs: list[float]) -> float | None:
@@ -150,8 +156,6 @@ def build(app, params: dict, now: datetime) -> Report:
     clocks = Clocks(app)
     with session_scope(app.session_factory) as s:
         created = rq.cases_created(s, sp.start, sp.end, **filters)
-        alive = rq.backlog_cases(s, sp.start, sp.end, **filters)
-
     # The periods: each [start, end) in UTC with its label; one for the whole span without --period.
     if period:
         bounds = []
@@ -182,30 +186,35 @@ def build(app, params: dict, now: datetime) -> Report:
         if frh is not None:
             all_fr_hours.append(frh)
 
-    # Backlog: per group, sorted creation and resolution times; at T it is #created<T - #resolved<T.
-    made: dict[str, list[datetime]] = defaultdict(list)
-    done: dict[str, list[datetime]] = defaultdict(list)
-    for r in alive:
-        resolved = r.solved_at or r.closed_at
-        for g in {_group_of(r, by), ALL}:
-            made[g].append(r.created_at)
-            if resolved is not None:
-                done[g].append(resolved)
-    for xs in (*made.values(), *done.values()):
-        xs.sort()
+    # Backlog at each period's end (or now): cases created before it less those solved or closed
+    # before it, summed over the buckets of the period ends (two GROUP BYs in the database).
+    ends = [min(b, now) for _, _, b in bounds]
+    with session_scope(app.session_factory) as s:
+        made_rows, done_rows = rq.backlog_counts(s, ends, by, **filters)
+        at = min(sp.end, now)
+        still_open = rq.open_at(s, at, **filters)
+    made: dict[tuple[str, int], int] = defaultdict(int)
+    for g, b, n in made_rows:
+        for key in {_label(g, by), ALL}:
+            made[(key, b)] += n
+    done: dict[tuple[str, int], int] = defaultdict(int)
+    for g, b, n in done_rows:
+        for key in {_label(g, by), ALL}:
+            done[(key, b)] += n
+    backlog_groups = {g for g, _ in made}
 
-    def backlog(g: str, at: datetime) -> int:
-        return bisect_left(made.get(g, []), at) - bisect_left(done.get(g, []), at)
+    def backlog(g: str, k: int) -> int:
+        """At ends[k]: the buckets 0..k (before ends[k])."""
+        return sum(made.get((g, j), 0) - done.get((g, j), 0) for j in range(k + 1))
 
-    groups = sorted({g for _, g in tallies} | set(made), key=lambda g: (g == ALL, g))
+    groups = sorted({g for _, g in tallies} | backlog_groups, key=lambda g: (g == ALL, g))
     if by is None:
         groups = [ALL]
     rows = []
-    for i, (label, _, b) in enumerate(bounds):
-        end = min(b, now)
+    for i, (label, _, _) in enumerate(bounds):
         for g in groups:
             t = tallies.get((i, g), Tally())
-            if by is not None and g != ALL and not t.opened and not backlog(g, end):
+            if by is not None and g != ALL and not t.opened and not backlog(g, i):
                 continue
             rows.append(
                 (
@@ -222,7 +231,7 @@ def build(app, params: dict, now: datetime) -> Report:
                     _p90(t.fr_hours),
                     _median(t.res_hours),
                     _p90(t.res_hours),
-                    backlog(g, end),
+                    backlog(g, i),
                 )
             )
 
@@ -242,13 +251,10 @@ def build(app, params: dict, now: datetime) -> Report:
     def pct(c):
         return None if not sum(c) else 100 * c[0] / sum(c)
 
-    at = min(sp.end, now)
     ages = [0] * len(AGE_BUCKETS)
-    for r in alive:
-        resolved = r.solved_at or r.closed_at
-        if r.created_at < at and (resolved is None or resolved >= at):
-            age = at - r.created_at
-            ages[next(k for k, (_, hi) in enumerate(AGE_BUCKETS) if hi is None or age < hi)] += 1
+    for created_at in still_open:
+        age = at - created_at
+        ages[next(k for k, (_, hi) in enumerate(AGE_BUCKETS) if hi is None or age < hi)] += 1
     top = max(all_fr_hours, default=0)
     step = max(1, int(top / 12) + 1) if top > 0 else 1
     charts = [

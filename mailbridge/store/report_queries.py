@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import case, exists, func, literal_column, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -152,7 +152,6 @@ def case_exists(session: Session, case_number: str) -> bool:
 
 
 SLA_COLUMNS = (
-    Ticket.id,
     Ticket.queue,
     Ticket.severity,
     Ticket.organisation,
@@ -182,32 +181,54 @@ def cases_created(
     return session.connection().execute(stmt).all()
 
 
-def backlog_cases(
+GROUP_COLUMNS = {
+    "queue": Ticket.queue,
+    "severity": Ticket.severity,
+    "organisation": Ticket.organisation,
+    "agent": Ticket.assignee,
+}
+
+
+def _bucket(col, ends: list[datetime]):
+    """0 for ``col`` before ends[0], i for ends[i-1] <= col < ends[i]."""
+    return case(*((col < e, i) for i, e in enumerate(ends)), else_=len(ends))
+
+
+def backlog_counts(
     session: Session,
-    start: datetime,
-    end: datetime,
+    ends: list[datetime],
+    by: str | None,
     queue: str | None = None,
     organisation: str | None = None,
     severity: str | None = None,
-) -> Sequence[Row]:
-    """(created_at, solved_at, closed_at, queue, severity, organisation, assignee) of every case
-    that could be in the backlog at some instant of [start, end): created before ``end`` and not
-    solved or closed before ``start``."""
+) -> tuple[list[tuple], list[tuple]]:
+    """(group, bucket, cases created) and (group, bucket, cases solved or closed) of every case
+    created before ``ends[-1]``, by bucket of ``ends`` (:func:`_bucket`): two GROUP BYs, whatever
+    the number of cases. ``by``: the group's column (queue, severity, organisation, agent) or None."""
+    grp = GROUP_COLUMNS[by] if by else literal_column("''")
     resolved = func.coalesce(Ticket.solved_at, Ticket.closed_at)
-    stmt = select(
-        Ticket.created_at,
-        Ticket.solved_at,
-        Ticket.closed_at,
-        Ticket.queue,
-        Ticket.severity,
-        Ticket.organisation,
-        Ticket.assignee,
-    ).where(
-        Ticket.created_at < end,
-        or_(Ticket.status.in_(ACTIVE), resolved.is_(None), resolved >= start),
-        *_filters(queue, organisation, severity),
+    where = (Ticket.created_at < ends[-1], *_filters(queue, organisation, severity))
+    made_b = _bucket(Ticket.created_at, ends).label("b")
+    made = select(grp.label("g"), made_b, func.count()).where(*where).group_by(grp, made_b)
+    done_b = _bucket(resolved, ends).label("b")
+    done = select(grp.label("g"), done_b, func.count()).where(*where, resolved < ends[-1]).group_by(grp, done_b)
+    conn = session.connection()
+    return [tuple(r) for r in conn.execute(made)], [tuple(r) for r in conn.execute(done)]
+
+
+def open_at(
+    session: Session,
+    at: datetime,
+    queue: str | None = None,
+    organisation: str | None = None,
+    severity: str | None = None,
+) -> list[datetime]:
+    """The creation times of the cases neither solved nor closed at ``at`` (created before it)."""
+    resolved = func.coalesce(Ticket.solved_at, Ticket.closed_at)
+    stmt = select(Ticket.created_at).where(
+        Ticket.created_at < at, or_(resolved.is_(None), resolved >= at), *_filters(queue, organisation, severity)
     )
-    return session.connection().execute(stmt).all()
+    return list(session.connection().execute(stmt).scalars())
 
 
 def volume_cases(
@@ -217,14 +238,15 @@ def volume_cases(
     queue: str | None = None,
     organisation: str | None = None,
     severity: str | None = None,
-) -> Sequence[Row]:
-    """(created_at, queue, linked, reopened) of the cases created in [start, end): ``linked`` when
-    the case follows up a closed one, ``reopened`` when it has a ``reopened`` event."""
-    reopened = exists().where(and_(Event.ticket_id == Ticket.id, Event.kind == "reopened"))
-    stmt = select(
-        Ticket.created_at,
-        Ticket.queue,
-        Ticket.linked_ticket_id.is_not(None).label("linked"),
-        reopened.label("reopened"),
-    ).where(Ticket.created_at >= start, Ticket.created_at < end, *_filters(queue, organisation, severity))
-    return session.connection().execute(stmt).all()
+) -> tuple[Sequence[Row], set[int]]:
+    """(id, created_at, queue, linked) of the cases created in [start, end) — ``linked`` when the case
+    follows up a closed one — and the ids of those of them with a ``reopened`` event (the
+    ``ix_events_kind_ticket`` index)."""
+    where = (Ticket.created_at >= start, Ticket.created_at < end, *_filters(queue, organisation, severity))
+    stmt = select(Ticket.id, Ticket.created_at, Ticket.queue, Ticket.linked_ticket_id.is_not(None).label("linked"))
+    conn = session.connection()
+    rows = conn.execute(stmt.where(*where)).all()
+    reopened = (
+        select(Event.ticket_id).join(Ticket, Ticket.id == Event.ticket_id).where(Event.kind == "reopened", *where)
+    )
+    return rows, set(conn.execute(reopened.distinct()).scalars())
