@@ -168,6 +168,13 @@ class OpenTime:
         self._hi = datetime.combine(last - timedelta(days=1), time(0), tzinfo=self.tz).timestamp()
         return ts
 
+    def seconds_ts(self, a: float, b: float) -> float:
+        """Open seconds in [a, b) of two POSIX times (as ``store.report_queries.epoch`` gives them)."""
+        for ts in (a, b):
+            if not (self._lo <= ts < self._hi):
+                self._covered(datetime.fromtimestamp(ts, UTC))
+        return self._upto(b) - self._upto(a)
+
     def _upto(self, ts: float) -> float:
         """Open seconds of the laid-out intervals before the instant ``ts``."""
         i = bisect_right(self._starts, ts) - 1
@@ -191,8 +198,16 @@ class Clocks:
     def __init__(self, app):
         self.app = app
         self._by_name: dict[str, OpenTime] = {}
+        self._by_case: dict[tuple[str, str | None], OpenTime | None] = {}
 
     def of(self, queue: str, organisation: str | None) -> OpenTime | None:
+        key = (queue, organisation)
+        if key in self._by_case:
+            return self._by_case[key]
+        self._by_case[key] = found = self._of(queue, organisation)
+        return found
+
+    def _of(self, queue: str, organisation: str | None) -> OpenTime | None:
         name = self.app.deadlines.calendar_name(queue, organisation)
         if name is None or name not in self.app.deadlines.calendars:
             return None

@@ -22,7 +22,7 @@ The rules (:func:`compliance`, the one place that decides them for reports):
 from __future__ import annotations
 
 import statistics
-from bisect import bisect_left
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,45 +71,24 @@ class Tally:
         return met / (met + missed) if met + missed else None
 
 
-def met(done: datetime | None, due: datetime | None, now: datetime) -> bool | None:
-    """True: met; False: missed; None: counts in neither (no due time, or not yet due)."""
-    if due is None:
-        return None
-    if done is not None:
-        return done <= due
-    return False if due <= now else None
-
-
-def compliance(row, clocks: Clocks, now: datetime) -> tuple[bool | None, bool | None, float | None, float | None]:
-    """(first response met?, resolution met?, first-response business hours, resolution business
-    hours) of one case (module docstring)."""
-    resolved = row.solved_at or row.closed_at
-    fr_hours = res_hours = None
-    if row.first_response_at is not None:
-        fr_hours = clocks.hours(row.queue, row.organisation, row.created_at, row.first_response_at)
-    if resolved is not None:
-        h = clocks.hours(row.queue, row.organisation, row.created_at, resolved)
-        if h is not None:
-            res_hours = max(0.0, h - (row.paused_seconds or 0) / 3600)
-    return (
-        met(row.first_response_at, row.first_response_due, now),
-        met(resolved, row.resolution_due, now),
-        fr_hours,
-        res_hours,
-    )
+def durations(row, clocks: Clocks) -> tuple[float | None, float | None]:
+    """(first-response business hours, resolution business hours) of one case (module docstring)
+    from a row of ``store.report_queries.sla_rows`` (times as POSIX seconds)."""
+    ot = clocks.of(row.queue, row.organisation)
+    if ot is None:
+        return None, None
+    fr = res = None
+    if row.first_response is not None:
+        fr = ot.seconds_ts(row.created, row.first_response) / 3600
+    if row.resolved is not None:
+        res = max(0.0, (ot.seconds_ts(row.created, row.resolved) - (row.paused_seconds or 0)) / 3600)
+    return fr, res
 
 
 def _label(value: str | None, by: str | None) -> str:
     if by is None:
         return ALL
     return value or ("(unassigned)" if by == "agent" else "(none)")
-
-
-def _group_of(row, by: str | None) -> str:
-    if by is None:
-        return ALL
-    value = {"queue": row.queue, "severity": row.severity, "organisation": row.organisation, "agent": row.assignee}[by]
-    return _label(value, by)
 
 
 def _median(xs: list[float]) -> float | None:
@@ -155,7 +134,7 @@ def build(app, params: dict, now: datetime) -> Report:
     filters = {k: params.get(k) for k in ("queue", "organisation", "severity")}
     clocks = Clocks(app)
     with session_scope(app.session_factory) as s:
-        created = rq.cases_created(s, sp.start, sp.end, **filters)
+        created = rq.sla_rows(s, sp.start, sp.end, now, by, **filters)
     # The periods: each [start, end) in UTC with its label; one for the whole span without --period.
     if period:
         bounds = []
@@ -165,20 +144,23 @@ def build(app, params: dict, now: datetime) -> Report:
             bounds.append((period_label(d, period), a, b))
     else:
         bounds = [(f"{sp.first.isoformat()}..{sp.last.isoformat()}", sp.start, sp.end)]
-    starts = [a for _, a, _ in bounds]
+    starts = [a.timestamp() for _, a, _ in bounds]
 
     tallies: dict[tuple[int, str], Tally] = defaultdict(Tally)
     all_fr_hours: list[float] = []
-    judged = [(r, compliance(r, clocks, now)) for r in created]
-    for r, (fr, res, frh, resh) in judged:
-        i = bisect_left(starts, r.created_at + timedelta(microseconds=1)) - 1
-        for g in {_group_of(r, by), ALL}:
+    judged = []
+    for r in created:
+        frh, resh = durations(r, clocks)
+        fr, res = r.fr_met, r.res_met  # 1 met, 0 missed, None neither
+        i = bisect_right(starts, r.created) - 1
+        judged.append((r.created, fr, res))
+        for g in {_label(r.grp, by), ALL}:
             t = tallies[(i, g)]
             t.opened += 1
-            t.fr_met += fr is True
-            t.fr_missed += fr is False
-            t.res_met += res is True
-            t.res_missed += res is False
+            t.fr_met += fr == 1
+            t.fr_missed += fr == 0
+            t.res_met += res == 1
+            t.res_missed += res == 0
             if frh is not None:
                 t.fr_hours.append(frh)
             if resh is not None:
@@ -239,10 +221,10 @@ def build(app, params: dict, now: datetime) -> Report:
     # the backlog by age at the span's end.
     chart_period = period or "week"
     cbounds = [(period_label(d, chart_period), max(local_midnight(d, tz), sp.start)) for d in periods(sp, chart_period)]
-    cstarts = [a for _, a in cbounds]
+    cstarts = [a.timestamp() for _, a in cbounds]
     fr_c, res_c = [[0, 0] for _ in cbounds], [[0, 0] for _ in cbounds]
-    for r, (fr, res, _, _) in judged:
-        i = bisect_left(cstarts, r.created_at + timedelta(microseconds=1)) - 1
+    for created_ts, fr, res in judged:
+        i = bisect_right(cstarts, created_ts) - 1
         if fr is not None:
             fr_c[i][0 if fr else 1] += 1
         if res is not None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import case, exists, func, literal_column, or_, select
+from sqlalchemy import Float, case, exists, func, literal_column, or_, select
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from mailbridge.store.models import Event, Message, Ticket, UtcDateTime
 
@@ -151,33 +153,62 @@ def case_exists(session: Session, case_number: str) -> bool:
     return session.connection().execute(select(exists().where(Ticket.case_number == case_number.upper()))).scalar_one()
 
 
-SLA_COLUMNS = (
-    Ticket.queue,
-    Ticket.severity,
-    Ticket.organisation,
-    Ticket.assignee,
-    Ticket.created_at,
-    Ticket.first_response_at,
-    Ticket.first_response_due,
-    Ticket.solved_at,
-    Ticket.closed_at,
-    Ticket.resolution_due,
-    Ticket.paused_seconds,
-)
+class epoch(FunctionElement):
+    """A time column as POSIX seconds (a float) computed by the database: 100,000 rows come back as
+    numbers, without a datetime object per cell."""
+
+    type = Float()
+    inherit_cache = True
 
 
-def cases_created(
+@compiles(epoch, "sqlite")
+def _epoch_sqlite(element, compiler, **kw):
+    # Stored as UTC text "YYYY-MM-DD HH:MM:SS.ffffff"; julianday 2440587.5 is 1970-01-01.
+    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+
+
+@compiles(epoch, "postgresql")
+def _epoch_postgresql(element, compiler, **kw):
+    return f"CAST(extract(epoch FROM {compiler.process(element.clauses, **kw)}) AS DOUBLE PRECISION)"
+
+
+def _met(done, due, now: datetime):
+    """The SLA rule of one clock of a case, in SQL: 1 met (done at or before due), 0 missed (done
+    later, or not done and due passed), NULL neither (no due time, or not yet due)."""
+    return case(
+        (due.is_(None), None),
+        (done.is_not(None), case((done <= due, 1), else_=0)),
+        (due <= now, 0),
+        else_=None,
+    )
+
+
+def sla_rows(
     session: Session,
     start: datetime,
     end: datetime,
+    now: datetime,
+    by: str | None,
     queue: str | None = None,
     organisation: str | None = None,
     severity: str | None = None,
 ) -> Sequence[Row]:
-    """:data:`SLA_COLUMNS` of the cases created in [start, end) (the ``created_at`` index)."""
-    stmt = select(*SLA_COLUMNS).where(
-        Ticket.created_at >= start, Ticket.created_at < end, *_filters(queue, organisation, severity)
-    )
+    """Per case created in [start, end): (queue, organisation, grp, created, first_response,
+    resolved — POSIX seconds —, fr_met, res_met — 1/0/NULL by :func:`_met` at ``now`` —,
+    paused_seconds). The resolution is ``solved_at``, else ``closed_at``."""
+    resolved = func.coalesce(Ticket.solved_at, Ticket.closed_at)
+    grp = GROUP_COLUMNS[by] if by else literal_column("''")
+    stmt = select(
+        Ticket.queue,
+        Ticket.organisation,
+        grp.label("grp"),
+        epoch(Ticket.created_at).label("created"),
+        epoch(Ticket.first_response_at).label("first_response"),
+        epoch(resolved).label("resolved"),
+        _met(Ticket.first_response_at, Ticket.first_response_due, now).label("fr_met"),
+        _met(resolved, Ticket.resolution_due, now).label("res_met"),
+        Ticket.paused_seconds,
+    ).where(Ticket.created_at >= start, Ticket.created_at < end, *_filters(queue, organisation, severity))
     return session.connection().execute(stmt).all()
 
 

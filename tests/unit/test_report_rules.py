@@ -1,6 +1,7 @@
 """The reports' subtle parts, one function at a time: business time counted as a running total equals
 the calendar's own arithmetic (also across DST, holidays, split days and 24-hour days); the fast
-terminal table is the rich table line for line; met/missed; p90; the CSV dialects."""
+terminal table is the rich table line for line; "at risk" is the ladder's stage time; p90; the CSV
+dialects. (Met/missed is SQL: ``store/report_queries.py`` ``_met``, checked by the integration test.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mailbridge.reports.common import OpenTime
 from mailbridge.reports.formats import to_csv
 from mailbridge.reports.model import Field, Report, Table
 from mailbridge.reports.open_items import warning_reached
-from mailbridge.reports.sla import _p90, met
+from mailbridge.reports.sla import _p90
 from mailbridge.sla.calendar import business_time_between
 from mailbridge.sla.clock import ClockName, Running, stage_time
 from mailbridge.views import Column, Screen
@@ -87,16 +88,6 @@ def test_the_long_table_is_the_rich_table():
         a.table(columns, rows)
         b.long_table(columns, rows)
         assert b.text() == a.text(), width
-
-
-def test_met_missed_or_neither():
-    due = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-    now = due + timedelta(hours=1)
-    assert met(due, due, now) is True  # at the due time: met
-    assert met(due + timedelta(seconds=1), due, now) is False
-    assert met(None, due, now) is False  # not done, due passed
-    assert met(None, due, due - timedelta(minutes=1)) is None  # still running
-    assert met(due, None, now) is None  # no promise
 
 
 def test_p90_interpolates():
