@@ -154,7 +154,8 @@ def build(app, params: dict, now: datetime) -> Report:
         fr, res = r.fr_met, r.res_met  # 1 met, 0 missed, None neither
         i = bisect_right(starts, r.created) - 1
         judged.append((r.created, fr, res))
-        for g in {_label(r.grp, by), ALL}:
+        label = _label(r.grp, by)
+        for g in (label, ALL) if label != ALL else (ALL,):
             t = tallies[(i, g)]
             t.opened += 1
             t.fr_met += fr == 1

@@ -259,7 +259,7 @@ def open_at(
     stmt = select(Ticket.created_at).where(
         Ticket.created_at < at, or_(resolved.is_(None), resolved >= at), *_filters(queue, organisation, severity)
     )
-    return list(session.connection().execute(stmt).scalars())
+    return list(session.connection().execute(stmt).scalars().all())
 
 
 def volume_cases(
