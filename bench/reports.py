@@ -249,7 +249,8 @@ def baselines(url: str, week_start: datetime) -> dict[str, tuple[float, int]]:
             (start_s, end_s),
         ),
         "history (a week)": (
-            "SELECT e.created_at, t.case_number, e.kind, e.detail FROM events e JOIN tickets t ON t.id = e.ticket_id "
+            "SELECT e.created_at, t.case_number, e.kind, CAST(e.detail AS TEXT) FROM events e "
+            "JOIN tickets t ON t.id = e.ticket_id "
             f"WHERE e.created_at >= {p} AND e.created_at < {p} "
             "UNION ALL SELECT m.created_at, t.case_number, m.kind, m.message_id FROM messages m "
             f"JOIN tickets t ON t.id = m.ticket_id WHERE m.created_at >= {p} AND m.created_at < {p} ORDER BY 1",

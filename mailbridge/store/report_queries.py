@@ -237,12 +237,14 @@ def backlog_counts(
     created before ``ends[-1]``, by bucket of ``ends`` (:func:`_bucket`): two GROUP BYs, whatever
     the number of cases. ``by``: the group's column (queue, severity, organisation, agent) or None."""
     grp = GROUP_COLUMNS[by] if by else literal_column("''")
+    # Grouped by the output columns' names: PostgreSQL refuses a constant in GROUP BY.
+    keys = (literal_column("g"), literal_column("b")) if by else (literal_column("b"),)
     resolved = func.coalesce(Ticket.solved_at, Ticket.closed_at)
     where = (Ticket.created_at < ends[-1], *_filters(queue, organisation, severity))
     made_b = _bucket(Ticket.created_at, ends).label("b")
-    made = select(grp.label("g"), made_b, func.count()).where(*where).group_by(grp, made_b)
+    made = select(grp.label("g"), made_b, func.count()).where(*where).group_by(*keys)
     done_b = _bucket(resolved, ends).label("b")
-    done = select(grp.label("g"), done_b, func.count()).where(*where, resolved < ends[-1]).group_by(grp, done_b)
+    done = select(grp.label("g"), done_b, func.count()).where(*where, resolved < ends[-1]).group_by(*keys)
     conn = session.connection()
     return [tuple(r) for r in conn.execute(made)], [tuple(r) for r in conn.execute(done)]
 
