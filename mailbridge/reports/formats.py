@@ -92,7 +92,7 @@ def text(report: Report, width: int | None = None) -> str:
             continue
         columns = [
             Column(
-                f.header,
+                f.header + (" %" if f.kind == "pct" else ""),
                 ratio=f.ratio,
                 min_width=f.min_width,
                 optional=f.optional,

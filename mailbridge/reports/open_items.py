@@ -31,7 +31,7 @@ class SlaState:
     state: str  # ON_TIME | AT_RISK | OVERDUE | PAUSED | NO_DEADLINE
     overdue_by: timedelta | None  # OVERDUE: the longest overdue clock's lateness
     next_due: datetime | None  # the earliest due time of a running clock
-    next_clock: str | None  # its name (first_response, update, resolution)
+    next_clock: str | None  # its name (first response, follow-up, resolution)
 
     def describe(self) -> str:
         if self.state == OVERDUE and self.overdue_by is not None:
@@ -61,14 +61,14 @@ def sla_state(app, clocks: Clocks, row, now: datetime) -> SlaState:
     nxt = min(runs, key=lambda r: r.due)
     late = [now - r.due for r in runs if r.due <= now]
     if late:
-        return SlaState(OVERDUE, max(late), nxt.due, nxt.clock.value)
+        return SlaState(OVERDUE, max(late), nxt.due, nxt.clock.label("en"))
     level = app.deadlines.level(row.queue, row.severity)
     ot = clocks.of(row.queue, row.organisation)
     if level is not None and ot is not None:
         first_warning = min((st.at for st in level.stages if st.at < 100), default=None)
         if first_warning is not None and any(warning_reached(ot, run, first_warning, now) for run in runs):
-            return SlaState(AT_RISK, None, nxt.due, nxt.clock.value)
-    return SlaState(ON_TIME, None, nxt.due, nxt.clock.value)
+            return SlaState(AT_RISK, None, nxt.due, nxt.clock.label("en"))
+    return SlaState(ON_TIME, None, nxt.due, nxt.clock.label("en"))
 
 
 def warning_reached(ot: OpenTime, run: Running, at_percent: float, now: datetime) -> bool:

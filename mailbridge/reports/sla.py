@@ -287,12 +287,15 @@ def build(app, params: dict, now: datetime) -> Report:
         "case's calendar; backlog: cases neither solved nor closed at the period's end",
         f"as of {now.astimezone(tz).strftime('%Y-%m-%d %H:%M %Z')}",
     ]
+    table = Table("SLA compliance", FIELDS, rows)
+    if period is None:  # one period, named in the notes: no column that says it on every row
+        table = Table("SLA compliance", FIELDS[1:], [row[1:] for row in rows])
     return Report(
         "sla",
         "SLA compliance",
         tz,
         notes=notes,
-        tables=[Table("SLA compliance", FIELDS, rows)],
+        tables=[table],
         charts=charts,
         summary=summary,
         generated=now,
