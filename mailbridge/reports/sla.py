@@ -79,10 +79,11 @@ def durations(row, clocks: Clocks) -> tuple[float | None, float | None]:
     if ot is None:
         return None, None
     fr = res = None
+    # Rounded to the second: SQLite's julianday() carries the times with an error of microseconds.
     if row.first_response is not None:
-        fr = ot.seconds_ts(row.created, row.first_response) / 3600
+        fr = round(ot.seconds_ts(row.created, row.first_response)) / 3600
     if row.resolved is not None:
-        res = max(0.0, (ot.seconds_ts(row.created, row.resolved) - (row.paused_seconds or 0)) / 3600)
+        res = max(0.0, round(ot.seconds_ts(row.created, row.resolved) - (row.paused_seconds or 0)) / 3600)
     return fr, res
 
 
