@@ -128,8 +128,12 @@ class Ticket(Base):
     participants: Mapped[list[Participant]] = relationship(back_populates="ticket", order_by="Participant.id")
     linked_ticket: Mapped[Ticket | None] = relationship(remote_side="Ticket.id")
 
-    # The auto-close job looks for solved tickets by the time they were solved.
-    __table_args__ = (Index("ix_tickets_status_solved_at", "status", "solved_at"),)
+    # The auto-close job looks for solved tickets by the time they were solved; the reports for the
+    # cases created in a period.
+    __table_args__ = (
+        Index("ix_tickets_status_solved_at", "status", "solved_at"),
+        Index("ix_tickets_created_at", "created_at"),
+    )
 
 
 class Participant(Base):
@@ -228,6 +232,9 @@ class Message(Base):
     raw: Mapped[RawMessage | None] = relationship()
     outbox: Mapped[Outbox | None] = relationship()
 
+    # The reports: the mails of a period (the history).
+    __table_args__ = (Index("ix_messages_created_at", "created_at"),)
+
 
 class AttachmentRow(Base):
     """Metadata of one attachment; the bytes live in the content-addressed store under var/."""
@@ -261,6 +268,12 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
     ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+    # The reports: the history of a period; the cases with an event of a kind (reopened).
+    __table_args__ = (
+        Index("ix_events_created_at", "created_at"),
+        Index("ix_events_kind_ticket", "kind", "ticket_id"),
+    )
 
 
 class Outbox(Base):

@@ -5,6 +5,8 @@ relayed to the customer (her answer only) with her commands applied to the case.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import stat
@@ -199,6 +201,25 @@ def test_demo_keep_leaves_a_usable_directory(tmp_path):
     )
     assert listed.returncode == 0, listed.stderr
     assert sorted(CASE_RE.findall(listed.stdout)) == sorted(CASE_RE.findall(_tickets_table(proc.stdout)))
+
+    # The open-items report as CSV: a header and one row per open case (new, open, pending).
+    report = subprocess.run(
+        [sys.executable, "-m", "mailbridge", "--config", str(config), "report", "open-items", "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert report.returncode == 0, report.stderr
+    rows = list(csv.reader(io.StringIO(report.stdout)))
+    assert rows[0][:3] == ["CASE", "QUEUE", "STATUS"]
+    open_cases = [
+        line.split()[0]
+        for line in listed.stdout.splitlines()
+        if CASE_RE.match(line) and line.split()[1] in ("new", "open", "pending")
+    ]
+    assert len(open_cases) == EXPECTED_TICKETS  # the demo solves none of its cases
+    assert sorted(r[0] for r in rows[1:]) == sorted(open_cases)
 
     again = _demo("--keep", str(keep))
     assert again.returncode == 2
