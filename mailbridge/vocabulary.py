@@ -49,6 +49,7 @@ class MessageKind(StrEnum):
     SEVERITY_NOTICE = "severity_notice"  # the customer's request raised the case's severity
     ESCALATION = "escalation"
     DIGEST = "digest"
+    REPORT = "report"  # a scheduled report (scheduled.py)
 
 
 # Inbound kinds of an agent's own proven mail: never announced to the agents again.
