@@ -463,6 +463,158 @@ def status(ctx: click.Context, as_json: bool) -> None:
     sys.exit(st.exit_code)
 
 
+@cli.group()
+def report() -> None:
+    """Reports for support leads: open items, processing history, SLA compliance, volume; on the
+    terminal, or as CSV, XLSX or HTML (--format, --output)."""
+
+
+def _report_options(f):
+    """The options every report takes: format, output file, CSV dialect."""
+    f = click.option(
+        "--bom", is_flag=True, help="CSV: start with a UTF-8 byte order mark (Excel needs it to read UTF-8)."
+    )(f)
+    f = click.option(
+        "--csv-delimiter",
+        type=click.Choice([",", ";", "tab"]),
+        default=",",
+        show_default=True,
+        help="CSV: the field separator; ';' also writes decimal commas (German Excel).",
+    )(f)
+    f = click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        default=None,
+        help="Write the report to this file instead of printing it.",
+    )(f)
+    f = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "csv", "xlsx", "html"]),
+        default="text",
+        show_default=True,
+        help="text: a table fitting the terminal; csv; xlsx (typed cells); html (self-contained, with charts).",
+    )(f)
+    return f
+
+
+def _filter_options(f):
+    f = click.option("--severity", default=None, help="Only cases of this severity level.")(f)
+    f = click.option("--organisation", default=None, help="Only cases of this organisation.")(f)
+    f = click.option("--queue", default=None, help="Only cases of this queue.")(f)
+    return f
+
+
+def _period_options(f):
+    f = click.option(
+        "--to",
+        "to_",
+        type=click.DateTime(["%Y-%m-%d"]),
+        default=None,
+        help="The last day (included), in the calendar's zone (default: today).",
+    )(f)
+    f = click.option(
+        "--from",
+        "from_",
+        type=click.DateTime(["%Y-%m-%d"]),
+        default=None,
+        help="The first day, in the calendar's zone (default: 27 days before --to).",
+    )(f)
+    return f
+
+
+def _run_report(ctx: click.Context, name: str, params: dict, fmt: str, output: Path | None, delimiter: str, bom: bool):
+    from mailbridge.reports import ReportError, render
+    from mailbridge.views import terminal_width
+
+    params = {k: v for k, v in params.items() if v not in (None, "")}
+    for k in ("from", "to"):
+        if k in params:
+            params[k] = params[k].date()
+    params["csv_delimiter"] = "\t" if delimiter == "tab" else delimiter
+    params["bom"] = bom
+    if fmt == "xlsx" and output is None and sys.stdout.isatty():
+        raise click.UsageError("--format xlsx writes a binary file: give --output FILE")
+    app = _app(ctx.parent)
+    try:
+        out = render(app, name, params, fmt, now=app.clock(), width=terminal_width())
+    except ReportError as e:
+        click.echo(f"mailbridge: {e}", err=True)
+        sys.exit(2)
+    finally:
+        app.close()
+    if output is not None:
+        output.write_bytes(out.data)
+        click.echo(f"{out.summary}; {len(out.data)} bytes written to {output}")
+    else:
+        click.get_binary_stream("stdout").write(out.data)
+
+
+@report.command("open-items")
+@_filter_options
+@_report_options
+@click.pass_context
+def report_open_items(ctx, queue, organisation, severity, fmt, output, csv_delimiter, bom) -> None:
+    """Every open case (new, open, pending) across queues in working order: age in business and
+    calendar hours, status, severity, assignee, contract/organisation, SLA state (on time, at risk,
+    overdue by how much), the next deadline, the last customer and agent mail."""
+    params = {"queue": queue, "organisation": organisation, "severity": severity}
+    _run_report(ctx, "open-items", params, fmt, output, csv_delimiter, bom)
+
+
+@report.command("history")
+@click.option("--case", "case_number", default=None, help="One case's whole history.")
+@_period_options
+@click.option("--queue", default=None, help="Only cases of this queue.")
+@click.option("--organisation", default=None, help="Only cases of this organisation.")
+@_report_options
+@click.pass_context
+def report_history(ctx, case_number, from_, to_, queue, organisation, fmt, output, csv_delimiter, bom) -> None:
+    """The processing history: every event and mail in order with who, what, when and which mail;
+    of one case (--case) or of all cases in a period (--from/--to)."""
+    if case_number and (from_ or to_):
+        raise click.UsageError("--case shows a whole case: leave out --from/--to")
+    params = {"case": case_number, "from": from_, "to": to_, "queue": queue, "organisation": organisation}
+    _run_report(ctx, "history", params, fmt, output, csv_delimiter, bom)
+
+
+@report.command("sla")
+@_period_options
+@click.option("--by", type=click.Choice(["queue", "severity", "organisation", "agent"]), default=None)
+@click.option("--period", type=click.Choice(["week", "month"]), default=None, help="A row per week or month.")
+@_filter_options
+@_report_options
+@click.pass_context
+def report_sla(ctx, from_, to_, by, period, queue, organisation, severity, fmt, output, csv_delimiter, bom) -> None:
+    """SLA compliance of the cases opened in the period: opened, first response and resolution
+    met/missed (counts and %), first-response and resolution time in business hours (median, p90),
+    the backlog at the end of each period."""
+    params = {
+        "from": from_,
+        "to": to_,
+        "by": by,
+        "period": period,
+        "queue": queue,
+        "organisation": organisation,
+        "severity": severity,
+    }
+    _run_report(ctx, "sla", params, fmt, output, csv_delimiter, bom)
+
+
+@report.command("volume")
+@_period_options
+@click.option("--period", type=click.Choice(["day", "week"]), default="day", show_default=True)
+@_filter_options
+@_report_options
+@click.pass_context
+def report_volume(ctx, from_, to_, period, queue, organisation, severity, fmt, output, csv_delimiter, bom) -> None:
+    """Cases opened per day or week by queue, the reopen rate, and cases linked to a closed one."""
+    params = {"from": from_, "to": to_, "period": period, "queue": queue, "organisation": organisation}
+    params["severity"] = severity
+    _run_report(ctx, "volume", params, fmt, output, csv_delimiter, bom)
+
+
 def main() -> None:
     cli(prog_name="mailbridge")
 
