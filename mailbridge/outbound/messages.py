@@ -713,7 +713,9 @@ class MailBuilder:
         report is the mail's HTML body with its charts as inline ``cid:`` images (multipart/related);
         any other format is attached as its file. ``late``: the due time ("Mo 08:00") of a report
         sent after it (the service was down then)."""
-        html = rendered.content_type.split(";")[0].strip().lower() == "text/html"
+        # The type without its parameters (a file's charset travels inside the file: CSV is UTF-8).
+        content_type = rendered.content_type.split(";")[0].strip().lower()
+        html = content_type == "text/html"
         ctx = {
             "name": name,
             "report": report,
@@ -730,7 +732,7 @@ class MailBuilder:
             files = [comp.OutgoingAttachment(f"{cid}.png", "image/png", png, cid) for cid, png in rendered.images]
         else:
             body = None
-            files = [comp.OutgoingAttachment(rendered.filename, rendered.content_type, rendered.data)]
+            files = [comp.OutgoingAttachment(rendered.filename, content_type, rendered.data)]
         return comp.compose(
             from_name=from_name,
             from_addr=from_addr,

@@ -148,9 +148,7 @@ def history_messages(
 
 
 def case_exists(session: Session, case_number: str) -> bool:
-    return session.connection().execute(
-        select(exists().where(Ticket.case_number == case_number.upper()))
-    ).scalar_one()
+    return session.connection().execute(select(exists().where(Ticket.case_number == case_number.upper()))).scalar_one()
 
 
 SLA_COLUMNS = (
