@@ -187,9 +187,11 @@ class App:
         return self.escalations.run_once(self.session_factory, self.clock(), skip_locked=is_postgres(self.engine))
 
     def send_digest(self, name: str) -> int | None:
-        """Build and queue the digest ``name`` at the app's clock (see ``sla/digest.py``)."""
-        d = next(d for d in self.settings.digests if d.name == name)
-        return Digests(self.settings, self.deadlines, self.templates).send(self.session_factory, d, self.clock())
+        """Build and queue the digest ``name`` due at this minute of the app's clock, whether or not
+        its schedule names this minute (see ``sla/digest.py``; the scheduled runs: ``run_schedule``)."""
+        now = self.clock()
+        item = self.scheduled.item(f"digest:{name}")
+        return self.scheduled.send(self.session_factory, item, now.replace(second=0, microsecond=0), now).outbox_id
 
     @property
     def scheduled(self) -> ScheduledMail:

@@ -84,15 +84,10 @@ class ScheduledMail:
                 Scheduled(f"report:{r.name}", "report", r.name, sched.trigger, sched.zone, r.language, cal)
             )
         for d in settings.digests:
+            cal = calendars.get(d.calendar) if d.calendar else None
+            trigger = from_crontab(d.cron, d.timezone)
             self.items.append(
-                Scheduled(
-                    f"digest:{d.name}",
-                    "digest",
-                    d.name,
-                    from_crontab(d.cron, d.timezone),
-                    ZoneInfo(d.timezone),
-                    d.language,
-                )
+                Scheduled(f"digest:{d.name}", "digest", d.name, trigger, ZoneInfo(d.timezone), d.language, cal)
             )
 
     def item(self, run: str) -> Scheduled:
@@ -121,6 +116,20 @@ class ScheduledMail:
         due = self.owed(session_factory, item, now)
         if due is None:
             return None
+        return self.send(session_factory, item, due, now)
+
+    def send(self, session_factory, item: Scheduled, due: datetime, now: datetime) -> Outcome:
+        """Send ``item``'s due time ``due`` at ``now``, claiming it: nothing on a closed day of its
+        calendar (the day in the item's zone); marked late more than ``LATE_AFTER`` after it."""
+        day = due.astimezone(item.calendar.tz if item.calendar else item.zone).date()
+        if item.calendar is not None and not item.calendar.hours_on(day):
+            try:
+                with session_scope(session_factory) as s:
+                    schedule_runs.claim(s, item.run, due, now, "closed_day")
+            except IntegrityError:  # another instance recorded it
+                pass
+            log.info("schedule_skipped", run=item.run, due=due.isoformat(), reason="no business day")
+            return Outcome(item.run, due, None)
         late = self._fmt(due, item, DUE_FORMAT) if now - due > LATE_AFTER else None
         if item.kind == "digest":
             d = next(d for d in self.settings.digests if d.name == item.name)
@@ -134,14 +143,6 @@ class ScheduledMail:
     def _report(
         self, session_factory, item: Scheduled, r: ReportSettings, due: datetime, now: datetime, late: str | None
     ) -> int | None:
-        if item.calendar is not None and not item.calendar.hours_on(due.astimezone(item.zone).date()):
-            try:
-                with session_scope(session_factory) as s:
-                    schedule_runs.claim(s, item.run, due, now, "closed_day")
-            except IntegrityError:
-                pass
-            log.info("report_skipped", report=r.name, reason="no business day")
-            return None
         # Built outside the transaction: a report may read for a while; the claim decides.
         rendered = self.render(r.report, dict(r.params), r.format, now)
         q = self._queue(r)

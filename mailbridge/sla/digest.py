@@ -9,9 +9,9 @@ seat may differ from the queue's): the horizon is ``at_risk_hours`` business hou
 Sending is exactly once per digest and due time, also with several instances: the due time's
 ``schedule_runs`` row is claimed in the transaction that queues the mail (``store/schedule_runs.py``;
 the outbox key ``digest:<name>:<due>`` besides). Which due time is owed — also one that fell due while
-the service was down, then marked "sent late" — is decided by ``scheduled.py``. Nothing is sent when
-nothing is breached or at risk unless ``send_empty``, nor on a closed day of the digest's calendar;
-the run row records that too.
+the service was down, then marked "sent late" — and that a closed day of the digest's calendar sends
+nothing is decided by ``scheduled.py``. Nothing is sent when nothing is breached or at risk unless
+``send_empty``; the run row records that too.
 """
 
 from __future__ import annotations
@@ -190,19 +190,13 @@ class Digests:
     ) -> int | None:
         """Build the digest due at ``due_at`` (default: this minute) and queue it, claiming the due
         time in the same transaction; None when there was nothing to report (and ``send_empty`` is
-        off), when the due day is no business day of the digest's calendar, or when another
-        instance (or an earlier run) claimed the due time already. ``late``: the due time as the
+        off), or when another instance (or an earlier run) claimed the due time already. Whether a
+        due time is owed, and closed days of the digest's calendar: ``scheduled.py``. ``late``: the due time as the
         mail says it ("Mo 08:00") when it goes out late."""
         due_at = due_at or now.replace(second=0, microsecond=0)
         run = f"digest:{d.name}"
         try:
             with session_scope(session_factory) as s:
-                if d.calendar is not None:
-                    cal = self.deadlines.calendars[d.calendar]
-                    if not cal.hours_on(due_at.astimezone(cal.tz).date()):
-                        schedule_runs.claim(s, run, due_at, now, "closed_day")
-                        log.info("digest_skipped", digest=d.name, reason="no business day")
-                        return None
                 digest = self.build(s, d, now)
                 if digest.empty and not d.send_empty:
                     schedule_runs.claim(s, run, due_at, now, "nothing_to_report")

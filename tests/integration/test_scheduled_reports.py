@@ -152,15 +152,27 @@ def test_reports_and_digest_go_out_once_when_the_clock_passes_their_due_times(de
     ]
 
 
-def test_a_report_on_a_closed_day_of_its_calendar_is_not_sent_and_not_owed_later(desk):
-    # Christmas Day 2028 is a Monday and an NRW holiday: the Monday report skips it for good.
+def test_a_report_or_digest_on_a_closed_day_of_its_calendar_is_not_sent_and_not_owed_later(desk):
+    # Christmas Day 2028 is a Monday and an NRW holiday: the Monday report and the digest (both on
+    # the nrw calendar) skip it for good; the CSV report has only a zone and goes out.
+    def on_calendar(sent: list[Sent]) -> list[Sent]:
+        return [m for m in sent if "morning-csv" not in m.header("Subject")]
+
     desk.clock.now = berlin(2028, 12, 25, 7, 0)
     tick(desk)
     desk.clock.now = berlin(2028, 12, 25, 8, 0)
-    assert [m for m in tick(desk) if "wochenliste" in m.header("Subject")] == []
+    sent = tick(desk)
+    assert on_calendar(sent) == [] and len(sent) == 1
     desk.clock.now = berlin(2028, 12, 25, 12, 0)
-    assert [m for m in tick(desk) if "wochenliste" in m.header("Subject")] == []
-    assert ("report:wochenliste", "25 08:00", "closed_day") in runs(desk.app)
+    assert tick(desk) == []
+    assert runs(desk.app) == [
+        ("digest:morgens", "25 08:00", "closed_day"),
+        ("report:morning-csv", "25 07:30", "late"),  # half an hour after its due time
+        ("report:wochenliste", "25 08:00", "closed_day"),
+    ]
+    # Tuesday is a holiday too (2. Weihnachtstag); Wednesday the digest goes out again.
+    desk.clock.now = berlin(2028, 12, 27, 8, 0)
+    assert [m.header("Subject").split(":")[0] for m in on_calendar(tick(desk))] == ["SLA-Übersicht morgens"]
 
 
 # -- the real service, stopped across the due time -------------------------------------------------
