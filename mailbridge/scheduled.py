@@ -42,7 +42,7 @@ log = structlog.get_logger(__name__)
 # A mail queued later than this after its due time (the service was down) is marked late.
 LATE_AFTER = timedelta(minutes=15)
 DUE_FORMAT = {"de": "EEE dd.MM. HH:mm", "en": "EEE d MMM HH:mm"}
-GENERATED_FORMAT = {"de": "EEE dd.MM.yyyy HH:mm zzzz", "en": "EEE d MMM yyyy HH:mm zzzz"}
+GENERATED_FORMAT = {"de": "EEE dd.MM.yyyy HH:mm zzz", "en": "EEE d MMM yyyy HH:mm zzz"}
 
 
 @dataclass(frozen=True)
