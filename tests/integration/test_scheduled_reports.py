@@ -261,9 +261,20 @@ def test_the_service_down_across_the_due_time_sends_once_on_start_marked_late_an
     ]
 
     # A second restart at 10:05: nothing owed, nothing sent.
-    running, _ = service_at(tmp_path, imap_server, smtp_sink, db_url, berlin(2026, 11, 23, 10, 5))
+    running, app = service_at(tmp_path, imap_server, smtp_sink, db_url, berlin(2026, 11, 23, 10, 5))
     running.stop()
     assert len(smtp_sink.received) == 3
+
+    # `mailbridge status` lists each scheduled entry's last check.
+    from mailbridge.status import collect
+
+    app = App(load_settings(tmp_path / "mailbridge.toml"), clock=Clock(berlin(2026, 11, 23, 10, 6)))
+    try:
+        jobs = {j["job"]: j for j in collect(app).jobs}
+    finally:
+        app.close()
+    for name in ("report:wochenliste", "report:morning-csv", "digest:morgens"):
+        assert jobs[name]["last_run"] == berlin(2026, 11, 23, 10, 5) and jobs[name]["error"] is None
 
 
 def test_after_days_down_only_the_latest_missed_due_time_is_sent(desk):
