@@ -149,7 +149,7 @@ class Service:
         s = self.app.settings
         self.loop = asyncio.get_running_loop()
         accounts = len(s.accounts)
-        # One thread per account, one each for the lifecycle, escalation, digest and alert jobs.
+        # One thread per account, one each for the close, escalation, schedules and alert jobs.
         self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 4)
         self.scheduler = AsyncIOScheduler(
             executors={"default": AsyncIOExecutor(), "imap": self._imap_executor},

@@ -18,8 +18,9 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Words for sets of days.
 DAY_WORDS = {"daily": "*", "weekdays": "mon-fri", "weekends": "sat,sun"}
 EXAMPLES = '"mon 08:00", "mon,wed 08:00", "weekdays 07:30", "daily 07:30", "first of month 08:00"'
-# How far back a due time is looked for: the longest gap between two due times is a month.
-_LOOKBACK = (timedelta(days=1), timedelta(days=8), timedelta(days=32))
+# How far back a due time is looked for, widening: the schedules in words recur at least monthly, a
+# digest's crontab line at least yearly.
+_LOOKBACK = (timedelta(days=1), timedelta(days=8), timedelta(days=32), timedelta(days=367))
 
 
 class ScheduleError(ValueError):
@@ -46,7 +47,7 @@ class Schedule:
         return ZoneInfo(self.timezone)
 
     def last_due(self, now: datetime) -> datetime | None:
-        """The latest due time at or before ``now`` (None if none within the last month)."""
+        """The latest due time at or before ``now``."""
         return last_fire(self.trigger, now)
 
 
@@ -97,7 +98,7 @@ def from_crontab(cron: str, timezone: str) -> CronTrigger:
 
 
 def last_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
-    """The latest fire time of ``trigger`` at or before ``now`` (within the last month)."""
+    """The latest fire time of ``trigger`` at or before ``now`` (within the last year)."""
     for back in _LOOKBACK:
         last = None
         t = trigger.get_next_fire_time(None, now - back)

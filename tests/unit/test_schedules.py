@@ -63,3 +63,10 @@ def test_the_fields_and_the_zone():
 def test_a_bad_schedule_says_what_is_wrong(text, problem):
     with pytest.raises(ScheduleError, match=problem):
         parse(text, "Europe/Berlin")
+
+
+def test_a_yearly_crontab_line_of_a_digest_finds_last_years_due_time():
+    from mailbridge.schedules import from_crontab, last_fire
+
+    trigger = from_crontab("0 8 2 1 *", "Europe/Berlin")
+    assert last_fire(trigger, at(2027, 1, 1, 12, 0)) == at(2026, 1, 2, 8, 0)
