@@ -184,6 +184,15 @@ class Running:
     def __init__(self, app: App):
         self.service = Service(app)
         self.error: BaseException | None = None
+        # How many runs of the service's schedules job have finished.
+        self.ticks = 0
+        job = self.service._schedules
+
+        def counted() -> None:
+            job()
+            self.ticks += 1
+
+        self.service._schedules = counted
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -354,3 +363,31 @@ def test_due_times_are_utc_in_the_database(desk):
     with session_scope(desk.app.session_factory) as s:
         (row,) = s.scalars(select(ScheduleRun))
         assert row.due_at == berlin(2026, 11, 23, 7, 30) and row.due_at.tzinfo == UTC
+
+
+def test_two_running_services_on_one_database_send_each_due_time_once(
+    tmp_path, imap_server, smtp_sink, db_url, imap_env
+):
+    # The schedules were seen at 07:00; at 08:00:05 two services start side by side.
+    desk = scheduled_desk(tmp_path, imap_server, smtp_sink, db_url)
+    desk.clock.now = berlin(2026, 11, 23, 7, 0)
+    tick(desk)
+    desk.app.close()
+    now = berlin(2026, 11, 23, 8, 0, 5)
+    apps = [App(load_settings(tmp_path / "mailbridge.toml"), clock=Clock(now)) for _ in range(2)]
+    # The second starts once the first has migrated (Alembic's upgrade is not thread-safe, and two
+    # services in one process share it; real instances are processes). The race of two claims at
+    # the same moment: test_two_instances_on_one_database_send_each_due_time_once.
+    services = [Running(apps[0])]
+    wait_for("the first service's start", lambda: services[0].service.scheduler is not None)
+    services.append(Running(apps[1]))
+    try:
+        for r in services:
+            wait_for("both services' ticks", lambda r=r: r.ticks >= 1)
+        wait_for("the outbox to drain", lambda: outbox_drained(apps[0]))
+    finally:
+        for s in services:
+            s.stop()
+    subjects = sorted(m.message["Subject"].split(":")[0] for m in smtp_sink.received)
+    assert subjects == ["Bericht „wochenliste“", 'Report "morning-csv"', "SLA-Übersicht morgens"]
+    assert [r[1:] for r in runs(apps[0])] == [("23 08:00", "sent"), ("23 07:30", "late"), ("23 08:00", "sent")]
