@@ -30,6 +30,7 @@ from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import MailBuilder
 from mailbridge.outbound.sender import OutboxSender
 from mailbridge.outbound.templates import Templates
+from mailbridge.scheduled import Outcome, ScheduledMail
 from mailbridge.settings import Settings
 from mailbridge.sla.deadlines import Deadlines
 from mailbridge.sla.digest import Digests
@@ -100,6 +101,7 @@ class App:
         )
         self._builder: MailBuilder | None = None
         self._escalations: Escalations | None = None
+        self._scheduled: ScheduledMail | None = None
         # The counters of this app (a registry of its own); `mailbridge run` serves them.
         self.metrics = Metrics(accounts=[a.name for a in settings.accounts])
 
@@ -210,9 +212,31 @@ class App:
         return self.escalations.run_once(self.session_factory, self.clock(), skip_locked=is_postgres(self.engine))
 
     def send_digest(self, name: str) -> int | None:
-        """Build and queue the digest ``name`` at the app's clock (see ``sla/digest.py``)."""
-        d = next(d for d in self.settings.digests if d.name == name)
-        return Digests(self.settings, self.deadlines, self.templates).send(self.session_factory, d, self.clock())
+        """Build and queue the digest ``name`` due at this minute of the app's clock, whether or not
+        its schedule names this minute (see ``sla/digest.py``; the scheduled runs: ``run_schedule``)."""
+        now = self.clock()
+        item = self.scheduled.item(f"digest:{name}")
+        return self.scheduled.send(self.session_factory, item, now.replace(second=0, microsecond=0), now).outbox_id
+
+    @property
+    def scheduled(self) -> ScheduledMail:
+        """The scheduled reports and digests on their durable schedule (``scheduled.py``)."""
+        if self._scheduled is None:
+            self._scheduled = ScheduledMail(
+                self.settings, Digests(self.settings, self.deadlines, self.templates), self.builder, self.render_report
+            )
+        return self._scheduled
+
+    def render_report(self, name: str, params: dict, fmt: str, now: datetime):
+        """A report as a scheduled mail carries it (``mailbridge/reports``: charts as cid images)."""
+        from mailbridge import reports  # the reports load matplotlib; only what renders one pays for it
+
+        return reports.render(self, name, params, fmt, now=now, for_mail=True)
+
+    def run_schedule(self, run: str) -> Outcome | None:
+        """Send the owed due time of the scheduled report or digest ``run`` (``report:<name>``,
+        ``digest:<name>``) at the app's clock; None when nothing is owed."""
+        return self.scheduled.run(self.session_factory, self.scheduled.item(run), self.clock())
 
     def check_alerts(self) -> int:
         """One run of the alert job at the app's clock (``alerts.py``); the number of mails queued."""

@@ -9,7 +9,10 @@
 - ``close_solved``: closes solved cases whose reopen window has passed (``conversations``).
 - ``escalate``: every ``sla.escalation_interval`` seconds (60), the escalation job (``sla/escalation.py``);
   it starts at once, so stages that fell due while the service was down go out first, in order.
-- ``digest:<name>``: a cron job per ``[[digests]]`` entry, in the digest's time zone.
+- ``schedules``: every ``SCHEDULE_TICK_SECONDS`` (30) and at once on start, each ``[[reports]]`` and
+  ``[[digests]]`` entry sends its owed due time (``scheduled.py``: the database decides, not this job
+  store; a due time missed while the service was down goes out once, marked late). Its health is
+  recorded per entry, as ``report:<name>`` / ``digest:<name>``.
 - ``retention``: daily at ``retention.daily_at`` (UTC) when a ``[retention]`` period is set
   (``privacy/retention.py``); one run per day over all instances.
 - ``alerts``: every ``alerts.interval`` seconds (when ``alerts.recipients`` is set), the alert job
@@ -50,6 +53,8 @@ FETCH_WINDOW_SLACK_SECONDS = 0.2
 STOP_TIMEOUT_SECONDS = 120.0
 # The outbox's health row is written when its state changes, else at most this often (seconds).
 OUTBOX_HEALTH_SECONDS = 60.0
+# How often the scheduled reports and digests look for an owed due time (seconds).
+SCHEDULE_TICK_SECONDS = 30.0
 
 
 def _first_line(e: BaseException) -> str:
@@ -147,7 +152,7 @@ class Service:
         s = self.app.settings
         self.loop = asyncio.get_running_loop()
         accounts = len(s.accounts)
-        # One thread per account, one each for the lifecycle, escalation, digest, retention and alert jobs.
+        # One thread per account, one each for the close, escalation, schedules, retention and alert jobs.
         self._imap_executor = ThreadPoolExecutor(max_workers=accounts + 5)
         self.scheduler = AsyncIOScheduler(
             executors={"default": AsyncIOExecutor(), "imap": self._imap_executor},
@@ -186,13 +191,14 @@ class Service:
             executor="imap",
             next_run_time=now,
         )
-        for d in s.digests:
+        if s.digests or s.reports:
             self.scheduler.add_job(
-                self._digest,
-                CronTrigger.from_crontab(d.cron, timezone=d.timezone),
-                args=[d.name],
-                id=f"digest:{d.name}",
+                self._schedules,
+                "interval",
+                seconds=SCHEDULE_TICK_SECONDS,
+                id="schedules",
                 executor="imap",
+                next_run_time=now,
             )
         if s.retention.enabled:
             hour, minute = (int(x) for x in s.retention.daily_at.split(":"))
@@ -225,17 +231,20 @@ class Service:
         if report.sent:
             self.wake_sender()
 
-    def _digest(self, name: str) -> None:
-        if self.stop_event.is_set():
-            return
-        try:
-            if self.app.send_digest(name) is not None:
+    def _schedules(self) -> None:
+        """One tick of the scheduled reports and digests; one failing entry holds up no other."""
+        for item in self.app.scheduled.items:
+            if self.stop_event.is_set():
+                return
+            try:
+                outcome = self.app.run_schedule(item.run)
+            except Exception as e:  # the database or the report failed: the next tick tries again
+                log.warning("schedule_failed", run=item.run, error=_first_line(e))
+                self._record_job(item.run, _first_line(e))
+                continue
+            self._record_job(item.run)
+            if outcome is not None and outcome.outbox_id is not None:
                 self.wake_sender()
-        except Exception as e:
-            log.warning("digest_failed", digest=name, error=_first_line(e))
-            self._record_job(f"digest:{name}", _first_line(e))
-            return
-        self._record_job(f"digest:{name}")
 
     def _close_solved(self) -> None:
         if not self.stop_event.is_set():

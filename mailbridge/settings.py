@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailbridge import schedules
 from mailbridge.business_calendar import BusinessCalendar
 from mailbridge.checklist import ChecklistItem
 from mailbridge.domain import CaseNumberFormat
@@ -717,6 +718,66 @@ class DigestSettings(_Model):
         return self
 
 
+# The report formats a scheduled report can be mailed in (``mailbridge/reports``'s ``--format``).
+REPORT_FORMATS = ("html", "csv", "xlsx", "text")
+# The reports there are (``mailbridge report <name>``).
+REPORT_NAMES = ("open-items", "history", "sla", "volume")
+
+
+class ReportSettings(_Model):
+    """A report mailed on a schedule (``scheduled.py``): the report's name and parameters as
+    ``mailbridge report <report>`` takes them, the format, the recipients and when."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    # Which report: open-items, history, sla, volume.
+    report: Annotated[str, Field(min_length=1)]
+    # Its options, as on the command line without the dashes: {queue = "support", by = "queue"}.
+    params: dict[str, Any] = {}
+    format: str = "html"
+    recipients: Annotated[list[str], Field(min_length=1)]
+    language: str = "de"
+    # "mon 08:00", "mon,wed 08:00", "weekdays 07:30", "daily 07:30", "first of month 08:00".
+    schedule: str
+    # The [[calendars]] entry whose zone the schedule is in; on its closed days nothing is sent.
+    calendar: str | None = None
+    # Or only a zone (default Europe/Berlin); not both.
+    timezone: str | None = None
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, v: list[str]) -> list[str]:
+        return [_address(a) for a in v]
+
+    @field_validator("report")
+    @classmethod
+    def _report(cls, v: str) -> str:
+        if v not in REPORT_NAMES:
+            raise ValueError(f"{v!r} is not a report; allowed: {', '.join(REPORT_NAMES)}")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v not in REPORT_FORMATS:
+            raise ValueError(f"{v!r} is not a format; allowed: {', '.join(REPORT_FORMATS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _valid(self) -> ReportSettings:
+        if self.calendar is not None and self.timezone is not None:
+            raise _KeyedError("timezone", "give calendar or timezone, not both (a calendar has its zone)")
+        if self.calendar is None:
+            try:
+                schedules.parse(self.schedule, self.timezone or DEFAULT_REPORT_TIMEZONE)
+            except schedules.ScheduleError as e:
+                key = "timezone" if str(e).startswith(repr(self.timezone)) else "schedule"
+                raise _KeyedError(key, str(e)) from None
+        return self
+
+
+DEFAULT_REPORT_TIMEZONE = "Europe/Berlin"
+
+
 class SlaSettings(_Model):
     # How often the escalation job runs (seconds).
     escalation_interval: Annotated[float, Field(gt=0)] = 60
@@ -971,6 +1032,7 @@ class Settings(_Model):
     severity_schemes: list[SeveritySchemeSettings] = []
     organisations: list[OrganisationSettings] = []
     digests: list[DigestSettings] = []
+    reports: list[ReportSettings] = []
     sla: SlaSettings = SlaSettings()
     logging: LoggingSettings = LoggingSettings()
     alerts: AlertSettings = AlertSettings()
@@ -1046,6 +1108,25 @@ class Settings(_Model):
         names = [d.name for d in self.digests]
         if len(set(names)) != len(names):
             raise ValueError("digests: duplicate name")
+        for i, r in enumerate(self.reports):
+            if r.calendar is not None:
+                if r.calendar not in calendars:
+                    raise _KeyedError(f"reports[{i}].calendar", f"no [[calendars]] entry named {r.calendar!r}")
+                try:
+                    self.report_schedule(r)
+                except schedules.ScheduleError as e:
+                    raise _KeyedError(f"reports[{i}].schedule", str(e)) from None
+            if r.language not in self.ingest.languages:
+                raise _KeyedError(f"reports[{i}].language", f"{r.language!r} is not in ingest.languages")
+            for a in r.recipients:
+                if a in owner:
+                    raise _KeyedError(
+                        f"reports[{i}].recipients", f"{a} is a support address of queue {owner[a]!r} (a mail loop)"
+                    )
+        names = [r.name for r in self.reports]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise _KeyedError("reports", f"duplicate name {sorted(dup)[0]!r}")
         if self.alerts.language not in self.ingest.languages:
             raise _KeyedError("alerts.language", f"{self.alerts.language!r} is not in ingest.languages")
         for a in self.alerts.recipients:
@@ -1112,6 +1193,14 @@ class Settings(_Model):
     def queue_for_address(self, address: str) -> QueueSettings | None:
         address = address.lower()
         return next((q for q in self.queues if address in q.addresses), None)
+
+    def report_schedule(self, r: ReportSettings) -> schedules.Schedule:
+        """When the scheduled report ``r`` is due: its schedule in its calendar's zone, else in its
+        ``timezone`` (default Europe/Berlin)."""
+        zone = r.timezone or DEFAULT_REPORT_TIMEZONE
+        if r.calendar is not None:
+            zone = next(c.timezone for c in self.calendars if c.name == r.calendar)
+        return schedules.parse(r.schedule, zone)
 
     @property
     def operator_timezone(self) -> str:

@@ -51,6 +51,7 @@ class Status:
 def _jobs_expected(app: App) -> list[str]:
     s = app.settings
     names = ["escalate", "close_solved", *(f"digest:{d.name}" for d in s.digests), OUTBOX_JOB]
+    names += [f"report:{r.name}" for r in s.reports]
     if s.alerts.recipients:
         names.append("alerts")
     if s.retention.enabled:

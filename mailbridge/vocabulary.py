@@ -52,6 +52,7 @@ class MessageKind(StrEnum):
     SIGNIN = "signin"  # the case tracker's sign-in link (mailbridge web)
     DIGEST = "digest"
     STATUS_LIST = "status_list"  # a known customer's open cases, the answer to their status request
+    REPORT = "report"  # a scheduled report (scheduled.py)
 
 
 # Inbound kinds of an agent's own proven mail: never announced to the agents again.

@@ -763,3 +763,55 @@ class MailBuilder:
         }
         mid = notification_message_id(ticket.case_number, domain, self.secrets[0]) if signed else None
         return self._to_agents(ticket, queue, "escalation", tctx, to, previous, now, mid)
+
+    def report(
+        self,
+        *,
+        from_name: str,
+        from_addr: str,
+        to: list[str],
+        name: str,
+        report: str,
+        rendered,
+        language: str,
+        generated: str,
+        late: str | None,
+        now: datetime,
+    ) -> comp.Outgoing:
+        """A scheduled report (``scheduled.py``) to its recipients. ``rendered`` is what
+        ``mailbridge.reports.render`` made (data, content_type, filename, images, summary): an HTML
+        report is the mail's HTML body with its charts as inline ``cid:`` images (multipart/related);
+        any other format is attached as its file. ``late``: the due time ("Mo 08:00") of a report
+        sent after it (the service was down then)."""
+        # The type without its parameters (a file's charset travels inside the file: CSV is UTF-8).
+        content_type = rendered.content_type.split(";")[0].strip().lower()
+        html = content_type == "text/html"
+        ctx = {
+            "name": name,
+            "report": report,
+            "summary": rendered.summary,
+            "filename": rendered.filename,
+            "generated": generated,
+            "late": late,
+            "inline": html,
+        }
+        subject = self.templates.render(language, "report.subject.j2", **ctx).strip()
+        text = self.templates.render(language, "report.txt.j2", **ctx)
+        if html:
+            body = rendered.data.decode("utf-8")
+            files = [comp.OutgoingAttachment(f"{cid}.png", "image/png", png, cid) for cid, png in rendered.images]
+        else:
+            body = None
+            files = [comp.OutgoingAttachment(rendered.filename, content_type, rendered.data)]
+        return comp.compose(
+            from_name=from_name,
+            from_addr=from_addr,
+            to=[("", a) for a in to],
+            subject=subject,
+            text=text,
+            html=body,
+            date=now,
+            auto_submitted=AUTO_GENERATED,
+            language=language,
+            attachments=files,
+        )

@@ -6,14 +6,18 @@ lists read only cases with a running clock due before the horizon; the counts ar
 oldest cases are one ORDER BY … LIMIT. "At risk" uses each case's own calendar (an organisation's
 seat may differ from the queue's): the horizon is ``at_risk_hours`` business hours from now on it.
 
-Sending is exactly once per digest and scheduled minute (the outbox key), also with several
-instances; nothing is sent when nothing is breached or at risk unless ``send_empty``.
+Sending is exactly once per digest and due time, also with several instances: the due time's
+``schedule_runs`` row is claimed in the transaction that queues the mail (``store/schedule_runs.py``;
+the outbox key ``digest:<name>:<due>`` besides). Which due time is owed — also one that fell due while
+the service was down, then marked "sent late" — and that a closed day of the digest's calendar sends
+nothing is decided by ``scheduled.py``. Nothing is sent when nothing is breached or at risk unless
+``send_empty``; the run row records that too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -25,6 +29,7 @@ from mailbridge.settings import DigestSettings, Settings
 from mailbridge.sla.calendar import add_business_time
 from mailbridge.sla.clock import ClockName
 from mailbridge.sla.deadlines import Deadlines
+from mailbridge.store import schedule_runs
 from mailbridge.store import sla_queries as sq
 from mailbridge.store.db import IntegrityError, Session, session_scope
 
@@ -68,6 +73,8 @@ class Digest:
     language: str
     generated: str
     queues: list[QueueDigest]
+    # The due time, formatted ("Mo 08:00"), when the digest goes out late (the service was down).
+    late: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -178,22 +185,24 @@ class Digests:
             self.templates.render(lang, "digest.html.j2", **ctx),
         )
 
-    def send(self, session_factory, d: DigestSettings, now: datetime) -> int | None:
-        """Build the digest and queue it (once per digest and minute); None when there was nothing
-        to report (and ``send_empty`` is off), when today is no business day of the digest's
-        calendar, or when another instance queued it already."""
-        if d.calendar is not None:
-            cal = self.deadlines.calendars[d.calendar]
-            if not cal.hours_on(now.astimezone(cal.tz).date()):
-                log.info("digest_skipped", digest=d.name, reason="no business day")
-                return None
-        key = f"digest:{d.name}:{now.replace(second=0, microsecond=0).isoformat()}"
+    def send(
+        self, session_factory, d: DigestSettings, now: datetime, due_at: datetime | None = None, late: str | None = None
+    ) -> int | None:
+        """Build the digest due at ``due_at`` (default: this minute) and queue it, claiming the due
+        time in the same transaction; None when there was nothing to report (and ``send_empty`` is
+        off), or when another instance (or an earlier run) claimed the due time already. Whether a
+        due time is owed, and closed days of the digest's calendar: ``scheduled.py``. ``late``: the due time as the
+        mail says it ("Mo 08:00") when it goes out late."""
+        due_at = due_at or now.replace(second=0, microsecond=0)
+        run = f"digest:{d.name}"
         try:
             with session_scope(session_factory) as s:
                 digest = self.build(s, d, now)
                 if digest.empty and not d.send_empty:
+                    schedule_runs.claim(s, run, due_at, now, "nothing_to_report")
                     log.info("digest_skipped", digest=d.name, reason="nothing to report")
                     return None
+                digest.late = late
                 subject, text, html = self.render(digest)
                 q = next(q for q in self.settings.queues if d.queues is None or q.name in d.queues)
                 out = comp.compose(
@@ -207,13 +216,17 @@ class Digests:
                     auto_submitted="auto-generated",
                     language=d.language,
                 )
+                key = f"{run}:{due_at.astimezone(UTC).isoformat()}"
                 outbox_id = enqueue(s, out, kind="digest", dedup_key=key, now=now, ticket_id=None)
+                schedule_runs.claim(s, run, due_at, now, "late" if late else "sent", outbox_id)
         except IntegrityError:
-            log.info("digest_already_queued", digest=d.name)
+            log.info("digest_already_queued", digest=d.name, due=due_at.isoformat())
             return None
         log.info(
             "digest_queued",
             digest=d.name,
+            due=due_at.isoformat(),
+            late=bool(late),
             breached=digest.breached_total,
             at_risk=digest.at_risk_total,
         )

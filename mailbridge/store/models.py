@@ -473,6 +473,8 @@ class PrivacyAudit(Base):
     actor: Mapped[str] = mapped_column(String(128), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     detail: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+
+
 class SigninToken(Base):
     """A mailed sign-in link of the case tracker (``mailbridge web``): only the SHA-256 of its
     random token is kept; valid until ``expires_at`` (15 minutes), once (``used_at``), for one address."""
@@ -502,3 +504,29 @@ class SigninRequest(Base):
         Index("ix_signin_requests_address", "address", "created_at"),
         Index("ix_signin_requests_client", "client", "created_at"),
     )
+
+
+class ScheduleStart(Base):
+    """When a scheduled thing (``report:<name>``, ``digest:<name>``) was first seen by a running
+    service: due times before it are not owed (a new schedule does not send yesterday's report)."""
+
+    __tablename__ = "schedule_starts"
+
+    name: Mapped[str] = mapped_column(String(160), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class ScheduleRun(Base):
+    """One due time of a scheduled thing, claimed once (unique name and due time) in the transaction
+    that queued its mail: what came of it (sent, sent late, skipped and why) and its outbox row."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (UniqueConstraint("name", "due_at", name="uq_schedule_runs_name_due"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(160), nullable=False)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    ran_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # sent, late (sent after a later tick than its due time's), closed_day, nothing_to_report
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+    outbox_id: Mapped[int | None] = mapped_column(BigInteger)

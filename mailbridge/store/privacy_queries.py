@@ -134,6 +134,8 @@ NO_PERSONAL_DATA: dict[str, dict[str, str]] = {
     "retention_runs": {"run_key": "daily:<date> / manual:<time>", "counts": "numbers per kind"},
     "privacy_audit": {"action": "an action word"},
     "signin_tokens": {"token_hash": "the SHA-256 of a random token"},
+    "schedule_starts": {"name": "report:<name> / digest:<name> of the configuration"},
+    "schedule_runs": {"name": "report:<name> / digest:<name> of the configuration", "outcome": "an outcome word"},
 }
 
 _TEXTUAL = (String, Text, JSON, LargeBinary)

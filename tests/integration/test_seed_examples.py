@@ -234,6 +234,59 @@ def test_001_integris_class_a_escalates_at_once_to_the_head_of_development(open_
     assert to(sent, HEAD_OF_DEVELOPMENT) == []
 
 
+SUPPORT_LEAD = "leitung.support@integris.example"
+
+
+def test_001_integris_mails_the_open_items_list_every_weekday_morning_to_the_support_lead(open_example):
+    """ "Offene Punkte Listen": the example names the report, its schedule and the support lead; on
+    Monday 23.11.2026 at 08:00 in Konz the list of open cases arrives as a spreadsheet, once; on
+    Allerheiligen (Sunday 1.11.2026 is no weekday, so Monday 1.11.2027) nothing."""
+    import io
+
+    from openpyxl import load_workbook
+
+    desk = open_example("001_integris_ticketklassen.toml")
+    (report,) = desk.app.settings.reports
+    assert (report.name, report.report, report.format) == ("offene-punkte-liste", "open-items", "xlsx")
+    assert report.recipients == [SUPPORT_LEAD] and report.schedule == "weekdays 08:00"
+    schedule = desk.app.settings.report_schedule(report)
+    assert (schedule.timezone, schedule.day_of_week, schedule.hour, schedule.minute) == (
+        "Europe/Berlin",
+        "mon-fri",
+        8,
+        0,
+    )
+
+    def tick() -> list[Sent]:
+        before = len(desk.smtp.received)
+        for item in desk.app.scheduled.items:
+            desk.app.run_schedule(item.run)
+        return to(desk._send(before), SUPPORT_LEAD)
+
+    desk.clock.now = datetime(2026, 11, 23, 7, 0, tzinfo=BERLIN).astimezone(UTC)
+    assert tick() == []  # the service starts: nothing owed yet
+    t, _, _ = desk.new_case(
+        datetime(2026, 11, 23, 7, 10, tzinfo=BERLIN),
+        ("Jürgen Müller", "j.mueller@trierer-spedition.example"),
+        "Etikettendruck – leichter Mangel",
+        "Guten Tag,\n\nder Etikettendruck stockt bei einzelne Geschäftsvorfälle.\n\nMit freundlichen Grüßen\n",
+    )
+    desk.clock.now = datetime(2026, 11, 23, 8, 0, tzinfo=BERLIN).astimezone(UTC)
+    (mail,) = tick()
+    assert mail.header("Subject").startswith("Bericht „offene-punkte-liste“")
+    (sheet,) = list(mail.msg.iter_attachments())
+    assert sheet.get_filename().endswith(".xlsx")
+    rows = list(load_workbook(io.BytesIO(sheet.get_payload(decode=True))).active.iter_rows(values_only=True))
+    assert any(t.case_number in row for row in rows)
+    assert tick() == []
+
+    # Allerheiligen 2027 (Monday 1.11., a holiday in Rhineland-Palatinate): not sent, not owed later.
+    desk.clock.now = datetime(2027, 11, 1, 8, 0, tzinfo=BERLIN).astimezone(UTC)
+    assert tick() == []
+    desk.clock.now = datetime(2027, 11, 1, 12, 0, tzinfo=BERLIN).astimezone(UTC)
+    assert tick() == []
+
+
 # -- 002 NETCOR: Eskalationsstufen 1–4, Mon–Fri 08:30–17:00, holidays of Lower Saxony ----------------
 
 NETCOR_AGENT = ("Nils Netcor", "nils.berg@netcor.example")

@@ -554,3 +554,45 @@ def test_an_organisation_is_found_by_address_first_then_by_domain_and_parent_dom
     assert s.organisation_for("max@gmail.com").name == "Freelancer"
     assert s.organisation_for("other@gmail.com") is None
     assert s.organisation_for("x@notkunde.example") is None
+
+
+# -- scheduled reports ----------------------------------------------------------------------------
+
+REPORT = '\n[[reports]]\nname = "r"\nreport = "open-items"\nrecipients = ["lead@vendor.example"]\n'
+CALENDAR = '\n[[calendars]]\nname = "nrw"\ntimezone = "Europe/Berlin"\nhours = { mon = ["08:00-17:00"] }\n'
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('schedule = "monday 8"', "reports[0].schedule: 'monday 8': '8' is not a time of day (HH:MM)"),
+        ('schedule = "someday 08:00"', "reports[0].schedule: 'someday 08:00': 'someday' is not a day"),
+        ('schedule = "every other week 08:00"', "reports[0].schedule: 'every other week 08:00': not a schedule"),
+        ('schedule = "daily 24:00"', "reports[0].schedule: 'daily 24:00': '24:00' is not a time of day"),
+        ('schedule = "daily 08:00"\ntimezone = "Mars/Base"', "reports[0].timezone: 'Mars/Base' is not a time zone"),
+        (
+            'schedule = "daily 08:00"\ntimezone = "Europe/Berlin"\ncalendar = "nrw"',
+            "reports[0].timezone: give calendar or timezone, not both",
+        ),
+        ('schedule = "daily 08:00"\ncalendar = "konz"', "reports[0].calendar: no [[calendars]] entry named 'konz'"),
+        ('schedule = "daily 08:00"\nformat = "pdf"', "reports[0].format: 'pdf' is not a format"),
+        ('schedule = "daily 08:00"\nlanguage = "fr"', "reports[0].language: 'fr' is not in ingest.languages"),
+        ("", "reports[0].schedule: Field required"),
+    ],
+)
+def test_a_bad_scheduled_report_names_the_file_the_key_and_the_problem(tmp_path, extra, expected):
+    path = _write(tmp_path, VALID + CALENDAR + REPORT + extra + "\n")
+    message = _error(path)
+    assert message.startswith(f"{path}: ") and expected in message, message
+
+
+def test_a_scheduled_report_counts_in_its_calendars_zone(tmp_path):
+    text = (
+        VALID
+        + CALENDAR.replace("Europe/Berlin", "America/New_York")
+        + REPORT
+        + 'schedule = "weekdays 07:30"\ncalendar = "nrw"\n'
+    )
+    s = load_settings(_write(tmp_path, text), environ=ENV)
+    sched = s.report_schedule(s.reports[0])
+    assert (sched.timezone, sched.day_of_week, sched.hour, sched.minute) == ("America/New_York", "mon-fri", 7, 30)

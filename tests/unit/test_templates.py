@@ -343,3 +343,29 @@ def test_notification_html_escapes_the_frame_and_inserts_the_sanitised_html(temp
     assert ("neu &lt;script&gt;" in out) is whole
     if whole:
         assert out.index("neu &lt;script&gt;") < out.index(separator) < out.index("<p>Guten <b>Tag</b>")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("late", [None, "Mo. 23.11. 08:00"])
+@pytest.mark.parametrize("inline", [False, True])
+def test_the_report_mail_names_its_file_or_its_html_and_says_when_it_is_late(templates, language, late, inline):
+    ctx = {
+        "name": "offene-punkte",
+        "report": "open-items",
+        "summary": "Open items: 3 open, {{ 7*7 }}",
+        "filename": "open-items-2026-11-23.xlsx",
+        "generated": "Mo. 23.11.2026 08:00 MEZ",
+        "late": late,
+        "inline": inline,
+    }
+    subject = templates.render(language, "report.subject.j2", **ctx).strip()
+    text = templates.render(language, "report.txt.j2", **ctx)
+    assert "offene-punkte" in subject and "{{ 7*7 }}" in subject and "{{ 7*7 }}" in text
+    late_words = {"de": "verspätet gesendet)", "en": "sent late)"}[language]
+    assert subject.endswith(late_words) == bool(late)
+    assert ("Mo. 23.11. 08:00" in text) == bool(late)
+    assert ("open-items-2026-11-23.xlsx" in text) != inline
+    # StrictUndefined: every variable the mail reads must be given (the file name only when attached).
+    for key in [k for k in ctx if k != "filename" or not inline]:
+        with pytest.raises(UndefinedError):
+            templates.render(language, "report.txt.j2", **{k: v for k, v in ctx.items() if k != key})
