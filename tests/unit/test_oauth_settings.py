@@ -48,7 +48,10 @@ host = "smtp.office365.com"
 {tokens}
 """
 
-MS_APP = 'provider = "microsoft"\nflow = "client_credentials"\ntenant = "t1"\nclient_id = "c1"\nclient_secret_env = "MB_SECRET"'
+MS_APP = (
+    'provider = "microsoft"\nflow = "client_credentials"\ntenant = "t1"\nclient_id = "c1"\n'
+    'client_secret_env = "MB_SECRET"'
+)
 SMTP_SHARED = 'user = "support@vendor.example"\nauth = "oauth2"\noauth2_account = "support"'
 TOKENS = '[tokens]\nkey_env = "MB_KEY"'
 
