@@ -166,7 +166,7 @@ class ImapMailbox:
         user = self.account.user
         if self.tokens.mechanism == "oauthbearer":
             if b"AUTH=OAUTHBEARER" not in {c.upper() for c in client.capabilities()}:
-                raise LoginError("the server does not offer AUTH=OAUTHBEARER (use mechanism = \"xoauth2\")")
+                raise LoginError('the server does not offer AUTH=OAUTHBEARER (use mechanism = "xoauth2")')
             client.oauthbearer_login(user, token.value)
         else:
             client.oauth2_login(user, token.value, mech="XOAUTH2")

@@ -87,7 +87,7 @@ def explain(error: str | None, description: str | None, codes: list[int] | None 
         if words in text:
             return True, hint
     if error is None:
-        return False, "the token endpoint did not answer; retrying with backoff"
+        return False, "the token endpoint did not answer or failed; retrying with backoff"
     if error == "temporarily_unavailable" or error == "server_error":
         return False, "the token endpoint is unavailable for a moment; retrying with backoff"
     if error == "invalid_grant":
@@ -115,7 +115,10 @@ class TokenError(Exception):
         numbers = aadsts_codes(description, codes=codes)
         code = f"AADSTS{numbers[0]}" if numbers else error
         words = (description or "").splitlines()[0][:300] if description else ""
-        message = f"{error or 'no answer'}: {words}" if words else (error or "no answer")
+        if error is None:
+            message = words or "the token endpoint did not answer"
+        else:
+            message = f"{error}: {words}" if words else error
         return cls(message, code=code, permanent=permanent, hint=hint)
 
     def describe(self) -> str:

@@ -77,8 +77,26 @@ def _unreachable(e: BaseException) -> TokenError:
     return TokenError.from_response(None, f"{type(e).__name__}: {e}")
 
 
-def _verify(o: OAuth2Settings) -> bool | str:
-    return str(o.ca_file) if o.ca_file is not None else True
+def _verify(o: OAuth2Settings) -> dict[str, Any]:
+    """``verify=`` for one request: the ca_file when set. Given per request, because requests lets
+    the environment's REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's ``verify``
+    (psf/requests#3829), which would silently drop ca_file on many hosts."""
+    return {"verify": str(o.ca_file)} if o.ca_file is not None else {}
+
+
+class HttpSession(requests.Session):
+    """A requests session that applies ``ca_file`` and the timeout to every request (the seam msal
+    and google-auth take: ``http_client=`` / ``Request(session=)``)."""
+
+    def __init__(self, o: OAuth2Settings):
+        super().__init__()
+        self._extra = {**_verify(o), "timeout": o.timeout}
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        for k, v in self._extra.items():
+            if kwargs.get(k) is None:
+                kwargs[k] = v
+        return super().request(method, url, *args, **kwargs)
 
 
 def _no_device_flow(flow: OAuthFlow) -> TokenError:
@@ -105,9 +123,7 @@ class GenericProvider:
 
         o = self.o
         secret = o.client_secret.get_secret_value() if o.client_secret is not None else None
-        session = OAuth2Session(client_id=o.client_id, client_secret=secret, scope=" ".join(o.scope_list) or None)
-        session.verify = _verify(o)
-        return session
+        return OAuth2Session(client_id=o.client_id, client_secret=secret, scope=" ".join(o.scope_list) or None)
 
     def _call(self, fn: Callable[[], dict], now: datetime) -> Grant:
         from authlib.integrations.base_client import OAuthError
@@ -126,11 +142,12 @@ class GenericProvider:
         o = self.o
         s = self._session()
         if o.flow is OAuthFlow.CLIENT_CREDENTIALS:
-            return self._call(
-                lambda: s.fetch_token(o.token_url, grant_type="client_credentials", timeout=o.timeout), now
-            )
+            extra = {"timeout": o.timeout, **_verify(o)}
+            return self._call(lambda: s.fetch_token(o.token_url, grant_type="client_credentials", **extra), now)
         assert refresh_token is not None
-        return self._call(lambda: s.refresh_token(o.token_url, refresh_token=refresh_token, timeout=o.timeout), now)
+        return self._call(
+            lambda: s.refresh_token(o.token_url, refresh_token=refresh_token, timeout=o.timeout, **_verify(o)), now
+        )
 
     def start_device_login(self) -> DevicePrompt:
         o = self.o
@@ -143,6 +160,7 @@ class GenericProvider:
                 data={"client_id": o.client_id, **({"scope": " ".join(o.scope_list)} if o.scope_list else {})},
                 withhold_token=True,
                 timeout=o.timeout,
+                **_verify(o),
             )
             data = resp.json()
         except (requests.RequestException, ValueError) as e:
@@ -175,6 +193,7 @@ class GenericProvider:
                         grant_type=DEVICE_GRANT,
                         device_code=prompt.handle["device_code"],
                         timeout=o.timeout,
+                        **_verify(o),
                     ),
                     now,
                 )
@@ -209,9 +228,7 @@ class MicrosoftProvider:
         o = self.o
         kwargs: dict[str, Any] = {
             "authority": o.authority_url,
-            "verify": _verify(o),
-            "timeout": o.timeout,
-            "http_client": self.http_client,
+            "http_client": self.http_client if self.http_client is not None else HttpSession(o),
         }
         if not o.authority_url.startswith(MICROSOFT_AUTHORITY):
             # Another authority (a sovereign cloud by URL, a local server): msal would otherwise ask
@@ -305,9 +322,7 @@ class GoogleProvider:
     def _request(self):
         from google.auth.transport.requests import Request
 
-        session = requests.Session()
-        session.verify = _verify(self.o)
-        return Request(session=session)
+        return Request(session=HttpSession(self.o))
 
     def _credentials(self, refresh_token: str | None):
         o = self.o
