@@ -308,7 +308,9 @@ def _oauth_facts(settings: Settings, login: str, token) -> dict[str, Any]:
     }
 
 
-def oauth_findings(settings: Settings, accounts: dict[str, Any], tokens: dict[str, Any], now: datetime) -> list[Finding]:
+def oauth_findings(
+    settings: Settings, accounts: dict[str, Any], tokens: dict[str, Any], now: datetime
+) -> list[Finding]:
     """Logins whose token needs a person, where no account's own finding says so already (SMTP's own
     login; an account's token that SMTP found dead before its poller did); secrets about to expire."""
     cfg = settings.alerts
