@@ -502,7 +502,7 @@ class OAuthServer:
             self._user_grants: dict[str, tuple[str, bool]] = {}
             self._revoked_users: dict[str, int] = {}
             self._counts: Counter[str] = Counter()
-            self._failing: tuple[int, int | None] | None = None
+            self._failing: tuple[int, int | None, int | None] | None = None
             self.requests: list[dict[str, Any]] = []
             self.access_token_lifetime = 3600
             self.device_code_lifetime = 900
@@ -741,11 +741,12 @@ class OAuthServer:
                 if user is None or (token.user or "") == user.lower():
                     token.revoked = True
 
-    def fail(self, status: int = 503, times: int | None = None) -> None:
+    def fail(self, status: int = 503, times: int | None = None, retry_after: int | None = None) -> None:
         """The token endpoint (and device authorization) answers ``status``: ``times`` times, or until
-        :meth:`recover`."""
+        :meth:`recover`; with a ``Retry-After`` header when given. (msal replays a 5xx answer without
+        asking again for Retry-After seconds, 5 without the header; a 400 answer for 60 s.)"""
         with self._lock:
-            self._failing = (status, times)
+            self._failing = (status, times, retry_after)
 
     def recover(self) -> None:
         with self._lock:
@@ -787,11 +788,13 @@ class OAuthServer:
                 entry = {"endpoint": kind, "grant_type": grant, "client_id": request.form.get("client_id")}
                 self.requests.append(entry)
                 if self._failing is not None:
-                    status, times = self._failing
+                    status, times, retry_after = self._failing
                     if times is not None:
-                        self._failing = (status, times - 1) if times > 1 else None
+                        self._failing = (status, times - 1, retry_after) if times > 1 else None
                     entry["status"] = status
-                    return status, {"error": "temporarily_unavailable", "error_description": "test: failing"}, {}
+                    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+                    body = {"error": "temporarily_unavailable", "error_description": "test: failing"}
+                    return status, body, headers
             self._request_base = base
             self._request_tenant = path.split("/oauth2/")[0].strip("/") if "/oauth2/" in path else None
             try:
@@ -842,6 +845,8 @@ class OAuthServer:
         self._by_access[saved.access_token] = saved
         if saved.refresh_token:
             self._by_refresh[saved.refresh_token] = saved
+        if saved.grant_type == "client_credentials":
+            return  # an app's own token: no user, no id_token, no client_info (msal caches it per app)
         scopes = (saved.scope or "").split()
         if "openid" in scopes and saved.user:
             token["id_token"] = self._id_token(client.client_id, saved.user)
