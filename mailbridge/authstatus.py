@@ -109,7 +109,15 @@ def collect(app: App) -> AuthReport:
         logins.append(oauth_login("smtp", smtp.user or "", smtp.oauth2))
     elif smtp.auth is AuthMode.OAUTH2:
         shared = next(x for x in logins if x.name == smtp.oauth2_account)
-        logins.append(Login("smtp", smtp.user or "", f"oauth2, the token of {smtp.oauth2_account}", shared.level, "-"))
+        logins.append(
+            Login(
+                "smtp",
+                smtp.user or "",
+                f"oauth2, the token of {smtp.oauth2_account}",
+                shared.level,
+                f"as {smtp.oauth2_account}",
+            )
+        )
     else:
         logins.append(Login("smtp", smtp.user or "", "password" if smtp.user else "none", Level.OK, "-"))
     # Client secrets about to expire: the same rule as the alert mail's.
@@ -150,15 +158,15 @@ def as_json(r: AuthReport) -> dict[str, Any]:
     }
 
 
-def render(r: AuthReport, width: int = 160) -> str:
+def render(r: AuthReport, width: int = 200) -> str:
     buf = io.StringIO()
     console = Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False)
     console.print(Text(f"mailbridge auth: {r.level.value.upper()}   ({r.now.astimezone(r.zone):%Y-%m-%d %H:%M %Z})"))
     for n in r.notes:
         console.print(Text(f"  {printable(n)}"), soft_wrap=True)
     t = Table(box=box.SIMPLE)
-    for col in ("login", "user", "mode", "state", "token expires", "last renewal", "last error"):
-        t.add_column(col, no_wrap=col not in ("state", "last error"))
+    for col in ("login", "user", "mode", "state", "token expires", "last renewal"):
+        t.add_column(col, no_wrap=col != "state")
 
     def when(at: datetime | None) -> str:
         return f"{at.astimezone(r.zone):%Y-%m-%d %H:%M %Z}" if at is not None else "-"
@@ -171,9 +179,13 @@ def render(r: AuthReport, width: int = 160) -> str:
             Text(f"{x.level.value.upper()}: {printable(x.state)}"),
             when(x.token_expires),
             when(x.last_renewal),
-            Text(printable(x.last_error or "-")[:200]),
         )
     console.print(t)
+    # The last errors in full below the table: the provider's code, its words and what to do.
+    for x in r.logins:
+        if x.last_error:
+            since = f" (since {when(x.failing_since)})" if x.failing_since else ""
+            console.print(Text(f"{x.name}: last error{since}: {printable(x.last_error)[:1000]}"), soft_wrap=True)
     return buf.getvalue()
 
 
