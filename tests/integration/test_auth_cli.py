@@ -236,3 +236,34 @@ def test_revoked_token_is_a_reauth_fault_of_that_account_only(mailstack_oauth, o
         poller.close()
     finally:
         app.close()
+
+
+def test_a_token_expiring_during_idle_is_renewed_before_the_reconnect(
+    mailstack_oauth, oauth_server, smtp, tmp_path, db_url
+):
+    """Tokens of 4 s: the IDLE ends when the connection's token is due (half its life, as it is shorter
+    than refresh_margin), and the next cycle logs in again with a new token from the source."""
+    mailstack_oauth.add_users(MAILBOX)
+    oauth_server.register_client("app-support", SECRET, mailbox=MAILBOX)
+    oauth_server.access_token_lifetime = 4
+    path = _config(tmp_path, mailstack_oauth, smtp, _app_only(oauth_server), db_url=db_url)
+    app = App(load_settings(path, ENV))
+    app.upgrade_db()
+    poller = app.poller("main")
+    try:
+        started = time.monotonic()
+        poller.tick(30, threading.Event())  # connects, IDLEs, and stops when the token is due
+        assert 1.5 < time.monotonic() - started < 10
+        first = oauth_server.access_tokens()
+        assert len(first) == 1 and poller.mailbox.client is not None
+        with mailstack_oauth.imap(MAILBOX) as c:
+            c.append("INBOX", make_mail(message_id="<idle-1@kunde.example>"))
+        time.sleep(2.5)  # the first token has expired on the server by now
+        assert oauth_server.introspect(first[0]) == {"active": False}
+        report = poller.cycle()
+        assert report.dispositions == {"processed": 1}
+        assert oauth_server.token_requests("client_credentials") == 2
+        assert mailstack_oauth.dovecot_log().count(f"user=<{MAILBOX}>, method=XOAUTH2") == 2
+    finally:
+        poller.close()
+        app.close()
