@@ -422,8 +422,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
       1 WARNING: the service never ran here; an account failing for less than
         alerts.account_failing_minutes or never fetched; SMTP failing for less than
         alerts.outbox_failing_minutes; mails failed for good within alerts.repeat_minutes;
-        open quarantined mails; a job whose last run failed; the schema behind the newest
-      2 CRITICAL: an account's login refused or its TLS certificate untrusted; an account
+        open quarantined mails; a job whose last run failed; an OAuth client secret expiring
+        within alerts.secret_expiry_warning_days; the schema behind the newest
+      2 CRITICAL: an account's login refused or its TLS certificate untrusted; an OAuth2 token
+        that cannot be renewed without a person (reauth_required); an expired client secret; an account
         failing longer than alerts.account_failing_minutes; SMTP failing, or a mail being
         retried, longer than alerts.outbox_failing_minutes; an account the service has not
         reported on for twice its poll (or retry) interval plus two minutes (no mailbridge run

@@ -46,6 +46,8 @@ AADSTS_HINTS = {
     7000222: "the client secret expired: create a new secret in the app registration (Certificates & secrets) "
     "and update client_secret_env/_file",
     7000215: "the client secret is wrong: use the secret's Value (shown once when created), not its Secret ID",
+    7000218: "the device-code flow needs a public client: set Authentication → Allow public client flows: Yes "
+    "in the app registration",
     700016: "no application with this client_id in the tenant: check client_id and tenant",
     90002: "the tenant was not found: check tenant",
     900023: "the tenant is not a valid directory id or domain: check tenant",
