@@ -61,10 +61,12 @@ def check_config(ctx: click.Context) -> None:
     click.echo(f"{ctx.obj['config']}: OK")
     click.echo(f"  database: {s.database_url.split('@')[-1]}")
     for a in s.accounts:
-        click.echo(f"  account {a.name}: {a.user} @ {a.host}:{a.port} ({a.tls}) folder {a.folder!r}")
+        auth = f", oauth2 {a.oauth2.provider}/{a.oauth2.flow}" if a.oauth2 is not None else ""
+        click.echo(f"  account {a.name}: {a.user} @ {a.host}:{a.port} ({a.tls}{auth}) folder {a.folder!r}")
     for q in s.queues:
         click.echo(f"  queue {q.name}: {', '.join(q.addresses)} [{q.language}] from account {q.account}")
-    click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls})")
+    smtp_auth = f", oauth2 as {s.smtp.user} with the token of {s.smtp_token_name}" if s.smtp_token_name else ""
+    click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls}{smtp_auth})")
 
 
 @cli.group()

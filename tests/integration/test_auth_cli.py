@@ -6,7 +6,9 @@ by introspection, and aiosmtpd taking AUTH XOAUTH2 (tests/support/oauth_smtp.py)
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -267,3 +269,35 @@ def test_a_token_expiring_during_idle_is_renewed_before_the_reconnect(
     finally:
         poller.close()
         app.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_the_running_service_with_oauth_logs_no_secret(mailstack_oauth, oauth_server, smtp, tmp_path, db_url, level):
+    """`mailbridge run` with OAuth on both sides, at info and at debug level (library loggers
+    included): a mail in, its acknowledgement out; the client secret, the token key, every access
+    token and the XOAUTH2 strings are nowhere in the log."""
+    from tests.support.service import Service, start_services
+
+    mailstack_oauth.add_users(MAILBOX)
+    oauth_server.register_client("app-support", SECRET, mailbox=MAILBOX)
+    path = _config(tmp_path, mailstack_oauth, smtp, _app_only(oauth_server), db_url=db_url)
+    path.write_text(path.read_text().replace('format = "json"\n', f'format = "json"\nlevel = "{level}"\n'))
+    with mailstack_oauth.imap(MAILBOX) as c:
+        c.append("INBOX", make_mail(message_id="<svc-1@kunde.example>"))
+    gen = start_services(Service, {**os.environ, **ENV}, tmp_path / "service.log")
+    service = next(gen)(path)
+    try:
+        service.wait_started()
+        service.wait("the acknowledgement", lambda: smtp.received)
+        assert service.stop() == 0
+    finally:
+        next(gen, None)
+    log = "\n".join(service.lines())
+    assert "oauth_token_renewed" in log
+    tokens = oauth_server.access_tokens()
+    assert tokens
+    secrets = [SECRET, KEY, *tokens]
+    secrets += [base64.b64encode(f"user={MAILBOX}\x01auth=Bearer {t}\x01\x01".encode()).decode() for t in tokens]
+    for secret in secrets:
+        assert secret not in log, f"a secret in the {level} log"
