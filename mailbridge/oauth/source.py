@@ -30,8 +30,8 @@ from mailbridge.oauth.faults import TokenError
 from mailbridge.oauth.providers import DevicePrompt, Grant, Provider, build_provider
 from mailbridge.settings import OAuth2Settings, OAuthFlow, Settings
 from mailbridge.store import tokens as store
-from mailbridge.store.db import session_scope
-from mailbridge.store.tokens import StoredToken, TokenCipher
+from mailbridge.store.db import is_transient_db_error, session_scope
+from mailbridge.store.tokens import StoredToken, TokenCipher, TokenKeyError
 
 log = structlog.get_logger(__name__)
 
@@ -130,8 +130,26 @@ class TokenSource:
         """A token valid for at least ``refresh_margin`` more seconds (renewed when needed).
 
         Raises:
-            TokenError: permanent (reauth_required) or transient (the endpoint away).
+            TokenError: permanent (reauth_required; a token store key that does not fit) or
+            transient (the endpoint away, the database away).
         """
+        try:
+            return self._token()
+        except TokenKeyError as e:
+            raise TokenError(str(e), code="token_key", permanent=True, hint="check tokens.key_env / key_file") from e
+        except TokenError:
+            raise
+        except Exception as e:
+            if not is_transient_db_error(e):
+                raise
+            raise TokenError(
+                f"token store: {str(e).splitlines()[0][:200]}",
+                code=None,
+                permanent=False,
+                hint="the database is away; retrying with backoff",
+            ) from e
+
+    def _token(self) -> AccessToken:
         row = self._row()
         fresh = self._fresh(row, self.clock())
         if fresh is not None:

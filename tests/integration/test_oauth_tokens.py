@@ -306,3 +306,27 @@ def test_google_refresh_token_through_google_auth(oauth_server, factory):
     live = oauth_server.live_refresh_tokens(USER)
     with session_scope(factory) as s:
         assert token_store.read(s, "support", TokenCipher(KEY)).refresh_token == live[0] != seed
+
+
+def test_a_lease_left_by_a_crashed_instance_is_taken_over(oauth_server, factory):
+    client = oauth_server.register_client("mailbridge", mailbox=USER)
+    clock = Clock()
+    source = _source(_generic_cc(oauth_server, client.secret), factory, clock)
+    source.token()
+    clock.advance(hours=1)
+    with session_scope(factory) as s:  # another instance took the lease and died 2 minutes ago
+        token_store.take_lease(
+            s, "support", "crashed", clock.now - timedelta(minutes=2), clock.now - timedelta(seconds=1)
+        )
+    assert source.token().value in oauth_server.access_tokens()
+    assert oauth_server.token_requests("client_credentials") == 2
+    assert source.stored().lease_owner is None
+
+
+def test_a_wrong_token_key_is_a_permanent_error_with_a_hint(oauth_server, factory):
+    client = oauth_server.register_client("mailbridge", mailbox=USER)
+    _source(_generic_cc(oauth_server, client.secret), factory, Clock()).token()
+    other = _source(_generic_cc(oauth_server, client.secret), factory, Clock(), key=Fernet.generate_key().decode())
+    with pytest.raises(TokenError) as exc:
+        other.token()
+    assert exc.value.permanent and exc.value.code == "token_key" and "tokens.key" in exc.value.hint
