@@ -183,12 +183,36 @@ def test_auth_login_device_code_prints_url_and_code_then_stores_the_token(
         assert tok not in everything
 
 
-def test_ingest_and_acknowledgement_with_oauth_on_both_sides(mailstack_oauth, oauth_server, smtp, tmp_path, db_url):
+def _provider_config(provider: str, server: OAuthServer, tmp_path: Path) -> str:
+    """The [accounts.oauth2] table of each provider, registered at the local server: generic
+    (authlib), microsoft app-only (msal, the https authority with the test CA), google service
+    account (google-auth, the key file's token_uri pointing here)."""
+    if provider == "generic":
+        server.register_client("app-support", SECRET, mailbox=MAILBOX)
+        return _app_only(server)
+    if provider == "microsoft":
+        server.register_client("app-support", SECRET, mailbox=MAILBOX)
+        return (
+            f'provider = "microsoft"\nflow = "client_credentials"\ntenant = "contoso.example"\n'
+            f'authority = "{server.authority("contoso.example")}"\nclient_id = "app-support"\n'
+            f'client_secret_env = "MB_TEST_OAUTH_SECRET"\nca_file = "{server.ca_file}"'
+        )
+    key_file = tmp_path / "service-account.json"
+    key_file.write_text(json.dumps(server.register_service_account("mailbridge@project.iam.gserviceaccount.com")))
+    return (
+        f'provider = "google"\nflow = "service_account"\nservice_account_file = "{key_file}"\n'
+        f'token_url = "{server.token_url}"'
+    )
+
+
+@pytest.mark.parametrize("provider", ["generic", "microsoft", "google"])
+def test_ingest_and_acknowledgement_with_oauth_on_both_sides(
+    mailstack_oauth, oauth_server, smtp, tmp_path, db_url, provider
+):
     """A customer's mail fetched over IMAP with XOAUTH2, its acknowledgement sent with SMTP AUTH
-    XOAUTH2 — one token for both; read back from the SMTP server."""
+    XOAUTH2 — one token for both, from each provider's library; read back from the SMTP server."""
     mailstack_oauth.add_users(MAILBOX)
-    oauth_server.register_client("app-support", SECRET, mailbox=MAILBOX)
-    path = _config(tmp_path, mailstack_oauth, smtp, _app_only(oauth_server), db_url=db_url)
+    path = _config(tmp_path, mailstack_oauth, smtp, _provider_config(provider, oauth_server, tmp_path), db_url=db_url)
     app = App(load_settings(path, ENV))
     app.upgrade_db()
     try:
