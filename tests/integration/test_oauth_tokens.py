@@ -330,3 +330,70 @@ def test_a_wrong_token_key_is_a_permanent_error_with_a_hint(oauth_server, factor
     with pytest.raises(TokenError) as exc:
         other.token()
     assert exc.value.permanent and exc.value.code == "token_key" and "tokens.key" in exc.value.hint
+
+
+def test_two_apps_on_one_database_share_one_token(oauth_server, db_url, tmp_path, monkeypatch):
+    """Two `App`s built from one configuration (two instances of the service), each with its IMAP
+    poller's and its SMTP sender's use of the account's token, all at once: one token request."""
+    from mailbridge.app import App
+    from mailbridge.settings import load_settings
+
+    client = oauth_server.register_client("mailbridge", mailbox=USER)
+    monkeypatch.setenv("MB_T_SECRET", client.secret)
+    monkeypatch.setenv("MB_T_KEY", KEY)
+    path = tmp_path / "mailbridge.toml"
+    path.write_text(
+        f"""
+var_dir = "{tmp_path / "var"}"
+[database]
+url = "{db_url}"
+[[accounts]]
+name = "support"
+host = "127.0.0.1"
+tls = "none"
+user = "{USER}"
+auth = "oauth2"
+[accounts.oauth2]
+provider = "generic"
+flow = "client_credentials"
+token_url = "{oauth_server.token_url}"
+client_id = "mailbridge"
+client_secret_env = "MB_T_SECRET"
+[[queues]]
+name = "support"
+addresses = ["{USER}"]
+account = "support"
+[smtp]
+host = "127.0.0.1"
+tls = "none"
+user = "{USER}"
+auth = "oauth2"
+oauth2_account = "support"
+[tokens]
+key_env = "MB_T_KEY"
+""",
+        encoding="utf-8",
+    )
+    settings = load_settings(path)
+    apps = [App(settings), App(settings)]
+    try:
+        apps[0].upgrade_db()
+        sources = [s for a in apps for s in (a.token_sources["support"], a.smtp_tokens)]
+        assert sources[0] is sources[1] and sources[0].owner != sources[2].owner  # shared within, not across
+        barrier = threading.Barrier(len(sources))
+        got = []
+
+        def use(source):
+            barrier.wait()
+            got.append(source.token().value)
+
+        threads = [threading.Thread(target=use, args=(src,)) for src in sources]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(got) == 4 and len(set(got)) == 1
+        assert oauth_server.token_requests() == 1
+    finally:
+        for a in apps:
+            a.close()
