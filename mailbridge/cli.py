@@ -492,7 +492,7 @@ def auth_login(ctx: click.Context, login: str) -> None:
         source = _oauth_source(app, login)
         try:
             if source.settings.flow is not OAuthFlow.DEVICE_CODE:
-                token = source.token()
+                token = source.token(force=True)
                 click.echo(
                     f"{login}: flow {source.settings.flow.value} needs no sign-in; a token was issued, "
                     f"valid until {token.expires_at:%Y-%m-%d %H:%M:%S %Z}"

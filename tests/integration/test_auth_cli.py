@@ -94,6 +94,7 @@ def test_auth_status_test_and_an_expired_secret(mailstack_oauth, oauth_server, s
     assert "oauth2, the token of main" in out  # SMTP shares the account's token
 
     # `auth test`: a real IMAP login (XOAUTH2 at Dovecot) and a real SMTP AUTH XOAUTH2.
+    log_before = len(mailstack_oauth.dovecot_log())  # the stack (and its log) is the session's
     code, out, everything = _run(path, "auth", "test", "main")
     assert code == 0, everything
     lines = out.splitlines()
@@ -105,7 +106,7 @@ def test_auth_status_test_and_an_expired_secret(mailstack_oauth, oauth_server, s
         f"SMTP 127.0.0.1:{smtp.port}: OK: 127.0.0.1:{smtp.port} accepted the connection (AUTH XOAUTH2 as {MAILBOX})"
     )
     assert [(x.mechanism, x.user, x.ok) for x in smtp.logins] == [("XOAUTH2", MAILBOX, True)]
-    assert f"user=<{MAILBOX}>, method=XOAUTH2" in mailstack_oauth.dovecot_log()
+    assert f"user=<{MAILBOX}>, method=XOAUTH2" in mailstack_oauth.dovecot_log()[log_before:]
     assert oauth_server.token_requests("client_credentials") == 1  # one token for IMAP and SMTP
 
     code, out, _ = _run(path, "auth", "status")
@@ -174,10 +175,11 @@ def test_auth_login_device_code_prints_url_and_code_then_stores_the_token(
     code, out, _ = _run(path, "auth", "status")
     assert code == 0, out
     # IMAP with OAUTHBEARER (Dovecot offers it), SMTP with XOAUTH2 (aiosmtplib's mechanism).
+    log_before = len(mailstack_oauth.dovecot_log())
     code, out, everything = _run(path, "auth", "test", "main")
     assert code == 0, everything
     assert "SASL OAUTHBEARER" in out
-    assert f"user=<{MAILBOX}>, method=OAUTHBEARER" in mailstack_oauth.dovecot_log()
+    assert f"user=<{MAILBOX}>, method=OAUTHBEARER" in mailstack_oauth.dovecot_log()[log_before:]
     assert [x.mechanism for x in smtp.logins] == ["XOAUTH2"]
     for tok in oauth_server.access_tokens() + oauth_server.live_refresh_tokens():
         assert tok not in everything
@@ -215,6 +217,7 @@ def test_ingest_and_acknowledgement_with_oauth_on_both_sides(
     path = _config(tmp_path, mailstack_oauth, smtp, _provider_config(provider, oauth_server, tmp_path), db_url=db_url)
     app = App(load_settings(path, ENV))
     app.upgrade_db()
+    log_before = len(mailstack_oauth.dovecot_log())
     try:
         # Into the mailbox by IMAP APPEND (a password login): with the oauth2 passdb, this stack's LMTP
         # cannot deliver ("All password databases were skipped" at its userdb lookup; testbed issue).
@@ -236,7 +239,7 @@ def test_ingest_and_acknowledgement_with_oauth_on_both_sides(
         assert smtp.senders == [MAILBOX.lower()]
         assert [(x.mechanism, x.ok) for x in smtp.logins] == [("XOAUTH2", True)]
         assert oauth_server.token_requests() == 1
-        assert f"user=<{MAILBOX}>, method=XOAUTH2" in mailstack_oauth.dovecot_log()
+        assert f"user=<{MAILBOX}>, method=XOAUTH2" in mailstack_oauth.dovecot_log()[log_before:]
         print(ack.as_string()[:1500])
     finally:
         app.close()
@@ -276,6 +279,7 @@ def test_a_token_expiring_during_idle_is_renewed_before_the_reconnect(
     app = App(load_settings(path, ENV))
     app.upgrade_db()
     poller = app.poller("main")
+    log_before = len(mailstack_oauth.dovecot_log())  # the stack (and its log) is the session's
     try:
         started = time.monotonic()
         poller.tick(30, threading.Event())  # connects, IDLEs, and stops when the token is due
@@ -289,7 +293,7 @@ def test_a_token_expiring_during_idle_is_renewed_before_the_reconnect(
         report = poller.cycle()
         assert report.dispositions == {"processed": 1}
         assert oauth_server.token_requests("client_credentials") == 2
-        assert mailstack_oauth.dovecot_log().count(f"user=<{MAILBOX}>, method=XOAUTH2") == 2
+        assert mailstack_oauth.dovecot_log()[log_before:].count(f"user=<{MAILBOX}>, method=XOAUTH2") == 2
     finally:
         poller.close()
         app.close()

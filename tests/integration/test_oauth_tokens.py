@@ -153,6 +153,29 @@ def test_expired_client_secret_is_reauth_required(oauth_server, factory):
     assert source.stored().reauth_required
 
 
+def test_a_refusal_that_needs_a_person_is_asked_again_only_slowly(oauth_server, factory):
+    """The outbox sender asks for SMTP's token every few seconds: an expired secret must not be sent
+    to the endpoint each time (Microsoft throttles such loops). permanent_retry (300 s) apart,
+    unless forced (`auth test`, `auth login`: a person has just acted)."""
+    client = oauth_server.register_client("mailbridge", mailbox=USER)
+    oauth_server.expire_secret("mailbridge")
+    clock = Clock()
+    source = _source(_generic_cc(oauth_server, client.secret), factory, clock)
+    for _ in range(5):
+        with pytest.raises(TokenError) as exc:
+            source.token()
+        assert exc.value.permanent and exc.value.code == "AADSTS7000222"
+        clock.advance(seconds=30)
+    assert oauth_server.token_requests("client_credentials") == 1
+    clock.advance(seconds=300)
+    with pytest.raises(TokenError):
+        source.token()
+    assert oauth_server.token_requests("client_credentials") == 2
+    with pytest.raises(TokenError):
+        source.token(force=True)
+    assert oauth_server.token_requests("client_credentials") == 3
+
+
 def test_endpoint_down_is_transient_and_a_valid_token_is_used_meanwhile(oauth_server, factory):
     client = oauth_server.register_client("mailbridge", mailbox=USER)
     clock = Clock()
