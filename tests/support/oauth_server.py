@@ -226,7 +226,8 @@ class _RefreshToken(grants.RefreshTokenGrant):
         token = state._by_refresh.get(refresh_token)
         if token is None:
             return None
-        revoked = state._revoked_users.get((token.user or "").lower())
+        user = (token.user or "").lower()
+        revoked = state._revoked_users.get((user, None)) or state._revoked_users.get((user, token.client_id))
         client = state._clients.get(token.client_id)
         if revoked is not None:
             raise AadstsInvalidGrant(revoked)
@@ -296,7 +297,8 @@ class _JWTBearer(JWTBearerGrant):
 
     def has_granted_permission(self, client, user):
         # Domain-wide delegation: the service account may act for every user, unless withdrawn.
-        return not client.consent_revoked and user not in self.server.state._revoked_users
+        revoked = self.server.state._revoked_users
+        return not client.consent_revoked and (user, None) not in revoked and (user, client.client_id) not in revoked
 
 
 class _DeviceAuthorization(DeviceAuthorizationEndpoint):
@@ -336,6 +338,17 @@ class _Introspection(IntrospectionEndpoint):
 
     def introspect_token(self, token):
         return self.server.state._introspection(token)
+
+    def create_introspection_payload(self, token):
+        payload = super().create_introspection_payload(token)
+        self.server.state.introspections.append(
+            {
+                "token": token.access_token if token else None,
+                "active": payload["active"],
+                "username": payload.get("username"),
+            }
+        )
+        return payload
 
 
 class _Revocation(RevocationEndpoint):
@@ -500,10 +513,13 @@ class OAuthServer:
             self._by_refresh: dict[str, Token] = {}
             self._device: dict[str, DeviceCredentialDict] = {}
             self._user_grants: dict[str, tuple[str, bool]] = {}
-            self._revoked_users: dict[str, int] = {}
+            # (user, client_id or None for every client) -> the AADSTS code of the refusal
+            self._revoked_users: dict[tuple[str, str | None], int] = {}
             self._counts: Counter[str] = Counter()
             self._failing: tuple[int, int | None, int | None] | None = None
             self.requests: list[dict[str, Any]] = []
+            # every introspection answered (Dovecot's, the SMTP server's): token, active, username
+            self.introspections: list[dict[str, Any]] = []
             self.access_token_lifetime = 3600
             self.device_code_lifetime = 900
             self.device_interval = 1
@@ -713,21 +729,24 @@ class OAuthServer:
             return [c["user_code"] for c in self._device.values()]
 
     def revoke_consent(self, user: str | None = None, *, client_id: str | None = None, code: int = 50173) -> None:
-        """The user's grant is gone (password changed, consent withdrawn): refresh tokens of ``user``
-        answer ``invalid_grant`` with ``AADSTS{code}``, and the user's access tokens stop being active.
-        ``client_id``: the admin withdrew the app's consent (every grant of that client fails, AADSTS65001)."""
+        """A grant is gone (password changed, consent withdrawn): refresh tokens answer ``invalid_grant``
+        with ``AADSTS{code}`` and the access tokens concerned stop being active. ``user``: that user's
+        grants (to ``client_id`` only, when given); ``client_id`` alone: the admin withdrew the app's
+        consent, every grant of that client fails (AADSTS65001)."""
         with self._lock:
             if user is not None:
-                self._revoked_users[user.lower()] = code
-            if client_id is not None:
+                self._revoked_users[(user.lower(), client_id)] = code
+            elif client_id is not None:
                 self._clients[client_id].consent_revoked = True
             for token in self._by_access.values():
-                if (user is not None and (token.user or "") == user.lower()) or token.client_id == client_id:
+                if (user is None or (token.user or "") == user.lower()) and (
+                    client_id is None or token.client_id == client_id
+                ):
                     token.revoked = True
 
-    def restore_consent(self, user: str) -> None:
+    def restore_consent(self, user: str, client_id: str | None = None) -> None:
         with self._lock:
-            self._revoked_users.pop(user.lower(), None)
+            self._revoked_users.pop((user.lower(), client_id), None)
 
     def expire_secret(self, client_id: str) -> None:
         """The client secret's end date passed: every request with it answers ``invalid_client`` (AADSTS7000222)."""
@@ -785,7 +804,12 @@ class OAuthServer:
             if kind in ("token", "device_authorization"):
                 grant = request.form.get("grant_type", "") if kind == "token" else "device_authorization"
                 self._counts[grant] += 1
-                entry = {"endpoint": kind, "grant_type": grant, "client_id": request.form.get("client_id")}
+                entry = {
+                    "endpoint": kind,
+                    "grant_type": grant,
+                    "client_id": request.form.get("client_id"),
+                    "at": time.monotonic(),
+                }
                 self.requests.append(entry)
                 if self._failing is not None:
                     status, times, retry_after = self._failing
