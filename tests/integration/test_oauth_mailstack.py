@@ -7,10 +7,13 @@ The first tests check the test bed itself with plain imapclient; the scenarios o
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import os
 import secrets
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -145,6 +148,7 @@ class Bed:
         alerts: bool = False,
         smtp_own_app: bool = False,
         name: str = "mailbridge.toml",
+        log_level: str = "info",
     ) -> Path:
         """A complete config: account "main" (SUPPORT, OAuth2 generic ``flow``), optionally "second"
         (SECOND, password), SMTP with XOAUTH2 on main's token (or on an app of its own)."""
@@ -235,6 +239,7 @@ lease_seconds = 5
 
 [logging]
 format = "json"
+level = "{log_level}"
 """,
             encoding="utf-8",
         )
@@ -258,8 +263,13 @@ format = "json"
     def assert_no_secret_in(self, *logs: Path) -> None:
         """No client secret, no refresh token (the seed and every rotated one), no access token the
         server issued, no token-store key, in any of the service's logs."""
-        issued = [*self.server.access_tokens(), *self.server._by_refresh]
-        needles = [*self.secrets, *issued]
+        access = self.server.access_tokens()
+        issued = [*access, *self.server._by_refresh]
+        # also as they go over the wire: base64 in the SASL exchange (a debug log may show that)
+        sasl = [
+            base64.b64encode(f"user={SUPPORT_ADDRESS}\x01auth=Bearer {t}\x01\x01".encode()).decode() for t in access
+        ] + [base64.b64encode(f"n,a={SUPPORT_ADDRESS},\x01auth=Bearer {t}\x01\x01".encode()).decode() for t in access]
+        needles = [*self.secrets, *issued, *sasl]
         assert issued, "the server issued no token: nothing was checked"
         for log in logs:
             text = log.read_text(encoding="utf-8", errors="replace")
@@ -476,3 +486,46 @@ def test_two_instances_share_one_token_without_a_refresh_race(bed: Bed):
     assert len(bed.smtp.received) == 2  # each mail acknowledged once
     assert one.stop() == 0 and two.stop() == 0
     bed.assert_no_secret_in(one.log, two.log)
+
+
+def test_no_secret_or_token_in_the_log_even_at_debug_level_nor_in_the_cli_output(bed: Bed):
+    """At log level debug (libraries included), through renewals with rotated refresh tokens, a token
+    endpoint answering 503, an expired SMTP client secret (invalid_client) and a revoked grant
+    (invalid_grant): no client secret, refresh token, access token (also not base64 in a SASL
+    exchange) nor the token-store key in the log; nor in ``check-config`` / ``auth status``."""
+    seed = bed.server.mint_refresh_token(IMAP_APP, SUPPORT_ADDRESS, "imap offline_access")
+    bed.env[REFRESH_ENV] = seed
+    bed.secrets.append(seed)
+    bed.server.access_token_lifetime = 4
+    config = bed.config(flow="refresh_token", refresh_margin=1, smtp_own_app=True, log_level="debug")
+    svc = bed.service(config)
+    svc.wait_started()
+    bed.customer_mail("Erste Meldung")
+    bed.acks(1)
+    svc.wait("two renewals", lambda: len(svc.named("oauth_token_renewed")) >= 3, 30)
+    bed.server.fail(503, times=2)
+    svc.wait("the endpoint's 503", lambda: svc.named("oauth_token_unavailable"), 30)
+    bed.server.expire_secret(SMTP_APP)
+    bed.customer_mail("Zweite Meldung")
+    svc.wait("the SMTP token refused", lambda: [e for e in svc.named("oauth_reauth_required") if e["login"] == "smtp"])
+    bed.server.revoke_consent(SUPPORT_ADDRESS, client_id=IMAP_APP)
+    svc.wait("main refused", lambda: [e for e in svc.named("oauth_reauth_required") if e["login"] == "main"], 30)
+    assert svc.stop() == 0
+    assert len(bed.server._by_refresh) >= 3  # rotated tokens to look for
+    assert any(e.get("level") == "debug" for e in svc.events()), "the log is not at debug level"
+    bed.assert_no_secret_in(svc.log)
+
+    outputs = []
+    for args in (["check-config"], ["auth", "status"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "mailbridge", "--config", str(config), *args],
+            env=bed.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        outputs.append(bed.tmp_path / f"{args[-1]}.out")
+        outputs[-1].write_text(run.stdout + run.stderr, encoding="utf-8")
+        assert "No such command" not in run.stderr, run.stderr
+    bed.assert_no_secret_in(*outputs)
