@@ -210,6 +210,23 @@ class OutboxSender:
             await smtp.login(self.smtp.user, self.smtp.password.get_secret_value())
         return smtp
 
+    async def check_login(self) -> str:
+        """Connect and log in as the service would, then QUIT (``mailbridge auth test``); what was
+        done, in words. Raises what the connection or login raised."""
+        smtp = await self._connect()
+        try:
+            how = "no login"
+            if self.tokens is not None:
+                how = f"AUTH XOAUTH2 as {self.smtp.user}"
+            elif self.smtp.user:
+                how = f"password login as {self.smtp.user}"
+            return f"{self.smtp.host}:{self.smtp.port} accepted the connection ({how})"
+        finally:
+            try:
+                await smtp.quit()
+            except Exception:
+                smtp.close()
+
     async def run_once(self) -> SendReport:
         """Claim and send one batch; returns what happened. Never raises for SMTP trouble."""
         report = SendReport()
