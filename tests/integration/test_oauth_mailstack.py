@@ -453,8 +453,10 @@ def test_revoked_consent_is_reauth_required_one_alert_and_the_other_account_keep
     engine = _engine(bed.db_url)
     try:
         with engine.connect() as c:
-            row = c.execute(select(OAuthToken).where(OAuthToken.name == "main")).scalar_one()
-            assert row.reauth_required and row.error_code == "AADSTS50173"
+            row = c.execute(
+                select(OAuthToken.reauth_required, OAuthToken.error_code).where(OAuthToken.name == "main")
+            ).one()
+            assert row == (True, "AADSTS50173")
     finally:
         engine.dispose()
     assert svc.stop() == 0
