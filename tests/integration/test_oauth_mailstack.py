@@ -26,7 +26,7 @@ from imapclient.exceptions import LoginError
 from sqlalchemy import select
 
 from mailbridge.store.db import make_engine
-from mailbridge.store.models import OAuthToken, Ticket
+from mailbridge.store.models import OAuthToken, Outbox, Ticket
 from tests.mailstack import (  # noqa: F401  (fixtures)
     MailStack,
     mailstack_oauth_fixture,
@@ -531,3 +531,43 @@ def test_no_secret_or_token_in_the_log_even_at_debug_level_nor_in_the_cli_output
         outputs[-1].write_text(run.stdout + run.stderr, encoding="utf-8")
         assert "No such command" not in run.stderr, run.stderr
     bed.assert_no_secret_in(*outputs)
+
+
+def test_an_expired_smtp_secret_keeps_the_mail_and_does_not_hammer_the_token_endpoint(bed: Bed):
+    """SMTP logs in with an app of its own whose client secret expired (invalid_client, AADSTS7000222).
+    The acknowledgement waits in the outbox (nothing lost), IMAP keeps ingesting, ``auth status`` says
+    a person must act (exit 2, the code named), and the token endpoint is not asked again at every
+    outbox run (every second here): a refusal that needs a person is retried slowly, like an IMAP
+    account's reauth_required (permanent_fault_retry), not at the pace of the outbox."""
+    config = bed.config(smtp_own_app=True)
+    bed.server.expire_secret(SMTP_APP)
+    svc = bed.service(config)
+    svc.wait_started()
+    bed.customer_mail("Meldung ohne SMTP")
+    svc.wait("the SMTP token refused", lambda: [e for e in svc.named("oauth_reauth_required") if e["login"] == "smtp"])
+    svc.wait("the case", lambda: _tickets(bed.db_url))
+    time.sleep(15)  # fifteen outbox runs
+    refused = [e for e in svc.named("oauth_reauth_required") if e["login"] == "smtp"]
+    asked = [r for r in bed.server.requests if r.get("error") == "invalid_client"]
+    print(f"\n~15 s: {len(asked)} token requests with the expired secret, {len(refused)} error lines")
+    assert not bed.smtp.received  # nothing went out ...
+    engine = _engine(bed.db_url)
+    try:
+        with engine.connect() as c:
+            assert c.execute(select(Outbox.status)).scalars().all() == ["queued"]  # ... and nothing is lost
+    finally:
+        engine.dispose()
+    status = subprocess.run(
+        [sys.executable, "-m", "mailbridge", "--config", str(config), "auth", "status"],
+        env=bed.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    print(status.stdout)
+    assert status.returncode == 2, status.stdout + status.stderr
+    assert "smtp" in status.stdout and "AADSTS7000222" in status.stdout
+    assert svc.stop() == 0
+    assert len(asked) <= 2, f"the expired SMTP secret was sent to the token endpoint {len(asked)} times in ~15 s"
+    assert len(refused) <= 2, f"{len(refused)} error lines for one expired secret in ~15 s"
