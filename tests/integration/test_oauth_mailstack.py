@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import json
 import os
 import secrets
 import subprocess
@@ -33,7 +34,12 @@ from tests.mailstack import (  # noqa: F401  (fixtures)
     mailstack_oauth_session_fixture,
 )
 from tests.support import SUPPORT_ADDRESS, make_mail
-from tests.support.oauth_server import OAuthServer, oauth_server_fixture, oauth_server_session_fixture  # noqa: F401
+from tests.support.oauth_server import (  # noqa: F401  (fixtures)
+    JWT_BEARER_GRANT,
+    OAuthServer,
+    oauth_server_fixture,
+    oauth_server_session_fixture,
+)
 from tests.support.oauth_smtp import OAuthSmtpSink
 from tests.support.service import Service
 
@@ -149,6 +155,7 @@ class Bed:
         smtp_own_app: bool = False,
         name: str = "mailbridge.toml",
         log_level: str = "info",
+        oauth2_table: str | None = None,
     ) -> Path:
         """A complete config: account "main" (SUPPORT, OAuth2 generic ``flow``), optionally "second"
         (SECOND, password), SMTP with XOAUTH2 on main's token (or on an app of its own)."""
@@ -184,6 +191,13 @@ refresh_margin = {refresh_margin}
 """
         else:
             smtp_auth = 'oauth2_account = "main"\n'
+        generic = f"""provider = "generic"
+flow = "{flow}"
+token_url = "{self.server.token_url}"
+client_id = "{IMAP_APP}"
+{creds}
+scopes = ["imap", "offline_access"]
+refresh_margin = {refresh_margin}"""
         path = self.tmp_path / name
         path.write_text(
             f"""
@@ -203,13 +217,7 @@ poll_interval = {poll_interval}
 permanent_fault_retry = 3600
 
 [accounts.oauth2]
-provider = "generic"
-flow = "{flow}"
-token_url = "{self.server.token_url}"
-client_id = "{IMAP_APP}"
-{creds}
-scopes = ["imap", "offline_access"]
-refresh_margin = {refresh_margin}
+{oauth2_table or generic}
 
 [[queues]]
 name = "support"
@@ -339,6 +347,47 @@ def test_ingest_and_acknowledgement_with_oauth_on_imap_and_smtp(bed: Bed):
     assert bed.server.token_requests("client_credentials") == 1
     assert all(i["active"] for i in bed.server.introspections), bed.server.introspections
     svc.wait("the mail to be moved to Processed", lambda: _inbox_count(bed.stack, SUPPORT_ADDRESS) == 0)
+    assert svc.stop() == 0
+    svc.assert_stopped_cleanly()
+    bed.assert_no_secret_in(svc.log)
+
+
+@pytest.mark.parametrize("provider", ["microsoft", "google"])
+def test_ingest_and_acknowledgement_through_msal_and_google_auth(bed: Bed, provider: str):
+    """The same through the providers' own libraries pointed at the local server: Microsoft app-only
+    (msal, an https authority with the test CA) and a Google service account with domain-wide
+    delegation (google-auth, its assertion signed with the key file's private key)."""
+    if provider == "microsoft":
+        table = f"""provider = "microsoft"
+flow = "client_credentials"
+tenant = "contoso"
+authority = "{bed.server.authority("contoso")}"
+ca_file = "{bed.server.ca_file}"
+client_id = "{IMAP_APP}"
+client_secret_env = "{SECRET_ENV}"
+"""
+        grant = "client_credentials"
+    else:
+        info = bed.server.register_service_account("mailbridge@desk-project.iam.gserviceaccount.com")
+        key_file = bed.tmp_path / "service-account.json"
+        key_file.write_text(json.dumps(info), encoding="utf-8")
+        bed.secrets.append(info["private_key"].splitlines()[1])  # a line of the PEM body
+        table = f"""provider = "google"
+flow = "service_account"
+service_account_file = "{key_file}"
+token_url = "{bed.server.token_url}"
+"""
+        grant = JWT_BEARER_GRANT
+    mid = bed.customer_mail("Lizenzserver startet nicht")
+    svc = bed.service(bed.config(oauth2_table=table))
+    svc.wait_started()
+    [ack] = bed.acks(1)
+    assert ack["In-Reply-To"] == mid and CUSTOMER[1] in ack["To"]
+    assert bed.server.token_requests(grant) == 1 and bed.server.token_requests() == 1
+    token = bed.server.access_tokens()[0]
+    assert bed.server.introspect(token)["username"] == SUPPORT_ADDRESS
+    assert f"user=<{SUPPORT_ADDRESS}>, method=XOAUTH2" in bed.stack.dovecot_log()
+    assert [(x.mechanism, x.user, x.ok) for x in bed.smtp.logins] == [("XOAUTH2", SUPPORT_ADDRESS, True)]
     assert svc.stop() == 0
     svc.assert_stopped_cleanly()
     bed.assert_no_secret_in(svc.log)
