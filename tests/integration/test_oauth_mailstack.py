@@ -352,11 +352,12 @@ def test_ingest_and_acknowledgement_with_oauth_on_imap_and_smtp(bed: Bed):
     bed.assert_no_secret_in(svc.log)
 
 
-@pytest.mark.parametrize("provider", ["microsoft", "google"])
+@pytest.mark.parametrize("provider", ["microsoft", "microsoft-certificate", "google"])
 def test_ingest_and_acknowledgement_through_msal_and_google_auth(bed: Bed, provider: str):
     """The same through the providers' own libraries pointed at the local server: Microsoft app-only
-    (msal, an https authority with the test CA) and a Google service account with domain-wide
-    delegation (google-auth, its assertion signed with the key file's private key)."""
+    (msal, an https authority with the test CA) with a client secret or a certificate, and a Google
+    service account with domain-wide delegation (google-auth, its assertion signed with the key
+    file's private key)."""
     if provider == "microsoft":
         table = f"""provider = "microsoft"
 flow = "client_credentials"
@@ -365,6 +366,21 @@ authority = "{bed.server.authority("contoso")}"
 ca_file = "{bed.server.ca_file}"
 client_id = "{IMAP_APP}"
 client_secret_env = "{SECRET_ENV}"
+"""
+        grant = "client_credentials"
+    elif provider == "microsoft-certificate":
+        pem, thumbprint = bed.server.register_certificate_client("mailbridge-cert", mailbox=SUPPORT_ADDRESS)
+        cert_file = bed.tmp_path / "app-certificate.pem"
+        cert_file.write_bytes(pem)
+        bed.secrets.append(pem.decode().splitlines()[1])  # a line of the private key
+        table = f"""provider = "microsoft"
+flow = "client_credentials"
+tenant = "contoso"
+authority = "{bed.server.authority("contoso")}"
+ca_file = "{bed.server.ca_file}"
+client_id = "mailbridge-cert"
+certificate_file = "{cert_file}"
+certificate_thumbprint = "{thumbprint}"
 """
         grant = "client_credentials"
     else:

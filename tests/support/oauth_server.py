@@ -69,7 +69,7 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
-from authlib.oauth2.rfc7523 import JWTBearerGrant
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion, JWTBearerGrant
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from authlib.oauth2.rfc8628.models import DeviceCredentialDict
@@ -133,6 +133,9 @@ class Client(ClientMixin):
     mailbox: str | None = None
     may_introspect: bool = False
     public_key: Any = None  # jwk.RSAKey: service accounts (jwt-bearer)
+    # jwk.RSAKey of the app's certificate: it authenticates with a signed client_assertion (RFC 7523
+    # §2.2, what msal sends for client_credential={"private_key", "thumbprint"})
+    certificate_key: Any = None
     secret_expired: bool = False
     consent_revoked: bool = False  # admin consent withdrawn: every grant of this client fails
 
@@ -156,6 +159,8 @@ class Client(ClientMixin):
         return True
 
     def check_endpoint_auth_method(self, method, endpoint):
+        if method == _ClientAssertion.CLIENT_AUTH_METHOD:
+            return self.certificate_key is not None
         if method == "none":
             return self.secret is None
         if method in ("client_secret_basic", "client_secret_post"):
@@ -207,8 +212,32 @@ class Token(TokenMixin):
 # -- authlib's grants and endpoints, bound to the state of one OAuthServer ---------------------------------
 
 
+class _ClientAssertion(JWTBearerClientAssertion):
+    """Client authentication by a JWT signed with the app's certificate key (``client_assertion``)."""
+
+    def __init__(self, state: OAuthServer):
+        super().__init__(validate_jti=True)
+        self.state = state
+
+    def resolve_client_public_key(self, client):
+        return client.certificate_key
+
+    def get_audiences(self):
+        # msal signs for the token endpoint it posts to (/{tenant}/oauth2/v2.0/token)
+        return [*self.state.token_urls, self.state._request_url]
+
+    def validate_jti(self, claims, jti):
+        if jti in self.state._seen_jti:
+            return False
+        self.state._seen_jti.add(jti)
+        return True
+
+
+CLIENT_AUTH = ["client_secret_basic", "client_secret_post", _ClientAssertion.CLIENT_AUTH_METHOD]
+
+
 class _ClientCredentials(grants.ClientCredentialsGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH
 
     def validate_token_request(self):
         super().validate_token_request()
@@ -218,7 +247,7 @@ class _ClientCredentials(grants.ClientCredentialsGrant):
 
 
 class _RefreshToken(grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]  # noqa: RUF012
+    TOKEN_ENDPOINT_AUTH_METHODS = [*CLIENT_AUTH, "none"]  # noqa: RUF012
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
 
     def authenticate_refresh_token(self, refresh_token):
@@ -389,6 +418,7 @@ class _AuthorizationServer(AuthorizationServer):
                 expires_generator=lambda client, grant_type: state.access_token_lifetime,
             ),
         )
+        self.register_client_auth_method(_ClientAssertion.CLIENT_AUTH_METHOD, _ClientAssertion(state))
         for grant in (_ClientCredentials, _RefreshToken, _DeviceCode, _JWTBearer):
             self.register_grant(grant)
         for endpoint in (_DeviceAuthorization, _Introspection, _Revocation):
@@ -520,6 +550,7 @@ class OAuthServer:
             self.requests: list[dict[str, Any]] = []
             # every introspection answered (Dovecot's, the SMTP server's): token, active, username
             self.introspections: list[dict[str, Any]] = []
+            self._seen_jti: set[str] = set()
             self.access_token_lifetime = 3600
             self.device_code_lifetime = 900
             self.device_interval = 1
@@ -704,6 +735,34 @@ class OAuthServer:
             "token_uri": self.token_url,
         }
 
+    def register_certificate_client(self, client_id: str, *, mailbox: str | None = None) -> tuple[bytes, str]:
+        """An app registration with a certificate instead of a secret (Microsoft app-only): returns the
+        PEM with its private key and certificate (what ``certificate_file`` holds) and the
+        certificate's SHA-1 thumbprint in hex, as the portal shows it."""
+        import trustme
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        # RSA, as Entra ID wants it (trustme makes ECDSA keys by default)
+        leaf = trustme.CA(key_type=trustme.KeyType.RSA).issue_cert(
+            f"{client_id}.apps.example", key_type=trustme.KeyType.RSA
+        )
+        cert_pem = leaf.cert_chain_pems[0].bytes()
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        public = cert.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        client = Client(
+            client_id,
+            None,
+            DEFAULT_GRANTS,
+            mailbox=mailbox.lower() if mailbox else None,
+            certificate_key=jwk.RSAKey.import_key(public),
+        )
+        with self._lock:
+            self._clients[client_id] = client
+        return leaf.private_key_pem.bytes() + cert_pem, cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303
+
     def mint_refresh_token(self, client_id: str, user: str, scope: str = "offline_access") -> str:
         """A refresh token as if ``user`` had consented to ``client_id`` (an earlier device-code login)."""
         return self._issue(client_id, user, scope, with_refresh=True, grant_type="minted").refresh_token  # type: ignore[return-value]
@@ -820,6 +879,7 @@ class OAuthServer:
                     body = {"error": "temporarily_unavailable", "error_description": "test: failing"}
                     return status, body, headers
             self._request_base = base
+            self._request_url = base + path
             self._request_tenant = path.split("/oauth2/")[0].strip("/") if "/oauth2/" in path else None
             try:
                 if kind == "token":
