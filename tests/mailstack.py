@@ -459,7 +459,9 @@ timeout_msecs = 5000
         dovecot = pwd.getpwnam("dovecot")
         os.chown(self.dovecot_oauth2_conf, dovecot.pw_uid, dovecot.pw_gid)
         self.dovecot_oauth2_conf.chmod(0o600)
-        return f"""  mechanisms = plain login
+        # "none": lookups without a mechanism (LMTP's userdb lookup of a recipient) still use the
+        # passwd-file; without it Dovecot skips every passdb and delivery fails.
+        return f"""  mechanisms = plain login none
 }}
 passdb {{
   driver = oauth2

@@ -69,7 +69,7 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
-from authlib.oauth2.rfc7523 import JWTBearerGrant
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion, JWTBearerGrant
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from authlib.oauth2.rfc8628.models import DeviceCredentialDict
@@ -133,6 +133,9 @@ class Client(ClientMixin):
     mailbox: str | None = None
     may_introspect: bool = False
     public_key: Any = None  # jwk.RSAKey: service accounts (jwt-bearer)
+    # jwk.RSAKey of the app's certificate: it authenticates with a signed client_assertion (RFC 7523
+    # §2.2, what msal sends for client_credential={"private_key", "thumbprint"})
+    certificate_key: Any = None
     secret_expired: bool = False
     consent_revoked: bool = False  # admin consent withdrawn: every grant of this client fails
 
@@ -156,6 +159,8 @@ class Client(ClientMixin):
         return True
 
     def check_endpoint_auth_method(self, method, endpoint):
+        if method == _ClientAssertion.CLIENT_AUTH_METHOD:
+            return self.certificate_key is not None
         if method == "none":
             return self.secret is None
         if method in ("client_secret_basic", "client_secret_post"):
@@ -207,8 +212,32 @@ class Token(TokenMixin):
 # -- authlib's grants and endpoints, bound to the state of one OAuthServer ---------------------------------
 
 
+class _ClientAssertion(JWTBearerClientAssertion):
+    """Client authentication by a JWT signed with the app's certificate key (``client_assertion``)."""
+
+    def __init__(self, state: OAuthServer):
+        super().__init__(validate_jti=True)
+        self.state = state
+
+    def resolve_client_public_key(self, client):
+        return client.certificate_key
+
+    def get_audiences(self):
+        # msal signs for the token endpoint it posts to (/{tenant}/oauth2/v2.0/token)
+        return [*self.state.token_urls, self.state._request_url]
+
+    def validate_jti(self, claims, jti):
+        if jti in self.state._seen_jti:
+            return False
+        self.state._seen_jti.add(jti)
+        return True
+
+
+CLIENT_AUTH = ["client_secret_basic", "client_secret_post", _ClientAssertion.CLIENT_AUTH_METHOD]
+
+
 class _ClientCredentials(grants.ClientCredentialsGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH
 
     def validate_token_request(self):
         super().validate_token_request()
@@ -218,7 +247,7 @@ class _ClientCredentials(grants.ClientCredentialsGrant):
 
 
 class _RefreshToken(grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]  # noqa: RUF012
+    TOKEN_ENDPOINT_AUTH_METHODS = [*CLIENT_AUTH, "none"]  # noqa: RUF012
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
 
     def authenticate_refresh_token(self, refresh_token):
@@ -226,7 +255,8 @@ class _RefreshToken(grants.RefreshTokenGrant):
         token = state._by_refresh.get(refresh_token)
         if token is None:
             return None
-        revoked = state._revoked_users.get((token.user or "").lower())
+        user = (token.user or "").lower()
+        revoked = state._revoked_users.get((user, None)) or state._revoked_users.get((user, token.client_id))
         client = state._clients.get(token.client_id)
         if revoked is not None:
             raise AadstsInvalidGrant(revoked)
@@ -296,7 +326,8 @@ class _JWTBearer(JWTBearerGrant):
 
     def has_granted_permission(self, client, user):
         # Domain-wide delegation: the service account may act for every user, unless withdrawn.
-        return not client.consent_revoked and user not in self.server.state._revoked_users
+        revoked = self.server.state._revoked_users
+        return not client.consent_revoked and (user, None) not in revoked and (user, client.client_id) not in revoked
 
 
 class _DeviceAuthorization(DeviceAuthorizationEndpoint):
@@ -337,6 +368,17 @@ class _Introspection(IntrospectionEndpoint):
     def introspect_token(self, token):
         return self.server.state._introspection(token)
 
+    def create_introspection_payload(self, token):
+        payload = super().create_introspection_payload(token)
+        self.server.state.introspections.append(
+            {
+                "token": token.access_token if token else None,
+                "active": payload["active"],
+                "username": payload.get("username"),
+            }
+        )
+        return payload
+
 
 class _Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]  # noqa: RUF012
@@ -376,6 +418,7 @@ class _AuthorizationServer(AuthorizationServer):
                 expires_generator=lambda client, grant_type: state.access_token_lifetime,
             ),
         )
+        self.register_client_auth_method(_ClientAssertion.CLIENT_AUTH_METHOD, _ClientAssertion(state))
         for grant in (_ClientCredentials, _RefreshToken, _DeviceCode, _JWTBearer):
             self.register_grant(grant)
         for endpoint in (_DeviceAuthorization, _Introspection, _Revocation):
@@ -500,10 +543,14 @@ class OAuthServer:
             self._by_refresh: dict[str, Token] = {}
             self._device: dict[str, DeviceCredentialDict] = {}
             self._user_grants: dict[str, tuple[str, bool]] = {}
-            self._revoked_users: dict[str, int] = {}
+            # (user, client_id or None for every client) -> the AADSTS code of the refusal
+            self._revoked_users: dict[tuple[str, str | None], int] = {}
             self._counts: Counter[str] = Counter()
             self._failing: tuple[int, int | None, int | None] | None = None
             self.requests: list[dict[str, Any]] = []
+            # every introspection answered (Dovecot's, the SMTP server's): token, active, username
+            self.introspections: list[dict[str, Any]] = []
+            self._seen_jti: set[str] = set()
             self.access_token_lifetime = 3600
             self.device_code_lifetime = 900
             self.device_interval = 1
@@ -688,6 +735,34 @@ class OAuthServer:
             "token_uri": self.token_url,
         }
 
+    def register_certificate_client(self, client_id: str, *, mailbox: str | None = None) -> tuple[bytes, str]:
+        """An app registration with a certificate instead of a secret (Microsoft app-only): returns the
+        PEM with its private key and certificate (what ``certificate_file`` holds) and the
+        certificate's SHA-1 thumbprint in hex, as the portal shows it."""
+        import trustme
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        # RSA, as Entra ID wants it (trustme makes ECDSA keys by default)
+        leaf = trustme.CA(key_type=trustme.KeyType.RSA).issue_cert(
+            f"{client_id}.apps.example", key_type=trustme.KeyType.RSA
+        )
+        cert_pem = leaf.cert_chain_pems[0].bytes()
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        public = cert.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        client = Client(
+            client_id,
+            None,
+            DEFAULT_GRANTS,
+            mailbox=mailbox.lower() if mailbox else None,
+            certificate_key=jwk.RSAKey.import_key(public),
+        )
+        with self._lock:
+            self._clients[client_id] = client
+        return leaf.private_key_pem.bytes() + cert_pem, cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303
+
     def mint_refresh_token(self, client_id: str, user: str, scope: str = "offline_access") -> str:
         """A refresh token as if ``user`` had consented to ``client_id`` (an earlier device-code login)."""
         return self._issue(client_id, user, scope, with_refresh=True, grant_type="minted").refresh_token  # type: ignore[return-value]
@@ -713,21 +788,24 @@ class OAuthServer:
             return [c["user_code"] for c in self._device.values()]
 
     def revoke_consent(self, user: str | None = None, *, client_id: str | None = None, code: int = 50173) -> None:
-        """The user's grant is gone (password changed, consent withdrawn): refresh tokens of ``user``
-        answer ``invalid_grant`` with ``AADSTS{code}``, and the user's access tokens stop being active.
-        ``client_id``: the admin withdrew the app's consent (every grant of that client fails, AADSTS65001)."""
+        """A grant is gone (password changed, consent withdrawn): refresh tokens answer ``invalid_grant``
+        with ``AADSTS{code}`` and the access tokens concerned stop being active. ``user``: that user's
+        grants (to ``client_id`` only, when given); ``client_id`` alone: the admin withdrew the app's
+        consent, every grant of that client fails (AADSTS65001)."""
         with self._lock:
             if user is not None:
-                self._revoked_users[user.lower()] = code
-            if client_id is not None:
+                self._revoked_users[(user.lower(), client_id)] = code
+            elif client_id is not None:
                 self._clients[client_id].consent_revoked = True
             for token in self._by_access.values():
-                if (user is not None and (token.user or "") == user.lower()) or token.client_id == client_id:
+                if (user is None or (token.user or "") == user.lower()) and (
+                    client_id is None or token.client_id == client_id
+                ):
                     token.revoked = True
 
-    def restore_consent(self, user: str) -> None:
+    def restore_consent(self, user: str, client_id: str | None = None) -> None:
         with self._lock:
-            self._revoked_users.pop(user.lower(), None)
+            self._revoked_users.pop((user.lower(), client_id), None)
 
     def expire_secret(self, client_id: str) -> None:
         """The client secret's end date passed: every request with it answers ``invalid_client`` (AADSTS7000222)."""
@@ -785,7 +863,12 @@ class OAuthServer:
             if kind in ("token", "device_authorization"):
                 grant = request.form.get("grant_type", "") if kind == "token" else "device_authorization"
                 self._counts[grant] += 1
-                entry = {"endpoint": kind, "grant_type": grant, "client_id": request.form.get("client_id")}
+                entry = {
+                    "endpoint": kind,
+                    "grant_type": grant,
+                    "client_id": request.form.get("client_id"),
+                    "at": time.monotonic(),
+                }
                 self.requests.append(entry)
                 if self._failing is not None:
                     status, times, retry_after = self._failing
@@ -796,6 +879,7 @@ class OAuthServer:
                     body = {"error": "temporarily_unavailable", "error_description": "test: failing"}
                     return status, body, headers
             self._request_base = base
+            self._request_url = base + path
             self._request_tenant = path.split("/oauth2/")[0].strip("/") if "/oauth2/" in path else None
             try:
                 if kind == "token":

@@ -45,7 +45,7 @@ def ca_bundle(oauth_server, monkeypatch):
     return oauth_server.ca_file
 
 
-def confidential(server: OAuthServer, client_id: str, secret: str, **kw) -> msal.ConfidentialClientApplication:
+def confidential(server: OAuthServer, client_id: str, secret, **kw) -> msal.ConfidentialClientApplication:
     return msal.ConfidentialClientApplication(
         client_id, client_credential=secret, authority=server.authority("contoso"), instance_discovery=False, **kw
     )
@@ -68,6 +68,19 @@ def test_msal_client_credentials_against_the_local_authority(oauth_server, ca_bu
     # msal's cache answers the second call: one token request in all
     assert app.acquire_token_for_client(scopes=OUTLOOK)["access_token"] == result["access_token"]
     assert oauth_server.token_requests("client_credentials") == 1
+
+
+def test_msal_client_credentials_with_a_certificate(oauth_server, ca_bundle):
+    """App-only with a certificate: msal signs a client_assertion (RS256, x5t = the SHA-1 thumbprint)
+    that the server checks with the certificate's public key; a replayed or foreign one is refused."""
+    pem, thumbprint = oauth_server.register_certificate_client("app-cert", mailbox=MAILBOX)
+    credential = {"private_key": pem.decode(), "thumbprint": thumbprint}
+    result = confidential(oauth_server, "app-cert", credential).acquire_token_for_client(scopes=OUTLOOK)
+    assert oauth_server.introspect(result["access_token"])["username"] == MAILBOX
+    other_pem, _ = OAuthServer().register_certificate_client("someone-else")
+    forged = {"private_key": other_pem.decode(), "thumbprint": thumbprint}
+    refused = confidential(oauth_server, "app-cert", forged).acquire_token_for_client(scopes=OUTLOOK)
+    assert refused["error"] == "invalid_client"
 
 
 def test_msal_instance_discovery_can_point_at_the_local_server(oauth_server, ca_bundle):
