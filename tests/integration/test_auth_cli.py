@@ -116,6 +116,10 @@ def test_auth_status_test_and_an_expired_secret(mailstack_oauth, oauth_server, s
     doc = json.loads(out)
     main = next(x for x in doc["logins"] if x["login"] == "main")
     assert main["level"] == "ok" and main["renewals"] == 1 and main["token_expires"] and main["last_error"] is None
+    # `mailbridge status` has the token slot too: how the account logs in and when its token expires.
+    code, out, _ = _run(path, "status", "--json")
+    (acc,) = json.loads(out)["accounts"]
+    assert acc["auth"] == "oauth2 generic/client_credentials" and acc["token_expires"] == main["token_expires"]
 
     # The client secret expires (AADSTS7000222) and the stored token is gone: reauth_required.
     oauth_server.expire_secret("app-support")
