@@ -102,6 +102,10 @@ def classify_fault(e: BaseException) -> FaultKind:
     return FaultKind.TRANSIENT
 
 
+class _MechanismNotOffered(LoginError):
+    """The server does not offer the configured SASL mechanism (a configuration fault, not the token)."""
+
+
 class ImapMailbox:
     """One logged-in connection to one account, with its watched folder selected."""
 
@@ -114,13 +118,29 @@ class ImapMailbox:
         self.client: IMAPClient | None = None
         self.uidvalidity: int | None = None
         self.capabilities: frozenset[bytes] = frozenset()
+        self._token_refused = False
         # When the token this connection logged in with is due for renewal (None: a password login).
         self.token_renew_at = None
 
     # -- connection ------------------------------------------------------------------------
 
     def connect(self) -> None:
+        """Connect, log in (password, or an OAuth2 token from the token source), select the folder.
+
+        A token the server refuses although the store holds it as valid (sessions revoked, a token
+        that expired under the login) is dropped and the login tried once more at once with a new
+        one; only a refusal of that fresh token is a login fault (slow retry)."""
+        try:
+            self._connect()
+        except FetchError as e:
+            if not self._token_refused:
+                raise
+            log.info("imap_token_refused_retrying", account=self.account.name, error=e.server_says[:200])
+            self._connect()
+
+    def _connect(self) -> None:
         a = self.account
+        self._token_refused = False
         token = None
         if self.tokens is not None:
             try:
@@ -132,6 +152,7 @@ class ImapMailbox:
         ctx = None
         if a.tls != TlsMode.NONE:
             ctx = ssl.create_default_context(cafile=str(a.ca_file) if a.ca_file else None)
+        client = None
         try:
             client = IMAPClient(a.host, port=a.port, ssl=a.tls == TlsMode.IMPLICIT, ssl_context=ctx, timeout=a.timeout)
             # imapclient sets imaplib's debug level to 5, which makes imaplib format a repr of every
@@ -152,9 +173,14 @@ class ImapMailbox:
             info = client.select_folder(a.folder)
         except (IMAPClientError, OSError, ssl.SSLError) as e:
             kind = classify_fault(e)
-            if token is not None and self.tokens is not None and kind is FaultKind.LOGIN:
-                # The server refused this token: the next connect asks for a new one.
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
+            refused = kind is FaultKind.LOGIN and not isinstance(e, _MechanismNotOffered)
+            if token is not None and self.tokens is not None and refused:
+                # The server refused this token: the next login asks for a new one.
                 self.tokens.invalidate(token)
+                self._token_refused = True
             raise FetchError(f"{type(e).__name__}: {e}", kind, server_words(e)) from e
         self.client = client
         self.uidvalidity = int(info[b"UIDVALIDITY"])
@@ -166,7 +192,7 @@ class ImapMailbox:
         user = self.account.user
         if self.tokens.mechanism == "oauthbearer":
             if b"AUTH=OAUTHBEARER" not in {c.upper() for c in client.capabilities()}:
-                raise LoginError('the server does not offer AUTH=OAUTHBEARER (use mechanism = "xoauth2")')
+                raise _MechanismNotOffered('the server does not offer AUTH=OAUTHBEARER (use mechanism = "xoauth2")')
             client.oauthbearer_login(user, token.value)
         else:
             client.oauth2_login(user, token.value, mech="XOAUTH2")

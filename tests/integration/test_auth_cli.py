@@ -334,3 +334,34 @@ def test_the_running_service_with_oauth_logs_no_secret(mailstack_oauth, oauth_se
     secrets += [base64.b64encode(f"user={MAILBOX}\x01auth=Bearer {t}\x01\x01".encode()).decode() for t in tokens]
     for secret in secrets:
         assert secret not in log, f"a secret in the {level} log"
+
+
+def test_a_token_refused_by_the_imap_server_is_replaced_at_once(mailstack_oauth, oauth_server, smtp, tmp_path, db_url):
+    """The stored token is still within its lifetime but the server no longer takes it (sessions
+    revoked): the login is tried once more at once with a new token — no login fault, no slow retry.
+    A fresh token refused too is a login fault (imap_login_failed, permanent_fault_retry)."""
+    mailstack_oauth.add_users(MAILBOX)
+    oauth_server.register_client("app-support", SECRET, mailbox=MAILBOX)
+    path = _config(tmp_path, mailstack_oauth, smtp, _app_only(oauth_server), db_url=db_url)
+    app = App(load_settings(path, ENV))
+    app.upgrade_db()
+    poller = app.poller("main")
+    try:
+        poller.cycle()
+        poller.close()
+        oauth_server.revoke_access_tokens()  # what Entra ID's "revoke sessions" does to IMAP sessions
+        report = poller.cycle()
+        assert report.fetched == 0 and poller.mailbox.client is not None
+        assert oauth_server.token_requests("client_credentials") == 2
+        poller.close()
+        # The app loses its mailbox permission: every token is refused.
+        oauth_server.register_client("app-support", SECRET, mailbox="someone-else@vendor.example")
+        oauth_server.revoke_access_tokens()
+        poller.tick(0.5, threading.Event())
+        assert poller.failures == 1 and poller.retry_at - time.monotonic() > 200
+        assert oauth_server.token_requests("client_credentials") == 3  # the stored one refused, one fresh try
+        with session_scope(app.session_factory) as s:
+            assert s.get(AccountHealth, "main").error_kind == "login"
+    finally:
+        poller.close()
+        app.close()
