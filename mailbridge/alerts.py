@@ -296,15 +296,21 @@ def evaluate(settings: Settings, snap: Snapshot, now: datetime) -> list[Finding]
     return out
 
 
+_PROVIDER_NAMES = {"microsoft": "Microsoft Entra ID", "google": "Google", "generic": "the token endpoint"}
+
+
 def _oauth_facts(settings: Settings, login: str, token) -> dict[str, Any]:
     o = settings.oauth_logins.get(login)
     return {
         "login": login,
         "provider": o.provider.value if o else "",
+        "provider_name": _PROVIDER_NAMES.get(o.provider.value, "the token endpoint") if o else "the token endpoint",
         "flow": o.flow.value if o else "",
         "code": (token.error_code if token is not None else None) or "",
         "error": (token.last_error if token is not None else None) or "",
         "device_code": bool(o and o.flow.value == "device_code"),
+        # SMTP logs in with this token: no mail goes out while it is dead.
+        "smtp_host": settings.smtp.host if settings.smtp_token_name == login else "",
     }
 
 
@@ -322,8 +328,6 @@ def oauth_findings(
         shown = account_row is not None and account_row.error_kind == "reauth_required"
         if token is not None and token.reauth_required and not shown:
             facts = _oauth_facts(settings, login, token)
-            if login not in {a.name for a in settings.accounts}:
-                facts["smtp_host"] = settings.smtp.host
             out.append(
                 Finding(
                     f"oauth:{login}",

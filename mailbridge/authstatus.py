@@ -9,6 +9,7 @@ client secret about to expire is decided where the alert mail is (``alerts.oauth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from dataclasses import dataclass
 from datetime import datetime
@@ -195,6 +196,11 @@ def test_logins(app: App, name: str) -> list[tuple[str, bool, str]]:
 
     out: list[tuple[str, bool, str]] = []
     account = next((a for a in app.settings.accounts if a.name == name), None)
+    # A person is testing, probably after fixing something: ask the token endpoint now, not after
+    # the slow retry of a login in reauth_required (the result is stored for the logins below).
+    for source in {app.token_sources.get(name), app.smtp_tokens} - {None}:
+        with contextlib.suppress(TokenError):
+            source.token(force=True)
     if account is not None:
         source = app.token_sources.get(account.name)
         mailbox = ImapMailbox(account, source)

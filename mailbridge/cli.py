@@ -61,10 +61,12 @@ def check_config(ctx: click.Context) -> None:
     click.echo(f"{ctx.obj['config']}: OK")
     click.echo(f"  database: {s.database_url.split('@')[-1]}")
     for a in s.accounts:
-        click.echo(f"  account {a.name}: {a.user} @ {a.host}:{a.port} ({a.tls}) folder {a.folder!r}")
+        auth = f", oauth2 {a.oauth2.provider}/{a.oauth2.flow}" if a.oauth2 is not None else ""
+        click.echo(f"  account {a.name}: {a.user} @ {a.host}:{a.port} ({a.tls}{auth}) folder {a.folder!r}")
     for q in s.queues:
         click.echo(f"  queue {q.name}: {', '.join(q.addresses)} [{q.language}] from account {q.account}")
-    click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls})")
+    smtp_auth = f", oauth2 as {s.smtp.user} with the token of {s.smtp_token_name}" if s.smtp_token_name else ""
+    click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls}{smtp_auth})")
 
 
 @cli.group()
@@ -422,8 +424,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
       1 WARNING: the service never ran here; an account failing for less than
         alerts.account_failing_minutes or never fetched; SMTP failing for less than
         alerts.outbox_failing_minutes; mails failed for good within alerts.repeat_minutes;
-        open quarantined mails; a job whose last run failed; the schema behind the newest
-      2 CRITICAL: an account's login refused or its TLS certificate untrusted; an account
+        open quarantined mails; a job whose last run failed; an OAuth client secret expiring
+        within alerts.secret_expiry_warning_days; the schema behind the newest
+      2 CRITICAL: an account's login refused or its TLS certificate untrusted; an OAuth2 token
+        that cannot be renewed without a person (reauth_required); an expired client secret; an account
         failing longer than alerts.account_failing_minutes; SMTP failing, or a mail being
         retried, longer than alerts.outbox_failing_minutes; an account the service has not
         reported on for twice its poll (or retry) interval plus two minutes (no mailbridge run
@@ -488,7 +492,7 @@ def auth_login(ctx: click.Context, login: str) -> None:
         source = _oauth_source(app, login)
         try:
             if source.settings.flow is not OAuthFlow.DEVICE_CODE:
-                token = source.token()
+                token = source.token(force=True)
                 click.echo(
                     f"{login}: flow {source.settings.flow.value} needs no sign-in; a token was issued, "
                     f"valid until {token.expires_at:%Y-%m-%d %H:%M:%S %Z}"

@@ -259,7 +259,7 @@ class OAuth2Settings(_Model):
     refresh_token: SecretStr | None = Field(default=None, exclude=True)
     # Scopes asked for; default per provider (see default_scopes).
     scopes: list[str] | None = None
-    # The SASL mechanism for IMAP and SMTP.
+    # The IMAP SASL mechanism (SMTP always uses XOAUTH2, aiosmtplib's OAuth mechanism).
     mechanism: SaslMechanism = SaslMechanism.XOAUTH2
     # When the client secret expires (from the app registration): a warning comes
     # alerts.secret_expiry_warning_days before.

@@ -31,12 +31,13 @@ PERMANENT_ERRORS = frozenset(
 # Microsoft Entra ID error numbers people meet with mail apps, and what to do about each.
 AADSTS_HINTS = {
     50173: "the grant was revoked, usually because the user's password changed or their sessions were "
-    "revoked: sign in again with `mailbridge auth login`",
-    70008: "the refresh token expired or was revoked (unused for 90 days, or revoked by an admin): sign in "
-    "again with `mailbridge auth login`",
-    700082: "the refresh token expired because it was not used for 90 days: sign in again with `mailbridge auth login`",
+    "revoked: a person must sign in again (`mailbridge auth login` for flow device_code)",
+    70008: "the refresh token expired or was revoked (unused for 90 days, or revoked by an admin): a person "
+    "must sign in again (`mailbridge auth login` for flow device_code)",
+    700082: "the refresh token expired because it was not used for 90 days: a person must sign in again "
+    "(`mailbridge auth login` for flow device_code)",
     70043: "a Conditional Access sign-in frequency policy ended the session: sign in again",
-    50076: "Conditional Access requires multi-factor authentication: sign in again with `mailbridge auth login`",
+    50076: "Conditional Access requires multi-factor authentication: a person must sign in again",
     50079: "the user must register for multi-factor authentication, then sign in again",
     53003: "a Conditional Access policy blocks this sign-in (location, device); ask the tenant admin",
     50057: "the user account is disabled in Entra ID",
@@ -45,6 +46,8 @@ AADSTS_HINTS = {
     7000222: "the client secret expired: create a new secret in the app registration (Certificates & secrets) "
     "and update client_secret_env/_file",
     7000215: "the client secret is wrong: use the secret's Value (shown once when created), not its Secret ID",
+    7000218: "the device-code flow needs a public client: set Authentication → Allow public client flows: Yes "
+    "in the app registration",
     700016: "no application with this client_id in the tenant: check client_id and tenant",
     90002: "the tenant was not found: check tenant",
     900023: "the tenant is not a valid directory id or domain: check tenant",
@@ -91,7 +94,10 @@ def explain(error: str | None, description: str | None, codes: list[int] | None 
     if error == "temporarily_unavailable" or error == "server_error":
         return False, "the token endpoint is unavailable for a moment; retrying with backoff"
     if error == "invalid_grant":
-        return True, "the refresh token (or device code) is no longer valid: sign in again with `mailbridge auth login`"
+        return True, (
+            "the refresh token (or device code) is no longer valid: a person must sign in again "
+            "(`mailbridge auth login` for flow device_code, else a new refresh token)"
+        )
     if error == "invalid_client":
         return True, "the client was refused: check client_id and the client secret (it may have expired)"
     if error in PERMANENT_ERRORS:

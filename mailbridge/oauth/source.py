@@ -30,8 +30,8 @@ from mailbridge.oauth.faults import TokenError
 from mailbridge.oauth.providers import DevicePrompt, Grant, Provider, build_provider
 from mailbridge.settings import OAuth2Settings, OAuthFlow, Settings
 from mailbridge.store import tokens as store
-from mailbridge.store.db import session_scope
-from mailbridge.store.tokens import StoredToken, TokenCipher
+from mailbridge.store.db import is_transient_db_error, session_scope
+from mailbridge.store.tokens import StoredToken, TokenCipher, TokenKeyError
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +40,9 @@ log = structlog.get_logger(__name__)
 LEASE_SECONDS = 90.0
 # How often a waiting caller looks at the row while another one renews (seconds).
 WAIT_SLICE_SECONDS = 0.2
+# How often a login in reauth_required asks the token endpoint again, unless App passes the account's
+# permanent_fault_retry (SMTP's own login uses this).
+DEFAULT_PERMANENT_RETRY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class TokenSource:
         *,
         owner: str | None = None,
         provider: Provider | None = None,
+        permanent_retry: float = DEFAULT_PERMANENT_RETRY_SECONDS,
     ):
         self.name = name
         self.settings = settings
@@ -88,6 +92,9 @@ class TokenSource:
         self.provider = provider if provider is not None else build_provider(settings, user)
         self.identity = identity_of(settings, user)
         self.margin = timedelta(seconds=settings.refresh_margin)
+        # After a refusal that needs a person, the endpoint is asked again only this often (seconds),
+        # whoever asks (an IMAP poller, the outbox sender every few seconds, another instance).
+        self.permanent_retry = timedelta(seconds=permanent_retry)
         # One renewal per process at a time (the lease covers other processes).
         self._lock = threading.Lock()
 
@@ -126,16 +133,48 @@ class TokenSource:
         with session_scope(self.factory) as s:
             return store.read(s, self.name, None)
 
-    def token(self) -> AccessToken:
+    def token(self, *, force: bool = False) -> AccessToken:
         """A token valid for at least ``refresh_margin`` more seconds (renewed when needed).
 
+        A login in ``reauth_required`` asks the endpoint again only every ``permanent_retry``
+        seconds; in between the stored refusal is raised again. ``force``: ask now (``auth test``,
+        ``auth login``: a person has just acted).
+
         Raises:
-            TokenError: permanent (reauth_required) or transient (the endpoint away).
+            TokenError: permanent (reauth_required; a token store key that does not fit) or
+            transient (the endpoint away, the database away).
         """
+        try:
+            return self._token(force)
+        except TokenKeyError as e:
+            raise TokenError(str(e), code="token_key", permanent=True, hint="check tokens.key_env / key_file") from e
+        except TokenError:
+            raise
+        except Exception as e:
+            if not is_transient_db_error(e):
+                raise
+            raise TokenError(
+                f"token store: {str(e).splitlines()[0][:200]}",
+                code=None,
+                permanent=False,
+                hint="the database is away; retrying with backoff",
+            ) from e
+
+    def _token(self, force: bool) -> AccessToken:
         row = self._row()
-        fresh = self._fresh(row, self.clock())
+        now = self.clock()
+        fresh = self._fresh(row, now)
         if fresh is not None:
             return fresh
+        if row.reauth_required and not force and now - row.updated_at < self.permanent_retry:
+            # Refused a moment ago and a person must act: do not ask again at every use (the
+            # outbox runs every few seconds; Microsoft throttles such loops). Not logged again.
+            raise TokenError(
+                row.last_error or "reauth_required",
+                code=row.error_code,
+                permanent=True,
+                hint=f"asked again every {self.permanent_retry.total_seconds():g} s until then",
+            )
         with self._lock:
             deadline = time.monotonic() + LEASE_SECONDS + self.settings.timeout
             while True:
@@ -291,11 +330,20 @@ def build_token_sources(
     assert settings.tokens.key is not None  # settings refuse oauth2 without a key
     cipher = TokenCipher(settings.tokens.key.get_secret_value())
     owner = owner or instance_owner()
-    users = {a.name: a.user for a in settings.accounts}
+    accounts = {a.name: a for a in settings.accounts}
     out = {}
     for name, o in settings.oauth_logins.items():
-        user = users.get(name) or settings.smtp.user or ""
-        out[name] = TokenSource(name, o, user, session_factory, cipher, clock, owner=owner)
+        acc = accounts.get(name)
+        out[name] = TokenSource(
+            name,
+            o,
+            acc.user if acc is not None else settings.smtp.user or "",
+            session_factory,
+            cipher,
+            clock,
+            owner=owner,
+            permanent_retry=acc.permanent_fault_retry if acc is not None else DEFAULT_PERMANENT_RETRY_SECONDS,
+        )
     return out
 
 

@@ -6,7 +6,9 @@ by introspection, and aiosmtpd taking AUTH XOAUTH2 (tests/support/oauth_smtp.py)
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -92,6 +94,7 @@ def test_auth_status_test_and_an_expired_secret(mailstack_oauth, oauth_server, s
     assert "oauth2, the token of main" in out  # SMTP shares the account's token
 
     # `auth test`: a real IMAP login (XOAUTH2 at Dovecot) and a real SMTP AUTH XOAUTH2.
+    log_before = len(mailstack_oauth.dovecot_log())  # the stack (and its log) is the session's
     code, out, everything = _run(path, "auth", "test", "main")
     assert code == 0, everything
     lines = out.splitlines()
@@ -103,7 +106,7 @@ def test_auth_status_test_and_an_expired_secret(mailstack_oauth, oauth_server, s
         f"SMTP 127.0.0.1:{smtp.port}: OK: 127.0.0.1:{smtp.port} accepted the connection (AUTH XOAUTH2 as {MAILBOX})"
     )
     assert [(x.mechanism, x.user, x.ok) for x in smtp.logins] == [("XOAUTH2", MAILBOX, True)]
-    assert f"user=<{MAILBOX}>, method=XOAUTH2" in mailstack_oauth.dovecot_log()
+    assert f"user=<{MAILBOX}>, method=XOAUTH2" in mailstack_oauth.dovecot_log()[log_before:]
     assert oauth_server.token_requests("client_credentials") == 1  # one token for IMAP and SMTP
 
     code, out, _ = _run(path, "auth", "status")
@@ -172,23 +175,49 @@ def test_auth_login_device_code_prints_url_and_code_then_stores_the_token(
     code, out, _ = _run(path, "auth", "status")
     assert code == 0, out
     # IMAP with OAUTHBEARER (Dovecot offers it), SMTP with XOAUTH2 (aiosmtplib's mechanism).
+    log_before = len(mailstack_oauth.dovecot_log())
     code, out, everything = _run(path, "auth", "test", "main")
     assert code == 0, everything
     assert "SASL OAUTHBEARER" in out
-    assert f"user=<{MAILBOX}>, method=OAUTHBEARER" in mailstack_oauth.dovecot_log()
+    assert f"user=<{MAILBOX}>, method=OAUTHBEARER" in mailstack_oauth.dovecot_log()[log_before:]
     assert [x.mechanism for x in smtp.logins] == ["XOAUTH2"]
     for tok in oauth_server.access_tokens() + oauth_server.live_refresh_tokens():
         assert tok not in everything
 
 
-def test_ingest_and_acknowledgement_with_oauth_on_both_sides(mailstack_oauth, oauth_server, smtp, tmp_path, db_url):
+def _provider_config(provider: str, server: OAuthServer, tmp_path: Path) -> str:
+    """The [accounts.oauth2] table of each provider, registered at the local server: generic
+    (authlib), microsoft app-only (msal, the https authority with the test CA), google service
+    account (google-auth, the key file's token_uri pointing here)."""
+    if provider == "generic":
+        server.register_client("app-support", SECRET, mailbox=MAILBOX)
+        return _app_only(server)
+    if provider == "microsoft":
+        server.register_client("app-support", SECRET, mailbox=MAILBOX)
+        return (
+            f'provider = "microsoft"\nflow = "client_credentials"\ntenant = "contoso.example"\n'
+            f'authority = "{server.authority("contoso.example")}"\nclient_id = "app-support"\n'
+            f'client_secret_env = "MB_TEST_OAUTH_SECRET"\nca_file = "{server.ca_file}"'
+        )
+    key_file = tmp_path / "service-account.json"
+    key_file.write_text(json.dumps(server.register_service_account("mailbridge@project.iam.gserviceaccount.com")))
+    return (
+        f'provider = "google"\nflow = "service_account"\nservice_account_file = "{key_file}"\n'
+        f'token_url = "{server.token_url}"'
+    )
+
+
+@pytest.mark.parametrize("provider", ["generic", "microsoft", "google"])
+def test_ingest_and_acknowledgement_with_oauth_on_both_sides(
+    mailstack_oauth, oauth_server, smtp, tmp_path, db_url, provider
+):
     """A customer's mail fetched over IMAP with XOAUTH2, its acknowledgement sent with SMTP AUTH
-    XOAUTH2 — one token for both; read back from the SMTP server."""
+    XOAUTH2 — one token for both, from each provider's library; read back from the SMTP server."""
     mailstack_oauth.add_users(MAILBOX)
-    oauth_server.register_client("app-support", SECRET, mailbox=MAILBOX)
-    path = _config(tmp_path, mailstack_oauth, smtp, _app_only(oauth_server), db_url=db_url)
+    path = _config(tmp_path, mailstack_oauth, smtp, _provider_config(provider, oauth_server, tmp_path), db_url=db_url)
     app = App(load_settings(path, ENV))
     app.upgrade_db()
+    log_before = len(mailstack_oauth.dovecot_log())
     try:
         # Into the mailbox by IMAP APPEND (a password login): with the oauth2 passdb, this stack's LMTP
         # cannot deliver ("All password databases were skipped" at its userdb lookup; testbed issue).
@@ -210,7 +239,7 @@ def test_ingest_and_acknowledgement_with_oauth_on_both_sides(mailstack_oauth, oa
         assert smtp.senders == [MAILBOX.lower()]
         assert [(x.mechanism, x.ok) for x in smtp.logins] == [("XOAUTH2", True)]
         assert oauth_server.token_requests() == 1
-        assert f"user=<{MAILBOX}>, method=XOAUTH2" in mailstack_oauth.dovecot_log()
+        assert f"user=<{MAILBOX}>, method=XOAUTH2" in mailstack_oauth.dovecot_log()[log_before:]
         print(ack.as_string()[:1500])
     finally:
         app.close()
@@ -236,3 +265,67 @@ def test_revoked_token_is_a_reauth_fault_of_that_account_only(mailstack_oauth, o
         poller.close()
     finally:
         app.close()
+
+
+def test_a_token_expiring_during_idle_is_renewed_before_the_reconnect(
+    mailstack_oauth, oauth_server, smtp, tmp_path, db_url
+):
+    """Tokens of 4 s: the IDLE ends when the connection's token is due (half its life, as it is shorter
+    than refresh_margin), and the next cycle logs in again with a new token from the source."""
+    mailstack_oauth.add_users(MAILBOX)
+    oauth_server.register_client("app-support", SECRET, mailbox=MAILBOX)
+    oauth_server.access_token_lifetime = 4
+    path = _config(tmp_path, mailstack_oauth, smtp, _app_only(oauth_server), db_url=db_url)
+    app = App(load_settings(path, ENV))
+    app.upgrade_db()
+    poller = app.poller("main")
+    log_before = len(mailstack_oauth.dovecot_log())  # the stack (and its log) is the session's
+    try:
+        started = time.monotonic()
+        poller.tick(30, threading.Event())  # connects, IDLEs, and stops when the token is due
+        assert 1.5 < time.monotonic() - started < 10
+        first = oauth_server.access_tokens()
+        assert len(first) == 1 and poller.mailbox.client is not None
+        with mailstack_oauth.imap(MAILBOX) as c:
+            c.append("INBOX", make_mail(message_id="<idle-1@kunde.example>"))
+        time.sleep(2.5)  # the first token has expired on the server by now
+        assert oauth_server.introspect(first[0]) == {"active": False}
+        report = poller.cycle()
+        assert report.dispositions == {"processed": 1}
+        assert oauth_server.token_requests("client_credentials") == 2
+        assert mailstack_oauth.dovecot_log()[log_before:].count(f"user=<{MAILBOX}>, method=XOAUTH2") == 2
+    finally:
+        poller.close()
+        app.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_the_running_service_with_oauth_logs_no_secret(mailstack_oauth, oauth_server, smtp, tmp_path, db_url, level):
+    """`mailbridge run` with OAuth on both sides, at info and at debug level (library loggers
+    included): a mail in, its acknowledgement out; the client secret, the token key, every access
+    token and the XOAUTH2 strings are nowhere in the log."""
+    from tests.support.service import Service, start_services
+
+    mailstack_oauth.add_users(MAILBOX)
+    oauth_server.register_client("app-support", SECRET, mailbox=MAILBOX)
+    path = _config(tmp_path, mailstack_oauth, smtp, _app_only(oauth_server), db_url=db_url)
+    path.write_text(path.read_text().replace('format = "json"\n', f'format = "json"\nlevel = "{level}"\n'))
+    with mailstack_oauth.imap(MAILBOX) as c:
+        c.append("INBOX", make_mail(message_id="<svc-1@kunde.example>"))
+    gen = start_services(Service, {**os.environ, **ENV}, tmp_path / "service.log")
+    service = next(gen)(path)
+    try:
+        service.wait_started()
+        service.wait("the acknowledgement", lambda: smtp.received)
+        assert service.stop() == 0
+    finally:
+        next(gen, None)
+    log = "\n".join(service.lines())
+    assert "oauth_token_renewed" in log
+    tokens = oauth_server.access_tokens()
+    assert tokens
+    secrets = [SECRET, KEY, *tokens]
+    secrets += [base64.b64encode(f"user={MAILBOX}\x01auth=Bearer {t}\x01\x01".encode()).decode() for t in tokens]
+    for secret in secrets:
+        assert secret not in log, f"a secret in the {level} log"

@@ -153,6 +153,29 @@ def test_expired_client_secret_is_reauth_required(oauth_server, factory):
     assert source.stored().reauth_required
 
 
+def test_a_refusal_that_needs_a_person_is_asked_again_only_slowly(oauth_server, factory):
+    """The outbox sender asks for SMTP's token every few seconds: an expired secret must not be sent
+    to the endpoint each time (Microsoft throttles such loops). permanent_retry (300 s) apart,
+    unless forced (`auth test`, `auth login`: a person has just acted)."""
+    client = oauth_server.register_client("mailbridge", mailbox=USER)
+    oauth_server.expire_secret("mailbridge")
+    clock = Clock()
+    source = _source(_generic_cc(oauth_server, client.secret), factory, clock)
+    for _ in range(5):
+        with pytest.raises(TokenError) as exc:
+            source.token()
+        assert exc.value.permanent and exc.value.code == "AADSTS7000222"
+        clock.advance(seconds=30)
+    assert oauth_server.token_requests("client_credentials") == 1
+    clock.advance(seconds=300)
+    with pytest.raises(TokenError):
+        source.token()
+    assert oauth_server.token_requests("client_credentials") == 2
+    with pytest.raises(TokenError):
+        source.token(force=True)
+    assert oauth_server.token_requests("client_credentials") == 3
+
+
 def test_endpoint_down_is_transient_and_a_valid_token_is_used_meanwhile(oauth_server, factory):
     client = oauth_server.register_client("mailbridge", mailbox=USER)
     clock = Clock()
@@ -306,3 +329,94 @@ def test_google_refresh_token_through_google_auth(oauth_server, factory):
     live = oauth_server.live_refresh_tokens(USER)
     with session_scope(factory) as s:
         assert token_store.read(s, "support", TokenCipher(KEY)).refresh_token == live[0] != seed
+
+
+def test_a_lease_left_by_a_crashed_instance_is_taken_over(oauth_server, factory):
+    client = oauth_server.register_client("mailbridge", mailbox=USER)
+    clock = Clock()
+    source = _source(_generic_cc(oauth_server, client.secret), factory, clock)
+    source.token()
+    clock.advance(hours=1)
+    with session_scope(factory) as s:  # another instance took the lease and died 2 minutes ago
+        token_store.take_lease(
+            s, "support", "crashed", clock.now - timedelta(minutes=2), clock.now - timedelta(seconds=1)
+        )
+    assert source.token().value in oauth_server.access_tokens()
+    assert oauth_server.token_requests("client_credentials") == 2
+    assert source.stored().lease_owner is None
+
+
+def test_a_wrong_token_key_is_a_permanent_error_with_a_hint(oauth_server, factory):
+    client = oauth_server.register_client("mailbridge", mailbox=USER)
+    _source(_generic_cc(oauth_server, client.secret), factory, Clock()).token()
+    other = _source(_generic_cc(oauth_server, client.secret), factory, Clock(), key=Fernet.generate_key().decode())
+    with pytest.raises(TokenError) as exc:
+        other.token()
+    assert exc.value.permanent and exc.value.code == "token_key" and "tokens.key" in exc.value.hint
+
+
+def test_two_apps_on_one_database_share_one_token(oauth_server, db_url, tmp_path, monkeypatch):
+    """Two `App`s built from one configuration (two instances of the service), each with its IMAP
+    poller's and its SMTP sender's use of the account's token, all at once: one token request."""
+    from mailbridge.app import App
+    from mailbridge.settings import load_settings
+
+    client = oauth_server.register_client("mailbridge", mailbox=USER)
+    monkeypatch.setenv("MB_T_SECRET", client.secret)
+    monkeypatch.setenv("MB_T_KEY", KEY)
+    path = tmp_path / "mailbridge.toml"
+    path.write_text(
+        f"""
+var_dir = "{tmp_path / "var"}"
+[database]
+url = "{db_url}"
+[[accounts]]
+name = "support"
+host = "127.0.0.1"
+tls = "none"
+user = "{USER}"
+auth = "oauth2"
+[accounts.oauth2]
+provider = "generic"
+flow = "client_credentials"
+token_url = "{oauth_server.token_url}"
+client_id = "mailbridge"
+client_secret_env = "MB_T_SECRET"
+[[queues]]
+name = "support"
+addresses = ["{USER}"]
+account = "support"
+[smtp]
+host = "127.0.0.1"
+tls = "none"
+user = "{USER}"
+auth = "oauth2"
+oauth2_account = "support"
+[tokens]
+key_env = "MB_T_KEY"
+""",
+        encoding="utf-8",
+    )
+    settings = load_settings(path)
+    apps = [App(settings), App(settings)]
+    try:
+        apps[0].upgrade_db()
+        sources = [s for a in apps for s in (a.token_sources["support"], a.smtp_tokens)]
+        assert sources[0] is sources[1] and sources[0].owner != sources[2].owner  # shared within, not across
+        barrier = threading.Barrier(len(sources))
+        got = []
+
+        def use(source):
+            barrier.wait()
+            got.append(source.token().value)
+
+        threads = [threading.Thread(target=use, args=(src,)) for src in sources]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(got) == 4 and len(set(got)) == 1
+        assert oauth_server.token_requests() == 1
+    finally:
+        for a in apps:
+            a.close()

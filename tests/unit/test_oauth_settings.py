@@ -178,3 +178,21 @@ def test_oauth_account_without_table_and_table_without_mode(tmp_path):
     p.write_text(BASE.format(oauth=MS_APP, smtp="", tokens=TOKENS).replace('auth = "oauth2"\n', "", 1))
     with pytest.raises(ConfigError, match=r"accounts\[0\]\.auth: an oauth2 table is given"):
         load_settings(p, ENV)
+
+
+def test_check_config_shows_the_logins_and_no_secret(tmp_path):
+    from click.testing import CliRunner
+
+    from mailbridge.cli import cli
+
+    path, _ = _load(tmp_path)
+    result = CliRunner().invoke(cli, ["--config", str(path), "check-config"], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert "account support: support@vendor.example @ outlook.office365.com:993 (implicit, oauth2 microsoft/" in (
+        result.output
+    )
+    assert "smtp: smtp.office365.com:587 (starttls, oauth2 as support@vendor.example with the token of support)" in (
+        result.output
+    )
+    for secret in ENV.values():
+        assert secret not in result.output
