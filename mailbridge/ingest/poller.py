@@ -211,9 +211,15 @@ class AccountPoller:
             try:
                 report = self.cycle(stop)
                 self._healthy(report)
-                left = min(end - time.monotonic(), self._token_seconds_left())
+                left = end - time.monotonic()
                 if left <= 0 or stop.is_set():
                     return
+                # An OAuth token due before the window ends: wait until then, and the next cycle
+                # logs in again with a fresh token at once (not at the next run, poll_interval later).
+                token_left = self._token_seconds_left()
+                if token_left < left:
+                    self.mailbox.wait_for_mail(max(token_left, 0.0), stop)
+                    continue
                 if not self.mailbox.wait_for_mail(left, stop):
                     return
             except (FetchError, InfrastructureError) as e:

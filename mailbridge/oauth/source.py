@@ -166,15 +166,9 @@ class TokenSource:
         fresh = self._fresh(row, now)
         if fresh is not None:
             return fresh
-        if row.reauth_required and not force and now - row.updated_at < self.permanent_retry:
-            # Refused a moment ago and a person must act: do not ask again at every use (the
-            # outbox runs every few seconds; Microsoft throttles such loops). Not logged again.
-            raise TokenError(
-                row.last_error or "reauth_required",
-                code=row.error_code,
-                permanent=True,
-                hint=f"asked again every {self.permanent_retry.total_seconds():g} s until then",
-            )
+        refused = self._refused_recently(row, now, force)
+        if refused is not None:
+            raise refused
         with self._lock:
             deadline = time.monotonic() + LEASE_SECONDS + self.settings.timeout
             while True:
@@ -182,12 +176,15 @@ class TokenSource:
                 with session_scope(self.factory) as s:
                     taken = store.take_lease(s, self.name, self.owner, now, now + timedelta(seconds=LEASE_SECONDS))
                 if taken:
-                    return self._renew()
+                    return self._renew(force)
                 time.sleep(WAIT_SLICE_SECONDS)
                 row = self._row()
                 fresh = self._fresh(row, self.clock())
                 if fresh is not None:
                     return fresh
+                refused = self._refused_recently(row, self.clock(), force) if row.lease_owner is None else None
+                if refused is not None:
+                    raise refused  # the instance that renewed was refused: it has logged it
                 if time.monotonic() > deadline:
                     raise TokenError(
                         "another instance holds the renewal lease and no new token came",
@@ -195,6 +192,19 @@ class TokenSource:
                         permanent=False,
                         hint="retrying with backoff",
                     )
+
+    def _refused_recently(self, row: StoredToken, now: datetime, force: bool) -> TokenError | None:
+        """A refusal that needs a person, less than ``permanent_retry`` ago: raised again without
+        asking the endpoint (the outbox runs every few seconds; Microsoft throttles such loops) and
+        without logging it again."""
+        if not row.reauth_required or force or now - row.updated_at >= self.permanent_retry:
+            return None
+        return TokenError(
+            row.last_error or "reauth_required",
+            code=row.error_code,
+            permanent=True,
+            hint=f"asked again every {self.permanent_retry.total_seconds():g} s until then",
+        )
 
     # -- renewing --------------------------------------------------------------------------
 
@@ -204,16 +214,19 @@ class TokenSource:
             return seed  # the stored one is dead: an operator may have put a new one in the config
         return row.refresh_token or seed
 
-    def _renew(self) -> AccessToken:
+    def _renew(self, force: bool) -> AccessToken:
         """Holding the lease: renew, save, free the lease (also on failure)."""
-        row: StoredToken | None = None
+        row = self._row()
+        now = self.clock()
+        # Another instance renewed, or was refused, just before we took the lease.
+        fresh = self._fresh(row, now)
+        refused = self._refused_recently(row, now, force) if fresh is None else None
+        if fresh is not None or refused is not None:
+            self._release()
+            if refused is not None:
+                raise refused
+            return fresh
         try:
-            row = self._row()
-            now = self.clock()
-            fresh = self._fresh(row, now)  # renewed by another instance just before we took the lease
-            if fresh is not None:
-                self._release()
-                return fresh
             refresh = self._refresh_token_for(row)
             if self.provider.uses_refresh_token and refresh is None:
                 raise TokenError(
@@ -235,7 +248,9 @@ class TokenSource:
         except Exception as e:
             self._failed(TokenError(f"{type(e).__name__}: {e}", code=None, permanent=False, hint="a bug? retrying"))
             raise
-        return self._save(grant, owner=self.owner, rotated_from=refresh)
+        # Saved also when our lease ran out meanwhile (a very slow endpoint): a rotated refresh token
+        # is the only live one now, and losing it would mean a new sign-in.
+        return self._save(grant, owner=None, rotated_from=refresh)
 
     def _usable(self, row: StoredToken | None) -> AccessToken | None:
         """The stored token while it has not expired (a renewal ahead of expiry may fail)."""

@@ -420,3 +420,34 @@ key_env = "MB_T_KEY"
     finally:
         for a in apps:
             a.close()
+
+
+def test_instances_waiting_for_a_renewal_that_is_refused_do_not_ask_again(oauth_server, factory):
+    """Eight callers in two instances find the token due while the grant was revoked: one request,
+    every caller gets the permanent refusal with its code."""
+    oauth_server.register_client("mailbridge", "pub-secret")
+    seed = oauth_server.mint_refresh_token("mailbridge", USER)
+    clock = Clock()
+    settings = _generic_rt(oauth_server, seed)
+    sources = [_source(settings, factory, clock, owner=f"instance-{i}") for i in range(2)]
+    sources[0].token()
+    oauth_server.revoke_consent(USER, code=700082)
+    clock.advance(hours=1)
+    before = oauth_server.token_requests("refresh_token")
+    barrier = threading.Barrier(8)
+    codes = []
+
+    def work(source):
+        barrier.wait()
+        try:
+            source.token()
+        except TokenError as e:
+            codes.append((e.permanent, e.code))
+
+    threads = [threading.Thread(target=work, args=(sources[i % 2],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert codes == [(True, "AADSTS700082")] * 8
+    assert oauth_server.token_requests("refresh_token") - before == 1
