@@ -812,11 +812,13 @@ class OAuthServer:
         with self._lock:
             self._clients[client_id].secret_expired = True
 
-    def revoke_access_tokens(self, user: str | None = None) -> None:
-        """Every access token (of ``user``) stops being active; refresh tokens stay valid."""
+    def revoke_access_tokens(self, user: str | None = None, *, client_id: str | None = None) -> None:
+        """Every access token (of ``user``, of ``client_id``) stops being active; refresh tokens stay valid."""
         with self._lock:
             for token in self._by_access.values():
-                if user is None or (token.user or "") == user.lower():
+                if (user is None or (token.user or "") == user.lower()) and (
+                    client_id is None or token.client_id == client_id
+                ):
                     token.revoked = True
 
     def fail(self, status: int = 503, times: int | None = None, retry_after: int | None = None) -> None:
