@@ -223,10 +223,10 @@ def test_ingest_and_acknowledgement_with_oauth_on_both_sides(
     app.upgrade_db()
     log_before = len(mailstack_oauth.dovecot_log())
     try:
-        # Into the mailbox by IMAP APPEND (a password login): with the oauth2 passdb, this stack's LMTP
-        # cannot deliver ("All password databases were skipped" at its userdb lookup; testbed issue).
-        with mailstack_oauth.imap(MAILBOX) as c:
-            c.append("INBOX", make_mail(message_id="<oauth-1@kunde.example>"))
+        # The customer's mail arrives through Postfix and Dovecot's LMTP.
+        mailstack_oauth.send(make_mail(message_id="<oauth-1@kunde.example>"), rcpt_tos=[MAILBOX])
+        mailstack_oauth.wait_idle()
+        mailstack_oauth.wait_for_mail(MAILBOX, message_id="<oauth-1@kunde.example>")
         poller = app.poller("main")
         report = poller.cycle()
         poller.close()
