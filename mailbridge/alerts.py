@@ -11,7 +11,12 @@ those with ``alert`` set are alert conditions:
   for longer than ``outbox_failing_minutes``. The alert mail itself goes through the outbox, so
   during an SMTP outage it arrives when SMTP is back; it says when it was written and how many
   mails were waiting;
-- ``quarantine``: more than ``quarantine_growth`` mails quarantined within ``repeat_minutes``.
+- ``quarantine``: more than ``quarantine_growth`` mails quarantined within ``repeat_minutes``;
+- ``account:<name>`` with kind ``account_reauth``, and ``oauth:<login>`` for a login whose account
+  does not show it (SMTP's own token): an OAuth2 token that cannot be renewed without a person
+  (consent revoked, password changed, secret expired) — at once, repeated at most once a day;
+- ``secret:<login>``: an OAuth client secret expires within ``secret_expiry_warning_days``
+  (``client_secret_expires``) — once a day.
 
 :func:`decide` is the rule for mails: the first mail when a condition starts, at most one more per
 ``repeat_minutes`` while it lasts, and one "back to normal" mail when it clears. The state of each
@@ -34,6 +39,7 @@ from mailbridge.outbound import compose as comp
 from mailbridge.outbound.outbox import enqueue
 from mailbridge.settings import Settings
 from mailbridge.store import health
+from mailbridge.store import tokens as token_store
 from mailbridge.store.db import IntegrityError, Session, session_scope
 
 log = structlog.get_logger(__name__)
@@ -41,6 +47,9 @@ log = structlog.get_logger(__name__)
 TIME_FORMAT = {"de": "EEE dd.MM.yyyy HH:mm zzz", "en": "EEE d MMM yyyy HH:mm zzz"}
 # The job names a failing run of which is a warning in `status` (the outbox has a condition of its own).
 OUTBOX_JOB = "outbox"
+# OAuth conditions (a sign-in needed, a secret expiring) are mailed at most once a day: a person has to
+# act, and the mail says what to do; more would be noise (issue 12).
+OAUTH_REPEAT_MINUTES = 24 * 60.0
 
 
 class Level(StrEnum):
@@ -71,6 +80,8 @@ class Finding:
     since: datetime | None = None
     alert: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
+    # At most one mail per this many minutes while it lasts; None: ``alerts.repeat_minutes``.
+    repeat_minutes: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class Snapshot:
     outbox: health.OutboxSummary
     open_quarantine: int
     recent_quarantine: int  # quarantined within repeat_minutes
+    tokens: dict[str, Any] = field(default_factory=dict)  # login → StoredToken (without the tokens)
 
     @property
     def service_seen(self) -> bool:
@@ -97,6 +109,7 @@ def snapshot(session: Session, settings: Settings, now: datetime) -> Snapshot:
         outbox=health.outbox_summary(session, now - period),
         open_quarantine=health.open_quarantine(session),
         recent_quarantine=health.quarantined_since(session, now - period),
+        tokens={t.name: t for t in token_store.all_rows(session)},
     )
 
 
@@ -174,7 +187,21 @@ def evaluate(settings: Settings, snap: Snapshot, now: datetime) -> list[Finding]
             "retry_seconds": acc.permanent_fault_retry,
         }
         failing = now - row.failing_since
-        if row.error_kind in ("login", "tls"):
+        if row.error_kind == "reauth_required":
+            token = snap.tokens.get(acc.name)
+            out.append(
+                Finding(
+                    f"account:{acc.name}",
+                    "account_reauth",
+                    Level.CRITICAL,
+                    f"OAuth sign-in needed: {row.last_error}",
+                    row.failing_since,
+                    alert=True,
+                    facts={**facts, **_oauth_facts(settings, acc.name, token)},
+                    repeat_minutes=max(cfg.repeat_minutes, OAUTH_REPEAT_MINUTES),
+                )
+            )
+        elif row.error_kind in ("login", "tls"):
             what = "login refused" if row.error_kind == "login" else "TLS certificate not trusted"
             out.append(
                 Finding(
@@ -200,6 +227,8 @@ def evaluate(settings: Settings, snap: Snapshot, now: datetime) -> list[Finding]
                     facts=facts,
                 )
             )
+
+    out += oauth_findings(settings, snap.accounts, snap.tokens, now)
 
     ob = snap.outbox
     smtp = snap.jobs.get(OUTBOX_JOB)
@@ -267,6 +296,69 @@ def evaluate(settings: Settings, snap: Snapshot, now: datetime) -> list[Finding]
     return out
 
 
+_PROVIDER_NAMES = {"microsoft": "Microsoft Entra ID", "google": "Google", "generic": "the token endpoint"}
+
+
+def _oauth_facts(settings: Settings, login: str, token) -> dict[str, Any]:
+    o = settings.oauth_logins.get(login)
+    return {
+        "login": login,
+        "provider": o.provider.value if o else "",
+        "provider_name": _PROVIDER_NAMES.get(o.provider.value, "the token endpoint") if o else "the token endpoint",
+        "flow": o.flow.value if o else "",
+        "code": (token.error_code if token is not None else None) or "",
+        "error": (token.last_error if token is not None else None) or "",
+        "device_code": bool(o and o.flow.value == "device_code"),
+        # SMTP logs in with this token: no mail goes out while it is dead.
+        "smtp_host": settings.smtp.host if settings.smtp_token_name == login else "",
+    }
+
+
+def oauth_findings(
+    settings: Settings, accounts: dict[str, Any], tokens: dict[str, Any], now: datetime
+) -> list[Finding]:
+    """Logins whose token needs a person, where no account's own finding says so already (SMTP's own
+    login; an account's token that SMTP found dead before its poller did); secrets about to expire."""
+    cfg = settings.alerts
+    repeat = max(cfg.repeat_minutes, OAUTH_REPEAT_MINUTES)
+    out: list[Finding] = []
+    for login, o in settings.oauth_logins.items():
+        token = tokens.get(login)
+        account_row = accounts.get(login)
+        shown = account_row is not None and account_row.error_kind == "reauth_required"
+        if token is not None and token.reauth_required and not shown:
+            facts = _oauth_facts(settings, login, token)
+            out.append(
+                Finding(
+                    f"oauth:{login}",
+                    "token_reauth",
+                    Level.CRITICAL,
+                    f"OAuth sign-in needed for {login}: {token.last_error}",
+                    token.failing_since,
+                    alert=True,
+                    facts=facts,
+                    repeat_minutes=repeat,
+                )
+            )
+        expires = o.client_secret_expires
+        if expires is not None:
+            days = (expires - now.astimezone(ZoneInfo(settings.operator_timezone)).date()).days
+            if days <= cfg.secret_expiry_warning_days:
+                expired = days < 0
+                out.append(
+                    Finding(
+                        f"secret:{login}",
+                        "secret_expiry",
+                        Level.CRITICAL if expired else Level.WARNING,
+                        f"the client secret of {login} {'expired' if expired else 'expires'} on {expires.isoformat()}",
+                        alert=True,
+                        facts={**_oauth_facts(settings, login, token), "expires": expires.isoformat(), "days": days},
+                        repeat_minutes=repeat,
+                    )
+                )
+    return out
+
+
 class Action(StrEnum):
     FIRE = "fire"  # the condition began: the first mail
     REPEAT = "repeat"  # still firing and the period is over: one more mail
@@ -315,6 +407,7 @@ class Alerts:
         else:
             since = datetime.fromisoformat(last["since"]) if last.get("since") else state.firing_since
         retry = facts.get("retry_seconds")
+        repeat_minutes = (finding.repeat_minutes if finding is not None else None) or cfg.repeat_minutes
         ctx = {
             "kind": kind,
             "resolved": action is Action.CLEAR,
@@ -323,7 +416,7 @@ class Alerts:
             "now": self._fmt(now, lang),
             "lasted": format_timedelta(now - since, locale=lang, threshold=1.1) if since else "",
             "retry": format_timedelta(timedelta(seconds=retry), locale=lang) if retry else "",
-            "repeat": format_timedelta(timedelta(minutes=cfg.repeat_minutes), locale=lang, threshold=1.1),
+            "repeat": format_timedelta(timedelta(minutes=repeat_minutes), locale=lang, threshold=1.1),
             "account_for": format_timedelta(timedelta(minutes=cfg.account_failing_minutes), locale=lang),
             "outbox_for": format_timedelta(timedelta(minutes=cfg.outbox_failing_minutes), locale=lang),
         }
@@ -356,7 +449,8 @@ class Alerts:
         done = []
         for condition in sorted(set(findings) | {c for c, st in states.items() if st.firing_since is not None}):
             state, finding = states.get(condition), findings.get(condition)
-            action = decide(state, finding, now, repeat)
+            every = timedelta(minutes=finding.repeat_minutes) if finding and finding.repeat_minutes else repeat
+            action = decide(state, finding, now, every)
             if action is None:
                 continue
             detail = None

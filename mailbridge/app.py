@@ -25,6 +25,7 @@ from mailbridge.ingest.poller import AccountPoller
 from mailbridge.ingest.prepare import Preparer
 from mailbridge.ingest.steps import default_steps, import_steps
 from mailbridge.metrics import Metrics
+from mailbridge.oauth.source import TokenSource, build_token_sources
 from mailbridge.outbound.guard import AutoMailGuard
 from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import MailBuilder
@@ -104,6 +105,9 @@ class App:
         self._scheduled: ScheduledMail | None = None
         # The counters of this app (a registry of its own); `mailbridge run` serves them.
         self.metrics = Metrics(accounts=[a.name for a in settings.accounts])
+        # One OAuth2 token source per login (settings.oauth_logins), shared by the account's poller
+        # and SMTP when it names that account; empty without OAuth.
+        self.token_sources: dict[str, TokenSource] = build_token_sources(settings, self.session_factory, clock)
 
     # Built lazily: the language models take a moment to load and CLI queries do not need them.
     @property
@@ -305,6 +309,7 @@ class App:
             self.clock,
             on_progress,
             progress_interval=self.settings.logging.progress_interval,
+            tokens=self.token_sources.get(account_name),
         )
 
     def sender(self, should_stop: Callable[[], bool] = lambda: False) -> OutboxSender:
@@ -316,13 +321,21 @@ class App:
             clock=self.clock,
             metrics=self.metrics,
             should_stop=should_stop,
+            tokens=self.smtp_tokens,
         )
 
     def eraser(self):
         """``mailbridge privacy erase`` (``privacy/erase.py``)."""
         from mailbridge.privacy.erase import Eraser
 
-        return Eraser(self.settings, self.session_factory, self.raw_store, self.attachment_store, self.clock)
+        return Eraser(
+            self.settings,
+            self.session_factory,
+            self.raw_store,
+            self.attachment_store,
+            self.clock,
+            self.token_sources,
+        )
 
     def exporter(self):
         """``mailbridge privacy export`` (``privacy/export.py``)."""
@@ -343,7 +356,14 @@ class App:
             self.clock,
             skip_locked=is_postgres(self.engine),
             should_stop=should_stop,
+            tokens=self.token_sources,
         )
+
+    @property
+    def smtp_tokens(self) -> TokenSource | None:
+        """The token source SMTP logs in with (smtp.auth = "oauth2"), else None."""
+        name = self.settings.smtp_token_name
+        return self.token_sources[name] if name is not None else None
 
     def close(self) -> None:
         self.preparer.close()

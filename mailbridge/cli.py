@@ -63,10 +63,12 @@ def check_config(ctx: click.Context) -> None:
     click.echo(f"{ctx.obj['config']}: OK")
     click.echo(f"  database: {s.database_url.split('@')[-1]}")
     for a in s.accounts:
-        click.echo(f"  account {a.name}: {a.user} @ {a.host}:{a.port} ({a.tls}) folder {a.folder!r}")
+        auth = f", oauth2 {a.oauth2.provider}/{a.oauth2.flow}" if a.oauth2 is not None else ""
+        click.echo(f"  account {a.name}: {a.user} @ {a.host}:{a.port} ({a.tls}{auth}) folder {a.folder!r}")
     for q in s.queues:
         click.echo(f"  queue {q.name}: {', '.join(q.addresses)} [{q.language}] from account {q.account}")
-    click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls})")
+    smtp_auth = f", oauth2 as {s.smtp.user} with the token of {s.smtp_token_name}" if s.smtp_token_name else ""
+    click.echo(f"  smtp: {s.smtp.host}:{s.smtp.port} ({s.smtp.tls}{smtp_auth})")
     links = f"download links at {s.web.base_url}" if s.web.base_url else "no download links (base_url not set)"
     click.echo(f"  web: {s.web.listen}, {links}")
     r = s.retention
@@ -577,8 +579,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
       1 WARNING: the service never ran here; an account failing for less than
         alerts.account_failing_minutes or never fetched; SMTP failing for less than
         alerts.outbox_failing_minutes; mails failed for good within alerts.repeat_minutes;
-        open quarantined mails; a job whose last run failed; the schema behind the newest
-      2 CRITICAL: an account's login refused or its TLS certificate untrusted; an account
+        open quarantined mails; a job whose last run failed; an OAuth client secret expiring
+        within alerts.secret_expiry_warning_days; the schema behind the newest
+      2 CRITICAL: an account's login refused or its TLS certificate untrusted; an OAuth2 token
+        that cannot be renewed without a person (reauth_required); an expired client secret; an account
         failing longer than alerts.account_failing_minutes; SMTP failing, or a mail being
         retried, longer than alerts.outbox_failing_minutes; an account the service has not
         reported on for twice its poll (or retry) interval plus two minutes (no mailbridge run
@@ -750,6 +754,130 @@ def report_volume(ctx, from_, to_, period, queue, organisation, severity, fmt, o
     params = {"from": from_, "to": to_, "period": period, "queue": queue, "organisation": organisation}
     params["severity"] = severity
     _run_report(ctx, "volume", params, fmt, output, csv_delimiter, bom)
+
+
+@cli.group()
+def auth() -> None:
+    """OAuth2 logins (Microsoft 365, Google Workspace, any OAuth2 server): sign in, state, test."""
+
+
+@auth.command("keygen")
+def auth_keygen() -> None:
+    """Print a new key for [tokens] (Fernet); put it where tokens.key_env or tokens.key_file points."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
+
+
+def _oauth_source(app, name: str):
+    sources = app.token_sources
+    if name not in sources:
+        logins = ", ".join(sources) or "none"
+        click.echo(f"mailbridge: {name!r} has no OAuth2 login (OAuth2 logins: {logins})", err=True)
+        sys.exit(EXIT_CONFIG)
+    return sources[name]
+
+
+@auth.command("login")
+@click.argument("login")
+@click.pass_context
+def auth_login(ctx: click.Context, login: str) -> None:
+    """Sign in for LOGIN (an account's name, or "smtp" for [smtp.oauth2]).
+
+    With flow device_code it prints a URL and a code: open the URL on any device, enter the code and
+    sign in as the mailbox's user; the command waits, then stores the token (encrypted, with its
+    refresh token) for every instance. No redirect URL has to be reachable. Other flows need no
+    sign-in: the command fetches a token to show that the app's credentials work.
+    Exit 0: signed in / a token was issued; 1: refused (the code and what to do are printed).
+    """
+    from mailbridge.oauth.faults import TokenError
+    from mailbridge.settings import OAuthFlow
+
+    app = _app(ctx)
+    try:
+        app.upgrade_db()
+        source = _oauth_source(app, login)
+        try:
+            if source.settings.flow is not OAuthFlow.DEVICE_CODE:
+                token = source.token(force=True)
+                click.echo(
+                    f"{login}: flow {source.settings.flow.value} needs no sign-in; a token was issued, "
+                    f"valid until {token.expires_at:%Y-%m-%d %H:%M:%S %Z}"
+                )
+                return
+            prompt = source.start_login()
+            click.echo(prompt.message)
+            click.echo(f"URL:  {prompt.verification_uri}")
+            click.echo(f"Code: {prompt.user_code}")
+            click.echo(f"Waiting for the sign-in (at most {prompt.expires_in // 60} minutes) …")
+            token = source.finish_login(prompt)
+        except TokenError as e:
+            click.echo(f"{login}: sign-in failed: {e}", err=True)
+            click.echo(f"  what to do: {e.hint}", err=True)
+            sys.exit(1)
+        click.echo(
+            f"{login}: signed in; token stored (valid until {token.expires_at:%Y-%m-%d %H:%M:%S %Z}, renewed "
+            "automatically with the stored refresh token)"
+        )
+    finally:
+        app.close()
+
+
+@auth.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@click.pass_context
+def auth_status(ctx: click.Context, as_json: bool) -> None:
+    """Per account (and SMTP): how it logs in, the token's expiry, the last renewal and the last error.
+
+    \b
+    Exit codes:
+      0 every login is fine
+      1 a login needs attention soon: a client secret expiring within
+        alerts.secret_expiry_warning_days, a renewal failing for a moment (the endpoint away),
+        no token yet for a flow that needs no person (the service fetches one at its start)
+      2 a login needs a person now: reauth_required (consent revoked, password changed, secret
+        expired), no sign-in yet for flow device_code, the secret expired, no schema
+    """
+    import json
+
+    from mailbridge import authstatus
+
+    app = _app(ctx)
+    try:
+        report = authstatus.collect(app)
+    finally:
+        app.close()
+    if as_json:
+        click.echo(json.dumps(authstatus.as_json(report), indent=2, ensure_ascii=False))
+    else:
+        click.echo(authstatus.render(report), nl=False)
+    sys.exit(report.level.exit_code)
+
+
+@auth.command("test")
+@click.argument("login")
+@click.pass_context
+def auth_test(ctx: click.Context, login: str) -> None:
+    """Log in to IMAP (account LOGIN) and to SMTP as the service would, and say what works.
+
+    LOGIN is an account's name (or "smtp"). SMTP is tested with its own configured login. Exit 0
+    when everything tried works, 1 otherwise.
+    """
+    from mailbridge import authstatus
+
+    app = _app(ctx)
+    try:
+        names = {a.name for a in app.settings.accounts} | set(app.token_sources)
+        if login not in names:
+            click.echo(f"mailbridge: no account or OAuth2 login named {login!r}", err=True)
+            sys.exit(EXIT_CONFIG)
+        app.upgrade_db()
+        results = authstatus.test_logins(app, login)
+    finally:
+        app.close()
+    for what, ok, text in results:
+        click.echo(f"{what}: {'OK' if ok else 'FAILED'}: {text}")
+    sys.exit(0 if all(ok for _, ok, _ in results) else 1)
 
 
 def main() -> None:

@@ -45,6 +45,8 @@ from mailbridge.policy_types import (
 )
 
 DEFAULT_VAR_DIR = "var"
+# The token store's name of SMTP's own OAuth login ([smtp.oauth2]); accounts use their names.
+SMTP_TOKEN_NAME = "smtp"
 DEFAULT_LANGUAGES = ("de", "en")
 # Severity levels a queue accepts (#severity) until the SLA settings define a scheme of their own.
 DEFAULT_SEVERITY_LEVELS = ("1", "2", "3", "4")
@@ -167,6 +169,165 @@ class _Secret(_Model):
     password: SecretStr | None = Field(default=None, exclude=True)
 
 
+class AuthMode(StrEnum):
+    """How mailbridge logs in to an IMAP account or the SMTP server."""
+
+    PASSWORD = "password"  # LOGIN / AUTH PLAIN with password_env or password_file
+    OAUTH2 = "oauth2"  # SASL XOAUTH2 or OAUTHBEARER with an access token ([accounts.oauth2])
+
+
+class OAuthProvider(StrEnum):
+    MICROSOFT = "microsoft"  # Microsoft 365 / Exchange Online, through msal
+    GOOGLE = "google"  # Google Workspace / Gmail, through google-auth
+    GENERIC = "generic"  # any OAuth2 token endpoint (Keycloak, Dovecot setups, tests), through authlib
+
+
+class OAuthFlow(StrEnum):
+    CLIENT_CREDENTIALS = "client_credentials"  # app-only: the app's own secret or certificate
+    DEVICE_CODE = "device_code"  # delegated: a person signs in once (`mailbridge auth login`), RFC 8628
+    SERVICE_ACCOUNT = "service_account"  # Google: a service account with domain-wide delegation
+    REFRESH_TOKEN = "refresh_token"  # delegated: a refresh token obtained elsewhere, kept and rotated
+
+
+class SaslMechanism(StrEnum):
+    XOAUTH2 = "xoauth2"  # Microsoft's and Google's SASL mechanism
+    OAUTHBEARER = "oauthbearer"  # RFC 7628; IMAP only where the server offers AUTH=OAUTHBEARER
+
+
+# The flows each provider supports.
+OAUTH_FLOWS = {
+    OAuthProvider.MICROSOFT: (OAuthFlow.CLIENT_CREDENTIALS, OAuthFlow.DEVICE_CODE),
+    OAuthProvider.GOOGLE: (OAuthFlow.SERVICE_ACCOUNT, OAuthFlow.REFRESH_TOKEN),
+    OAuthProvider.GENERIC: (OAuthFlow.CLIENT_CREDENTIALS, OAuthFlow.REFRESH_TOKEN, OAuthFlow.DEVICE_CODE),
+}
+MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+
+
+def default_scopes(provider: OAuthProvider, flow: OAuthFlow) -> list[str]:
+    """The scopes asked for when ``scopes`` is not set."""
+    if provider is OAuthProvider.MICROSOFT:
+        if flow is OAuthFlow.CLIENT_CREDENTIALS:
+            return ["https://outlook.office365.com/.default"]
+        # msal adds offline_access (for the refresh token) by itself and refuses it in the list.
+        return ["https://outlook.office365.com/IMAP.AccessAsUser.All", "https://outlook.office365.com/SMTP.Send"]
+    if provider is OAuthProvider.GOOGLE:
+        return ["https://mail.google.com/"]
+    return []
+
+
+def _endpoint(key: str, url: str | None) -> None:
+    """An OAuth endpoint is https, or http on a loopback host (a local test server)."""
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    raise _KeyedError(key, f"{url!r} must be an https URL (http only for a loopback host)")
+
+
+class OAuth2Settings(_Model):
+    """How to get an access token for one mailbox (or for SMTP); ``auth = "oauth2"`` uses it."""
+
+    provider: OAuthProvider
+    flow: OAuthFlow
+    # Microsoft: the directory (tenant) id or its domain.
+    tenant: str | None = None
+    # Microsoft: the authority URL; default https://login.microsoftonline.com/<tenant>
+    # (another cloud, or a local server in tests).
+    authority: str | None = None
+    client_id: str | None = None
+    # The app's client secret, from an environment variable or a file (resolved at load, never logged).
+    client_secret_env: str | None = None
+    client_secret_file: Path | None = None
+    client_secret: SecretStr | None = Field(default=None, exclude=True)
+    # Microsoft app-only with a certificate instead of a secret: the PEM file with the private key
+    # (and certificate), and the certificate's SHA-1 thumbprint as shown in the app registration.
+    certificate_file: Path | None = None
+    certificate_thumbprint: str | None = None
+    # Google service_account: the service account's JSON key file.
+    service_account_file: Path | None = None
+    # Google service_account: the mailbox the service account acts as; default: the account's user.
+    subject: str | None = None
+    # The token endpoint: generic (required); google (default https://oauth2.googleapis.com/token).
+    token_url: str | None = None
+    # generic device_code: the device authorization endpoint (RFC 8628).
+    device_authorization_url: str | None = None
+    # refresh_token flow: the first refresh token, from env or file. Once stored, the token store
+    # holds the current one (each rotated token is saved); this one is used only while none is stored.
+    refresh_token_env: str | None = None
+    refresh_token_file: Path | None = None
+    refresh_token: SecretStr | None = Field(default=None, exclude=True)
+    # Scopes asked for; default per provider (see default_scopes).
+    scopes: list[str] | None = None
+    # The IMAP SASL mechanism (SMTP always uses XOAUTH2, aiosmtplib's OAuth mechanism).
+    mechanism: SaslMechanism = SaslMechanism.XOAUTH2
+    # When the client secret expires (from the app registration): a warning comes
+    # alerts.secret_expiry_warning_days before.
+    client_secret_expires: date | None = None
+    # A CA bundle for the token endpoint (a private CA); default the system's trust store.
+    ca_file: Path | None = None
+    # A token is renewed this many seconds before it expires.
+    refresh_margin: Annotated[float, Field(ge=0, le=3000)] = 300.0
+    # HTTP timeout towards the token endpoint (seconds).
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _valid(self) -> OAuth2Settings:
+        p, f = self.provider, self.flow
+        if f not in OAUTH_FLOWS[p]:
+            allowed = " or ".join(x.value for x in OAUTH_FLOWS[p])
+            raise _KeyedError("flow", f"{f.value!r} is not a flow of provider {p.value!r} (use {allowed})")
+        for key in ("authority", "token_url", "device_authorization_url"):
+            _endpoint(key, getattr(self, key))
+        if p is OAuthProvider.MICROSOFT:
+            if not self.tenant and not self.authority:
+                raise _KeyedError("tenant", "set the tenant (directory id or domain) for provider 'microsoft'")
+            if not self.client_id:
+                raise _KeyedError("client_id", "set the application (client) id of the app registration")
+            if f is OAuthFlow.CLIENT_CREDENTIALS:
+                if (self.certificate_file is None) != (self.certificate_thumbprint is None):
+                    raise _KeyedError("certificate_file", "give certificate_file and certificate_thumbprint together")
+                has_secret = self.client_secret_env or self.client_secret_file
+                if not has_secret and self.certificate_file is None:
+                    raise _KeyedError(
+                        "client_secret_env",
+                        "app-only needs client_secret_env, client_secret_file or certificate_file",
+                    )
+                if has_secret and self.certificate_file is not None:
+                    raise _KeyedError("certificate_file", "give a client secret or a certificate, not both")
+        elif p is OAuthProvider.GOOGLE:
+            if f is OAuthFlow.SERVICE_ACCOUNT and self.service_account_file is None:
+                raise _KeyedError("service_account_file", "set the service account's JSON key file")
+            if f is OAuthFlow.REFRESH_TOKEN and not (
+                self.client_id and (self.client_secret_env or self.client_secret_file)
+            ):
+                raise _KeyedError("client_id", "the refresh_token flow needs client_id and client_secret_env/_file")
+        else:
+            if not self.token_url:
+                raise _KeyedError("token_url", "set the token endpoint for provider 'generic'")
+            if not self.client_id:
+                raise _KeyedError("client_id", "set the client id")
+            if f is OAuthFlow.DEVICE_CODE and not self.device_authorization_url:
+                raise _KeyedError("device_authorization_url", "the device_code flow needs the device endpoint")
+            if f is OAuthFlow.CLIENT_CREDENTIALS and not (self.client_secret_env or self.client_secret_file):
+                raise _KeyedError("client_secret_env", "client_credentials needs client_secret_env or _file")
+        if f is not OAuthFlow.REFRESH_TOKEN and (self.refresh_token_env or self.refresh_token_file):
+            raise _KeyedError("refresh_token_env", "a refresh token is given only for flow 'refresh_token'")
+        return self
+
+    @property
+    def scope_list(self) -> list[str]:
+        return list(self.scopes) if self.scopes is not None else default_scopes(self.provider, self.flow)
+
+    @property
+    def authority_url(self) -> str:
+        """Microsoft: the authority msal talks to."""
+        return (self.authority or f"{MICROSOFT_AUTHORITY}/{self.tenant}").rstrip("/")
+
+
 class _Server(_Secret):
     host: str
     port: Annotated[int, Field(gt=0, lt=65536)]
@@ -174,6 +335,9 @@ class _Server(_Secret):
     # Where the CA bundle for a private CA lives; None = the system's trust store.
     ca_file: Path | None = None
     timeout: Annotated[float, Field(gt=0)] = 30.0
+    # "password" (password_env / password_file) or "oauth2" (the oauth2 table).
+    auth: AuthMode = AuthMode.PASSWORD
+    oauth2: OAuth2Settings | None = None
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> _Server:
@@ -403,11 +567,39 @@ class AutoMailSettings(_Model):
 class SmtpSettings(_Server):
     port: Annotated[int, Field(gt=0, lt=65536)] = 587
     tls: TlsMode = TlsMode.STARTTLS
-    # Log in (AUTH) as this user; then password_env or password_file is required.
+    # Log in (AUTH) as this user; then password_env or password_file is required (auth = "password"),
+    # or the identity of the XOAUTH2 login (auth = "oauth2").
     user: str | None = None
     # The largest mail the server accepts (Postfix message_size_limit: 10,240,000 by default;
     # Exchange Online 35 MB): a notification leaves files out rather than grow past it.
     max_message_bytes: Annotated[int, Field(ge=1024 * 1024)] = 10_240_000
+    # auth = "oauth2": use the token of this [[accounts]] entry (same mailbox, same app), instead of
+    # an [smtp.oauth2] table of its own.
+    oauth2_account: str | None = None
+
+
+class TokenSettings(_Model):
+    """The token store's encryption key (Fernet, `mailbridge auth keygen` makes one): needed as soon
+    as one login uses auth = "oauth2". From an environment variable or a file, never the config."""
+
+    key_env: str | None = None
+    key_file: Path | None = None
+    key: SecretStr | None = Field(default=None, exclude=True)
+
+    @field_validator("key")
+    @classmethod
+    def _fernet(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            from cryptography.fernet import Fernet
+
+            try:
+                Fernet(v.get_secret_value().encode())
+            except (ValueError, TypeError):
+                raise ValueError(
+                    "the key is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
+                    "`mailbridge auth keygen`)"
+                ) from None
+        return v
 
 
 class DatabaseSettings(_Model):
@@ -829,6 +1021,8 @@ class AlertSettings(_Model):
     repeat_minutes: Annotated[float, Field(gt=0)] = 240
     # How often the conditions are evaluated (seconds).
     interval: Annotated[float, Field(gt=0)] = 60
+    # A warning this many days before an OAuth client secret expires (oauth2.client_secret_expires).
+    secret_expiry_warning_days: Annotated[int, Field(ge=0, le=365)] = 14
 
     @field_validator("recipients")
     @classmethod
@@ -1040,6 +1234,7 @@ class Settings(_Model):
     notifications: NotificationSettings = NotificationSettings()
     web: WebSettings = WebSettings()
     retention: RetentionSettings = RetentionSettings()
+    tokens: TokenSettings = TokenSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
 
@@ -1133,6 +1328,27 @@ class Settings(_Model):
             if a in owner:
                 raise _KeyedError("alerts.recipients", f"{a} is a support address of queue {owner[a]!r} (a mail loop)")
         for i, a in enumerate(self.accounts):
+            if a.auth is AuthMode.OAUTH2 and a.oauth2 is None:
+                raise _KeyedError(f"accounts[{i}].oauth2", 'auth = "oauth2" needs an [accounts.oauth2] table')
+            if a.auth is AuthMode.PASSWORD and a.oauth2 is not None:
+                raise _KeyedError(f"accounts[{i}].auth", 'an oauth2 table is given: set auth = "oauth2"')
+        smtp = self.smtp
+        if smtp.auth is AuthMode.OAUTH2:
+            if not smtp.user:
+                raise _KeyedError("smtp.user", 'auth = "oauth2" needs the mailbox to log in as (user)')
+            if (smtp.oauth2 is None) == (smtp.oauth2_account is None):
+                raise _KeyedError("smtp.oauth2_account", "give oauth2_account or an [smtp.oauth2] table (one of them)")
+            if smtp.oauth2_account is not None:
+                owner_acc = next((a for a in self.accounts if a.name == smtp.oauth2_account), None)
+                if owner_acc is None:
+                    raise _KeyedError("smtp.oauth2_account", f"no account named {smtp.oauth2_account!r}")
+                if owner_acc.auth is not AuthMode.OAUTH2:
+                    raise _KeyedError("smtp.oauth2_account", f"account {smtp.oauth2_account!r} does not use oauth2")
+        elif smtp.oauth2 is not None or smtp.oauth2_account is not None:
+            raise _KeyedError("smtp.auth", 'oauth2 settings are given: set auth = "oauth2"')
+        if self.oauth_logins and self.tokens.key is None:
+            raise _KeyedError("tokens", 'a login uses auth = "oauth2": set tokens.key_env or tokens.key_file')
+        for i, a in enumerate(self.accounts):
             if a.default_queue is not None and a.default_queue not in queues:
                 raise _KeyedError(f"accounts[{i}].default_queue", f"no queue named {a.default_queue!r}")
             if a.default_queue is None and not any(q.account == a.name for q in self.queues):
@@ -1140,6 +1356,22 @@ class Settings(_Model):
         return self
 
     # -- derived views -------------------------------------------------------------------------
+
+    @property
+    def oauth_logins(self) -> dict[str, OAuth2Settings]:
+        """Every token source by its name in the token store: an account's name, and "smtp" for an
+        [smtp.oauth2] table of its own (SMTP with oauth2_account shares that account's token)."""
+        out = {a.name: a.oauth2 for a in self.accounts if a.auth is AuthMode.OAUTH2 and a.oauth2 is not None}
+        if self.smtp.auth is AuthMode.OAUTH2 and self.smtp.oauth2 is not None:
+            out[SMTP_TOKEN_NAME] = self.smtp.oauth2
+        return out
+
+    @property
+    def smtp_token_name(self) -> str | None:
+        """The token source SMTP logs in with (None: password or no login)."""
+        if self.smtp.auth is not AuthMode.OAUTH2:
+            return None
+        return self.smtp.oauth2_account or SMTP_TOKEN_NAME
 
     @property
     def database_url(self) -> str:
@@ -1253,6 +1485,24 @@ def _resolve_secret(
         raise ConfigError(f"{key}.{prefix}_{'env' if env_name else 'file'}: the {prefix} is empty")
 
 
+def _resolve_oauth_secrets(obj: Any, key: str, environ: Mapping[str, str], base: Path) -> None:
+    """The client secret and the first refresh token of an oauth2 table, from env or file."""
+    if not isinstance(obj, dict):
+        return
+    for prefix in ("client_secret", "refresh_token"):
+        if prefix in obj:
+            raise ConfigError(
+                f"{key}.{prefix}: put it in the environment ({prefix}_env) or a file ({prefix}_file), not in the config"
+            )
+        _resolve_secret(obj, key, environ, base, prefix=prefix)
+    for file_key in ("service_account_file", "certificate_file"):
+        name = obj.get(file_key)
+        if isinstance(name, str):
+            p = Path(name) if Path(name).is_absolute() else base / name
+            if not p.is_file():
+                raise ConfigError(f"{key}.{file_key}: cannot read {p}: no such file")
+
+
 def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Read, resolve and validate the configuration file at ``path``.
 
@@ -1284,7 +1534,9 @@ def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | Non
                         f"accounts[{i}].password: put the password in the environment "
                         "(password_env) or a file (password_file), not in the config"
                     )
-                _resolve_secret(acc, f"accounts[{i}]", environ, base)
+                if acc.get("auth", AuthMode.PASSWORD.value) == AuthMode.PASSWORD.value:
+                    _resolve_secret(acc, f"accounts[{i}]", environ, base)
+                _resolve_oauth_secrets(acc.get("oauth2"), f"accounts[{i}].oauth2", environ, base)
         smtp = data.get("smtp")
         if isinstance(smtp, dict):
             if "password" in smtp:
@@ -1292,7 +1544,14 @@ def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | Non
                     "smtp.password: put the password in the environment (password_env) "
                     "or a file (password_file), not in the config"
                 )
-            _resolve_secret(smtp, "smtp", environ, base)
+            if smtp.get("auth", AuthMode.PASSWORD.value) == AuthMode.PASSWORD.value:
+                _resolve_secret(smtp, "smtp", environ, base)
+            _resolve_oauth_secrets(smtp.get("oauth2"), "smtp.oauth2", environ, base)
+        tokens = data.get("tokens")
+        if isinstance(tokens, dict):
+            if "key" in tokens:
+                raise ConfigError("tokens.key: put the key in the environment (key_env) or a file (key_file)")
+            _resolve_secret(tokens, "tokens", environ, base, prefix="key")
         conv = data.get("conversations")
         if isinstance(conv, dict):
             if "secret" in conv:
@@ -1320,8 +1579,8 @@ def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | Non
             msg = "unknown key (a typo?)"
         raise ConfigError(f"{path}: {_loc(first['loc'])}: {msg}") from None
     for i, acc in enumerate(settings.accounts):
-        if acc.password is None:
+        if acc.auth is AuthMode.PASSWORD and acc.password is None:
             raise ConfigError(f"{path}: accounts[{i}]: set password_env or password_file")
-    if settings.smtp.user and settings.smtp.password is None:
+    if settings.smtp.auth is AuthMode.PASSWORD and settings.smtp.user and settings.smtp.password is None:
         raise ConfigError(f"{path}: smtp: user is set, so set password_env or password_file too")
     return settings

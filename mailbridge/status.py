@@ -90,11 +90,17 @@ def collect(app: App) -> Status:
         findings += evaluate(settings, snap, now)
         for acc in settings.accounts:
             row = snap.accounts.get(acc.name)
+            token = snap.tokens.get(acc.name) if acc.oauth2 is not None else None
             accounts.append(
                 {
                     "name": acc.name,
                     "host": acc.host,
                     "user": acc.user,
+                    # The token slot (issue 12): how the account logs in, and its OAuth token's expiry.
+                    "auth": acc.auth.value
+                    if acc.oauth2 is None
+                    else f"oauth2 {acc.oauth2.provider.value}/{acc.oauth2.flow.value}",
+                    "token_expires": token.expires_at if token is not None else None,
                     "seen": row is not None,
                     "connected": row.connected if row else None,
                     "mode": row.mode if row else None,
@@ -203,6 +209,8 @@ def render(st: Status, width: int = 140) -> str:
             t.add_row(a["name"], "never ran", "-", "never", "-", "-", "-")
             continue
         state = "connected" if a["connected"] else f"failing ({a['error_kind']})"
+        if a["auth"] != "password":
+            state += f", {a['auth']}"
         t.add_row(
             a["name"],
             state,

@@ -82,6 +82,8 @@ _MODULE_FIXTURE_FILES = {
     for path in _TESTS.rglob("test_*.py")
     if re.search(r"fixture\(\s*scope=\"(module|class)\"", path.read_text(encoding="utf-8"))
 }
+# A file with a stack of its own (Dovecot with the oauth2 passdb, tests/mailstack.py): one worker for it.
+_MODULE_FIXTURE_FILES.add("tests/integration/test_oauth_mailstack.py")
 
 
 def _xdist_scope(nodeid: str) -> str:

@@ -252,6 +252,11 @@ class MailStack:
     # Pigeonhole's Sieve plugin in Dovecot's LMTP: each user's active script (set_vacation) runs at
     # delivery, and what it sends (vacation replies) goes out through this stack's Postfix.
     sieve: bool = False
+    # Dovecot's oauth2 passdb beside the passwd-file one: XOAUTH2 and OAUTHBEARER logins are checked
+    # by posting the token to this RFC 7662 introspection URL (Basic credentials may be in it, as
+    # tests/support/oauth_server.OAuthServer.introspection_url_with_credentials gives them); the token
+    # is good when it is ``active`` and its ``username`` is the login. Password users are unchanged.
+    oauth2_introspection_url: str | None = None
 
     host: str = field(default=LOOPBACK, init=False)
     imap_port: int = field(default=0, init=False)
@@ -385,7 +390,7 @@ protocols = imap lmtp
 listen = {LOOPBACK}
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""}
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = {mail.pw_uid}
@@ -395,7 +400,7 @@ mail_fsync = never
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {self._users_dir}/%Lu
-}}
+{self._oauth2_passdb()}}}
 userdb {{
   driver = static
   args = uid={mail.pw_uid} gid={mail.pw_gid} home={self.mail_root}/%Lu
@@ -425,6 +430,44 @@ service lmtp {{
             + self._sieve_config(),
             encoding="utf-8",
         )
+
+    @property
+    def dovecot_oauth2_conf(self) -> Path:
+        return self._root / "dovecot" / "dovecot-oauth2.conf.ext"
+
+    def _oauth2_passdb(self) -> str:
+        """With ``oauth2_introspection_url``: the passwd-file passdb serves only PLAIN and LOGIN, and an
+        ``oauth2`` passdb serves XOAUTH2 and OAUTHBEARER (Dovecot 2.3's ``passdb { mechanisms }``), so a
+        password never reaches the introspection endpoint and a token never the passwd-file. Users
+        still come from the passwd-file (LMTP delivery and the static userdb need them): a token
+        opens only the mailbox of an existing user."""
+        if not self.oauth2_introspection_url:
+            return ""
+        self.dovecot_oauth2_conf.write_text(
+            f"""# Dovecot's oauth2 passdb (tests/mailstack.py): RFC 7662 introspection by POST.
+introspection_mode = post
+introspection_url = {self.oauth2_introspection_url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+""",
+            encoding="utf-8",
+        )
+        # Read by Dovecot's auth process (user dovecot); it holds the introspection credentials.
+        dovecot = pwd.getpwnam("dovecot")
+        os.chown(self.dovecot_oauth2_conf, dovecot.pw_uid, dovecot.pw_gid)
+        self.dovecot_oauth2_conf.chmod(0o600)
+        # "none": lookups without a mechanism (LMTP's userdb lookup of a recipient) still use the
+        # passwd-file; without it Dovecot skips every passdb and delivery fails.
+        return f"""  mechanisms = plain login none
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {self.dovecot_oauth2_conf}
+"""
 
     def _sieve_config(self) -> str:
         """Pigeonhole in LMTP, when ``sieve``: per-user scripts in the user's home (``~/sieve/``, the
@@ -990,6 +1033,35 @@ def mailstack_sieve_fixture(mailstack_sieve_session):
     """The Sieve stack, reset for this test: no users, no mail, no scripts (they live in the homes)."""
     mailstack_sieve_session.reset()
     return mailstack_sieve_session
+
+
+@pytest.fixture(scope="session", name="mailstack_oauth_session")
+def mailstack_oauth_session_fixture(oauth_server_session):
+    """A private stack whose Dovecot also takes XOAUTH2/OAUTHBEARER logins with tokens of the
+    session's local authorization server (tests/support/oauth_server.py), checked by introspection.
+    The test module imports ``oauth_server_session_fixture`` too."""
+    reason = missing()
+    if reason:
+        unavailable(reason)
+    stack = MailStack(
+        aliases={"hotline@vendor.example": ["support@vendor.example"]},
+        oauth2_introspection_url=oauth_server_session.introspection_url_with_credentials,
+    )
+    try:
+        stack.start()
+    except MailStackUnavailable as e:
+        unavailable(f"the mail stack (with OAuth2) did not start: {e}")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(name="mailstack_oauth")
+def mailstack_oauth_fixture(mailstack_oauth_session, oauth_server):
+    """The OAuth2 stack, reset for this test (no users, no mail), with the authorization server reset too."""
+    mailstack_oauth_session.reset()
+    return mailstack_oauth_session
 
 
 # -- mailbridge's conversation Desk over the stack -----------------------------------------------------

@@ -21,7 +21,9 @@ import structlog
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailbridge.settings import AccountSettings, TlsMode
+from mailbridge.oauth.faults import TokenError
+from mailbridge.oauth.source import AccessToken, TokenSource
+from mailbridge.settings import AccountSettings, AuthMode, TlsMode
 
 log = structlog.get_logger(__name__)
 
@@ -39,10 +41,18 @@ class FaultKind(StrEnum):
     TRANSIENT = "transient"  # refused, timeout, BYE, the link broke, the database away
     LOGIN = "login"  # the server refused the login (LoginError, AUTHENTICATIONFAILED)
     TLS = "tls"  # the server's certificate did not verify (untrusted, expired, wrong name)
+    # OAuth2: the token endpoint refuses to renew the token (consent revoked, password changed,
+    # secret expired): someone must sign in again or fix the app (oauth/faults.py says which).
+    REAUTH = "reauth_required"
 
     @property
     def permanent(self) -> bool:
         return self is not FaultKind.TRANSIENT
+
+    @property
+    def log_event(self) -> str:
+        """The event name a permanent fault is logged under."""
+        return "account_reauth_required" if self is FaultKind.REAUTH else f"imap_{self.value}_failed"
 
 
 class FetchError(Exception):
@@ -79,8 +89,12 @@ def classify_fault(e: BaseException) -> FaultKind:
 
     imapclient raises LoginError for a NO to LOGIN (RFC 3501 6.2.3; RFC 5530 names the code
     AUTHENTICATIONFAILED); the ssl module raises SSLCertVerificationError for an untrusted or expired
-    certificate and for a host name that does not match it. Everything else may pass by itself.
+    certificate and for a host name that does not match it. A token that cannot be renewed is
+    ``reauth_required`` when the provider's answer needs a person (``oauth/faults.py`` decides),
+    else transient (the token endpoint away). Everything else may pass by itself.
     """
+    if isinstance(e, TokenError):
+        return FaultKind.REAUTH if e.permanent else FaultKind.TRANSIENT
     if isinstance(e, LoginError) or "AUTHENTICATIONFAILED" in str(e).upper():
         return FaultKind.LOGIN
     if isinstance(e, ssl.SSLCertVerificationError):
@@ -88,22 +102,57 @@ def classify_fault(e: BaseException) -> FaultKind:
     return FaultKind.TRANSIENT
 
 
+class _MechanismNotOffered(LoginError):
+    """The server does not offer the configured SASL mechanism (a configuration fault, not the token)."""
+
+
 class ImapMailbox:
     """One logged-in connection to one account, with its watched folder selected."""
 
-    def __init__(self, account: AccountSettings):
+    def __init__(self, account: AccountSettings, tokens: TokenSource | None = None):
         self.account = account
+        # auth = "oauth2": where the access token comes from (fresh at each connect).
+        self.tokens = tokens
+        if account.auth is AuthMode.OAUTH2 and tokens is None:
+            raise ValueError(f"account {account.name} uses oauth2 but no token source was given")
         self.client: IMAPClient | None = None
         self.uidvalidity: int | None = None
         self.capabilities: frozenset[bytes] = frozenset()
+        self._token_refused = False
+        # When the token this connection logged in with is due for renewal (None: a password login).
+        self.token_renew_at = None
 
     # -- connection ------------------------------------------------------------------------
 
     def connect(self) -> None:
+        """Connect, log in (password, or an OAuth2 token from the token source), select the folder.
+
+        A token the server refuses although the store holds it as valid (sessions revoked, a token
+        that expired under the login) is dropped and the login tried once more at once with a new
+        one; only a refusal of that fresh token is a login fault (slow retry)."""
+        try:
+            self._connect()
+        except FetchError as e:
+            if not self._token_refused:
+                raise
+            log.info("imap_token_refused_retrying", account=self.account.name, error=e.server_says[:200])
+            self._connect()
+
+    def _connect(self) -> None:
         a = self.account
+        self._token_refused = False
+        token = None
+        if self.tokens is not None:
+            try:
+                # Before connecting: a token that cannot be had costs no IMAP connection.
+                token = self.tokens.token()
+            except TokenError as e:
+                kind = classify_fault(e)
+                raise FetchError(f"OAuth token for {a.name}: {e}", kind, e.describe()) from e
         ctx = None
         if a.tls != TlsMode.NONE:
             ctx = ssl.create_default_context(cafile=str(a.ca_file) if a.ca_file else None)
+        client = None
         try:
             client = IMAPClient(a.host, port=a.port, ssl=a.tls == TlsMode.IMPLICIT, ssl_context=ctx, timeout=a.timeout)
             # imapclient sets imaplib's debug level to 5, which makes imaplib format a repr of every
@@ -111,8 +160,11 @@ class ImapMailbox:
             client._imap.debug = 0
             if a.tls == TlsMode.STARTTLS:
                 client.starttls(ctx)
-            assert a.password is not None
-            client.login(a.user, a.password.get_secret_value())
+            if token is not None:
+                self._oauth_login(client, token)
+            else:
+                assert a.password is not None
+                client.login(a.user, a.password.get_secret_value())
             self.capabilities = frozenset(c.upper() for c in client.capabilities())
             for folder in (a.processed_folder, a.quarantine_folder):
                 if not client.folder_exists(folder):
@@ -120,9 +172,30 @@ class ImapMailbox:
                     log.info("imap_folder_created", folder=folder)
             info = client.select_folder(a.folder)
         except (IMAPClientError, OSError, ssl.SSLError) as e:
-            raise FetchError(f"{type(e).__name__}: {e}", classify_fault(e), server_words(e)) from e
+            kind = classify_fault(e)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
+            refused = kind is FaultKind.LOGIN and not isinstance(e, _MechanismNotOffered)
+            if token is not None and self.tokens is not None and refused:
+                # The server refused this token: the next login asks for a new one.
+                self.tokens.invalidate(token)
+                self._token_refused = True
+            raise FetchError(f"{type(e).__name__}: {e}", kind, server_words(e)) from e
         self.client = client
         self.uidvalidity = int(info[b"UIDVALIDITY"])
+        self.token_renew_at = token.renew_at if token is not None else None
+
+    def _oauth_login(self, client: IMAPClient, token: AccessToken) -> None:
+        """SASL XOAUTH2 (Microsoft, Google), or OAUTHBEARER (RFC 7628) where the server offers it."""
+        assert self.tokens is not None
+        user = self.account.user
+        if self.tokens.mechanism == "oauthbearer":
+            if b"AUTH=OAUTHBEARER" not in {c.upper() for c in client.capabilities()}:
+                raise _MechanismNotOffered('the server does not offer AUTH=OAUTHBEARER (use mechanism = "xoauth2")')
+            client.oauthbearer_login(user, token.value)
+        else:
+            client.oauth2_login(user, token.value, mech="XOAUTH2")
 
     def close(self) -> None:
         c, self.client = self.client, None

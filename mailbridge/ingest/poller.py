@@ -36,6 +36,7 @@ from mailbridge.ingest.fetcher import FaultKind, FetchError, ImapMailbox
 from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.pipeline import InfrastructureError, Pipeline
 from mailbridge.ingest.prepare import Preparer
+from mailbridge.oauth.source import TokenSource
 from mailbridge.settings import AccountSettings
 from mailbridge.store import health
 from mailbridge.store import repositories as repo
@@ -75,15 +76,17 @@ class AccountPoller:
         clock: Callable[[], datetime],
         on_progress: Callable[[], None] = lambda: None,
         progress_interval: float = 30.0,
+        tokens: TokenSource | None = None,
     ):
         self.account = account
+        self.tokens = tokens
         self.progress_interval = progress_interval
         self.pipeline = pipeline
         self.factory = session_factory
         self.preparer = preparer
         self.clock = clock
         self.on_progress = on_progress
-        self.mailbox = ImapMailbox(account)
+        self.mailbox = ImapMailbox(account, tokens)
         self.failures = 0
         self.retry_at = 0.0  # time.monotonic() before which we do not reconnect
         # When the health row was last written as working, and with which mode (see _healthy).
@@ -104,6 +107,11 @@ class AccountPoller:
         """Process everything new in the watched folder once. Raises FetchError/InfrastructureError."""
         acc = self.account
         report = CycleReport()
+        if self.mailbox.client is not None and self._token_seconds_left() <= 0:
+            # The token this connection logged in with is about to expire (servers such as Exchange
+            # Online end the session then): log in again with a fresh one from the token source.
+            log.info("imap_token_renewal_reconnect", account=acc.name)
+            self.mailbox.close()
         if self.mailbox.client is None:
             self.mailbox.connect()
             log.info(
@@ -206,6 +214,12 @@ class AccountPoller:
                 left = end - time.monotonic()
                 if left <= 0 or stop.is_set():
                     return
+                # An OAuth token due before the window ends: wait until then, and the next cycle
+                # logs in again with a fresh token at once (not at the next run, poll_interval later).
+                token_left = self._token_seconds_left()
+                if token_left < left:
+                    self.mailbox.wait_for_mail(max(token_left, 0.0), stop)
+                    continue
                 if not self.mailbox.wait_for_mail(left, stop):
                     return
             except (FetchError, InfrastructureError) as e:
@@ -213,6 +227,15 @@ class AccountPoller:
             except Exception as e:  # a bug: keep the service alive, but say so loudly
                 log.exception("account_cycle_crashed", account=self.account.name)
                 self._failed(e)
+
+    def _token_seconds_left(self) -> float:
+        """Seconds until this connection's OAuth token is due for renewal (``AccessToken.renew_at``);
+        infinite for a password login. An IDLE ends then, and the next cycle logs in again with a
+        fresh token."""
+        renew_at = self.mailbox.token_renew_at
+        if renew_at is None:
+            return float("inf")
+        return (renew_at - self.clock()).total_seconds()
 
     @property
     def mode(self) -> str:
@@ -242,7 +265,7 @@ class AccountPoller:
             delay = acc.permanent_fault_retry
             said = e.server_says if isinstance(e, FetchError) else str(e)
             log.error(
-                f"imap_{kind}_failed",
+                kind.log_event,
                 account=acc.name,
                 host=acc.host,
                 port=acc.port,

@@ -27,6 +27,8 @@ import aiosmtplib
 import structlog
 
 from mailbridge.metrics import Metrics
+from mailbridge.oauth.faults import TokenError
+from mailbridge.oauth.source import TokenSource
 from mailbridge.outbound.outbox import retry_at
 from mailbridge.settings import OutboxSettings, SmtpSettings, TlsMode
 from mailbridge.store import repositories as repo
@@ -99,8 +101,12 @@ class OutboxSender:
         clock: Callable[[], datetime],
         metrics: Metrics,
         should_stop: Callable[[], bool] = lambda: False,
+        tokens: TokenSource | None = None,
     ):
         self.factory = session_factory
+        # smtp.auth = "oauth2": the token source SMTP AUTH XOAUTH2 logs in with.
+        self.tokens = tokens
+        self._token = None  # the token of the current connection
         self.metrics = metrics
         self.smtp = smtp
         self.cfg = outbox
@@ -179,6 +185,17 @@ class OutboxSender:
             repo.outbox_release(s, ids)
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        login: dict = {}
+        if self.tokens is not None:
+            # A fresh token (renewed ahead of expiry) for every connection; aiosmtplib (>= 5.1) logs
+            # in with AUTH XOAUTH2 from its token generator when it connects.
+            token = await asyncio.to_thread(self.tokens.token)
+            self._token = token
+
+            async def generate() -> str:
+                return token.value
+
+            login = {"username": self.smtp.user, "oauth_token_generator": generate}
         smtp = aiosmtplib.SMTP(
             hostname=self.smtp.host,
             port=self.smtp.port,
@@ -186,11 +203,29 @@ class OutboxSender:
             start_tls=self.smtp.tls == TlsMode.STARTTLS,
             tls_context=_tls_context(self.smtp),
             timeout=self.smtp.timeout,
+            **login,
         )
         await smtp.connect()
-        if self.smtp.user and self.smtp.password is not None:
+        if self.tokens is None and self.smtp.user and self.smtp.password is not None:
             await smtp.login(self.smtp.user, self.smtp.password.get_secret_value())
         return smtp
+
+    async def check_login(self) -> str:
+        """Connect and log in as the service would, then QUIT (``mailbridge auth test``); what was
+        done, in words. Raises what the connection or login raised."""
+        smtp = await self._connect()
+        try:
+            how = "no login"
+            if self.tokens is not None:
+                how = f"AUTH XOAUTH2 as {self.smtp.user}"
+            elif self.smtp.user:
+                how = f"password login as {self.smtp.user}"
+            return f"{self.smtp.host}:{self.smtp.port} accepted the connection ({how})"
+        finally:
+            try:
+                await smtp.quit()
+            except Exception:
+                smtp.close()
 
     async def run_once(self) -> SendReport:
         """Claim and send one batch; returns what happened. Never raises for SMTP trouble."""
@@ -208,9 +243,17 @@ class OutboxSender:
             return report
         try:
             smtp = await self._connect()
+        except TokenError as e:
+            # No token (the source logged why: reauth_required at error level, or the endpoint away).
+            self.metrics.smtp_error("auth")
+            await asyncio.to_thread(self._release, [r.id for r in rows])
+            report.errors.append(f"OAuth token: {e.describe()}")
+            return report
         except aiosmtplib.SMTPAuthenticationError as e:
             self.metrics.smtp_error(smtp_error_kind(e, connected=False))
             await asyncio.to_thread(self._release, [r.id for r in rows])
+            if self.tokens is not None:
+                await asyncio.to_thread(self.tokens.invalidate, self._token)  # the next try asks for a new one
             log.error("smtp_auth_failed", host=self.smtp.host, error=str(e))
             report.errors.append(str(e))
             return report

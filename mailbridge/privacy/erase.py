@@ -23,12 +23,14 @@ The case tracker's sign-in links and sign-in requests are deleted in :meth:`Eras
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from mailbridge.ingest.fetcher import FetchError, ImapMailbox
+from mailbridge.oauth.source import TokenSource
 from mailbridge.privacy import mailtext
 from mailbridge.settings import Settings
 from mailbridge.store import privacy_queries as pq
@@ -85,8 +87,18 @@ class ErasureReport:
 
 
 class Eraser:
-    def __init__(self, settings: Settings, session_factory, raw_store: ContentStore, attachments: ContentStore, clock):
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory,
+        raw_store: ContentStore,
+        attachments: ContentStore,
+        clock,
+        tokens: Mapping[str, TokenSource] | None = None,
+    ):
         self.settings = settings
+        # The OAuth2 token sources of the accounts that log in with auth = "oauth2" (App.token_sources).
+        self.tokens = tokens or {}
         self.session_factory = session_factory
         self.raw_store = raw_store
         self.attachments = attachments
@@ -242,7 +254,7 @@ class Eraser:
         # TEXT: also a mail that names them only in its text (a bounce returning their mail).
         criteria = ["OR", "OR", "FROM", a, "TO", a, "OR", "OR", "CC", a, "BCC", a, "TEXT", a]
         for acc in self.settings.accounts:
-            box = ImapMailbox(acc)
+            box = ImapMailbox(acc, self.tokens.get(acc.name))
             try:
                 box.connect()
                 for folder in (acc.processed_folder, acc.quarantine_folder):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from pathlib import Path
 import structlog
 
 from mailbridge.ingest.fetcher import FetchError, ImapMailbox
+from mailbridge.oauth.source import TokenSource
 from mailbridge.settings import Settings
 from mailbridge.store import privacy_queries as pq
 from mailbridge.store import retention as rq
@@ -80,7 +81,10 @@ class Retention:
         *,
         skip_locked: bool,
         should_stop: Callable[[], bool] = lambda: False,
+        tokens: Mapping[str, TokenSource] | None = None,
     ):
+        # The OAuth2 token sources of the accounts that log in with auth = "oauth2" (App.token_sources).
+        self.tokens = tokens or {}
         self.settings = settings
         self.conf = settings.retention
         self.session_factory = session_factory
@@ -249,7 +253,7 @@ class Retention:
 
     def _expunge(self, before: datetime, report: RetentionReport, dry_run: bool) -> None:
         for acc in self.settings.accounts:
-            box = ImapMailbox(acc)
+            box = ImapMailbox(acc, self.tokens.get(acc.name))
             try:
                 box.connect()
                 old = box.folder_messages(acc.processed_folder, ["BEFORE", before.date()], bodies=False)

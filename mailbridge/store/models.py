@@ -530,3 +530,33 @@ class ScheduleRun(Base):
     # sent, late (sent after a later tick than its due time's), closed_day, nothing_to_report
     outcome: Mapped[str] = mapped_column(String(32), nullable=False)
     outbox_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class OAuthToken(Base):
+    """The OAuth2 token of one login (an account's name, or ``smtp`` for SMTP's own table), shared by
+    every instance on the database. Tokens are Fernet-encrypted (``store/tokens.py``); ``identity``
+    is the provider, flow and client the token was issued for (another config: not used).
+
+    One instance renews at a time: it takes the lease (``lease_owner``/``lease_until``) by
+    compare-and-set, asks the token endpoint outside any transaction, writes the new token (and the
+    rotated refresh token) and frees the lease; the others wait for the row to carry a fresh token."""
+
+    __tablename__ = "oauth_tokens"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(512), nullable=False)
+    access_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The last successful renewal, and how many there were.
+    renewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    renewals: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The last failure (None once a renewal works): the provider's error code, its words and hint,
+    # whether a person must sign in again (reauth_required), and since when it fails.
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    reauth_required: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)

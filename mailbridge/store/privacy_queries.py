@@ -135,6 +135,15 @@ NO_PERSONAL_DATA: dict[str, dict[str, str]] = {
     "privacy_audit": {"action": "an action word"},
     "signin_tokens": {"token_hash": "the SHA-256 of a random token"},
     "schedule_starts": {"name": "report:<name> / digest:<name> of the configuration"},
+    "oauth_tokens": {
+        "name": "a login's name of the configuration",
+        "identity": "provider, flow and client of our own mailbox's app",
+        "access_token": "our mailbox's credential (encrypted)",
+        "refresh_token": "our mailbox's credential (encrypted)",
+        "error_code": "a provider's error code",
+        "last_error": "a provider's words about our own login",
+        "lease_owner": "an instance's name",
+    },
     "schedule_runs": {"name": "report:<name> / digest:<name> of the configuration", "outcome": "an outcome word"},
 }
 

@@ -393,11 +393,12 @@ def _documented(text: str) -> set[str]:
     """Keys present in the example, set or commented out (``# key = value``), with their table."""
     keys, table = set(), ""
     for line in text.splitlines():
-        m = re.match(r"^\s*\[\[?([a-z_.]+)\]\]?\s*$", line)
+        # A table may be commented out too (# [accounts.oauth2]): an alternative, documented.
+        m = re.match(r"^\s*#?\s*\[\[?([a-z_.0-9]+)\]\]?\s*$", line)
         if m:
             table = m.group(1) + "."
             continue
-        m = re.match(r"^\s*#?\s*([a-z_]+)\s*=\s*(\[?\{.*\}\]?)?", line)
+        m = re.match(r"^\s*#?\s*([a-z_][a-z0-9_]*)\s*=\s*(\[?\{.*\}\]?)?", line)
         if m:
             inline = re.findall(r"([a-z_]+)\s*=", m.group(2) or "")
             # An inline table (first_response = { business_hours = 4 }), or an array of them
