@@ -2,7 +2,7 @@
 text, a case's personal data; legal holds on cases; the retention job's runs; the privacy audit log.
 
 Revision ID: 0009
-Revises: 0007 (the coordinator chains it after 0008 of a parallel branch)
+Revises: 0008
 Create Date: 2026-12-03
 """
 

@@ -3,7 +3,7 @@ SHA-256, valid 15 minutes, single use, bound to one address) and the sign-in req
 limits count (per address and per client address).
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-03
 """
 

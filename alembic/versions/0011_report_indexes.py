@@ -3,7 +3,7 @@ events and mails by time (the history of a period), events by kind (the reopened
 volume report).
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-03
 """
 

@@ -2,7 +2,7 @@
 one row per due time claimed (unique name and due time) in the transaction that queued its mail.
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0011
 Create Date: 2026-12-03
 """
 
