@@ -128,13 +128,18 @@ def run(ctx: click.Context) -> None:
 @cli.command()
 @click.pass_context
 def web(ctx: click.Context) -> None:
-    """Serve the web app at ``[web] listen`` until SIGTERM/SIGINT: /healthz, and the attachments too
-    large for a notification at their signed links (/attachments/<token>, with ``[web] base_url``)."""
+    """Serve the web app at ``[web] listen`` until SIGTERM/SIGINT: /healthz; with ``[web] base_url``
+    and its key the customers' Case Tracker (sign-in by mailed link, /c/<token> case links) and the
+    attachments too large for a notification at their signed links (/attachments/<token>)."""
     from mailbridge.web.app import server
 
     app = _app(ctx)
     if app.settings.web.base_url is None:
-        click.echo("mailbridge: [web] base_url is not set: notifications carry no download links", err=True)
+        click.echo(
+            "mailbridge: [web] base_url is not set: no Case Tracker, no case links in mails and no download "
+            "links in notifications; only /healthz is served",
+            err=True,
+        )
     try:
         server(app).run()
     finally:
@@ -443,14 +448,16 @@ def privacy_hold(ctx: click.Context, case_number: str, release: bool, reason: st
 
     app = _app(ctx.parent)
     who = _actor(by)
-    with session_scope(app.session_factory) as s:
-        tid = pq.ticket_id_of(s, case_number)
-        if tid is None:
-            raise click.ClickException(f"no ticket {case_number}")
-        changed = pq.release(s, tid) if release else pq.hold(s, tid, reason, who, app.clock())
-        if changed:
-            pq.audit(s, "release" if release else "hold", who, app.clock(), case=case_number.upper(), reason=reason)
-    app.close()
+    try:
+        with session_scope(app.session_factory) as s:
+            tid = pq.ticket_id_of(s, case_number)
+            if tid is None:
+                raise click.ClickException(f"no ticket {case_number}")
+            changed = pq.release(s, tid) if release else pq.hold(s, tid, reason, who, app.clock())
+            if changed:
+                pq.audit(s, "release" if release else "hold", who, app.clock(), case=case_number.upper(), reason=reason)
+    finally:
+        app.close()
     if release:
         click.echo(f"{case_number.upper()}: hold released" if changed else f"{case_number.upper()}: was not held")
     else:
@@ -466,12 +473,15 @@ def privacy_holds(ctx: click.Context) -> None:
     from mailbridge.store.db import session_scope
 
     app = _app(ctx.parent)
-    with session_scope(app.session_factory) as s:
-        rows = pq.holds(s)
-    for case, reason, by, since in rows:
-        click.echo(f"{case}  since {views.shown_time(app, since)}  by {by}: {reason}")
-    if not rows:
-        click.echo("no case is held")
+    try:
+        with session_scope(app.session_factory) as s:
+            rows = pq.holds(s)
+        for case, reason, by, since in rows:
+            click.echo(f"{case}  since {views.shown_time(app, since)}  by {by}: {reason}")
+        if not rows:
+            click.echo("no case is held")
+    finally:
+        app.close()
 
 
 @privacy.command("retention")

@@ -1131,8 +1131,9 @@ class NotificationSettings(_Model):
 
 
 class WebSettings(_Model):
-    """The web app (``mailbridge web``): agents' download links for attachments too large to travel
-    with a notification; later the customers' case tracker."""
+    """The web app (``mailbridge web``): the customers' Case Tracker (sign-in links, sessions, case
+    links in mails) and agents' download links for attachments too large to travel with a
+    notification; the key signs and encrypts all of them."""
 
     # Where ``mailbridge web`` listens: "host:port".
     listen: str = "127.0.0.1:8080"

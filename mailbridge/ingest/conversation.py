@@ -110,17 +110,24 @@ class Identify:
             mail.role = AuthorRole.REQUESTER
         elif people.get(author) in (AuthorRole.REQUESTER, AuthorRole.CUSTOMER):
             mail.role = AuthorRole.CUSTOMER
-        elif people.get(author) == AuthorRole.COLLEAGUE or organisation_key(author, self.public) == organisation_key(
-            t.answer_to, self.public
+        elif (
+            people.get(author) == AuthorRole.COLLEAGUE
+            or organisation_key(author, self.public) == organisation_key(t.answer_to, self.public)
+            or self._same_configured_organisation(author, t.organisation)
         ):
-            # Same organisation: a customer for the lifecycle, but not copied on our answers (a
-            # mail domain is weak evidence of who may read them).
+            # Same organisation (the mail domain, or an address or domain of the case's configured
+            # organisation: a lead person of a company-wide case tracker commenting on a colleague's
+            # case): a customer for the lifecycle, but not copied on our answers.
             mail.role = AuthorRole.COLLEAGUE
         else:
             mail.role = AuthorRole.THIRD_PARTY
             if not mail.machine_made:
                 mail.kind = MessageKind.THIRD_PARTY
                 mail.flags.append(f"unknown third party {author} referenced this case")
+
+    def _same_configured_organisation(self, author: str, organisation: str | None) -> bool:
+        org = self.settings.organisation_for(author) if organisation else None
+        return org is not None and org.name == organisation
 
     def _agent_mode(self, mail: InboundMail, queue, people: dict[str, str]) -> None:
         """Where an agent's mail went decides what it is (``mail.agent_mode``):

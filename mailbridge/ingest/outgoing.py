@@ -711,7 +711,9 @@ class NotifyAgents:
         # under its author, not the agent's forward around it.
         filed = mail.filing
         sender = filed.author if filed is not None else p.from_
-        role = AuthorRole.REQUESTER if filed is not None and filed.how == "forward" else mail.role
+        # (The customer wrote a forwarded mail; the agent wrote a call's notes.)
+        filed_role = AuthorRole.REQUESTER if filed is not None and filed.how == "forward" else AuthorRole.AGENT
+        role = mail.role if filed is None else filed_role
         text = filed.text if filed is not None else p.text if mail.new_ticket else (p.new_text or p.text)
         files = [CustomerFile(*row) for row in repo.attachments_of(mail.session, mail.message_id)]
         # The customer's HTML, sanitised (customer_html.py): first with every inline image, for its
@@ -742,7 +744,9 @@ class NotifyAgents:
             for f in attached
         ]
         groups = [[a] for a in queue.notify_addresses] if links is not None else [queue.notify_addresses]
-        for to in groups:
+        outbox_ids: list[int] = []
+        first_id: str | None = None
+        for i, to in enumerate(groups):
             built = self.builder.notification(
                 t,
                 queue,
@@ -774,19 +778,26 @@ class NotifyAgents:
                 customer_html=html.html if html is not None else None,
                 # A reply's text is its new part; its HTML cannot be cut there, so it comes whole.
                 whole_html=html is not None and text != p.text,
+                message_id=first_id,
                 now=mail.now,
             )
-            # One notification per inbound message; with links, one per recipient (the address
-            # hashed: an address of 254 characters would not fit the key's 255).
+            first_id = first_id or built.out.message_id
+            # One notification per inbound message; with links, one copy per recipient (the address
+            # hashed: an address of 254 characters would not fit the key's 255), all with the same
+            # Message-ID and recorded once, so the case lists it once and the hourly cap counts it once.
             key = f"notify:{mail.message_id}"
             if len(groups) > 1:
                 key += ":" + hashlib.sha256(to[0].encode("utf-8")).hexdigest()[:16]
-            outbox_id = _enqueue(mail, built, MessageKind.NOTIFICATION, key)
-            mail.event(
-                "agents_notified",
-                outbox_id=outbox_id,
-                event=event,
-                to=built.out.envelope_to,
-                attached=len(attached),
-                listed=len(listed),
+            outbox_ids.append(
+                _enqueue(
+                    mail, built, MessageKind.NOTIFICATION, key, record=i == 0, recipients=list(queue.notify_addresses)
+                )
             )
+        mail.event(
+            "agents_notified",
+            outbox_id=outbox_ids[0],
+            event=event,
+            to=list(queue.notify_addresses),
+            attached=len(attached),
+            listed=len(listed),
+        )

@@ -1,4 +1,5 @@
-"""Signed download links for attachments too large to travel with an agent notification.
+"""Signed download links for attachments too large to travel with an agent notification, and the
+encrypted links to a case that customers' mails carry (:class:`CaseLinks`).
 
 A link's token names the attachment row and the address the notification went to, is signed with
 the ``[web]`` key (itsdangerous ``URLSafeTimedSerializer``: HMAC-SHA1 over the payload and the time
@@ -9,9 +10,13 @@ the file only while the address still receives the queue's mail (:func:`may_down
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from cryptography.fernet import Fernet, InvalidToken
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
 from mailbridge.settings import QueueSettings
@@ -95,39 +100,43 @@ class CaseLinkExpired(CaseLinkError):
 
 
 class CaseLinks:
-    """The signed, time-limited link to a case for one recipient that every acknowledgement and
-    relayed answer carries when ``[web] base_url`` is set: ``{base_url}c/{token}``, the token an
-    itsdangerous ``URLSafeTimedSerializer`` (salt "case-link") over the address and the case
-    number, valid ``[web] case_link_days`` at the app's clock. No I/O."""
+    """The time-limited link to a case for one recipient that every acknowledgement and relayed
+    answer carries when ``[web] base_url`` is set: ``{base_url}c/{token}``. The token is encrypted,
+    not only signed (``cryptography``'s Fernet, AES-CBC + HMAC-SHA256, with a key derived from the
+    ``[web]`` key and the purpose "case-link"): a link in a stored or forwarded mail does not show
+    whose it is, so an erasure that removes an address from the text leaves no readable copy of it
+    in a link. Its time is the app's clock; valid ``[web] case_link_days``. No I/O."""
 
     SALT = "case-link"
 
     def __init__(self, secret: str, base_url: str, days: float, clock: Callable[[], datetime]):
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.max_age = timedelta(days=days)
-        clock_ = clock
-
-        class _Signer(TimestampSigner):
-            def get_timestamp(self) -> int:
-                return int(clock_().timestamp())
-
-        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT, signer=_Signer)
+        key = hashlib.sha256(f"mailbridge {self.SALT}\0{secret}".encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
         self._clock = clock
 
     def token(self, address: str, case_number: str) -> str:
-        return self._serializer.dumps({"a": address.lower(), "c": str(case_number)})
+        payload = json.dumps({"a": address.lower(), "c": str(case_number)}, separators=(",", ":"))
+        when = int(self._clock().timestamp())
+        return self._fernet.encrypt_at_time(payload.encode(), when).decode("ascii").rstrip("=")
 
     def url(self, address: str, case_number: str) -> str:
         return f"{self.base_url}{CASE_PATH}{self.token(address, case_number)}"
 
     def load(self, token: str) -> tuple[str, str]:
         """(address, case number) of a valid token. Raises :class:`CaseLinkInvalid` for anything we
-        did not sign, :class:`CaseLinkExpired` for a token of ours past ``case_link_days``."""
-        if not isinstance(token, str) or not token or len(token) > 2048:
+        did not make, :class:`CaseLinkExpired` for a token of ours past ``case_link_days``."""
+        if not isinstance(token, str) or not token or len(token) > 2048 or not token.isascii():
             raise CaseLinkInvalid("not a case link")
+        raw = (token + "=" * (-len(token) % 4)).encode("ascii")
         try:
-            payload, issued = self._serializer.loads(token, return_timestamp=True)
-        except (BadData, ValueError, TypeError):
+            # Only the canonical spelling: base64 ignores a last character's unused bits.
+            if base64.urlsafe_b64encode(base64.urlsafe_b64decode(raw)) != raw:
+                raise ValueError("not canonical base64")
+            payload = json.loads(self._fernet.decrypt(raw))
+            issued = datetime.fromtimestamp(self._fernet.extract_timestamp(raw), UTC)
+        except (InvalidToken, ValueError, TypeError):
             raise CaseLinkInvalid("not a case link") from None
         if (
             not isinstance(payload, dict)

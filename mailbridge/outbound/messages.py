@@ -406,8 +406,10 @@ class MailBuilder:
         to: list[str] | None = None,
         customer_html: Markup | None = None,
         whole_html: bool = False,
+        message_id: str | None = None,
     ) -> Built:
-        """Tell the queue's agents about a new case or a reply; its Message-ID is signed for the case.
+        """Tell the queue's agents about a new case or a reply; its Message-ID is signed for the case
+        (``message_id``: that of an earlier copy of the same notification to another recipient).
         ``checklist``: the case's required information ({label, given, evidence}); ``raised_to``: the
         level the customer's request raised the case to.
 
@@ -426,7 +428,7 @@ class MailBuilder:
         ``event``: new | reply | reopened | third-party | unverified-agent.
         """
         domain = queue.address.rsplit("@", 1)[-1]
-        mid = notification_message_id(ticket.case_number, domain, self.secrets[0])
+        mid = message_id or notification_message_id(ticket.case_number, domain, self.secrets[0])
         tctx = {
             "marker": REPLY_MARKER,
             "event": event,

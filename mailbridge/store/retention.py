@@ -93,7 +93,9 @@ def cases_due(session: Session, cutoff: datetime, after: int, limit: int, skip_l
 
 
 def noise_due(session: Session, cutoff: datetime, after: int, limit: int, skip_locked: bool) -> list[int]:
-    """Ids of messages of no case (auto-replies, bounces, our own mail seen again) received before ``cutoff``."""
+    """Ids of messages of no case received before ``cutoff``: auto-replies, bounces, our own mail seen
+    again, status requests, agents' ``#help`` and rejected command mails, and what we sent about no
+    case (status lists, cheat sheets, sign-in mails)."""
     stmt = (
         select(Message.id)
         .where(Message.id > after, Message.ticket_id.is_(None), Message.created_at <= cutoff)

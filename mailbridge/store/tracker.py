@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -276,6 +276,14 @@ def use_token(session: Session, token_hash: str, now: datetime) -> str | None:
         .values(used_at=now)
     )
     return address if done.rowcount == 1 else None
+
+
+def prune_signins(session: Session, before: datetime) -> int:
+    """Delete sign-in requests made before ``before`` and sign-in links that expired before it;
+    how many rows."""
+    n = session.execute(delete(SigninRequest).where(SigninRequest.created_at < before)).rowcount or 0
+    n += session.execute(delete(SigninToken).where(SigninToken.expires_at < before)).rowcount or 0
+    return n
 
 
 def add_signin_request(session: Session, address: str, client: str, now: datetime) -> None:

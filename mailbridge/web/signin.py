@@ -33,6 +33,8 @@ log = structlog.get_logger(__name__)
 
 TOKEN_MINUTES = 15
 RATE_WINDOW = timedelta(hours=1)
+# Sign-in requests and spent or expired links are kept this long, then deleted.
+KEEP_SIGNINS = timedelta(days=1)
 # The path below base_url a sign-in link opens.
 SIGNIN_PATH = "signin/"
 
@@ -71,6 +73,9 @@ class SignIn:
             since = now - RATE_WINDOW
             per_address = tq.signin_requests_since(s, since, address=address)
             per_client = tq.signin_requests_since(s, since, client=client)
+            # What the limits no longer need goes (addresses, even mistyped ones, and client IPs are
+            # personal data): requests older than a day, links spent or expired a day ago.
+            tq.prune_signins(s, now - KEEP_SIGNINS)
             tq.add_signin_request(s, address, client, now)
             if per_address >= web.signin_per_address or per_client >= web.signin_per_client:
                 log.warning(

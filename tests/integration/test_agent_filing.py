@@ -232,6 +232,9 @@ def test_new_with_received_counts_from_the_call(sla):
     print(acks[0].text)
     assert "Anna Agent hat diesen Fall nach Ihrem Anruf für Sie angelegt." in acks[0].text
     assert "#new" not in acks[0].text
+    # The agents read the call's notes as the agent's, not as the caller's own words.
+    (note_mail,) = to(sent, TEAM)
+    assert f"<{AGENT[1]}> (agent)" in note_mail.text and "Frau Kunde rief an" in note_mail.text
     case = _case(acks[0])
     t = sla.ticket(case)
     assert t.requester_email == CUSTOMER2[1] and t.severity == "1"

@@ -136,6 +136,11 @@ def test_30mb_attachment_is_listed_with_a_link_only_agents_can_use(tmp_path, ima
         (team_link,) = LINK_RE.findall(team_note.text)
         (bert_link,) = LINK_RE.findall(bert_note.text)
         assert team_link != bert_link
+        # Two copies of one notification: one Message-ID, recorded once on the case (so the case
+        # lists one notification and the hourly cap counts one), its recipients both.
+        assert team_note.header("Message-ID") == bert_note.header("Message-ID")
+        notes = [m for m in desk.messages(desk.tickets()[0].case_number) if m.kind == "notification"]
+        assert len(notes) == 1 and sorted(notes[0].recipients) == sorted([TEAM, bert])
         (row,) = [r for r in _stored(desk) if r.filename == "kc4_trace.zip"]
         assert row.size == TRACE_SIZE
 

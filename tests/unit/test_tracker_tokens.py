@@ -94,3 +94,19 @@ def test_rate_counts_per_address_and_client(factory):
         assert tq.signin_requests_since(s, since, address="alice@acme.example") == 3
         assert tq.signin_requests_since(s, since, client="10.0.0.1") == 4
         assert tq.signin_requests_since(s, since, client="10.0.0.2") == 0
+
+
+def test_old_requests_and_expired_links_are_pruned(factory):
+    """Addresses (even mistyped ones) and client IPs are kept only as long as the limits need them."""
+    issue(factory, "old", "alice@acme.example", NOW - timedelta(days=2))
+    issue(factory, "new", "alice@acme.example", NOW - timedelta(minutes=5))
+    with session_scope(factory) as s:
+        tq.add_signin_request(s, "tipo@acme.example", "10.0.0.9", NOW - timedelta(days=2))
+        tq.add_signin_request(s, "alice@acme.example", "10.0.0.1", NOW - timedelta(hours=2))
+    with session_scope(factory) as s:
+        assert tq.prune_signins(s, NOW - timedelta(days=1)) == 2
+    with session_scope(factory) as s:
+        assert tq.signin_requests_since(s, NOW - timedelta(days=3), client="10.0.0.9") == 0
+        assert tq.signin_requests_since(s, NOW - timedelta(days=3), address="alice@acme.example") == 1
+        assert [t.address for t in s.query(SigninToken)] == ["alice@acme.example"]
+    assert use(factory, "new", NOW) == "alice@acme.example"
