@@ -8,7 +8,8 @@ SMTP (aiosmtpd), SQLite and PostgreSQL, the CLI as an operator runs it.
   legal hold is skipped and reported.
 - ``privacy export``: a customer with three cases and attachments: all of them in index.html and data.json.
 - ``privacy retention``: at an injected clock it removes exactly what the settings say, and the SLA
-  report (``sla explain``) reads the same before and after; two instances at once do the work once.
+  figures (``sla explain``, ``mailbridge report sla`` and ``volume``) read the same before and after;
+  two instances at once do the work once.
 """
 
 from __future__ import annotations
@@ -507,6 +508,16 @@ def test_retention_removes_exactly_what_the_settings_say_and_the_sla_report_stay
         assert all(s["raw_files"] >= 3 and s["attachment_files"] == 1 and s["texts"] >= 3 for s in before.values())
         explain_before = {k: _run(desk, "sla", "explain", c).stdout for k, c in cases.items()}
         sla_before = {k: _sla(desk, c) for k, c in cases.items()}
+        # The support lead's reports over the whole time (mailbridge report, CSV): the same figures after.
+        span = ["--from", (start - timedelta(days=1)).date().isoformat(), "--to", desk.clock.now.date().isoformat()]
+        reports = {
+            "sla": ["report", "sla", *span, "--by", "queue", "--period", "month", "--format", "csv"],
+            "volume": ["report", "volume", *span, "--period", "week", "--format", "csv"],
+        }
+        reports_before = {k: _run(desk, *args).stdout for k, args in reports.items()}
+        assert all(out.count("\n") > 10 for out in reports_before.values()), reports_before
+        rows = [line.split(",") for line in reports_before["sla"].splitlines()[1:]]
+        assert sum(int(r[2]) for r in rows if r[1] == "(all)") == 4  # the four cases, each in its month
 
         dry = _run(desk, "privacy", "retention", "--dry-run")
         assert dry.exit_code == 0 and "would remove" in dry.stdout, dry.output
@@ -552,6 +563,7 @@ def test_retention_removes_exactly_what_the_settings_say_and_the_sla_report_stay
 
         # The SLA report reads the same (only the removed subject differs).
         assert {k: _sla(desk, c) for k, c in cases.items()} == sla_before
+        assert {k: _run(desk, *args).stdout for k, args in reports.items()} == reports_before
         for k, c in cases.items():
             now = _run(desk, "sla", "explain", c).stdout
             if k == "old":
