@@ -6,18 +6,24 @@ relayed to the customer (her answer only) with her commands applied to the case.
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.error
+import urllib.request
 
 import pytest
 
-from mailbridge.demo import ANNA_ANSWER_MARK
+from mailbridge.demo import ANNA_ANSWER_MARK, DEMO_WEB_LISTEN
 from mailbridge.domain import CaseNumberFormat
+from tests.mailstack import free_port
 
 # The demo promises to finish well within a minute; leave room for a slow CI machine.
 DEMO_TIMEOUT_SECONDS = 120
@@ -220,6 +226,46 @@ def test_demo_keep_leaves_a_usable_directory(tmp_path):
     ]
     assert len(open_cases) == EXPECTED_TICKETS  # the demo solves none of its cases
     assert sorted(r[0] for r in rows[1:]) == sorted(open_cases)
+
+    # The case tracker over the kept database: `mailbridge web` answers /healthz, and a case link
+    # from an acknowledgement the demo printed opens its case (the kept config on a free port).
+    links = re.findall(r"/c/([A-Za-z0-9_\-]+)", proc.stdout)
+    assert links, "the demo's acknowledgements carry case links"
+    port = free_port()
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(DEMO_WEB_LISTEN, f"127.0.0.1:{port}"), encoding="utf-8"
+    )
+    log = tmp_path / "web.log"
+    with log.open("wb") as out:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "mailbridge", "--config", str(config), "web"], stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    assert r.status == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert web.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        # As a browser does: the link signs its recipient in (a session cookie) and redirects to the case.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", f"/c/{links[0]}")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 303 and r.getheader("Location", "").startswith("/cases/C"), r.status
+        cookie = r.getheader("Set-Cookie", "").split(";", 1)[0]
+        conn.request("GET", r.getheader("Location"), headers={"Cookie": cookie})
+        r = conn.getresponse()
+        page = r.read().decode("utf-8")
+        conn.close()
+        assert r.status == 200 and CASE_RE.search(page) is not None and "Anmelden" not in page, page[:500]
+    finally:
+        web.send_signal(signal.SIGTERM)
+        web.wait(15)
 
     again = _demo("--keep", str(keep))
     assert again.returncode == 2
