@@ -235,6 +235,10 @@ def test_bad_parameters_are_named(week):
     assert code == 2 and "case: no case C9999999" in err
 
 
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/chromium") and not os.environ.get("MAILBRIDGE_REQUIRE_BROWSER"),
+    reason="Debian's chromium is not installed (apt-get install chromium)",
+)
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_sla_html_in_chromium_and_for_mail(week, tmp_path):
     """The HTML page opened in Chromium shows its title, the table and three drawn charts; a
