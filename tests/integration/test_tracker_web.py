@@ -83,7 +83,8 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
     before = len(t.desk.smtp.received)
     page.goto(t.base + "signin")
     page.get_by_label("E-mail address").fill("nobody@unknown.example")
-    page.get_by_role("button", name="Send sign-in link").click()
+    with page.expect_navigation():  # the next page, not the one being left
+        page.get_by_role("button", name="Send sign-in link").click()
     assert "If we know this address, a sign-in link is on its way" in page.content()
     assert not [m for m in t.send_outbox() if "nobody@unknown.example" in m.rcpt_tos]
     assert len(t.desk.smtp.received) == before
@@ -103,7 +104,8 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
     page.get_by_role("button", name="Show").click()
     assert case_numbers(page) == [a2]
     page.get_by_label("Search").fill(b1)  # another organisation's number finds nothing
-    page.get_by_role("button", name="Show").click()
+    with page.expect_navigation():  # the next page, not the one being left
+        page.get_by_role("button", name="Show").click()
     assert case_numbers(page) == [] and "No cases found." in page.content()
 
     # Sort by created, oldest first, then newest first.
@@ -228,7 +230,8 @@ def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser)
     assert t.desk.ticket(b1).status == "closed"
     page.goto(t.base + f"cases/{b1}")
     assert "Diese Anfrage ist geschlossen." in page.content()  # Boris's case is in German
-    page.get_by_role("link", name="English").click()
+    with page.expect_navigation():  # the next page, not the one being left
+        page.get_by_role("link", name="English").click()
     assert "This case is closed." in page.content()
     assert page.get_by_role("button", name="Ask for urgency").count() == 0
     page.get_by_label("Your comment").fill("The database is slow again since this morning.")
@@ -245,7 +248,8 @@ def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser)
     link = sign_in(t, page2, ALICE[1])
     page3 = browser.new_context(locale="en-US").new_page()
     page3.goto(link)
-    page3.get_by_role("button", name="Sign in").click()
+    with page3.expect_navigation():  # the next page, not the one being left
+        page3.get_by_role("button", name="Sign in").click()
     assert "This link no longer works" in page3.content()
     assert page3.get_by_role("button", name="Send sign-in link").is_visible()
 
@@ -256,7 +260,8 @@ def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser)
     fresh = SIGNIN_LINK_RE.search(t.signin_mail(before, ALICE[1]).text).group(1)
     t.desk.clock.now += timedelta(minutes=16)
     page3.goto(fresh)
-    page3.get_by_role("button", name="Sign in").click()
+    with page3.expect_navigation():  # the next page, not the one being left
+        page3.get_by_role("button", name="Sign in").click()
     assert "This link no longer works" in page3.content()
     page3.goto(t.base + "cases")
     assert page3.url == t.base + "signin"  # not signed in
@@ -281,7 +286,8 @@ def test_rate_limit_per_address_answers_the_same(tracker, browser):
     for _ in range(7):
         page.goto(t.base + "signin")
         page.get_by_label("E-mail address").fill(ALICE[1])
-        page.get_by_role("button", name="Send sign-in link").click()
+        with page.expect_navigation():  # the next page, not the one being left
+            page.get_by_role("button", name="Send sign-in link").click()
         assert "If we know this address, a sign-in link is on its way" in page.content()
     t.send_outbox()
     mails = [m for m in t.desk.smtp.received[before:] if ALICE[1] in m.rcpt_tos]
