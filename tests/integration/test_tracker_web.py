@@ -52,8 +52,8 @@ def sign_in(tracker: TrackerDesk, page, address: str) -> str:
     before = len(tracker.desk.smtp.received)
     page.goto(tracker.base + "signin")
     page.get_by_label("E-mail address").fill(address)
-    page.get_by_role("button", name="Send sign-in link").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():  # the next page, not the one being left
+        page.get_by_role("button", name="Send sign-in link").click()
     assert "If we know this address, a sign-in link is on its way" in page.content()
     mail = tracker.signin_mail(before, address)
     assert mail.header("Auto-Submitted") == "auto-generated" and not mail.msg.get("In-Reply-To")
@@ -98,10 +98,12 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
 
     # Search by text of a message, by subject, by case number.
     page.get_by_label("Search").fill("0x42")
-    page.get_by_role("button", name="Show").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Show").click()
     assert case_numbers(page) == [a3]
     page.get_by_label("Search").fill("vpn")
-    page.get_by_role("button", name="Show").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Show").click()
     assert case_numbers(page) == [a2]
     page.get_by_label("Search").fill(b1)  # another organisation's number finds nothing
     with page.expect_navigation():  # the next page, not the one being left
@@ -112,10 +114,12 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
     page.get_by_label("Search").fill("")
     page.get_by_label("Sort by").select_option("created")
     page.get_by_label("Order").select_option("asc")
-    page.get_by_role("button", name="Show").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Show").click()
     assert case_numbers(page) == [a1, a2, a3]
     page.get_by_label("Order").select_option("desc")
-    page.get_by_role("button", name="Show").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Show").click()
     assert case_numbers(page) == [a3, a2, a1]
     page.screenshot(path=str(tmp_path / "list-en.png"), full_page=True)
 
@@ -131,14 +135,16 @@ def test_sign_in_list_search_sort_open_comment_and_urgency(tracker, browser, tmp
     page.screenshot(path=str(tmp_path / "case-en.png"), full_page=True)
 
     # German, switched on the page.
-    page.get_by_role("link", name="Deutsch").click()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Deutsch").click()
     assert page.get_by_role("heading", name="Verlauf").is_visible()
     assert "erste Antwort bis" in page.content()
     page.screenshot(path=str(tmp_path / "case-de.png"), full_page=True)
     page.goto(t.base + "cases")
     assert page.get_by_role("heading", name="Anfragen von ACME GmbH").is_visible()
     page.screenshot(path=str(tmp_path / "list-de.png"), full_page=True)
-    page.get_by_role("link", name="English").click()
+    with page.expect_navigation():
+        page.get_by_role("link", name="English").click()
 
     # The agent answers and sets the case pending; the customer's comment opens it again and the
     # agents' notification arrives at the SMTP server.
@@ -235,8 +241,8 @@ def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser)
     assert "This case is closed." in page.content()
     assert page.get_by_role("button", name="Ask for urgency").count() == 0
     page.get_by_label("Your comment").fill("The database is slow again since this morning.")
-    page.get_by_role("button", name="Open a new case that refers to this one").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Open a new case that refers to this one").click()
     new_case = page.url.split("/cases/")[1].split("?")[0]
     assert new_case != b1 and "your new case has been received" in page.content()
     assert t.desk.ticket(new_case).linked_ticket_id == t.desk.ticket(b1).id
@@ -256,7 +262,8 @@ def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser)
     before = len(t.desk.smtp.received)
     page3.goto(t.base + "signin")
     page3.get_by_label("E-mail address").fill(ALICE[1])
-    page3.get_by_role("button", name="Send sign-in link").click()
+    with page3.expect_navigation():
+        page3.get_by_role("button", name="Send sign-in link").click()
     fresh = SIGNIN_LINK_RE.search(t.signin_mail(before, ALICE[1]).text).group(1)
     t.desk.clock.now += timedelta(minutes=16)
     page3.goto(fresh)
@@ -273,7 +280,8 @@ def test_other_organisation_and_refused_links_and_forged_posts(tracker, browser)
 
     # Alice's case is in German, so the tracker speaks German to her; sign-out ends the session.
     assert page2.get_by_role("heading", name="Anfragen von ACME GmbH").is_visible()
-    page2.get_by_role("button", name="Abmelden").click()
+    with page2.expect_navigation():
+        page2.get_by_role("button", name="Abmelden").click()
     page2.goto(t.base + "cases")
     assert page2.url == t.base + "signin"
 
@@ -300,7 +308,8 @@ def test_works_without_javascript_and_by_keyboard(tracker, browser):
     a1, _ = t.open_case(ALICE, "Drucker druckt nicht", "Guten Tag,\n\nder Drucker druckt nicht.\n\nGruß\nAlice")
     page = browser.new_context(locale="en-US", java_script_enabled=False).new_page()
     sign_in(t, page, ALICE[1])
-    page.get_by_role("link", name=a1).click()
+    with page.expect_navigation():
+        page.get_by_role("link", name=a1).click()
     # Alice wrote in German: the tracker speaks German to her.
     page.get_by_label("Ihr Kommentar").fill("Ohne JavaScript geschrieben.")
     page.get_by_role("button", name="Senden").click()
