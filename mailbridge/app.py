@@ -39,7 +39,7 @@ from mailbridge.sla.escalation import Escalations
 from mailbridge.sla.escalation import Report as EscalationReport
 from mailbridge.store import migrate
 from mailbridge.store import repositories as repo
-from mailbridge.store.db import is_postgres, make_engine, make_session_factory, session_scope
+from mailbridge.store.db import IntegrityError, is_postgres, make_engine, make_session_factory, session_scope
 from mailbridge.store.rawstore import attachment_store, raw_store
 from mailbridge.subjects import DEFAULT_REPLY_PREFIXES, SubjectNormalizer
 from mailbridge.vocabulary import Disposition
@@ -297,8 +297,12 @@ class App:
 
     def upgrade_db(self) -> None:
         migrate.upgrade(self.engine)
-        with session_scope(self.session_factory) as s:
-            repo.ensure_case_sequence(s, self.settings.case_numbers.fmt, self.settings.case_numbers.first_serial)
+        try:
+            with session_scope(self.session_factory) as s:
+                repo.ensure_case_sequence(s, self.settings.case_numbers.fmt, self.settings.case_numbers.first_serial)
+        except IntegrityError:
+            # Another instance starting at the same moment on the same database created it first.
+            log.info("case_sequence_created_by_another_instance")
 
     def poller(self, account_name: str, on_progress: Callable[[], None] = lambda: None) -> AccountPoller:
         return AccountPoller(

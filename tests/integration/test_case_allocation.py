@@ -253,3 +253,27 @@ def test_a_rolled_back_ticket_gives_its_serial_back(db_url):
             assert s.get(CaseSequence, "C7").next_serial == FIRST_SERIAL + 2
     finally:
         engine.dispose()
+
+
+def test_two_instances_starting_at_once_both_start(app, monkeypatch):
+    """Two instances started together on a new database both find no case sequence row and both add
+    it; the one that commits second must start anyway (it crashed with a unique violation)."""
+    from mailbridge import app as app_module
+
+    if app.settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite transactions take the write lock at BEGIN (IMMEDIATE): this race cannot happen there")
+    original = repo.ensure_case_sequence
+
+    def other_instance_wins(session, fmt, first_serial):
+        original(session, fmt, first_serial)  # this instance adds the row (not yet committed) …
+        with session_scope(app.session_factory) as other:  # … while the other one commits it first
+            original(other, fmt, first_serial)
+
+    with session_scope(app.session_factory) as s:
+        s.query(CaseSequence).delete()
+    monkeypatch.setattr(app_module.repo, "ensure_case_sequence", other_instance_wins)
+    app.upgrade_db()
+    with session_scope(app.session_factory) as s:
+        assert [c.name for c in s.scalars(select(CaseSequence))] == [
+            f"{app.settings.case_numbers.fmt.prefix}{app.settings.case_numbers.fmt.digits}"
+        ]
