@@ -579,6 +579,23 @@ class MailBuilder:
             "queue_name": queue.display_name,
         }
         parent_refs = self._public(list(parent_refs))
+        return self._caseless(queue, to, "oversize_notice", tctx, lang, parent_id, parent_refs, now)
+
+    def _caseless(
+        self,
+        queue: QueueSettings,
+        to: Address,
+        template: str,
+        tctx: dict,
+        language: str,
+        parent_id: str | None,
+        parent_refs: list[str],
+        now: datetime,
+        *,
+        auto_submitted: str = AUTO_REPLIED,
+    ) -> Built:
+        """A plain automatic mail about no case from the queue's address to one person, from
+        ``{template}.subject.j2``/``.txt.j2``, answering ``parent_id`` when given."""
         refs = comp.references_for(parent_id, parent_refs) if parent_id else []
         out = comp.compose(
             date=now,
@@ -587,11 +604,11 @@ class MailBuilder:
             from_name=queue.display_name,
             from_addr=queue.address,
             to=[(to.name, to.email)],
-            subject=self.templates.render(lang, "oversize_notice.subject.j2", **tctx).strip(),
-            text=self.templates.render(lang, "oversize_notice.txt.j2", **tctx),
+            subject=self.templates.render(language, f"{template}.subject.j2", **tctx).strip(),
+            text=self.templates.render(language, f"{template}.txt.j2", **tctx),
             html=None,
-            auto_submitted=AUTO_REPLIED,
-            language=lang,
+            auto_submitted=auto_submitted,
+            language=language,
         )
         return Built(out, parent_id, refs, "")
 
@@ -599,39 +616,14 @@ class MailBuilder:
         """The case tracker's sign-in mail (``mailbridge web``): the single-use link, in the
         customer's language, from the queue's address; automatic, so nobody's robot answers it."""
         tctx = {"name": to.name, "url": url, "minutes": minutes, "queue_name": queue.display_name}
-        out = comp.compose(
-            date=now,
-            from_name=queue.display_name,
-            from_addr=queue.address,
-            to=[(to.name, to.email)],
-            subject=self.templates.render(language, "signin.subject.j2", **tctx).strip(),
-            text=self.templates.render(language, "signin.txt.j2", **tctx),
-            html=None,
-            auto_submitted=AUTO_GENERATED,
-            language=language,
-        )
-        return Built(out, None, [], "")
+        return self._caseless(queue, to, "signin", tctx, language, None, [], now, auto_submitted=AUTO_GENERATED)
 
     def help(
         self, queue: QueueSettings, agent: Address, *, parent_id: str | None, parent_refs: list[str], now
     ) -> Built:
         """The agents' cheat sheet (``#help``), in the queue's language: the same text as the README's."""
         lang = queue.language
-        refs = comp.references_for(parent_id, parent_refs) if parent_id else []
-        out = comp.compose(
-            date=now,
-            in_reply_to=parent_id,
-            references=refs,
-            from_name=queue.display_name,
-            from_addr=queue.address,
-            to=[(agent.name, agent.email)],
-            subject=self.templates.render(lang, "help.subject.j2").strip(),
-            text=self.templates.render(lang, "help.txt.j2"),
-            html=None,
-            auto_submitted=AUTO_REPLIED,
-            language=lang,
-        )
-        return Built(out, parent_id, refs, "")
+        return self._caseless(queue, agent, "help", {}, lang, parent_id, parent_refs, now)
 
     def status_list(
         self,
@@ -660,21 +652,7 @@ class MailBuilder:
             "support_address": queue.address,
         }
         parent_refs = self._public(list(parent_refs))
-        refs = comp.references_for(parent_id, parent_refs) if parent_id else []
-        out = comp.compose(
-            date=now,
-            in_reply_to=parent_id,
-            references=refs,
-            from_name=queue.display_name,
-            from_addr=queue.address,
-            to=[(to.name, to.email)],
-            subject=self.templates.render(language, "status_list.subject.j2", **tctx).strip(),
-            text=self.templates.render(language, "status_list.txt.j2", **tctx),
-            html=None,
-            auto_submitted=AUTO_REPLIED,
-            language=language,
-        )
-        return Built(out, parent_id, refs, "")
+        return self._caseless(queue, to, "status_list", tctx, language, parent_id, parent_refs, now)
 
     def command_error(
         self,
@@ -698,21 +676,7 @@ class MailBuilder:
             "verified": verified,
         }
         if ticket is None:
-            refs = comp.references_for(parent_id, parent_refs) if parent_id else []
-            out = comp.compose(
-                date=now,
-                in_reply_to=parent_id,
-                references=refs,
-                from_name=queue.display_name,
-                from_addr=queue.address,
-                to=[(agent.name, agent.email)],
-                subject=self.templates.render(lang, "command_error.subject.j2", **tctx).strip(),
-                text=self.templates.render(lang, "command_error.txt.j2", **tctx),
-                html=None,
-                auto_submitted=AUTO_REPLIED,
-                language=lang,
-            )
-            return Built(out, parent_id, refs, "")
+            return self._caseless(queue, agent, "command_error", tctx, lang, parent_id, parent_refs, now)
         return self._compose(
             ticket,
             parent_id=parent_id,
