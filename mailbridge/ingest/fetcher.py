@@ -15,6 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import structlog
@@ -106,6 +107,15 @@ class _MechanismNotOffered(LoginError):
     """The server does not offer the configured SASL mechanism (a configuration fault, not the token)."""
 
 
+def _waited(internal_date: datetime | None, fetched_at: datetime) -> float:
+    """``fetched_at`` - the mail's INTERNALDATE in seconds, at least 0. imapclient gives the date
+    as naive local time (``normalise_times``) or, when the server's offset is kept, aware."""
+    if not isinstance(internal_date, datetime):
+        return 0.0
+    arrived = internal_date.astimezone(UTC)  # a naive datetime is taken as local time
+    return max(0.0, (fetched_at - arrived).total_seconds())
+
+
 class ImapMailbox:
     """One logged-in connection to one account, with its watched folder selected."""
 
@@ -121,6 +131,9 @@ class ImapMailbox:
         self._token_refused = False
         # When the token this connection logged in with is due for renewal (None: a password login).
         self.token_renew_at = None
+        # How long each mail of the last fetched batch had waited in the folder (seconds, by its
+        # INTERNALDATE and our clock at the fetch): see :meth:`waited`.
+        self._waited: dict[int, float] = {}
 
     # -- connection ------------------------------------------------------------------------
 
@@ -258,23 +271,33 @@ class ImapMailbox:
         """Raw bytes of ``uids`` in ascending order, one list per round trip of ``fetch_batch`` UIDs.
 
         ``BODY.PEEK[]`` leaves the \\Seen flag alone (RFC 3501 6.4.5), so a mail an operator looks
-        at in the support mailbox still looks unread until it is processed.
+        at in the support mailbox still looks unread until it is processed. The server's INTERNALDATE
+        of each mail comes along: how long it waited (:meth:`waited`).
         """
         batch = self.account.fetch_batch
         for i in range(0, len(uids), batch):
             chunk = uids[i : i + batch]
             try:
-                data = self._c().fetch(chunk, [b"BODY.PEEK[]"])
+                data = self._c().fetch(chunk, [b"BODY.PEEK[]", b"INTERNALDATE"])
             except (IMAPClientError, OSError) as e:
                 raise FetchError(f"{type(e).__name__}: {e}") from e
+            fetched_at = datetime.now(UTC)
             out = []
+            self._waited = {}
             for uid in chunk:
                 item = data.get(uid)
                 # None: expunged by someone else between SEARCH and FETCH; nothing to do.
                 body = item.get(b"BODY[]") if item is not None else None
                 if body is not None:
                     out.append((uid, bytes(body)))
+                    self._waited[uid] = _waited(item.get(b"INTERNALDATE"), fetched_at)
             yield out
+
+    def waited(self, uid: int) -> float:
+        """Seconds mail ``uid`` of the last fetched batch had waited in the folder when it was
+        fetched (its INTERNALDATE to our clock; 0 when the server gave none or its clock is ahead).
+        The automatic-mail limits count a mail at the time it arrived (``InboundMail.arrived``)."""
+        return self._waited.get(uid, 0.0)
 
     def fetch(self, uids: list[int]) -> Iterator[tuple[int, bytes]]:
         """Like :meth:`fetch_batches`, one mail at a time."""

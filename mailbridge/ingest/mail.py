@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import MISSING, dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailbridge.domain import Address, Attachment, ParsedMail
@@ -37,7 +37,7 @@ TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 # mail's transaction (reset by ``begin``).
 _CARRIED = frozenset(
     {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
-    | {"header_block", "requeue_of", "fetched_at", "refused", "occurred_at"}
+    | {"header_block", "requeue_of", "fetched_at", "refused", "occurred_at", "waited"}
 )
 
 
@@ -95,6 +95,9 @@ class InboundMail:
     # When the poller fetched it (``time.monotonic()``, set as it makes the carrier): where the
     # acknowledgement latency starts (``mailbridge_ack_latency_seconds``).
     fetched_at: float = field(default_factory=time.monotonic)
+    # How long it had waited in the folder when it was fetched (seconds; the server's INTERNALDATE
+    # to our clock, ``ImapMailbox.waited``): a backlog after downtime is older than it is processed.
+    waited: float = 0.0
     # -- prepared, before any transaction (ingest/prepare.py) --
     sha256: str = ""
     raw_path: str = ""
@@ -187,6 +190,14 @@ class InboundMail:
             "received_at": received_at,
             "mail_class": self.mail_class.kind.value if self.mail_class else None,
         }
+
+    @property
+    def arrived(self) -> datetime:
+        """When the mail arrived, on the attempt's clock: ``now`` less the time it waited in the
+        mailbox. The automatic-mail limits count it then (``ingest/outgoing.py`` ``AutoAnswers``): a
+        backlog worked after downtime is limited as its mails were when they came, not as a storm."""
+        assert self.now is not None
+        return self.now - timedelta(seconds=self.waited)
 
     @property
     def head(self) -> ParsedMail | None:

@@ -61,12 +61,13 @@ class AutoAnswers:
             c = mail.mail_class
             assert c is not None
             return f"{c.kind.value} ({c.reason})", None
-        refusal = self.guard.check(mail.session, to, ticket_id, mail.now)
+        # Counted at the time the mail arrived, not when a backlog reaches it (``InboundMail.arrived``).
+        refusal = self.guard.check(mail.session, to, ticket_id, mail.now, mail.arrived)
         return (refusal.text(), refusal) if refusal is not None else None
 
     def sent(self, mail: InboundMail, to: str, ticket_id: int | None, kind: MessageKind) -> None:
         """Count an automatic mail against the recipient's limits."""
-        self.guard.record(mail.session, to, ticket_id, kind.value, mail.now)
+        self.guard.record(mail.session, to, ticket_id, kind.value, mail.arrived)
 
 
 def _over_limit(mail: InboundMail, settings: Settings, kind: MessageKind) -> bool:

@@ -168,7 +168,10 @@ class AccountPoller:
         progress = _Progress(acc.name, len(uids), self.progress_interval) if len(uids) > acc.fetch_batch else None
         try:
             for batch in self.mailbox.fetch_batches(uids):
-                fetched = (InboundMail(acc.name, acc.folder, uidvalidity, uid, raw) for uid, raw in batch)
+                fetched = (
+                    InboundMail(acc.name, acc.folder, uidvalidity, uid, raw, waited=self.mailbox.waited(uid))
+                    for uid, raw in batch
+                )
                 for mail in self.preparer.prepare(fetched):
                     disposition = self.pipeline.process(mail)
                     report.fetched += 1

@@ -57,8 +57,17 @@ class AutoMailGuard:
         tiers = [*settings.per_ticket, *settings.per_recipient]
         self._window = timedelta(minutes=max((t.minutes for t in tiers), default=0))
 
-    def check(self, session: Session, recipient: str, ticket_id: int | None, now: datetime) -> Refusal | None:
-        """None when an automatic mail to ``recipient`` (about case ``ticket_id``) may go now."""
+    def check(
+        self, session: Session, recipient: str, ticket_id: int | None, now: datetime, arrived: datetime | None = None
+    ) -> Refusal | None:
+        """None when an automatic mail to ``recipient`` (about case ``ticket_id``) may go now.
+
+        The suppression of a failing address holds at ``now``. The limits count the mail at
+        ``arrived``, when the mail it answers came (default ``now``): the automatic mails counted at or
+        before then, within each tier's window before then. So a backlog worked after downtime is
+        limited as its mails were when they arrived, not as if they all came at once; a storm that
+        arrives while we run is counted as it comes."""
+        at = now if arrived is None else min(arrived, now)
         held = automail.suppression(session, recipient, now)
         if held is not None:
             return Refusal(
@@ -72,12 +81,12 @@ class AutoMailGuard:
             )
         if not self._window:
             return None
-        rows = automail.auto_mails_since(session, recipient, now - self._window)
+        rows = [(t, tid) for t, tid in automail.auto_mails_since(session, recipient, at - self._window) if t <= at]
         for scope, tiers in (("ticket", self.settings.per_ticket), ("recipient", self.settings.per_recipient)):
-            mine = [at for at, tid in rows if scope == "recipient" or (tid == ticket_id and ticket_id is not None)]
+            mine = [t for t, tid in rows if scope == "recipient" or (tid == ticket_id and ticket_id is not None)]
             for tier in tiers:
-                since = now - timedelta(minutes=tier.minutes)
-                count = sum(1 for at in mine if at > since)
+                since = at - timedelta(minutes=tier.minutes)
+                count = sum(1 for t in mine if t > since)
                 if count >= tier.max:
                     return Refusal(
                         "limit",
@@ -92,7 +101,7 @@ class AutoMailGuard:
         return None
 
     def record(self, session: Session, recipient: str, ticket_id: int | None, kind: str, now: datetime) -> None:
-        """Count an automatic mail that was queued."""
+        """Count an automatic mail that was queued, at ``now`` (the time :meth:`check` counted it at)."""
         automail.add_auto_mail(session, recipient, ticket_id, kind, now)
 
     # -- bounces -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ mark its mail; mail over the size limit is quarantined and its sender told."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -291,6 +291,44 @@ def test_unmarked_autoresponder_is_stopped_by_the_per_recipient_limit(
     last = desk.tickets()[-1]
     (supp,) = [d for k, d in desk.events(last.case_number) if k == "auto_mail_suppressed"]
     assert (supp["reason"], supp["scope"], supp["max"], supp["minutes"]) == ("limit", "recipient", LOOP_LIMIT, 10)
+
+
+def _backlog(desk: Desk, sender: tuple[str, str], arrived: list[datetime]) -> list[Sent]:
+    """Mails from ``sender`` that arrived in the mailbox at ``arrived`` (APPENDed with those
+    INTERNALDATEs, as an MTA delivered them while mailbridge was down), then one cycle over them."""
+    c = desk.imap.client()
+    try:
+        for i, at in enumerate(arrived):
+            c.append("INBOX", make_mail(sender=sender, subject=f"Anfrage {i + 1}"), msg_time=at)
+    finally:
+        c.logout()
+    return desk.deliver()
+
+
+def test_a_backlog_after_downtime_is_limited_as_its_mails_arrived_not_as_a_storm(
+    tmp_path, imap_server, smtp_sink, db_url, imap_env
+):
+    """The per-recipient limit (here 5 in 10 minutes) counts a mail at the time it arrived in the
+    mailbox (its INTERNALDATE), not when mailbridge works through a backlog: eight requests written
+    15 minutes apart while the service was down are all acknowledged when it comes back, while
+    eight that arrived within a minute are limited as they would have been live."""
+    desk = make_desk(tmp_path, imap_server, smtp_sink, db_url, conversations=LOOP_LIMIT_CONFIG)
+    real_now = datetime.now(UTC)
+    patient = ("Geduldige Kundin", "geduldig@kunde.example")
+    sent = _backlog(desk, patient, [real_now - timedelta(hours=3) + timedelta(minutes=15 * i) for i in range(8)])
+    assert len(to(sent, patient[1])) == 8
+
+    burst = ("Eilige Kundin", "eilig@kunde.example")
+    sent = _backlog(desk, burst, [real_now - timedelta(hours=1) + timedelta(seconds=5 * i) for i in range(8)])
+    assert len(to(sent, burst[1])) == LOOP_LIMIT
+    held = [
+        d
+        for t in desk.tickets()
+        for k, d in desk.events(t.case_number)
+        if k == "auto_mail_suppressed" and d.get("address") == burst[1]
+    ]
+    assert len(held) == 8 - LOOP_LIMIT
+    assert {(d["reason"], d["scope"], d["max"]) for d in held} == {("limit", "recipient", LOOP_LIMIT)}
 
 
 def test_rfc3834_autoresponder_exchange_stops_after_one_round(desk):
