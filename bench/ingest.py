@@ -645,10 +645,10 @@ class ImapServer:
 
 
 @contextlib.contextmanager
-def imap_server() -> Iterator[ImapServer]:
+def imap_server(force_pymap: bool = False) -> Iterator[ImapServer]:
     from tests import mailstack
 
-    reason = mailstack.missing()
+    reason = "--imap pymap" if force_pymap else mailstack.missing()
     if reason is None:
         stack = mailstack.MailStack()
         stack.start()
@@ -668,7 +668,7 @@ def imap_server() -> Iterator[ImapServer]:
         PymapServer(user="idle", password=PYMAP_PASSWORD) as b,
     ):
         yield ImapServer(
-            f"pymap (in-memory; FALLBACK: Dovecot unavailable: {reason})",
+            f"pymap (in-memory; FALLBACK, not the issue's server: {reason})",
             Login(a.host, a.port, a.user, a.password),
             Login(b.host, b.port, b.user, b.password),
         )
@@ -1252,7 +1252,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = multiprocessing.get_context("spawn")
     with (
         tempfile.TemporaryDirectory(prefix="mailbridge-bench-") as tmp,
-        imap_server() as imap,
+        imap_server(args.imap == "pymap") as imap,
         Sink() as sink,
         ctx.Pool(LIMIT_WORKERS, initializer=_limit_worker_init) as pool,
     ):
@@ -1392,6 +1392,12 @@ def main(argv: list[str] | None = None) -> int:
         "--parse-workers",
         type=int,
         help="ingest.parse_workers for the service (default: the service's own default); 0 = parse inline",
+    )
+    ap.add_argument(
+        "--imap",
+        choices=("dovecot", "pymap"),
+        default="dovecot",
+        help="the IMAP server: a private Dovecot (default; pymap when Dovecot is missing) or pymap",
     )
     ap.add_argument("--no-breakdown", action="store_true", help="do not time the parts of the service path")
     ap.add_argument(
