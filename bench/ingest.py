@@ -24,7 +24,7 @@ The exit code is 0 when the run measured, whether or not the targets were met; n
 check does not hold or something failed.
 
     python bench/ingest.py [--mails 2000] [--batch 200] [--repeat 1] [--no-pg] [--no-sent]
-                           [--latency 30] [--pg-url URL] [--parse-workers N] [--profile FILE]
+                           [--latency 30] [--pg-url URL] [--imap dovecot|pymap] [--profile FILE]
 """
 
 from __future__ import annotations
