@@ -9,8 +9,12 @@ solved to give the leader's close job work.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -291,6 +295,23 @@ def test_three_instances_share_two_mailboxes_and_a_killed_holder_is_replaced_wit
         assert max(processed.values()) == 1, [m for m, n in processed.items() if n > 1][:5]
         assert not _folder_ids(mailstack, a, "INBOX")
 
+    # One holder at a time (from the instances' logs): a mailbox is taken from another instance only
+    # when that one released it (its log line may trail the taker's by a moment: it is written after
+    # the commit), or when it was the dead instance, after the kill.
+    for box in ("mailbox:support/INBOX", victim_lease):
+        events = sorted(
+            (datetime.fromisoformat(e["timestamp"]).timestamp(), e["event"], n)
+            for n, inst in enumerate(instances)
+            for e in inst.events()
+            if e.get("lease") == box and e.get("event") in ("cluster_lease_taken", "cluster_lease_released")
+        )
+        takes = [(at, n) for at, event, n in events if event == "cluster_lease_taken"]
+        releases = [(at, n) for at, event, n in events if event == "cluster_lease_released"]
+        for (since, before), (at, n) in itertools.pairwise(takes):
+            released = any(h == before and since <= r <= at + 1.0 for r, h in releases)
+            died = instances[before] is victim and at > killed_at
+            assert before == n or released or died, f"{box} taken by {n} while {before} held it: {events}"
+
     # Each mail fetched by one instance: the logged cycles fetched at most every mail once, and only
     # mail the dead instance had in hand (at most one fetch batch) was seen again as a duplicate.
     cycles = [i.cycles() for i in instances]
@@ -308,7 +329,9 @@ def test_three_instances_share_two_mailboxes_and_a_killed_holder_is_replaced_wit
         assert inst.stop() == 0
 
 
-def test_mailbox_leases_never_overlap_and_a_clean_stop_hands_over_at_once(cluster: Cluster, mailstack: MailStack):
+def test_two_instances_fetch_one_mailbox_each_and_a_clean_stop_hands_over_at_once(
+    cluster: Cluster, mailstack: MailStack
+):
     """Two instances, two mailboxes: each fetches one. One stops cleanly: its lease is released, and
     the other takes that mailbox at its next heartbeat (well within the lease time)."""
     one, two = cluster.start(0), cluster.start(1)
@@ -318,6 +341,33 @@ def test_mailbox_leases_never_overlap_and_a_clean_stop_hands_over_at_once(cluste
     leases = _wait("one mailbox each", lambda: _spread(cluster), 20, [one, two])
     leader = cluster.by_pid(leases["leader"])
     other = two if leader is one else one
+    # `mailbridge status` names the holders.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailbridge",
+            "--config",
+            str(cluster.tmp_path / "mailbridge-0.toml"),
+            "status",
+            "--json",
+        ],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    shown = {r["name"]: r["holder"] for r in json.loads(out.stdout)["leases"] if r["held"]}
+    assert {n: shown[n] for n in names} == {n: leases[n] for n in names}, out.stdout
+    assert shown["leader"] == leases["leader"]
+    text = subprocess.run(
+        [sys.executable, "-m", "mailbridge", "--config", str(cluster.tmp_path / "mailbridge-0.toml"), "status"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "leases" in text and "mailbox:sales/INBOX" in text, text
     mine = next(n for n in names if cluster.by_pid(leases[n]) is other)
     stopped_at = time.time()
     assert other.stop() == 0
