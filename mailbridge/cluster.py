@@ -185,6 +185,8 @@ class Cluster:
             elif leader in held:
                 lost.append(leader)
         self._forgotten = True
+        if shed in lost:  # gone anyway: reported once, as lost
+            shed = None
         if shed is not None:
             with self._lock:
                 self._leaving.add(shed)
