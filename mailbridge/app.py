@@ -17,6 +17,7 @@ import structlog
 
 from mailbridge import importer
 from mailbridge.alerts import Alerts
+from mailbridge.cluster import Cluster, default_instance_name
 from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.matcher import Matcher
@@ -108,6 +109,8 @@ class App:
         # One OAuth2 token source per login (settings.oauth_logins), shared by the account's poller
         # and SMTP when it names that account; empty without OAuth.
         self.token_sources: dict[str, TokenSource] = build_token_sources(settings, self.session_factory, clock)
+        # This instance's name in the leases (``[cluster] instance``, else host:pid:random).
+        self.instance = settings.cluster.instance or default_instance_name()
 
     # Built lazily: the language models take a moment to load and CLI queries do not need them.
     @property
@@ -296,6 +299,8 @@ class App:
         log.info("quarantine_discarded", quarantine_id=quarantine_id)
 
     def upgrade_db(self) -> None:
+        """The schema to the newest revision (serialised across instances: ``store/migrate.py``
+        ``upgrade``) and the case-number sequence row."""
         migrate.upgrade(self.engine)
         try:
             with session_scope(self.session_factory) as s:
@@ -303,6 +308,12 @@ class App:
         except IntegrityError:
             # Another instance starting at the same moment on the same database created it first.
             log.info("case_sequence_created_by_another_instance")
+
+    def cluster(self, mailboxes, **callbacks) -> Cluster:
+        """This instance's leases on the database (``cluster.py``): the mailbox leases ``mailboxes``
+        (``store/leases.py`` ``mailbox_lease``) and the leader's; ``callbacks``: ``busy``,
+        ``on_gained``, ``on_lost``."""
+        return Cluster(self.session_factory, self.instance, self.settings.cluster.lease_seconds, mailboxes, **callbacks)
 
     def poller(self, account_name: str, on_progress: Callable[[], None] = lambda: None) -> AccountPoller:
         return AccountPoller(

@@ -18,6 +18,15 @@
 - ``alerts``: every ``alerts.interval`` seconds (when ``alerts.recipients`` is set), the alert job
   (``alerts.py``): alert and back-to-normal mails to the operators.
 
+Several instances on one database (``cluster.py``, ``store/leases.py``): a heartbeat thread renews
+this instance's leases every ``cluster.lease_seconds / 3``. A ``fetch:<account>`` run works only
+while this instance holds that mailbox's lease, with a stop event of its own that is set when the
+service stops *or* the lease is lost or given up: the cycle ends after the mail it is on, and a
+given-up lease is released once the run has returned. The jobs in ``LEADER_JOBS`` (close_solved,
+escalate, schedules, alerts) run only on the holder of the ``leader`` lease; ``retention`` and the
+outbox run on every instance (a daily run row, the outbox's claims). A clean stop releases every
+lease, so another instance takes over at its next heartbeat.
+
 Every job's run is recorded in ``job_health`` (``store/health.py``) for ``mailbridge status``; the
 outbox's only when its state changes (SMTP starts or stops failing) or once a minute, not per run.
 
@@ -42,7 +51,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbridge.app import App
-from mailbridge.store import health
+from mailbridge.cluster import Cluster
+from mailbridge.store import health, leases
 from mailbridge.store.db import session_scope
 
 log = structlog.get_logger(__name__)
@@ -55,6 +65,9 @@ STOP_TIMEOUT_SECONDS = 120.0
 OUTBOX_HEALTH_SECONDS = 60.0
 # How often the scheduled reports and digests look for an owed due time (seconds).
 SCHEDULE_TICK_SECONDS = 30.0
+# The jobs only the holder of the leader lease runs (each is also safe to run twice: the leader
+# lease spares the others the work, and a leader change in mid-run costs nothing; ARCHITECTURE.md).
+LEADER_JOBS = ("close_solved", "escalate", "schedules", "alerts")
 
 
 def _first_line(e: BaseException) -> str:
@@ -77,6 +90,16 @@ class Service:
         # The outbox's last recorded state (None: not yet recorded) and when it was written.
         self._outbox_error: str | None = None
         self._outbox_recorded_at: float | None = None
+        # The mailbox lease of each account, and the stop event of each fetch run going on (by lease).
+        self._lease_of = {a.name: leases.mailbox_lease(a.name, a.folder) for a in app.settings.accounts}
+        self._account_of = {lease: account for account, lease in self._lease_of.items()}
+        self._fetching: dict[str, threading.Event] = {}
+        self.cluster: Cluster = app.cluster(
+            self._lease_of.values(), busy=self._busy, on_gained=self._gained, on_lost=self._lost
+        )
+        self._heartbeat: threading.Thread | None = None
+        self._beat_now = threading.Event()
+        self._heartbeat_stop = threading.Event()
 
     # -- health --------------------------------------------------------------------------------
 
@@ -130,17 +153,69 @@ class Service:
     # -- fetching ------------------------------------------------------------------------------
 
     def _tick(self, poller, window: float) -> None:
-        """One fetch run of one account (in a worker thread), counted so a stop can wait for it."""
+        """One fetch run of one account (in a worker thread), counted so a stop can wait for it; only
+        while this instance holds the mailbox's lease. Its stop event is set by a service stop or
+        when the lease is lost or given up (``_lost``)."""
+        lease = self._lease_of[poller.account.name]
         with self._ticks_done:
-            if self.stop_event.is_set():
+            if self.stop_event.is_set() or not self.cluster.holds(lease):
                 return
+            stop = threading.Event()
+            self._fetching[lease] = stop
             self._active_ticks += 1
         try:
-            poller.tick(window, self.stop_event)
+            poller.tick(window, stop)
         finally:
             with self._ticks_done:
+                del self._fetching[lease]
                 self._active_ticks -= 1
                 self._ticks_done.notify_all()
+            if not self.cluster.holds(lease) and not self.stop_event.is_set():
+                # Another instance fetches this mailbox now: our connection is not needed.
+                poller.close()
+                if self.cluster.leaving(lease):
+                    self._beat_now.set()  # release it now rather than at the next heartbeat
+
+    def _busy(self, lease: str) -> bool:
+        with self._ticks_done:
+            return lease in self._fetching
+
+    def _lost(self, names: list[str]) -> None:
+        """The heartbeat lost or gave up these leases: their fetch runs stop after the mail in hand."""
+        with self._ticks_done:
+            for name in names:
+                stop = self._fetching.get(name)
+                if stop is not None:
+                    stop.set()
+
+    def _gained(self, names: list[str]) -> None:
+        """The heartbeat took these leases: their jobs run at once, not at their next interval."""
+        jobs = [f"fetch:{self._account_of[n]}" for n in names if n in self._account_of]
+        if leases.LEADER in names:
+            jobs += LEADER_JOBS
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._run_now, jobs)
+
+    def _run_now(self, jobs: list[str]) -> None:
+        if self.scheduler is None or not self.scheduler.running or self.stop_event.is_set():
+            return
+        now = datetime.now(UTC)
+        for job_id in jobs:
+            if self.scheduler.get_job(job_id) is not None:
+                self.scheduler.modify_job(job_id, next_run_time=now)
+
+    def _heartbeat_loop(self) -> None:
+        """The cluster's heartbeat, in a thread of its own: a busy thread pool or a paused scheduler
+        (while stopping) must not let the leases run out."""
+        while True:
+            self._beat_now.wait(self.cluster.interval)
+            self._beat_now.clear()
+            if self._heartbeat_stop.is_set():
+                return
+            try:
+                self.cluster.beat()
+            except Exception:  # a bug in a callback: the heartbeat must go on
+                log.exception("cluster_heartbeat_crashed")
 
     def _wait_for_ticks(self, timeout: float) -> bool:
         with self._ticks_done:
@@ -219,7 +294,7 @@ class Service:
             )
 
     def _escalate(self) -> None:
-        if self.stop_event.is_set():
+        if self.stop_event.is_set() or not self.cluster.is_leader():
             return
         try:
             report = self.app.escalate()
@@ -233,6 +308,8 @@ class Service:
 
     def _schedules(self) -> None:
         """One tick of the scheduled reports and digests; one failing entry holds up no other."""
+        if not self.cluster.is_leader():
+            return
         for item in self.app.scheduled.items:
             if self.stop_event.is_set():
                 return
@@ -247,7 +324,7 @@ class Service:
                 self.wake_sender()
 
     def _close_solved(self) -> None:
-        if not self.stop_event.is_set():
+        if not self.stop_event.is_set() and self.cluster.is_leader():
             try:
                 self.app.close_solved()
             except Exception as e:  # the database is away: the next run tries again
@@ -268,7 +345,7 @@ class Service:
         self._record_job("retention")
 
     def _alerts(self) -> None:
-        if self.stop_event.is_set():
+        if self.stop_event.is_set() or not self.cluster.is_leader():
             return
         try:
             queued = self.app.check_alerts()
@@ -287,6 +364,10 @@ class Service:
         _ = self.app.pipeline
         self._setup()
         assert self.loop is not None and self.scheduler is not None
+        # The first heartbeat before the jobs start: a single instance fetches and leads at once.
+        await asyncio.to_thread(self.cluster.beat)
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="cluster-heartbeat", daemon=True)
+        self._heartbeat.start()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.request_stop)
@@ -295,6 +376,8 @@ class Service:
             "service_started",
             accounts=[a.name for a in self.app.settings.accounts],
             queues=[q.name for q in self.app.settings.queues],
+            instance=self.cluster.instance,
+            leases=self.cluster.held(),
         )
         while not self.stop_event.is_set():
             await asyncio.sleep(0.2)
@@ -311,6 +394,10 @@ class Service:
         await asyncio.sleep(0)  # AsyncIOScheduler runs its shutdown on the next loop iteration
         await asyncio.to_thread(self._imap_executor.shutdown, True)
         log.info("service_jobs_finished")
+        self._heartbeat_stop.set()
+        self._beat_now.set()
+        await asyncio.to_thread(self._heartbeat.join)
+        await asyncio.to_thread(self.cluster.release_all)
         for p in self.pollers:
             p.close()
         self.app.close()
@@ -318,3 +405,6 @@ class Service:
 
     def request_stop(self) -> None:
         self.stop_event.set()
+        with self._ticks_done:
+            for stop in self._fetching.values():
+                stop.set()

@@ -1120,6 +1120,18 @@ class MetricsSettings(_Model):
         return _host_port(self.listen) if self.listen is not None else None
 
 
+class ClusterSettings(_Model):
+    """Several instances on one database (``cluster.py``): the leases' length and this instance's name."""
+
+    # How long a lease (a mailbox's, the scheduler leader's, an instance's heartbeat) lasts unless
+    # renewed; renewed every third of it. An instance killed without a stop is replaced after about
+    # this long (plus one renewal interval); one stopped cleanly hands its leases over at once.
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    # This instance's name in the leases; unique per running instance. None: host:pid:random, new at
+    # every start. A fixed name lets a restarted instance take its own leases back at once.
+    instance: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
 class NotificationSettings(_Model):
     """What the agents' notification carries besides its text."""
 
@@ -1236,6 +1248,7 @@ class Settings(_Model):
     web: WebSettings = WebSettings()
     retention: RetentionSettings = RetentionSettings()
     tokens: TokenSettings = TokenSettings()
+    cluster: ClusterSettings = ClusterSettings()
     # The file this came from, for messages; not a key in the file.
     source: Path | None = Field(default=None, exclude=True)
 

@@ -1,6 +1,7 @@
 """``mailbridge status``: is the desk healthy? Per account (connected, IDLE or polling, last fetch,
 the failure streak, mails waiting), the outbox (pending, retrying, failed, the oldest pending mail,
-the last SMTP error), open quarantined mails, the scheduled jobs' last runs and the schema revision.
+the last SMTP error), open quarantined mails, the scheduled jobs' last runs, the schema revision, and
+with several instances on the database who holds which lease (``store/leases.py``).
 
 The facts are the rows the running service writes (``store/health.py``) and the outbox and quarantine
 themselves; what is a warning and what is critical is decided in ``alerts.evaluate`` (the same rules
@@ -11,7 +12,7 @@ Exit codes follow the Nagios plugin convention: 0 OK, 1 WARNING, 2 CRITICAL.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +26,7 @@ from rich.text import Text
 
 from mailbridge.alerts import OUTBOX_JOB, Finding, Level, evaluate, snapshot, worst
 from mailbridge.app import App
+from mailbridge.store import leases as lease_rows
 from mailbridge.store import migrate
 from mailbridge.store.db import session_scope
 from mailbridge.views import printable
@@ -42,6 +44,8 @@ class Status:
     outbox: dict[str, Any]
     quarantine: dict[str, Any]
     jobs: list[dict[str, Any]]
+    # Every lease row: a mailbox's, the leader's, each instance's heartbeat (``store/leases.py``).
+    leases: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -84,9 +88,14 @@ def collect(app: App) -> Status:
     outbox: dict[str, Any] = {}
     quarantine: dict[str, Any] = {}
     jobs: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
     if current == newest:
         with session_scope(app.session_factory) as s:
             snap = snapshot(s, settings, now)
+            held = [
+                {"name": r.name, "holder": r.holder, "held": r.live, "since": r.acquired_at, "expires": r.expires_at}
+                for r in lease_rows.all_leases(s)
+            ]
         findings += evaluate(settings, snap, now)
         for acc in settings.accounts:
             row = snap.accounts.get(acc.name)
@@ -135,7 +144,7 @@ def collect(app: App) -> Status:
                 }
             )
     level = worst(f.level for f in findings)
-    return Status(level, findings, zone, now, current, newest, accounts, outbox, quarantine, jobs)
+    return Status(level, findings, zone, now, current, newest, accounts, outbox, quarantine, jobs, held)
 
 
 # ---------------------------------------------------------------- JSON
@@ -168,6 +177,7 @@ def as_json(st: Status) -> dict[str, Any]:
             "outbox": st.outbox,
             "quarantine": st.quarantine,
             "jobs": st.jobs,
+            "leases": st.leases,
         },
         st.zone,
     )
@@ -239,4 +249,17 @@ def render(st: Status, width: int = 140) -> str:
     for j in st.jobs:
         t.add_row(j["job"], _when(st, j["last_run"]), _when(st, j["last_success"]), _cell(j["error"], 50))
     console.print(t)
+    if st.leases:
+        t = Table(title="leases (instances on this database)", box=box.SIMPLE, title_justify="left")
+        for col in ("lease", "holder", "since", "expires"):
+            t.add_column(col, no_wrap=True)
+        for r in st.leases:
+            holder = r["holder"] if r["held"] else f"free (was {r['holder'] or '-'})"
+            t.add_row(
+                _cell(r["name"], 60),
+                _cell(holder, 60),
+                _when(st, r["since"]) if r["held"] else "-",
+                f"{r['expires'].astimezone(st.zone):%Y-%m-%d %H:%M:%S %Z}",
+            )
+        console.print(t)
     return buf.getvalue()

@@ -560,3 +560,18 @@ class OAuthToken(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class Lease(Base):
+    """A lease shared by the instances on one database (``store/leases.py``): ``mailbox:<account>/<folder>``
+    (only its holder fetches that mailbox), ``leader`` (only its holder runs the scheduler's
+    cluster-wide jobs), ``instance:<name>`` (an instance's heartbeat: it is alive until
+    ``expires_at``). Times are the database's clock on PostgreSQL. ``holder`` None: released (then
+    ``expires_at`` is when)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(255))
+    acquired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)

@@ -145,6 +145,10 @@ NO_PERSONAL_DATA: dict[str, dict[str, str]] = {
         "lease_owner": "an instance's name",
     },
     "schedule_runs": {"name": "report:<name> / digest:<name> of the configuration", "outcome": "an outcome word"},
+    "leases": {
+        "name": "mailbox:<account>/<folder> of the configuration, leader, instance:<instance name>",
+        "holder": "an instance name (host:pid:random or [cluster] instance)",
+    },
 }
 
 _TEXTUAL = (String, Text, JSON, LargeBinary)
