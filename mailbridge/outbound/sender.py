@@ -513,12 +513,21 @@ class OutboxSender:
         finally:
             await _close(smtp)
 
-    async def _connection(self, batch: _Batch, journal: _Journal, report: SendReport) -> None:
+    async def _connection(self, batch: _Batch, journal: _Journal, report: SendReport, opening: set) -> None:
         """A further connection: opened, then worked like the first (a failure to open leaves the
-        batch to the others)."""
-        smtp = await self._open(report, first=False)
-        if smtp is not None:
-            await self._work(smtp, batch, journal, report)
+        batch to the others). While it is being opened it is in ``opening``: once the batch needs
+        no more connections :meth:`run_once` cancels it (a server slow to accept further
+        connections must not hold up the pass)."""
+        try:
+            smtp = await self._open(report, first=False)
+        finally:
+            opening.discard(asyncio.current_task())
+        if smtp is None:
+            return
+        if batch.halted or not batch.rows:
+            await _close(smtp)  # the others sent everything meanwhile
+            return
+        await self._work(smtp, batch, journal, report)
 
     async def run_once(self) -> SendReport:
         """Claim and send one batch; returns what happened. Never raises for SMTP trouble."""
@@ -541,10 +550,24 @@ class OutboxSender:
         batch = _Batch(rows)
         journal = _Journal(self._commit_steps)
         more = min(self.cfg.connections, len({order_key(r) for r in rows})) - 1
+        opening: set[asyncio.Task] = set()
         tasks = [asyncio.create_task(self._work(smtp, batch, journal, report))]
-        tasks += [asyncio.create_task(self._connection(batch, journal, report)) for _ in range(more)]
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        fault = next((r for r in results if isinstance(r, BaseException)), None)
+        for _ in range(more):
+            tasks.append(asyncio.create_task(self._connection(batch, journal, report, opening)))
+            opening.add(tasks[-1])
+        pending = set(tasks)
+        try:
+            while pending:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if batch.halted or not batch.rows:
+                    for t in list(opening):
+                        t.cancel()
+        except BaseException:  # this pass is cancelled: so are its connections
+            for t in tasks:
+                t.cancel()
+            raise
+        results = [t.exception() for t in tasks if not t.cancelled()]
+        fault = next((r for r in results if r is not None), None)
         if batch.rows:  # not taken by any connection (a stop, connections ended, the database away)
             try:
                 await asyncio.to_thread(self._release, [r.id for r in batch.rows])
