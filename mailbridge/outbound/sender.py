@@ -5,7 +5,8 @@ skips them) and work it with up to ``[outbox] connections`` SMTP connections at 
 asyncio task taking rows from the one batch and sending several mails over its connection. The
 first connection is opened alone: when the server is away or refuses the login, the whole batch is
 given back at once, as with one connection; the others are opened once it stands (no more than the
-batch has cases to send to), and one of them that fails to open only leaves its share to the rest.
+batch has cases to send to), and one of them that fails to open only leaves its share to the rest
+(one still being opened when the batch is done is cancelled).
 
 **Order.** Rows are taken in id order, but a row waits while an earlier row of the same case (the
 same recipients for a mail about no case) is in another connection's exchange: the mails of one
