@@ -637,6 +637,8 @@ class OutboxSettings(_Model):
     max_backoff_seconds: Annotated[float, Field(gt=0)] = 3600.0
     # How often the sender looks for due rows (it is also woken right after a mail is queued).
     interval: Annotated[float, Field(gt=0)] = 5.0
+    # SMTP connections one sender pass works its batch with at once (each sends several mails).
+    connections: Annotated[int, Field(gt=0, le=32)] = 4
 
 
 class IngestSettings(_Model):

@@ -10,7 +10,7 @@ not necessarily the exact interleaving.
 
 At-least-once SMTP, honestly: nothing can make an SMTP delivery and the database commit that
 records it one atomic step. The sender (outbound/sender.py) narrows the gap to the one mail per
-sender that is ``sending`` (marked just before its exchange, ``sent`` right after the 250); a kill
+SMTP connection that is ``sending`` (marked just before its exchange, ``sent`` right after the 250); a kill
 inside that gap re-sends the same bytes after the lease and writes ``mail_resent_unknown_outcome``
 on the ticket's history. So the test counts every delivery per Message-ID (duplicates are never
 folded away) and allows a second delivery only for rows that carry that event, and prints how many
