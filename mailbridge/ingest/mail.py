@@ -18,6 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mailbridge.checklist import ItemResult
 from mailbridge.domain import Address, Attachment, ParsedMail
 from mailbridge.ingest.commands import CommandBlock
 from mailbridge.ingest.matcher import Match
@@ -37,7 +38,7 @@ TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 # mail's transaction (reset by ``begin``).
 _CARRIED = frozenset(
     {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
-    | {"header_block", "requeue_of", "fetched_at", "refused", "occurred_at"}
+    | {"header_block", "requeue_of", "fetched_at", "refused", "occurred_at", "classified", "checklist_found"}
 )
 
 
@@ -108,6 +109,11 @@ class InboundMail:
     # A mail not parsed whole (too large, or the parser gave up): its header block alone, parsed
     # (who sent it and whether it is automatic). None when it has none, or the mail was parsed.
     header_block: ParsedMail | None = None
+    # The steps' pure work, done by a parse worker (``prepare.Ahead``); None: not done, the step
+    # computes it. The class ``Classify`` gives the mail, and per queue (by name) what the queue's
+    # whole checklist finds in the mail's subject, text and attachments (``CheckInformation``).
+    classified: Classification | None = None
+    checklist_found: dict[str, tuple[ItemResult, ...]] | None = None
     # A quarantined mail an operator runs again (``mailbridge quarantine requeue``): its raw row. It
     # is this very mail, so deduplication passes it; the mailbox's state is not touched.
     requeue_of: int | None = None

@@ -82,8 +82,10 @@ class Classify:
         p = mail.head
         if p is None:
             return
-        # The bounce rule reads the raw bytes again; an oversized mail's are never read whole.
-        mail.mail_class = c = noise.classify_mail(p, b"" if mail.oversize else mail.raw, self.own)
+        # The bounce rule reads the raw bytes again; an oversized mail's are never read whole. A parse
+        # worker may have classified it already (``prepare.Ahead.classify``, the same call).
+        c = mail.classified or noise.classify_mail(p, b"" if mail.oversize else mail.raw, self.own)
+        mail.mail_class = c
         if mail.machine_made:
             mail.kind = MessageKind.AUTO  # a bounce on a case becomes "bounce" (RecordNoise)
         elif c.kind == MailClass.AUTO_FORWARDED:
@@ -193,7 +195,7 @@ class MatchCase:
         if m.conflicts:
             mail.flags.append("conflicting references: " + ", ".join(c["case"] for c in m.conflicts))
         p = mail.parsed
-        guess = p.language if p.language_detected else self.detector.guess(p.subject, p.new_text or p.text)
+        guess = p.language if p.language_detected else self.detector.guess_mail(p)
         mail.language = guess or mail.queue.language
 
 
