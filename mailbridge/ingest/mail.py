@@ -23,6 +23,7 @@ from mailbridge.domain import Address, Attachment, ParsedMail
 from mailbridge.ingest.commands import CommandBlock
 from mailbridge.ingest.matcher import Match
 from mailbridge.ingest.noise import Classification
+from mailbridge.outbound.customer_html import CleanHtml
 from mailbridge.settings import QueueSettings
 from mailbridge.sla.deadlines import Assessment, Customer
 from mailbridge.store import repositories as repo
@@ -39,6 +40,7 @@ TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 _CARRIED = frozenset(
     {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
     | {"header_block", "requeue_of", "fetched_at", "refused", "occurred_at", "classified", "checklist_found"}
+    | {"customer_html"}
 )
 
 
@@ -114,6 +116,8 @@ class InboundMail:
     # whole checklist finds in the mail's subject, text and attachments (``CheckInformation``).
     classified: Classification | None = None
     checklist_found: dict[str, tuple[ItemResult, ...]] | None = None
+    # The customer's HTML sanitised with the Content-IDs of the mail's inline parts (``NotifyAgents``).
+    customer_html: tuple[frozenset[str], CleanHtml] | None = None
     # A quarantined mail an operator runs again (``mailbridge quarantine requeue``): its raw row. It
     # is this very mail, so deduplication passes it; the mailbox's state is not touched.
     requeue_of: int | None = None

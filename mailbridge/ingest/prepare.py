@@ -1,6 +1,7 @@
 """The database-free part of ingesting a mail, done ahead of its transaction: hash, raw store, the
 limits a mail must keep to be parsed at all, parse, and in the parse workers the pure work of the
-pipeline's steps (:class:`Ahead`): the language, the mail's class, the checklist findings.
+pipeline's steps (:class:`Ahead`): the language, the mail's class, the checklist findings, the
+customer's HTML sanitised for the agents' notification.
 
 On a backlog this runs in a pool of worker processes while the poller's thread runs the
 transactions of the mails before, so parsing (the most expensive step) overlaps the database work
@@ -34,6 +35,7 @@ from mailbridge.domain import ParsedMail
 from mailbridge.ingest.language import LanguageDetector
 from mailbridge.ingest.noise import Classification, classify_mail
 from mailbridge.ingest.parser import ParseError, mime_limits_exceeded, parse_mail, parse_within_limits
+from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS, CleanHtml, sanitise
 from mailbridge.processes import die_with_parent
 from mailbridge.store.rawstore import raw_store
 
@@ -105,6 +107,15 @@ class Ahead:
             out[queue] = found
         return out
 
+    @staticmethod
+    def customer_html(parsed: ParsedMail) -> tuple[frozenset[str], CleanHtml] | None:
+        """``ingest/outgoing.py`` ``NotifyAgents``' first call: the customer's HTML sanitised with every
+        inline part of the mail (its Content-IDs, returned with it), when the notification shows it."""
+        if not parsed.html or len(parsed.html) > MAX_SHOWN_CHARS:
+            return None
+        inline = frozenset(a.content_id for a in parsed.attachments if a.content_id)
+        return inline, sanitise(parsed.html, inline)
+
 
 @dataclass(frozen=True)
 class Preparation:
@@ -120,12 +131,14 @@ class Preparation:
     # The steps' pure work (prepared with an :class:`Ahead`; else None and the steps compute it).
     mail_class: Classification | None = None
     checklist: dict[str, tuple[ItemResult, ...]] | None = None
+    customer_html: tuple[frozenset[str], CleanHtml] | None = None
 
     def apply(self, mail: InboundMail) -> InboundMail:
         mail.sha256, mail.raw_path = self.sha256, self.raw_path
         mail.refused, mail.oversize = self.refused, self.refused is not None
         mail.parsed, mail.parse_error, mail.header_block = self.parsed, self.parse_error, self.header_block
         mail.classified, mail.checklist_found = self.mail_class, self.checklist
+        mail.customer_html = self.customer_html
         return mail
 
 
@@ -156,9 +169,12 @@ def prepare_one(
     if ahead is None:
         return Preparation(digest, rel, None, parsed, None, None)
     mail_class = ahead.classify(parsed, raw, refused=False)
-    # Machine-made mail and mail that will be refused change no checklist (CheckInformation).
-    checks = ahead.checklist_findings(parsed) if mail_class.personal and not parsed.fatal_defects else None
-    return Preparation(digest, rel, None, parsed, None, None, mail_class, checks)
+    # Machine-made mail changes no checklist (CheckInformation), and neither it nor a mail that will
+    # be refused notifies anyone with its HTML.
+    wanted = mail_class.personal and not parsed.fatal_defects
+    checks = ahead.checklist_findings(parsed) if wanted else None
+    html = ahead.customer_html(parsed) if wanted else None
+    return Preparation(digest, rel, None, parsed, None, None, mail_class, checks, html)
 
 
 def _unparsed(digest: str, rel: str, refused: str | None, error: str, raw: bytes, ahead: Ahead | None) -> Preparation:

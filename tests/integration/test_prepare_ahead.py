@@ -6,6 +6,8 @@ real IMAP (pymap) into a real database, once through the parse pool and once inl
 from __future__ import annotations
 
 from collections import Counter
+from email import message_from_bytes
+from email.policy import default
 
 import pytest
 from sqlalchemy import select
@@ -14,10 +16,14 @@ from mailbridge.app import App
 from mailbridge.ingest.prepare import POOL_MIN_BATCH
 from mailbridge.settings import load_settings
 from mailbridge.store.db import session_scope
-from mailbridge.store.models import Event, RawMessage, Ticket
-from tests.support import make_mail, write_config
+from mailbridge.store.models import Event, Outbox, RawMessage, Ticket
+from tests.integration.attachment_support import HOSTILE_HTML, PNG, customer_mail
+from tests.integration.conversation_support import QUEUE_EXTRA, TEAM
+from tests.support import SUPPORT_ADDRESS, make_mail, write_config
 
-CHECKLIST = r"""
+CHECKLIST = (
+    QUEUE_EXTRA
+    + r"""
 [[queues.checklist]]
 key = "machine_number"
 label = { de = "Maschinennummer", en = "Machine number" }
@@ -29,6 +35,7 @@ label = { de = "Logdatei", en = "Log file" }
 attachments = ["*.log"]
 keywords = ["Logdatei", "log file"]
 """
+)
 
 CUSTOMER = ("Jürgen Müller", "juergen.mueller@kunde.example")
 OTHER = ("Jane Doe", "jane.doe@customer.example")
@@ -90,8 +97,20 @@ def _mails() -> list[bytes]:
         ),
     ]
     mails += [
-        make_mail(subject=f"Anfrage {i}", sender=CUSTOMER, message_id=f"<bulk-{i}@kunde.example>") for i in range(4)
+        make_mail(subject=f"Anfrage {i}", sender=CUSTOMER, message_id=f"<bulk-{i}@kunde.example>") for i in range(3)
     ]
+    # 9: HTML with an inline image, shown to the agents sanitised.
+    mails.append(
+        customer_mail(
+            sender=CUSTOMER,
+            to=SUPPORT_ADDRESS,
+            subject="Alarm 17 an der KC4",
+            text="Guten Tag,\n\ndie KC4 meldet seit heute früh Alarm 17, siehe Bild.\n\nViele Grüße\n",
+            html=HOSTILE_HTML,
+            files=[],
+            inline_png=PNG,
+        )
+    )
     assert len(mails) >= POOL_MIN_BATCH
     return mails
 
@@ -132,7 +151,8 @@ def test_pool_and_inline_preparation_give_the_same_cases(app_with_checklist, ima
             "Maschine steht": "de",
             "License server": "en",
             "Export": "de",
-            **{f"Anfrage {i}": "de" for i in range(4)},
+            **{f"Anfrage {i}": "de" for i in range(3)},
+            "Alarm 17 an der KC4": "de",
         }
         assert _given(tickets["Maschine steht"]) == ["machine_number", "log_file"]
         # The first mail gave nothing; the replies gave the log file, then the machine number.
@@ -145,3 +165,13 @@ def test_pool_and_inline_preparation_give_the_same_cases(app_with_checklist, ima
         assert _given(tickets["Export"]) == []
         classes = Counter(s.scalars(select(RawMessage.mail_class)))
         assert classes == {"human": 9, "out_of_office": 1}
+        # The agents see the customer's HTML sanitised, its inline image beside it.
+        alarm = tickets["Alarm 17 an der KC4"]
+        raws = s.scalars(select(Outbox.raw).where(Outbox.ticket_id == alarm.id, Outbox.kind == "notification")).all()
+        notes = [message_from_bytes(r, policy=default) for r in raws]
+        (note,) = [n for n in notes if TEAM in str(n["To"])]
+        html = note.get_body(("html",)).get_content()
+        assert '<img src="cid:screenshot1@kunde.example" alt="Bildschirm" width="320">' in html
+        assert "die <b>KC4</b> meldet seit heute früh <i>Alarm&nbsp;17</i>, siehe Bild:" in html
+        for gone in ("evil.example", "<script", "onload", "<form"):
+            assert gone not in html, gone
