@@ -70,6 +70,13 @@ REFUSED_SIZE = "size"
 REFUSED_PARTS = "parts"
 
 
+def classify(head: ParsedMail, raw: bytes, refused: bool, own: frozenset[str]) -> Classification:
+    """The class of a mail (``ingest/noise.py``), as ``ingest/steps.py`` ``Classify`` asks for it and
+    the parse workers ahead of it: by its parse or, not parsed whole, its header block. The bounce
+    rule reads the raw bytes again; those of a mail refused before parsing are never read whole."""
+    return classify_mail(head, b"" if refused else raw, own)
+
+
 @dataclass(frozen=True)
 class Ahead:
     """The static config the parse workers need for the steps' pure work (picklable: it is handed
@@ -88,9 +95,7 @@ class Ahead:
         )
 
     def classify(self, head: ParsedMail, raw: bytes, refused: bool) -> Classification:
-        """``ingest/steps.py`` ``Classify``'s call: the bounce rule reads the raw bytes again, those of
-        a mail refused before parsing never."""
-        return classify_mail(head, b"" if refused else raw, self.own)
+        return classify(head, raw, refused, self.own)
 
     def checklist_findings(self, parsed: ParsedMail) -> dict[str, tuple[ItemResult, ...]]:
         """``ingest/information.py`` ``CheckInformation``'s call for a new case, for every queue's
@@ -149,7 +154,7 @@ def prepare_one(
     before parsing: over the size limit, or over the MIME limits (the one place a mail is refused
     for them: it is never parsed whole, and its sender hears why, ``ingest/outgoing.py``
     ``OversizeNotice``). With ``ahead`` (the parse workers), also the mail's class and, for a
-    person's mail, the checklist findings."""
+    person's mail, the checklist findings and the sanitised HTML."""
     digest, rel = raw_store(var_dir).put(raw)
     if len(raw) > max_bytes:
         error = f"mail is {len(raw)} bytes, over the limit of {max_bytes}"

@@ -13,7 +13,7 @@ from dataclasses import replace
 import structlog
 
 from mailbridge.domain import TicketStatus
-from mailbridge.ingest import noise, outgoing
+from mailbridge.ingest import outgoing, prepare
 from mailbridge.ingest.clocks import ArchiveClocks, TrackClocks
 from mailbridge.ingest.conversation import AgentCommands, AgentFiling, ApplyReply, Identify
 from mailbridge.ingest.information import CheckInformation
@@ -82,10 +82,8 @@ class Classify:
         p = mail.head
         if p is None:
             return
-        # The bounce rule reads the raw bytes again; an oversized mail's are never read whole. A parse
-        # worker may have classified it already (``prepare.Ahead.classify``, the same call).
-        c = mail.classified or noise.classify_mail(p, b"" if mail.oversize else mail.raw, self.own)
-        mail.mail_class = c
+        # A parse worker may have classified it already (``prepare.Ahead``, the same call).
+        mail.mail_class = c = mail.classified or prepare.classify(p, mail.raw, mail.oversize, self.own)
         if mail.machine_made:
             mail.kind = MessageKind.AUTO  # a bounce on a case becomes "bounce" (RecordNoise)
         elif c.kind == MailClass.AUTO_FORWARDED:
