@@ -23,7 +23,7 @@ from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.matcher import Matcher
 from mailbridge.ingest.pipeline import Pipeline
 from mailbridge.ingest.poller import AccountPoller
-from mailbridge.ingest.prepare import Preparer
+from mailbridge.ingest.prepare import Ahead, Preparer
 from mailbridge.ingest.steps import default_steps, import_steps
 from mailbridge.metrics import Metrics
 from mailbridge.oauth.source import TokenSource, build_token_sources
@@ -88,7 +88,11 @@ class App:
         self.attachment_store = attachment_store(settings.var_dir)
         self.templates = Templates(templates_root, fallback_language=settings.ingest.languages[-1])
         self.preparer = Preparer(
-            settings.var_dir, settings.ingest.max_message_bytes, settings.ingest.workers, settings.ingest.languages
+            settings.var_dir,
+            settings.ingest.max_message_bytes,
+            settings.ingest.workers,
+            settings.ingest.languages,
+            Ahead.from_settings(settings),
         )
         self._detector: LanguageDetector | None = None
         self._pipeline: Pipeline | None = None

@@ -299,10 +299,32 @@ def _evidence(s: str) -> str:
     return s if len(s) <= 80 else s[:79] + "…"
 
 
-def _check(item: ChecklistItem, lines: list[_Line], body: list[_Line], attachments) -> ItemResult:
+class _Mail:
+    """One mail's lines and what every item's detectors read of them, each made once per mail (the
+    field candidates, the paragraphs, the word count), not once per pattern or keyword."""
+
+    def __init__(self, lines: list[_Line], body: list[_Line]):
+        self.lines = lines
+        self.body = body
+
+    @functools.cached_property
+    def candidates(self) -> list[str]:
+        return list(_field_candidates(self.lines))
+
+    @functools.cached_property
+    def paragraphs(self) -> list[tuple[str, str]]:
+        return [(para, para.lower()) for para in _paragraphs(self.lines)]
+
+    @functools.cached_property
+    def own_words(self) -> int:
+        return _own_words(self.body)
+
+
+def _check(item: ChecklistItem, mail: _Mail, attachments) -> ItemResult:
+    lines = mail.lines
     for pattern in item.fields:
         rx = _rx(pattern, re.IGNORECASE)
-        for cand in _field_candidates(lines):
+        for cand in mail.candidates:
             for m in rx.finditer(cand):
                 if _meaningful(m.group("value") or "", cand[m.start("value") :]):
                     return ItemResult(item.key, True, _evidence(m.group(0)), "field")
@@ -320,13 +342,12 @@ def _check(item: ChecklistItem, lines: list[_Line], body: list[_Line], attachmen
         rx = _keyword_rx(kw)
         # A keyword that is itself negated ("nicht kritisch", "not urgent") is a statement of its own.
         check_negation = not _NEGATION.search(kw)
-        for para in _paragraphs(lines):
-            low = para.lower()
+        for para, low in mail.paragraphs:
             for m in rx.finditer(low):
                 if not check_negation or not _negated_near(low, m.start(), m.end()):
                     return ItemResult(item.key, True, _evidence(para[m.start() : m.end()]), "keyword")
     if item.min_words is not None:
-        n = _own_words(body)
+        n = mail.own_words
         if n >= item.min_words:
             return ItemResult(item.key, True, f"{n} words", "words")
     return ItemResult(item.key, False)
@@ -345,7 +366,8 @@ def evaluate(
     """
     lines = _lines(subject or "", text or "", attachments)
     body = _lines("", text or "", ())
-    return [_check(item, lines, body, attachments) for item in items]
+    mail = _Mail(lines, body)
+    return [_check(item, mail, attachments) for item in items]
 
 
 def missing(results: Iterable[ItemResult]) -> list[str]:

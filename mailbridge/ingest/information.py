@@ -55,7 +55,9 @@ class CheckInformation:
         if not todo:
             mail.checklist = state
             return
-        results = evaluate(todo, subject, p.text, attachments)
+        results = self._found(mail, items, todo, subject)
+        if results is None:
+            results = evaluate(todo, subject, p.text, attachments)
         given = [r for r in results if r.given]
         for r in results:
             if r.given:
@@ -73,3 +75,15 @@ class CheckInformation:
             log.info("information_given", items=[r.key for r in given])
         if mail.new_ticket or given:
             mail.change_ticket({"checklist": state})
+
+    @staticmethod
+    def _found(mail: InboundMail, items, todo, subject: str) -> list | None:
+        """What a parse worker found for the queue's whole checklist with the mail's subject
+        (``prepare.Ahead.checklist_findings``), for the items still to do; None when it did not look
+        (prepared inline) or looked with other arguments (a reply whose subject is the case's)."""
+        assert mail.ticket is not None and mail.parsed is not None
+        found = (mail.checklist_found or {}).get(mail.ticket.queue)
+        if found is None or subject != mail.parsed.subject or [r.key for r in found] != [i.key for i in items]:
+            return None
+        keys = {i.key for i in todo}
+        return [r for r in found if r.key in keys]

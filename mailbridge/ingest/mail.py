@@ -18,10 +18,12 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from mailbridge.checklist import ItemResult
 from mailbridge.domain import Address, Attachment, ParsedMail
 from mailbridge.ingest.commands import CommandBlock
 from mailbridge.ingest.matcher import Match
 from mailbridge.ingest.noise import Classification
+from mailbridge.outbound.customer_html import CleanHtml
 from mailbridge.settings import QueueSettings
 from mailbridge.sla.deadlines import Assessment, Customer
 from mailbridge.store import repositories as repo
@@ -37,7 +39,8 @@ TICKET_REF_FIELDS = frozenset(f.name for f in fields(TicketRef))
 # mail's transaction (reset by ``begin``).
 _CARRIED = frozenset(
     {"account", "folder", "uidvalidity", "uid", "raw", "sha256", "raw_path", "oversize", "parsed", "parse_error"}
-    | {"header_block", "requeue_of", "fetched_at", "refused", "occurred_at", "waited"}
+    | {"header_block", "requeue_of", "fetched_at", "refused", "occurred_at", "waited", "classified"}
+    | {"checklist_found", "customer_html"}
 )
 
 
@@ -111,6 +114,13 @@ class InboundMail:
     # A mail not parsed whole (too large, or the parser gave up): its header block alone, parsed
     # (who sent it and whether it is automatic). None when it has none, or the mail was parsed.
     header_block: ParsedMail | None = None
+    # The steps' pure work, done by a parse worker (``prepare.Ahead``); None: not done, the step
+    # computes it. The class ``Classify`` gives the mail, and per queue (by name) what the queue's
+    # whole checklist finds in the mail's subject, text and attachments (``CheckInformation``).
+    classified: Classification | None = None
+    checklist_found: dict[str, tuple[ItemResult, ...]] | None = None
+    # The customer's HTML sanitised with the Content-IDs of the mail's inline parts (``NotifyAgents``).
+    customer_html: tuple[frozenset[str], CleanHtml] | None = None
     # A quarantined mail an operator runs again (``mailbridge quarantine requeue``): its raw row. It
     # is this very mail, so deduplication passes it; the mailbox's state is not touched.
     requeue_of: int | None = None

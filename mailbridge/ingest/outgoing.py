@@ -25,7 +25,7 @@ from mailbridge.ingest.routing import is_ours
 from mailbridge.lifecycle import status_times
 from mailbridge.outbound.attachments import CustomerFile, capacity, human_size, plan, text_reserve
 from mailbridge.outbound.compose import OutgoingAttachment
-from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS, sanitise
+from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS, CleanHtml, sanitise
 from mailbridge.outbound.guard import AutoMailGuard, Refusal
 from mailbridge.outbound.links import AttachmentLinks, CaseLinks
 from mailbridge.outbound.messages import Built, MailBuilder
@@ -657,6 +657,15 @@ class CommandErrors:
         mail.event("command_error_sent", outbox_id=outbox_id, to=p.from_.email, errors=errors)
 
 
+def _sanitised(mail: InboundMail, shown: str, inline: set[str]) -> CleanHtml:
+    """``sanitise(shown, inline)``; done by the parse worker when it sanitised the same HTML with the
+    same inline parts (``prepare.Ahead.customer_html``)."""
+    ahead = mail.customer_html
+    if ahead is not None and mail.parsed is not None and shown is mail.parsed.html and ahead[0] == inline:
+        return ahead[1]
+    return sanitise(shown, inline)
+
+
 class NotifyAgents:
     """The queue's agents hear of every new case and every reply that is not their own proven one,
     with the customer's files: those within ``notifications.attach_max_bytes`` and the SMTP
@@ -723,7 +732,7 @@ class NotifyAgents:
         inline = {f.content_id for f in files if f.content_id}
         # (A filed case's mail is the agent's forward or call notes: its HTML is not the customer's.)
         shown = p.html if filed is None and p.html and len(p.html) <= MAX_SHOWN_CHARS else None
-        html = sanitise(shown, inline) if shown else None
+        html = _sanitised(mail, shown, inline) if shown else None
         # (Quoted-printable writes a byte as up to three.)
         html_reserve = 3 * len(html.html.encode("utf-8")) if html is not None else 0
         room = self.settings.smtp.max_message_bytes - text_reserve(text) - html_reserve

@@ -1,5 +1,7 @@
 """The database-free part of ingesting a mail, done ahead of its transaction: hash, raw store, the
-limits a mail must keep to be parsed at all, parse.
+limits a mail must keep to be parsed at all, parse, and in the parse workers the pure work of the
+pipeline's steps (:class:`Ahead`): the language, the mail's class, the checklist findings, the
+customer's HTML sanitised for the agents' notification.
 
 On a backlog this runs in a pool of worker processes while the poller's thread runs the
 transactions of the mails before, so parsing (the most expensive step) overlaps the database work
@@ -8,6 +10,11 @@ process would only add latency.
 
 The raw bytes reach the raw store here, before any transaction: a mail whose bytes are not safely
 stored is never recorded as processed.
+
+What a step would compute from the mail's bytes and the static config alone is computed here, in
+the workers, so that the one transaction thread spends its time on the database: each step still
+decides its rule with its own function and computes the value itself when the mail carries none (a
+mail prepared inline, a requeue). The workers call the same functions earlier, nothing more.
 """
 
 from __future__ import annotations
@@ -23,11 +30,17 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from mailbridge.checklist import ChecklistItem, ItemResult, evaluate
 from mailbridge.domain import ParsedMail
 from mailbridge.ingest.language import LanguageDetector
+from mailbridge.ingest.noise import Classification, classify_mail
 from mailbridge.ingest.parser import ParseError, mime_limits_exceeded, parse_mail, parse_within_limits
+from mailbridge.outbound.customer_html import MAX_SHOWN_CHARS, CleanHtml, sanitise
 from mailbridge.processes import die_with_parent
 from mailbridge.store.rawstore import raw_store
+
+if TYPE_CHECKING:
+    from mailbridge.settings import Settings
 
 if TYPE_CHECKING:  # the workers need not import the pipeline
     from mailbridge.ingest.mail import InboundMail
@@ -44,6 +57,7 @@ POOL_CHUNKSIZE = 4
 _worker_var_dir: Path | None = None
 _worker_max_bytes: int = 0
 _worker_detector: LanguageDetector | None = None
+_worker_ahead: Ahead | None = None
 
 
 # How far into a mail not parsed whole we look for the end of its header block (the rest is not read).
@@ -54,6 +68,58 @@ MAX_HEADER_BLOCK = 256 * 1024
 # deeply nested: ``ingest/parser.py`` ``mime_limits_exceeded``).
 REFUSED_SIZE = "size"
 REFUSED_PARTS = "parts"
+
+
+def classify(head: ParsedMail, raw: bytes, refused: bool, own: frozenset[str]) -> Classification:
+    """The class of a mail (``ingest/noise.py``), as ``ingest/steps.py`` ``Classify`` asks for it and
+    the parse workers ahead of it: by its parse or, not parsed whole, its header block. The bounce
+    rule reads the raw bytes again; those of a mail refused before parsing are never read whole."""
+    return classify_mail(head, b"" if refused else raw, own)
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """The static config the parse workers need for the steps' pure work (picklable: it is handed
+    to each worker process once, by :func:`_init_worker`)."""
+
+    # Our own addresses (``Settings.own_addresses``): the class ``Classify`` gives a mail.
+    own: frozenset[str]
+    # Each queue's checklist (queues without one left out): ``CheckInformation``'s findings.
+    checklists: dict[str, tuple[ChecklistItem, ...]]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Ahead:
+        return cls(
+            own=settings.own_addresses,
+            checklists={q.name: tuple(q.checklist) for q in settings.queues if q.checklist},
+        )
+
+    def classify(self, head: ParsedMail, raw: bytes, refused: bool) -> Classification:
+        return classify(head, raw, refused, self.own)
+
+    def checklist_findings(self, parsed: ParsedMail) -> dict[str, tuple[ItemResult, ...]]:
+        """``ingest/information.py`` ``CheckInformation``'s call for a new case, for every queue's
+        whole checklist: the mail's subject, text and attachments (``evaluate`` is pure). Queues
+        with the same checklist share one evaluation."""
+        attachments = [(a.filename, a.content_type) for a in parsed.attachments]
+        out: dict[str, tuple[ItemResult, ...]] = {}
+        done: list[tuple[tuple[ChecklistItem, ...], tuple[ItemResult, ...]]] = []
+        for queue, items in self.checklists.items():
+            found = next((r for i, r in done if i == items), None)
+            if found is None:
+                found = tuple(evaluate(items, parsed.subject, parsed.text, attachments))
+                done.append((items, found))
+            out[queue] = found
+        return out
+
+    @staticmethod
+    def customer_html(parsed: ParsedMail) -> tuple[frozenset[str], CleanHtml] | None:
+        """``ingest/outgoing.py`` ``NotifyAgents``' first call: the customer's HTML sanitised with every
+        inline part of the mail (its Content-IDs, returned with it), when the notification shows it."""
+        if not parsed.html or len(parsed.html) > MAX_SHOWN_CHARS:
+            return None
+        inline = frozenset(a.content_id for a in parsed.attachments if a.content_id)
+        return inline, sanitise(parsed.html, inline)
 
 
 @dataclass(frozen=True)
@@ -67,36 +133,60 @@ class Preparation:
     parsed: ParsedMail | None
     parse_error: str | None
     header_block: ParsedMail | None
+    # The steps' pure work (prepared with an :class:`Ahead`; else None and the steps compute it).
+    mail_class: Classification | None = None
+    checklist: dict[str, tuple[ItemResult, ...]] | None = None
+    customer_html: tuple[frozenset[str], CleanHtml] | None = None
 
     def apply(self, mail: InboundMail) -> InboundMail:
         mail.sha256, mail.raw_path = self.sha256, self.raw_path
         mail.refused, mail.oversize = self.refused, self.refused is not None
         mail.parsed, mail.parse_error, mail.header_block = self.parsed, self.parse_error, self.header_block
+        mail.classified, mail.checklist_found = self.mail_class, self.checklist
+        mail.customer_html = self.customer_html
         return mail
 
 
-def prepare_one(raw: bytes, var_dir: Path, max_bytes: int, detector: LanguageDetector | None) -> Preparation:
+def prepare_one(
+    raw: bytes, var_dir: Path, max_bytes: int, detector: LanguageDetector | None, ahead: Ahead | None = None
+) -> Preparation:
     """Store the raw bytes, then parse them and detect the language, unless the mail is refused
     before parsing: over the size limit, or over the MIME limits (the one place a mail is refused
     for them: it is never parsed whole, and its sender hears why, ``ingest/outgoing.py``
-    ``OversizeNotice``)."""
+    ``OversizeNotice``). With ``ahead`` (the parse workers), also the mail's class and, for a
+    person's mail, the checklist findings and the sanitised HTML."""
     digest, rel = raw_store(var_dir).put(raw)
     if len(raw) > max_bytes:
         error = f"mail is {len(raw)} bytes, over the limit of {max_bytes}"
-        return Preparation(digest, rel, REFUSED_SIZE, None, error, _header_block(raw))
+        return _unparsed(digest, rel, REFUSED_SIZE, error, raw, ahead)
     too_complex = mime_limits_exceeded(raw)
     if too_complex is not None:
-        return Preparation(digest, rel, REFUSED_PARTS, None, too_complex, _header_block(raw))
+        return _unparsed(digest, rel, REFUSED_PARTS, too_complex, raw, ahead)
     try:
         parsed = parse_within_limits(raw)
     except ParseError as e:
-        return Preparation(digest, rel, None, None, f"unparseable: {e}", _header_block(raw))
+        return _unparsed(digest, rel, None, f"unparseable: {e}", raw, ahead)
     except Exception as e:  # a parser bug must not cost the mail: it is quarantined with the reason
-        return Preparation(digest, rel, None, None, f"parser crashed: {type(e).__name__}: {e}", _header_block(raw))
+        return _unparsed(digest, rel, None, f"parser crashed: {type(e).__name__}: {e}", raw, ahead)
     if detector is not None:
-        parsed.language = detector.guess(parsed.subject, parsed.text)
+        parsed.language = detector.guess_mail(parsed)
         parsed.language_detected = True
-    return Preparation(digest, rel, None, parsed, None, None)
+    if ahead is None:
+        return Preparation(digest, rel, None, parsed, None, None)
+    mail_class = ahead.classify(parsed, raw, refused=False)
+    # Machine-made mail changes no checklist (CheckInformation), and neither it nor a mail that will
+    # be refused notifies anyone with its HTML.
+    wanted = mail_class.personal and not parsed.fatal_defects
+    checks = ahead.checklist_findings(parsed) if wanted else None
+    html = ahead.customer_html(parsed) if wanted else None
+    return Preparation(digest, rel, None, parsed, None, None, mail_class, checks, html)
+
+
+def _unparsed(digest: str, rel: str, refused: str | None, error: str, raw: bytes, ahead: Ahead | None) -> Preparation:
+    """A mail not parsed whole: its header block, and with ``ahead`` the class read from it."""
+    head = _header_block(raw)
+    mail_class = ahead.classify(head, raw, refused is not None) if ahead is not None and head is not None else None
+    return Preparation(digest, rel, refused, None, error, head, mail_class)
 
 
 def _header_block(raw: bytes) -> ParsedMail | None:
@@ -112,29 +202,34 @@ def _header_block(raw: bytes) -> ParsedMail | None:
         return None
 
 
-def _init_worker(var_dir: Path, max_bytes: int, languages: list[str]) -> None:
-    global _worker_var_dir, _worker_max_bytes, _worker_detector
+def _init_worker(var_dir: Path, max_bytes: int, languages: list[str], ahead: Ahead | None) -> None:
+    global _worker_var_dir, _worker_max_bytes, _worker_detector, _worker_ahead
     # Ctrl-C on a terminal reaches the whole process group; the parent decides when to stop (after
     # the mail it is on) and shuts the pool down. A worker that died of it would break the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_var_dir, _worker_max_bytes = var_dir, max_bytes
     _worker_detector = LanguageDetector(languages)
+    _worker_ahead = ahead
     die_with_parent()
 
 
 def _prepare_in_worker(raw: bytes):
     assert _worker_var_dir is not None
-    return prepare_one(raw, _worker_var_dir, _worker_max_bytes, _worker_detector)
+    return prepare_one(raw, _worker_var_dir, _worker_max_bytes, _worker_detector, _worker_ahead)
 
 
 class Preparer:
-    """Prepares fetched mails, in order; a pool of ``workers`` processes for batches (0 = inline)."""
+    """Prepares fetched mails, in order; a pool of ``workers`` processes for batches (0 = inline).
 
-    def __init__(self, var_dir: Path, max_bytes: int, workers: int, languages: list[str]):
+    The workers also do the steps' pure work (``ahead``); inline, the steps do it themselves, on the
+    same thread either way."""
+
+    def __init__(self, var_dir: Path, max_bytes: int, workers: int, languages: list[str], ahead: Ahead | None = None):
         self.var_dir = Path(var_dir)
         self.max_bytes = max_bytes
         self.workers = workers
         self.languages = list(languages)
+        self.ahead = ahead
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:
@@ -144,7 +239,7 @@ class Preparer:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.var_dir, self.max_bytes, self.languages),
+                initargs=(self.var_dir, self.max_bytes, self.languages, self.ahead),
             )
             log.info("parse_pool_started", workers=self.workers)
         return self._pool

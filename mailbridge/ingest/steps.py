@@ -13,7 +13,7 @@ from dataclasses import replace
 import structlog
 
 from mailbridge.domain import TicketStatus
-from mailbridge.ingest import noise, outgoing
+from mailbridge.ingest import outgoing, prepare
 from mailbridge.ingest.clocks import ArchiveClocks, TrackClocks
 from mailbridge.ingest.conversation import AgentCommands, AgentFiling, ApplyReply, Identify
 from mailbridge.ingest.information import CheckInformation
@@ -82,8 +82,8 @@ class Classify:
         p = mail.head
         if p is None:
             return
-        # The bounce rule reads the raw bytes again; an oversized mail's are never read whole.
-        mail.mail_class = c = noise.classify_mail(p, b"" if mail.oversize else mail.raw, self.own)
+        # A parse worker may have classified it already (``prepare.Ahead``, the same call).
+        mail.mail_class = c = mail.classified or prepare.classify(p, mail.raw, mail.oversize, self.own)
         if mail.machine_made:
             mail.kind = MessageKind.AUTO  # a bounce on a case becomes "bounce" (RecordNoise)
         elif c.kind == MailClass.AUTO_FORWARDED:
@@ -193,7 +193,7 @@ class MatchCase:
         if m.conflicts:
             mail.flags.append("conflicting references: " + ", ".join(c["case"] for c in m.conflicts))
         p = mail.parsed
-        guess = p.language if p.language_detected else self.detector.guess(p.subject, p.new_text or p.text)
+        guess = p.language if p.language_detected else self.detector.guess_mail(p)
         mail.language = guess or mail.queue.language
 
 

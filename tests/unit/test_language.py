@@ -76,3 +76,37 @@ def test_single_language_always_gives_default():
     """With one configured language there is nothing to choose: no guess (the queue's language is used)."""
     only_de = LanguageDetector(["de"])
     assert only_de.guess("License server", "The license server does not start after the update.") is None
+
+
+def test_the_bounded_sample_decides_as_the_longer_one_did(detector, monkeypatch):
+    """The test mails (real clients' replies and the parser's cases) get the same language from the
+    opening of their new text (DETECTION_SAMPLE_CHARS) as from twice as much of it."""
+    from pathlib import Path
+
+    from mailbridge.ingest import language
+    from mailbridge.ingest.parser import parse_mail
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    mails = [parse_mail(p.read_bytes()) for p in sorted([*data.glob("replies/*.eml"), *data.glob("eml/*.eml")])]
+    assert len(mails) > 50
+    now = [detector.guess_mail(m) for m in mails]
+    monkeypatch.setattr(language, "DETECTION_SAMPLE_CHARS", 2 * DETECTION_SAMPLE_CHARS)
+    assert [detector.guess_mail(m) for m in mails] == now
+    assert now.count("de") > 20 and now.count("en") > 10
+
+
+def test_a_mail_is_in_the_language_of_its_new_text(detector):
+    """A short German answer above a long English history is German (the history is ours)."""
+    from email.message import EmailMessage
+
+    from mailbridge.ingest.parser import parse_mail
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "kunde@kunde.example", "support@vendor.example", "Re: Export"
+    history = ["Am 19.11.2026 um 10:00 schrieb Vendor Support <support@vendor.example>:"]
+    history += ["> We have checked the export service and found the account has no write permission."] * 40
+    msg.set_content("Danke, das hilft leider nicht.\n\n" + "\n".join(history))
+    mail = parse_mail(msg.as_bytes())
+    assert mail.new_text.strip() == "Danke, das hilft leider nicht."
+    assert (detector.guess(mail.subject, mail.text) or "xx") == "en"
+    assert detector.guess_mail(mail) == "de"
