@@ -10,7 +10,7 @@ mailbox, in this order:
 2. *fetch + parse* (the baseline) - the same, with ``parse_mail`` on every mail;
 3. *parse only* - ``parse_mail`` over the corpus in memory (context: the parser's own share);
 4. *service* - a fresh database, then ``App.poller("main").cycle()`` until the backlog is done:
-   exactly what ``mailbridge run`` does per cycle (fetch, raw store, one transaction per mail with
+   exactly what ``mailbridge run`` does per cycle (fetch, raw store, a transaction per batch of mails with
    the acknowledgement queued in the outbox, MOVE to Processed). Counted from the first cycle to
    the last commit and MOVE; checked: one ticket and one queued acknowledgement per mail;
 5. *outbox drain* - ``OutboxSender.run_once()`` until the outbox is empty, into the SMTP sink.
@@ -284,6 +284,7 @@ class Breakdown:
         pipeline = app.pipeline
         pipeline.steps = [_TimedStep(step, self) for step in pipeline.steps]
         self.wrap(pipeline, "process", self.TX)
+        self.wrap_iter(pipeline, "batches", self.TX)  # group commit: a batch of mails per transaction
         self.wrap_iter(poller.mailbox, "fetch", "IMAP fetch")
         self.wrap_iter(poller.mailbox, "fetch_batches", "IMAP fetch")
         self.wrap(poller.mailbox, "move", "IMAP move")
