@@ -1,5 +1,5 @@
-"""One account's fetch cycle: fetch → raw store → pipeline (a batch per transaction) → (after each
-commit) move the batch's mails away.
+"""One account's fetch cycle: fetch → raw store → pipeline (a batch of mails per transaction) →
+(after the commits) move the fetched batch's mails away.
 
 Invariants (see :class:`~mailbridge.store.models.MailboxState`):
 
@@ -179,11 +179,11 @@ class AccountPoller:
                         moves.setdefault(self._folder_for(disposition), []).append(mail.uid)
                     if progress is not None:
                         progress.update(report.fetched)
-                    # One MOVE per committed batch: what it recorded leaves the folder; the sender
-                    # wakes for the acknowledgements it queued.
-                    self._move(moves)
-                    moves = {}
-                    self.on_progress()
+                    self.on_progress()  # the sender wakes for the acknowledgements the batch queued
+                # One MOVE per fetched batch, after the commits of all its mails: what they recorded
+                # leaves the folder (a commit batch is never larger than a fetch batch).
+                self._move(moves)
+                moves = {}
                 self._healthy(report)  # a long backlog keeps the account's health row fresh
                 if stop is not None and stop.is_set():
                     break
