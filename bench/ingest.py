@@ -219,7 +219,7 @@ class Breakdown:
     service has — attribute names change as the service does, and a missing one is skipped: the
     mailbox's ``fetch``/``fetch_batches`` and ``move``, the preparer's ``prepare``/``prepare_batch``
     (the parse pool, or the wait for it), the raw store's ``put``, the pipeline's ``process`` and
-    ``process_batch`` and each pipeline step. A wrapped call that returns an iterator is timed per
+    ``process_batch``/``batches`` and each pipeline step. A wrapped call that returns an iterator is timed per
     item taken. Times are exclusive: a wrapped call inside another (a step inside ``process``) is
     counted once, under its own label, so within one thread the rows add up to the wall time. What
     ``process``/``process_batch`` spend outside the steps is the transaction itself. Each thread
@@ -265,8 +265,9 @@ class Breakdown:
         with self._lock:
             return dict(self.seconds)
 
-    def wrap(self, obj, attr: str, label: str, count=None) -> bool:
-        """Time ``obj.attr`` (if it exists) under ``label``; ``count(args, result)``: mails it finished."""
+    def wrap(self, obj, attr: str, label: str, count=None, per_item=None) -> bool:
+        """Time ``obj.attr`` (if it exists) under ``label``; ``count(args, result)``: mails it finished;
+        for a call returning an iterator, ``per_item(item)``: mails each item finished (default 1)."""
         fn = getattr(obj, attr, None)
         if obj is None or not callable(fn) or getattr(fn, "_bench_timed", False):
             return False
@@ -284,7 +285,7 @@ class Breakdown:
                 if count is not None and outer:
                     bd._local.in_count = False
             if isinstance(result, Iterator):  # a generator: timed per item; each item a mail done
-                return bd._timed_iter(result, label, count is not None and outer)
+                return bd._timed_iter(result, label, count is not None and outer, per_item)
             if count is not None and outer:
                 bd.on_done(count(args, result))
             return result
@@ -297,7 +298,7 @@ class Breakdown:
         self.wrapped.append(f"{type(obj).__name__}.{attr}")
         return True
 
-    def _timed_iter(self, it: Iterator, label: str, counts: bool = False) -> Iterator:
+    def _timed_iter(self, it: Iterator, label: str, counts: bool = False, per_item=None) -> Iterator:
         while True:
             frame, t0 = self._enter()
             try:
@@ -307,7 +308,7 @@ class Breakdown:
             finally:
                 self._exit(label, frame, t0)
             if counts:
-                self.on_done(1)
+                self.on_done(1 if per_item is None else per_item(item))
             yield item
 
     def instrument(self, app, poller) -> None:
@@ -327,6 +328,8 @@ class Breakdown:
 
         counted = self.wrap(pipeline, "process", self.TX, one)
         counted = self.wrap(pipeline, "process_batch", self.TX, many) or counted
+        # Group commit: ``batches`` yields each committed batch, a list of (mail, disposition).
+        counted = self.wrap(pipeline, "batches", self.TX, one, per_item=len) or counted
         mailbox = getattr(poller, "mailbox", None)
         self.wrap(mailbox, "fetch", self.FETCH)
         self.wrap(mailbox, "fetch_batches", self.FETCH)

@@ -155,8 +155,14 @@ class App:
     @property
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
+            ingest = self.settings.ingest
             self._pipeline = Pipeline(
-                self.session_factory, default_steps(self.settings, **self._step_parts()), self.clock, self.metrics
+                self.session_factory,
+                default_steps(self.settings, **self._step_parts()),
+                self.clock,
+                self.metrics,
+                batch_size=ingest.commit_batch,
+                batch_seconds=ingest.commit_seconds,
             )
         return self._pipeline
 

@@ -76,8 +76,8 @@ class Metrics:
         r = self.registry
         self._fetched = Counter(
             "mailbridge_mails_fetched",
-            "Mails fetched from IMAP and handed to the pipeline (a mail fetched again after a database "
-            "outage counts again).",
+            "Mails fetched from IMAP and recorded by the pipeline (counted when their batch committed: a "
+            "batch rolled back by a database outage and fetched again counts once).",
             ["account"],
             registry=r,
         )
@@ -129,7 +129,7 @@ class Metrics:
     # -- the events (each called from one place) --------------------------------------------------
 
     def mail_fetched(self, account: str) -> None:
-        """``ingest/pipeline.py``: a fetched mail enters the pipeline."""
+        """``ingest/pipeline.py``: a fetched mail's batch committed."""
         self._fetched.labels(account).inc()
 
     def mail_done(self, account: str, disposition: Disposition) -> None:

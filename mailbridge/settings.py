@@ -649,6 +649,11 @@ class IngestSettings(_Model):
     # Worker processes that parse a backlog while the database work goes on; None: one per CPU;
     # 0: parse in the fetching thread only. A single new mail is always parsed inline.
     parse_workers: Annotated[int, Field(ge=0, le=64)] | None = None
+    # Group commit: a backlog is recorded in transactions of up to ``commit_batch`` mails, each held
+    # at most ``commit_seconds`` (on SQLite the write lock is held that long: the sender and the
+    # scheduler's jobs wait). Mail that is at hand alone (a new mail under IDLE) commits at once.
+    commit_batch: Annotated[int, Field(ge=1, le=1000)] = 100
+    commit_seconds: Annotated[float, Field(gt=0, le=10)] = 0.5
 
     @property
     def workers(self) -> int:

@@ -1,1 +1,2 @@
-"""Inbound mail: fetch over IMAP, parse, classify, match and apply, one transaction per mail."""
+"""Inbound mail: fetch over IMAP, parse, classify, match and apply, a transaction per batch of mails
+(a savepoint per mail)."""

@@ -1,11 +1,13 @@
-"""One account's fetch cycle: fetch → raw store → pipeline → (after commit) move the mail away.
+"""One account's fetch cycle: fetch → raw store → pipeline (a batch of mails per transaction) →
+(after the commits) move the fetched batch's mails away.
 
 Invariants (see :class:`~mailbridge.store.models.MailboxState`):
 
 - a mail is moved out of the watched folder only after the transaction that recorded it committed;
-- the last UID advances in that same transaction, so a mail at or below it is never processed
-  again; mails at or below it still in the folder (a crash between commit and MOVE) are moved
-  at the start of the next cycle to where their recorded disposition says;
+- the last UID advances in that same transaction (once per batch, to the batch's highest UID), so
+  a mail at or below it is never processed again; mails at or below it still in the folder (a
+  crash between commit and MOVE) are moved at the start of the next cycle to where their recorded
+  disposition says;
 - a new UIDVALIDITY resets the last UID to 0, and deduplication on Message-ID and on the hash of
   the raw bytes keeps the mails of the recreated folder from being processed twice.
 
@@ -172,19 +174,19 @@ class AccountPoller:
                     InboundMail(acc.name, acc.folder, uidvalidity, uid, raw, waited=self.mailbox.waited(uid))
                     for uid, raw in batch
                 )
-                for mail in self.preparer.prepare(fetched):
-                    disposition = self.pipeline.process(mail)
-                    report.fetched += 1
-                    report.count(disposition)
+                # Group commit: many mails per transaction (``ingest.commit_batch``/``commit_seconds``).
+                for committed in self.pipeline.batches(self.preparer.prepare(fetched), stop):
+                    for mail, disposition in committed:
+                        report.fetched += 1
+                        report.count(disposition)
+                        moves.setdefault(self._folder_for(disposition), []).append(mail.uid)
                     if progress is not None:
                         progress.update(report.fetched)
-                    moves.setdefault(self._folder_for(disposition), []).append(mail.uid)
-                    if stop is not None and stop.is_set():
-                        break
-                # One MOVE per fetched batch: what this batch committed leaves the folder.
+                    self.on_progress()  # the sender wakes for the acknowledgements the batch queued
+                # One MOVE per fetched batch, after the commits of all its mails: what they recorded
+                # leaves the folder (a commit batch is never larger than a fetch batch).
                 self._move(moves)
                 moves = {}
-                self.on_progress()
                 self._healthy(report)  # a long backlog keeps the account's health row fresh
                 if stop is not None and stop.is_set():
                     break

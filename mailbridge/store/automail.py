@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mailbridge.store.models import AddressHealth, AutoMail, Ticket
-from mailbridge.store.repositories import insert_row
+from mailbridge.store.repositories import insert_rows
 
 # address_health.state: a bounce was recorded and nothing lifted it since; "lifted": an operator
 # ended its suppression by hand (``mailbridge suppressions lift``). A new bounce makes it failing again.
@@ -31,12 +31,21 @@ class Suppression:
     until: datetime
 
 
+# Built once, Core columns (no ORM object is loaded): the guard asks both for every automatic mail.
+_SUPPRESSION = select(AddressHealth.last_status, AddressHealth.last_failed_at, AddressHealth.suppressed_until).where(
+    AddressHealth.email == bindparam("address"), AddressHealth.suppressed_until > bindparam("now")
+)
+_AUTO_MAILS_SINCE = select(AutoMail.created_at, AutoMail.ticket_id).where(
+    AutoMail.recipient == bindparam("recipient"), AutoMail.created_at > bindparam("since")
+)
+
+
 def suppression(session: Session, address: str, now: datetime) -> Suppression | None:
     """Why automatic mail to ``address`` is suppressed at ``now``; None: it is not."""
-    health = session.get(AddressHealth, address)
-    if health is None or health.suppressed_until is None or health.suppressed_until <= now:
+    row = session.connection().execute(_SUPPRESSION, {"address": address, "now": now}).first()
+    if row is None:
         return None
-    return Suppression(address, health.last_status, health.last_failed_at, health.suppressed_until)
+    return Suppression(address, row.last_status, row.last_failed_at, row.suppressed_until)
 
 
 @dataclass(frozen=True)
@@ -107,15 +116,13 @@ def lift(session: Session, address: str, now: datetime) -> None:
 
 def auto_mails_since(session: Session, recipient: str, since: datetime) -> list[tuple[datetime, int | None]]:
     """(created_at, ticket_id) of the automatic mails to ``recipient`` after ``since``."""
-    stmt = select(AutoMail.created_at, AutoMail.ticket_id).where(
-        AutoMail.recipient == recipient, AutoMail.created_at > since
-    )
-    rows = session.execute(stmt).all()
+    rows = session.connection().execute(_AUTO_MAILS_SINCE, {"recipient": recipient, "since": since})
     return [(at, tid) for at, tid in rows]
 
 
 def add_auto_mail(session: Session, recipient: str, ticket_id: int | None, kind: str, now: datetime) -> None:
-    insert_row(session, AutoMail, {"recipient": recipient, "ticket_id": ticket_id, "kind": kind, "created_at": now})
+    # No id wanted: a plain INSERT (no RETURNING).
+    insert_rows(session, AutoMail, [{"recipient": recipient, "ticket_id": ticket_id, "kind": kind, "created_at": now}])
 
 
 def mark_failing(

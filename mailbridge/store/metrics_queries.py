@@ -77,4 +77,24 @@ def schema_revision(engine: Engine) -> str | None:
 def after_commit(session: Session, fn: Callable[[], None]) -> None:
     """Call ``fn`` once the session's transaction has committed; never, when it rolls back (a
     unique-key race, a failed step). Counters of things written in a transaction count with this."""
-    event.listen(session, "after_commit", lambda _s: fn(), once=True)
+    # Registered inside a savepoint (one mail of a group-committed batch): a rollback of that
+    # savepoint (or of one around it) takes the thing counted back, so ``fn`` is dropped.
+    nested = session.get_nested_transaction()
+    live = [True]
+    if nested is not None:
+
+        def _rolled_back(_session, previous) -> None:
+            t = nested
+            while t is not None:
+                if t is previous:
+                    live[0] = False
+                    return
+                t = t.parent
+
+        event.listen(session, "after_soft_rollback", _rolled_back)
+
+    def _committed(_session) -> None:
+        if live[0]:
+            fn()
+
+    event.listen(session, "after_commit", _committed, once=True)

@@ -155,7 +155,11 @@ class Participant(Base):
 
     ticket: Mapped[Ticket] = relationship(back_populates="participants")
 
-    __table_args__ = (UniqueConstraint("ticket_id", "email", name="uq_ticket_participants_email"),)
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "email", name="uq_ticket_participants_email"),
+        # A known customer by address (status by mail, the tracker's sign-in and visibility, erasure).
+        Index("ix_ticket_participants_email", "email"),
+    )
 
 
 class RawMessage(Base):

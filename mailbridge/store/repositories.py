@@ -1,7 +1,8 @@
 """Queries grouped per aggregate. Callers own the transaction: nothing here commits.
 
-The ingest hot path (one transaction per mail) writes with Core statements on the session's own
-connection: ``INSERT … RETURNING id`` and plain UPDATEs. The ORM unit of work (flush) costs several
+The ingest hot path (a transaction per batch of mails, a savepoint per mail) writes with Core
+statements on the session's own connection: ``INSERT … RETURNING id`` and plain UPDATEs; the
+statements it runs per mail are built once, with bind parameters. The ORM unit of work (flush) costs several
 milliseconds for the nine-odd rows of one mail, more than parsing the mail; the rest of the code
 (CLI views, tests) uses the ORM models as usual.
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, literal_column, or_, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, selectinload
 
@@ -120,21 +121,31 @@ TICKET_REF_COLS = (
 )
 
 
+# Built once (the matcher reads a case, locked, for every mail on a case): (by id?, locked?) → select.
+_TICKET_REF = {
+    (by_id, lock): (q.with_for_update() if lock else q)
+    for by_id in (True, False)
+    for lock in (True, False)
+    for q in [
+        select(*TICKET_REF_COLS).where(
+            Ticket.id == bindparam("key") if by_id else Ticket.case_number == bindparam("key")
+        )
+    ]
+}
+
+
 def ticket_ref(
     session: Session, *, ticket_id: int | None = None, case_number: str | None = None, lock: bool = False
 ) -> TicketRef | None:
     """The ticket by id or case number; ``lock``: hold its row until the transaction ends
     (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), so two mails or the close
     job cannot change one case at the same time."""
-    q = select(*TICKET_REF_COLS)
-    if lock:
-        q = q.with_for_update()
     if ticket_id is not None:
-        q = q.where(Ticket.id == ticket_id)
+        key: int | str = ticket_id
     else:
         assert case_number is not None
-        q = q.where(Ticket.case_number == case_number.upper())
-    row = _conn(session).execute(q).first()
+        key = case_number.upper()
+    row = _conn(session).execute(_TICKET_REF[ticket_id is not None, lock], {"key": key}).first()
     return TicketRef(*row) if row is not None else None
 
 
@@ -146,10 +157,12 @@ def tickets_by_case_numbers(session: Session, numbers: list[str]) -> dict[str, T
     return {r.case_number: TicketRef(*r) for r in rows}
 
 
+_PARTICIPANTS = select(Participant.email, Participant.role).where(Participant.ticket_id == bindparam("tid"))
+
+
 def participants(session: Session, ticket_id: int) -> dict[str, str]:
     """email → role of everyone taking part in the ticket."""
-    rows = _conn(session).execute(select(Participant.email, Participant.role).where(Participant.ticket_id == ticket_id))
-    return dict(rows.all())
+    return dict(_conn(session).execute(_PARTICIPANTS, {"tid": ticket_id}).all())
 
 
 def customer_emails(session: Session, ticket_ids: list[int]) -> dict[int, set[str]]:
@@ -427,29 +440,39 @@ def add_event(session: Session, ticket: Ticket | int, kind: str, now: datetime, 
 # ---------------------------------------------------------------- inbound messages
 
 
-_DUP_BY_SHA = select(RawMessage.id, RawMessage.disposition).where(RawMessage.sha256 == bindparam("sha"))
-_DUP_BY_MSGID = (
-    select(RawMessage.id, RawMessage.disposition)
-    .join(Message, Message.raw_id == RawMessage.id)
-    .where(Message.message_id == bindparam("mid"), Message.direction == "in")
-    .limit(1)
-)
+def _duplicate_query():
+    """Both questions of deduplication in one statement (one round trip per mail): the raw row with
+    the same bytes (the ``sha256`` unique index), else an inbound message with the same Message-ID
+    (the ``messages.message_id`` index); the same bytes win. ``besides`` (-1: none) is a raw row
+    that does not count."""
+    by_sha = select(RawMessage.id, RawMessage.disposition, literal_column("0").label("rank")).where(
+        RawMessage.sha256 == bindparam("sha"), RawMessage.id != bindparam("besides")
+    )
+    by_mid = (
+        select(RawMessage.id, RawMessage.disposition, literal_column("1").label("rank"))
+        .join(Message, Message.raw_id == RawMessage.id)
+        .where(
+            Message.message_id == bindparam("mid"),
+            Message.direction == "in",
+            RawMessage.id != bindparam("besides"),
+        )
+        .limit(1)
+    )
+    both = union_all(by_sha, by_mid.subquery().select()).subquery()
+    return select(both.c.id, both.c.disposition).order_by(both.c.rank).limit(1)
+
+
+_DUPLICATE = _duplicate_query()
 
 
 def find_duplicate(
     session: Session, sha256: str, message_id: str | None, *, besides: int | None = None
 ) -> tuple[int, str] | None:
     """(raw id, disposition) of the earlier copy of this mail: the same bytes, or an inbound mail
-    with the same Message-ID. Prebuilt column queries: this runs for every mail. ``besides``: a raw
+    with the same Message-ID. One prebuilt statement: this runs for every mail. ``besides``: a raw
     row that is this very mail (a quarantined one run again) and does not count."""
-    if besides is not None:
-        by_sha = _DUP_BY_SHA.where(RawMessage.id != besides)
-        by_mid = _DUP_BY_MSGID.where(RawMessage.id != besides)
-    else:
-        by_sha, by_mid = _DUP_BY_SHA, _DUP_BY_MSGID
-    row = _conn(session).execute(by_sha, {"sha": sha256}).first()
-    if row is None and message_id:
-        row = _conn(session).execute(by_mid, {"mid": message_id}).first()
+    params = {"sha": sha256, "mid": message_id or None, "besides": -1 if besides is None else besides}
+    row = _conn(session).execute(_DUPLICATE, params).first()
     return (row[0], row[1]) if row is not None else None
 
 
@@ -489,20 +512,18 @@ def resolve_quarantine(session: Session, raw_id: int, status: str, outcome: str,
     )
 
 
+# Built once (thread matching runs for every reply): the list of Message-IDs is an expanding parameter.
+_TICKETS_OF_MESSAGE_IDS = select(Message.message_id, Message.ticket_id).where(
+    Message.message_id.in_(bindparam("ids", expanding=True)), Message.ticket_id.is_not(None)
+)
+
+
 def ticket_for_message_ids(session: Session, ids: list[str]) -> TicketRef | None:
     """The ticket of a stored message (in or out) whose Message-ID is one of ``ids``; the id nearest
     the end of ``ids`` (the most recent in a References chain) wins. One query."""
     if not ids:
         return None
-    found = dict(
-        _conn(session)
-        .execute(
-            select(Message.message_id, Message.ticket_id).where(
-                Message.message_id.in_(set(ids)), Message.ticket_id.is_not(None)
-            )
-        )
-        .all()
-    )
+    found = dict(_conn(session).execute(_TICKETS_OF_MESSAGE_IDS, {"ids": list(set(ids))}).all())
     for mid in reversed(ids):
         if mid in found:
             return ticket_ref(session, ticket_id=found[mid])

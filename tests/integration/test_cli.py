@@ -28,7 +28,7 @@ def test_db_upgrade_is_idempotent(config_path):
     """`db upgrade` creates the schema and can run again on an up-to-date database."""
     for _ in range(2):
         code, out = _run(config_path, "db", "upgrade")
-        assert code == 0 and "revision 0013" in out  # the newest migration
+        assert code == 0 and "revision 0014" in out  # the newest migration
 
 
 def test_tickets_list_show_and_quarantine(config_path, app, imap_server, smtp_sink):

@@ -50,7 +50,7 @@ def test_status_ok_warning_critical_and_json(config_path, app, imap_server, smtp
     (acc,) = doc["accounts"]
     assert (acc["name"], acc["connected"], acc["mode"], acc["waiting"], acc["error"]) == ("main", True, "idle", 2, None)
     assert acc["last_fetch"] is not None and doc["outbox"]["pending"] == 0 and doc["quarantine"]["open"] == 0
-    assert doc["schema"]["current"] == doc["schema"]["newest"] == "0013"
+    assert doc["schema"]["current"] == doc["schema"]["newest"] == "0014"
 
     # WARNING: a quarantined mail (no sender), and the SMTP server refusing with 4xx for a short time.
     no_sender = b"To: support@vendor.example\r\nSubject: Ohne Absender\r\nMessage-ID: <nos@x.example>\r\n\r\nHallo\r\n"
