@@ -319,6 +319,15 @@ class SubjectNormalizer:
         return start, end
 
 
+def may_carry_tag(subject: str, case_number: str) -> bool:
+    """False when ``subject`` cannot hold the tag of ``case_number`` (its digits are not in it): the
+    caller then skips :func:`case_tag_pattern`, whose compile is most of the cost of a new case's
+    topic (every case number is a new pattern, never in ``re``'s cache)."""
+    m = re.fullmatch(r"\D*(\d+)", case_number.strip())
+    needle = m.group(1) if m else case_number.strip().lower()
+    return needle in (subject if m else subject.lower())
+
+
 def case_tag_pattern(case_number: str) -> re.Pattern[str]:
     """The tag of one case as subjects carry it (``[C1000002]``, ``[c-1000002]``, ``[ C1000002 ]``).
 

@@ -28,7 +28,7 @@ from mailbridge.outbound.threadindex import thread_index_reply, thread_index_roo
 from mailbridge.outbound.tokens import case_for_notification_id, notification_message_id
 from mailbridge.settings import QueueSettings
 from mailbridge.store.repositories import ThreadParent, TicketRef
-from mailbridge.subjects import SubjectNormalizer, case_tag_pattern
+from mailbridge.subjects import SubjectNormalizer, case_tag_pattern, may_carry_tag
 
 # RFC 3834 3.1.7: a reply made by a program to a specific mail; a program's own report is
 # "auto-generated" (notifications and error reports to agents).
@@ -243,7 +243,9 @@ class MailBuilder:
         Only the case's own tag goes: a case number the customer typed ("Frage zu C1000005") is
         part of the topic, even when it has the shape of ours.
         """
-        return self.normalizer.topic(ticket.subject, case_tag_pattern(ticket.case_number)) or ticket.subject
+        subject, number = ticket.subject, ticket.case_number
+        tag = case_tag_pattern(number) if isinstance(subject, str) and may_carry_tag(subject, number) else None
+        return self.normalizer.topic(subject, tag) or subject
 
     def _thread_index(self, ticket: TicketRef, parent: str | None, now: datetime) -> str:
         return thread_index_reply(parent, now, fallback_root=thread_index_root(ticket.case_number, ticket.created_at))

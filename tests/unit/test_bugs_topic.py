@@ -4,8 +4,10 @@ the customer typed, mistyped or not, is part of the topic."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mailbridge.subjects import SubjectNormalizer, case_tag_pattern
+from mailbridge.subjects import SubjectNormalizer, case_tag_pattern, may_carry_tag
 
 NORMALIZER = SubjectNormalizer()
 CASE = "C1000002"
@@ -34,3 +36,18 @@ def test_the_pattern_matches_nothing_but_the_tag():
     assert pattern.fullmatch("[C1000002]")
     assert not pattern.search("[C10000021]")
     assert not pattern.search("C1000002")
+
+
+@given(
+    st.lists(
+        st.sampled_from(["AW:", "Re:", "WG:", "[C1000002]", "[c-1000002]", "[ C1000002 ]", "[C1000005]", "C1000002"])
+        | st.text(alphabet="abcXYZ019 []-:äß", max_size=12),
+        max_size=6,
+    ),
+    st.sampled_from([CASE, "C-1000002", "1000002", "ABC", "T77"]),
+)
+def test_skipping_the_pattern_when_the_number_is_absent_changes_no_topic(parts, case):
+    """``may_carry_tag`` only says where the tag cannot be: the topic is the same with the pattern."""
+    subject = " ".join(parts)
+    if not may_carry_tag(subject, case):
+        assert NORMALIZER.topic(subject, case_tag_pattern(case)) == NORMALIZER.topic(subject, None)
