@@ -459,10 +459,13 @@ def child_main(spec_path: Path) -> int:
     # Migrations and the language models load before the clock starts, as once at `mailbridge run`.
     app.upgrade_db()
     _ = app.pipeline
-    detector = getattr(app, "detector", None)
-    with contextlib.suppress(Exception):
-        detector.guess("Lizenzserver startet nicht", "Guten Tag, seit dem Update geht nichts.")
-        detector.guess("Server does not start", "Hello, since the update nothing works.")
+    if hasattr(app, "warm_up"):  # what `mailbridge run` loads before its first mail
+        app.warm_up()
+    else:  # mailbridge before App.warm_up: the language models in this process
+        detector = getattr(app, "detector", None)
+        with contextlib.suppress(Exception):
+            detector.guess("Lizenzserver startet nicht", "Guten Tag, seit dem Update geht nichts.")
+            detector.guess("Server does not start", "Hello, since the update nothing works.")
     startup = time.perf_counter() - t
 
     deciles = Deciles(expected, _emit, spec["progress_every"])

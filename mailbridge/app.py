@@ -308,6 +308,17 @@ class App:
             repo.resolve_quarantine(s, q.raw_id, "discarded", "discarded", self.clock())
         log.info("quarantine_discarded", quarantine_id=quarantine_id)
 
+    def warm_up(self) -> None:
+        """What a long-running service loads before its first mail (``mailbridge run``): with parse
+        workers, the pool, whose workers hold the language models and prepare every mail from now
+        on, a single new one too (so the models are not held once more in this process); without,
+        the language models here. And the pipeline."""
+        if self.settings.ingest.workers > 0:
+            self.preparer.start()
+        else:
+            self.detector.preload()
+        _ = self.pipeline
+
     def upgrade_db(self) -> None:
         """The schema to the newest revision (serialised across instances: ``store/migrate.py``
         ``upgrade``) and the case-number sequence row."""

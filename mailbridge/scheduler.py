@@ -359,9 +359,9 @@ class Service:
 
     async def run(self, install_signals: bool = True) -> None:
         self.app.upgrade_db()
-        # The language models load once here rather than inside the first customer's mail.
-        self.app.detector.preload()
-        _ = self.app.pipeline
+        # The parse pool (or, without one, the language models) once here rather than inside the
+        # first customer's mail.
+        await asyncio.to_thread(self.app.warm_up)
         self._setup()
         assert self.loop is not None and self.scheduler is not None
         # The first heartbeat before the jobs start: a single instance fetches and leads at once.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -209,8 +210,17 @@ def _init_worker(var_dir: Path, max_bytes: int, languages: list[str], ahead: Ahe
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_var_dir, _worker_max_bytes = var_dir, max_bytes
     _worker_detector = LanguageDetector(languages)
+    # A worker lives as long as the service: its language models load now, not at its first mail.
+    _worker_detector.preload()
     _worker_ahead = ahead
     die_with_parent()
+
+
+def _ready_after(seconds: float) -> bool:
+    """Run in each worker by :meth:`Preparer.start`: the worker is initialised (models loaded);
+    it then holds the task a moment so that the next one goes to another worker."""
+    time.sleep(seconds)
+    return _worker_detector is not None
 
 
 def _prepare_in_worker(raw: bytes):
@@ -231,6 +241,8 @@ class Preparer:
         self.languages = list(languages)
         self.ahead = ahead
         self._pool: ProcessPoolExecutor | None = None
+        # Started for the service (``start``): every mail goes to the pool, however few.
+        self._started = False
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -244,6 +256,21 @@ class Preparer:
             log.info("parse_pool_started", workers=self.workers)
         return self._pool
 
+    def start(self) -> None:
+        """Start the pool and wait until every worker is up, its language models loaded (the service
+        at start, ``App.warm_up``). From then on every fetched mail is prepared in the pool, a single
+        new mail too: the language models live only in the workers, not once more in the service's
+        own process, and handing a mail to a running worker costs a millisecond. Without ``start``
+        (a command that prepares a mail or two) a batch under :data:`POOL_MIN_BATCH` is prepared
+        inline and the pool starts only for a backlog."""
+        if self.workers <= 0:
+            return
+        pool = self._get_pool()
+        # One task per worker, each long enough that no worker takes two: all have started.
+        list(pool.map(_ready_after, [0.2] * self.workers))
+        self._started = True
+        log.info("parse_pool_ready", workers=self.workers)
+
     def _inline(self, mails: list[InboundMail]) -> Iterator[InboundMail]:
         for mail in mails:
             # Inline, the pipeline detects the language itself (with the detector it already has).
@@ -252,7 +279,7 @@ class Preparer:
     def prepare(self, mails: Iterable[InboundMail]) -> Iterator[InboundMail]:
         """Prepare each fetched mail and yield it, in the order given."""
         items = list(mails)
-        if self.workers <= 0 or len(items) < POOL_MIN_BATCH:
+        if self.workers <= 0 or (len(items) < POOL_MIN_BATCH and not self._started):
             yield from self._inline(items)
             return
         done = 0

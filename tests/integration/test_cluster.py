@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
+from mailbridge.settings import OutboxSettings
 from mailbridge.store.db import make_engine
-from mailbridge.store.models import Lease, Message, Outbox, Ticket
+from mailbridge.store.models import Event, Lease, Message, Outbox, Ticket
 from tests.mailstack import MailStack, mailstack_fixture, mailstack_session_fixture  # noqa: F401
 from tests.support import PG_ENV, make_mail, postgres_database
 from tests.support.service import Service
@@ -286,7 +287,12 @@ def test_three_instances_share_two_mailboxes_and_a_killed_holder_is_replaced_wit
     assert max(inbound.values()) == 1 and cluster.tickets() == total
     assert acks == total
     time.sleep(1.5)  # a second send of a row would show now
-    assert len(smtp_sink.received) == total
+    # The killed instance's sender may have had a mail in its SMTP exchange on each connection: such
+    # a row is sent again after its lease, and recorded as such (outbound/sender.py). Nothing else
+    # reaches the server twice.
+    with cluster.engine.connect() as c:
+        resent = c.scalar(select(func.count()).select_from(Event).where(Event.kind == "mail_resent_unknown_outcome"))
+    assert 0 <= len(smtp_sink.received) - total <= resent <= OutboxSettings().connections
 
     # Processed holds each mail once; nothing is left in the INBOX.
     for a in (SUPPORT, SALES):
