@@ -74,6 +74,19 @@ def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+class _FetchStop(threading.Event):
+    """A fetch run's stop: set by a service stop or when the lease is lost or given up (``_lost``);
+    it also reads as set once the lease's local hold ran out without a heartbeat renewing it (a
+    heartbeat that hangs rather than fails), so the cycle stops after the mail it is on."""
+
+    def __init__(self, holds) -> None:
+        super().__init__()
+        self._holds = holds
+
+    def is_set(self) -> bool:
+        return super().is_set() or not self._holds()
+
+
 class Service:
     def __init__(self, app: App):
         self.app = app
@@ -160,7 +173,7 @@ class Service:
         with self._ticks_done:
             if self.stop_event.is_set() or not self.cluster.holds(lease):
                 return
-            stop = threading.Event()
+            stop = _FetchStop(lambda: self.cluster.holds(lease))
             self._fetching[lease] = stop
             self._active_ticks += 1
         try:

@@ -2,8 +2,9 @@
 
 A batch is one transaction: up to ``ingest.commit_batch`` mails, and no longer than
 ``ingest.commit_seconds`` (on SQLite the batch holds the write lock; the sender and the scheduler's
-jobs wait for it). A batch ends early when no more mail is at hand, so a single new mail (IDLE)
-commits alone at once. Each mail runs in its own SAVEPOINT:
+jobs wait for it). Its mails are taken (prepared: parsed in the pool or inline) before the
+transaction begins, so no lock is held while a mail is parsed; a single new mail (IDLE) commits
+alone at once. Each mail runs in its own SAVEPOINT:
 
 - it ends in one :class:`~mailbridge.vocabulary.Disposition`: ``processed`` unless a step finished
   the run early (``InboundMail.finish``: duplicate, ignored, noise; ``to_quarantine``);
@@ -46,6 +47,10 @@ log = structlog.get_logger(__name__)
 INTEGRITY_RETRIES = 2
 # The event ``outgoing.Acknowledge`` records when it queued a new case's acknowledgement.
 ACK_QUEUED_EVENT = "ack_queued"
+
+
+# A batch's mails are awaited at most ``batch_seconds / TAKE_SHARE`` before its transaction begins.
+TAKE_SHARE = 10
 
 
 class InfrastructureError(Exception):
@@ -112,37 +117,57 @@ class Pipeline:
         self, mails: Iterable[InboundMail], stop: Event | None = None, *, batch_size: int | None = None
     ) -> Iterator[Batch]:
         """Run ``mails`` (prepared, in UID order) in group-committed batches and yield each batch once
-        it committed. A batch ends at ``batch_size`` mails, after ``batch_seconds``, when ``mails`` is
-        exhausted, or when ``stop`` is set (after the mail it is on). Raises InfrastructureError: the
-        batch being run rolled back whole; the batches yielded before stay committed."""
+        it committed. A batch is the mails prepared by then, up to ``batch_size``; its transaction
+        ends after ``batch_seconds`` (the rest of what was taken goes into the next one), and the run
+        ends when ``mails`` is exhausted or ``stop`` is set (after the mail it is on). Raises
+        InfrastructureError: the batch being run rolled back whole; those yielded stay committed.
+
+        The mails of a batch are taken from ``mails`` *before* its transaction begins: taking one
+        may wait for the parse pool or parse inline, and no transaction (on SQLite: the write lock
+        the sender, the cluster heartbeat and the jobs need too) is held while that happens."""
         size = batch_size or self.batch_size
         pending = iter(mails)
+        carried: list[InboundMail] = []
         while True:
-            batch = self._batch(pending, size, stop)
-            if not batch:
+            todo = carried + self._take(pending, size - len(carried), stop)
+            if not todo:
                 return
+            batch = self._batch(todo, stop)
+            carried = todo[len(batch) :]
             self._count(batch)
             yield batch
             if stop is not None and stop.is_set():
                 return
 
-    def _batch(self, pending: Iterator[InboundMail], size: int, stop: Event | None) -> Batch:
-        """One transaction: mails from ``pending`` until a bound is reached; [] when none was left."""
-        mail = next(pending, None)
-        if mail is None:
-            return []
+    def _take(self, pending: Iterator[InboundMail], n: int, stop: Event | None) -> list[InboundMail]:
+        """Up to ``n`` mails from ``pending`` (a single new mail: at once), outside any transaction,
+        waiting for them at most a tenth of ``batch_seconds`` once one is taken: on a backlog the
+        pool prepares ahead, so a short wait takes a full batch when the pool keeps up and a part of
+        one when it does not (the mails run while the pool prepares the next)."""
+        taken: list[InboundMail] = []
+        began = time.monotonic()
+        while len(taken) < n:
+            waited = time.monotonic() - began
+            if taken and (waited >= self.batch_seconds / TAKE_SHARE or (stop is not None and stop.is_set())):
+                break
+            mail = next(pending, None)
+            if mail is None:
+                break
+            taken.append(mail)
+        return taken
+
+    def _batch(self, todo: list[InboundMail], stop: Event | None) -> Batch:
+        """One transaction over the mails of ``todo`` in order, until ``batch_seconds`` have passed or
+        ``stop`` is set (after at least one mail); returns those it recorded."""
         done: Batch = []
         try:
             with session_scope(self.factory) as session:
                 began = time.monotonic()
-                while True:
+                for mail in todo:
                     done.append((mail, self._one(session, mail)))
-                    if len(done) >= size or time.monotonic() - began >= self.batch_seconds:
+                    if time.monotonic() - began >= self.batch_seconds:
                         break
                     if stop is not None and stop.is_set():
-                        break
-                    mail = next(pending, None)
-                    if mail is None:
                         break
                 self._advance_last_uids(session, [m for m, _ in done], self.clock())
         except InfrastructureError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -241,10 +242,15 @@ class Preparer:
         self.languages = list(languages)
         self.ahead = ahead
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
         # Started for the service (``start``): every mail goes to the pool, however few.
         self._started = False
 
     def _get_pool(self) -> ProcessPoolExecutor:
+        with self._lock:  # every account's poller thread shares the one pool
+            return self._pool_locked()
+
+    def _pool_locked(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the service has threads (scheduler, IMAP) that fork would copy mid-flight.
             self._pool = ProcessPoolExecutor(
@@ -283,8 +289,9 @@ class Preparer:
             yield from self._inline(items)
             return
         done = 0
+        pool = self._get_pool()
         try:
-            results = self._get_pool().map(_prepare_in_worker, [m.raw for m in items], chunksize=POOL_CHUNKSIZE)
+            results = pool.map(_prepare_in_worker, [m.raw for m in items], chunksize=POOL_CHUNKSIZE)
             for mail, result in zip(items, results, strict=True):
                 yield result.apply(mail)
                 done += 1
@@ -292,10 +299,18 @@ class Preparer:
             # A worker died (killed, out of memory): the rest of the batch is prepared inline and
             # the next batch gets a fresh pool.
             log.warning("parse_pool_broken", error=str(e), remaining=len(items) - done)
-            self.close()
+            self._discard(pool)
             yield from self._inline(items[done:])
 
+    def _discard(self, broken: ProcessPoolExecutor) -> None:
+        """Drop the pool that broke (not one another thread has started since) and shut it down."""
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=True, cancel_futures=True)
+
     def close(self) -> None:
-        pool, self._pool = self._pool, None
+        with self._lock:
+            pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -60,6 +60,7 @@ class Deduplicate:
 
     def __call__(self, mail: InboundMail) -> None:
         mid = mail.parsed.message_id if mail.parsed is not None else None
+        repo.hold_message_id(mail.session, mid)  # a copy in another open batch commits first
         dup = repo.find_duplicate(mail.session, mail.sha256, mid, besides=mail.requeue_of)
         if dup is not None:
             dup_id, dup_disposition = dup

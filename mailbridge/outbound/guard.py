@@ -63,8 +63,8 @@ class AutoMailGuard:
         """None when an automatic mail to ``recipient`` (about case ``ticket_id``) may go now.
 
         The suppression of a failing address holds at ``now``. The limits count the mail at
-        ``arrived``, when the mail it answers came (default ``now``): the automatic mails counted at or
-        before then, within each tier's window before then. So a backlog worked after downtime is
+        ``arrived``, when the mail it answers came (default ``now``): the automatic mails counted
+        within each tier's window before then (or since). So a backlog worked after downtime is
         limited as its mails were when they arrived, not as if they all came at once; a storm that
         arrives while we run is counted as it comes."""
         at = now if arrived is None else min(arrived, now)
@@ -81,7 +81,9 @@ class AutoMailGuard:
             )
         if not self._window:
             return None
-        rows = [(t, tid) for t, tid in automail.auto_mails_since(session, recipient, at - self._window) if t <= at]
+        # Rows counted after ``at`` count too: a backlog runs in arrival order, so those are mails of
+        # the same moment (INTERNALDATE has whole seconds) or a storm going on now — never fewer.
+        rows = automail.auto_mails_since(session, recipient, at - self._window)
         for scope, tiers in (("ticket", self.settings.per_ticket), ("recipient", self.settings.per_recipient)):
             mine = [t for t, tid in rows if scope == "recipient" or (tid == ticket_id and ticket_id is not None)]
             for tier in tiers:

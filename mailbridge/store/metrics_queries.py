@@ -93,8 +93,14 @@ def after_commit(session: Session, fn: Callable[[], None]) -> None:
 
         event.listen(session, "after_soft_rollback", _rolled_back)
 
-    def _committed(_session) -> None:
+    fired = [False]
+
+    def _committed(s) -> None:
+        # SQLAlchemy sends after_commit for a released savepoint too: only the outermost commit counts.
+        if fired[0] or s.in_nested_transaction():
+            return
+        fired[0] = True
         if live[0]:
             fn()
 
-    event.listen(session, "after_commit", _committed, once=True)
+    event.listen(session, "after_commit", _committed)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, literal_column, or_, select, union_all, update
+from sqlalchemy import and_, bindparam, case, func, insert, literal_column, or_, select, text, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, selectinload
 
@@ -463,6 +463,20 @@ def _duplicate_query():
 
 
 _DUPLICATE = _duplicate_query()
+
+
+# Held per Message-ID until the transaction ends (PostgreSQL): see hold_message_id.
+_HOLD_MESSAGE_ID = text("SELECT pg_advisory_xact_lock(hashtextextended(:mid, 1713))")
+
+
+def hold_message_id(session: Session, message_id: str | None) -> None:
+    """On PostgreSQL, hold ``message_id`` until this transaction ends (an advisory lock), before
+    :func:`find_duplicate` looks for it: two copies of one mail (delivered to two support
+    addresses, fetched by two pollers or instances whose batches are open at once) otherwise both
+    find nothing, and both open a case. The second waits until the first's batch committed, then
+    finds it. SQLite needs none: one writer at a time."""
+    if message_id and session.get_bind().dialect.name == "postgresql":
+        _conn(session).execute(_HOLD_MESSAGE_ID, {"mid": message_id})
 
 
 def find_duplicate(

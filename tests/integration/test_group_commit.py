@@ -13,9 +13,12 @@ folders are read back.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import event, func, select, text
 
+from mailbridge.ingest.mail import InboundMail
 from mailbridge.ingest.pipeline import InfrastructureError
 from mailbridge.store.db import session_scope
 from mailbridge.store.models import MailboxState, Message, Outbox, Quarantine, RawMessage, Ticket
@@ -198,3 +201,51 @@ def test_a_mail_another_instance_recorded_meanwhile_ends_as_a_duplicate(app, ima
         assert len(ours) == 4
         assert s.scalars(select(MailboxState.last_uid).where(MailboxState.account == "main")).one() == max(ours)
     assert _folders(imap_server) == {"INBOX": [], "Processed": sorted(m for m, _ in mails), "Quarantine": []}
+
+
+class HoldOpen:
+    """A test step after ``deduplicate``: the first mail with Message-ID ``mid`` keeps its batch's
+    transaction open until the other copy has been started (as a long batch would)."""
+
+    name = "hold_open"
+
+    def __init__(self, mid: str):
+        self.mid, self.inside, self.release = mid, threading.Event(), threading.Event()
+
+    def __call__(self, mail):
+        if mail.parsed is not None and mail.parsed.message_id == self.mid and not self.inside.is_set():
+            self.inside.set()
+            self.release.wait(10)
+
+
+def test_two_copies_of_a_mail_in_batches_open_at_once_make_one_case(app, imap_server, db_url):
+    """The same mail delivered to two support addresses (other bytes, the same Message-ID), each copy
+    in a batch of its own that is open at the same time (two pollers, two instances): one case, one
+    acknowledgement; the other copy is a duplicate. On PostgreSQL the second copy waits for the
+    first's batch (``repositories.hold_message_id``); on SQLite the write lock serialises them."""
+    mid = "cc-both@kunde.example"
+    first = make_mail(subject="Lizenzserver", message_id=f"<{mid}>", to="support@vendor.example")
+    second = make_mail(subject="Lizenzserver", message_id=f"<{mid}>", to="hotline@vendor.example")
+    assert first != second
+    hold = HoldOpen(mid)
+    app.pipeline.steps.insert(_step_index(app, "deduplicate") + 1, hold)
+    mails = [InboundMail("main", "INBOX", 1, uid, raw) for uid, raw in ((1, first), (2, second))]
+    prepared = list(app.preparer.prepare(mails))
+    results: dict[int, list] = {}
+
+    def run(mail):
+        results[mail.uid] = [d for batch in app.pipeline.batches([mail]) for _, d in batch]
+
+    a = threading.Thread(target=run, args=(prepared[0],))
+    a.start()
+    assert hold.inside.wait(10)
+    b = threading.Thread(target=run, args=(prepared[1],))
+    b.start()
+    b.join(1.0)  # the second copy waits for the first (PostgreSQL: the Message-ID; SQLite: the lock)
+    hold.release.set()
+    a.join(20)
+    b.join(20)
+    assert sorted(d.value for ds in results.values() for d in ds) == ["duplicate", "processed"]
+    with session_scope(app.session_factory) as s:
+        assert s.scalar(select(func.count()).select_from(Ticket)) == 1
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.kind == "ack")) == 1
