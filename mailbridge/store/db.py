@@ -31,8 +31,6 @@ __all__ = [
 
 # How long a SQLite writer waits for the lock before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# The page cache per connection (KiB; see make_engine).
-SQLITE_CACHE_KIB = 32 * 1024
 
 
 def make_engine(url: str) -> Engine:
@@ -51,11 +49,6 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            # A page cache that holds the indexes a mail's statements touch (SQLite's default is 2 MB):
-            # inserts land at random places of the sha256 and Message-ID indexes, and once those
-            # outgrow the cache every mail reads pages again, so a long backlog slowed down as the
-            # database grew (issue 18). Pages are allocated as used, up to this many KiB.
-            cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
