@@ -647,7 +647,8 @@ class IngestSettings(_Model):
     # Mails larger than this are quarantined instead of parsed.
     max_message_bytes: Annotated[int, Field(gt=0)] = 50 * 1024 * 1024
     # Worker processes that parse a backlog while the database work goes on; None: one per CPU;
-    # 0: parse in the fetching thread only. A single new mail is always parsed inline.
+    # 0: parse in the fetching thread only. Started with the service (``App.warm_up``) they get every
+    # mail, a single new one too; a command parses its few mails inline.
     parse_workers: Annotated[int, Field(ge=0, le=64)] | None = None
     # Group commit: a backlog is recorded in transactions of up to ``commit_batch`` mails, each held
     # at most ``commit_seconds`` (on SQLite the write lock is held that long: the sender and the
