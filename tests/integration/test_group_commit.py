@@ -249,3 +249,33 @@ def test_two_copies_of_a_mail_in_batches_open_at_once_make_one_case(app, imap_se
     with session_scope(app.session_factory) as s:
         assert s.scalar(select(func.count()).select_from(Ticket)) == 1
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.kind == "ack")) == 1
+
+
+def test_no_transaction_is_open_while_the_next_mail_of_a_batch_is_prepared(app, imap_server, db_url):
+    """A batch takes its mails from the preparer before its transaction begins: while a mail is
+    being parsed (here: while the generator that hands the mails over runs) another writer gets in at
+    once, so the sender and the cluster heartbeat never wait for a parse. (SQLite: the write lock.)"""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the write lock that other writers would wait for is SQLite's")
+    import sqlite3
+
+    path = app.engine.url.database
+    mails = [InboundMail("main", "INBOX", 1, uid, raw) for uid, (_, raw) in enumerate(_mails(6, "lock"), start=1)]
+    prepared = list(app.preparer.prepare(mails))
+    blocked: list[int] = []
+
+    def handed_over():
+        for mail in prepared:
+            other = sqlite3.connect(path, timeout=0)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # fails at once while a batch holds the write lock
+                other.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                blocked.append(mail.uid)
+            finally:
+                other.close()
+            yield mail
+
+    done = [d for batch in app.pipeline.batches(handed_over()) for _, d in batch]
+    assert [d.value for d in done] == ["processed"] * 6
+    assert blocked == []
